@@ -1,0 +1,51 @@
+/// A parsed and checked `lathe.yaml`: everything that describes a model apart from its files.
+public struct ModelSpec: Sendable, Hashable, Codable {
+    /// Default push target, `owner/name`.
+    public var name: String?
+    public var description: String?
+    public var license: String?
+    public var python: String
+    public var pythonPackages: [String]
+    /// A requirements file inside the project, as an alternative to `python_packages`.
+    public var requirements: String?
+    public var predict: EntryPoint
+    /// Optional entry point run on outputs (DESIGN §5).
+    public var safetyChecker: EntryPoint?
+    public var inputs: [InputSpec]
+    public var output: OutputSpec
+    public var weights: [WeightsSpec]
+    public var concurrency: Int
+    /// Per-prediction timeout in seconds.
+    public var timeout: Int
+    public var network: Bool
+
+    /// Where `predict:` is written, for diagnostics about the entry point.
+    public var predictLocation: SourceLocation?
+
+    public static let defaultPython = "3.11"
+    public static let defaultTimeout = 30 * 60
+
+    public init(predict: EntryPoint, inputs: [InputSpec] = [], output: OutputSpec = OutputSpec(type: .string)) {
+        self.python = Self.defaultPython
+        self.pythonPackages = []
+        self.predict = predict
+        self.inputs = inputs
+        self.output = output
+        self.weights = []
+        self.concurrency = 1
+        self.timeout = Self.defaultTimeout
+        self.network = false
+    }
+
+    public func input(named name: String) -> InputSpec? {
+        inputs.first { $0.name == name }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, license, python
+        case pythonPackages = "python_packages"
+        case requirements, predict
+        case safetyChecker = "safety_checker"
+        case inputs, output, weights, concurrency, timeout, network
+    }
+}

@@ -1,0 +1,541 @@
+import Foundation
+import Yams
+
+/// Reads `lathe.yaml` into a ``ModelSpec``, collecting every mistake with its line and column.
+public struct SpecParser {
+    /// The name used for the file in diagnostics, usually `lathe.yaml`.
+    public var fileName: String
+    private var problems: [Diagnostic] = []
+
+    public static let rootKeys = [
+        "name", "description", "license", "python", "python_packages", "requirements", "predict",
+        "safety_checker", "inputs", "output", "weights", "concurrency", "timeout", "network",
+    ]
+    public static let inputKeys = [
+        "type", "description", "default", "minimum", "maximum", "min_length", "max_length", "pattern",
+        "choices", "accept", "deprecated", "nullable", "items",
+    ]
+    public static let outputKeys = ["type", "description", "items", "properties", "concatenate"]
+    public static let weightsKeys = ["path", "sha256"]
+
+    public init(fileName: String = "lathe.yaml") {
+        self.fileName = fileName
+    }
+
+    /// Parses a whole spec; throws ``Diagnostics`` listing every problem found.
+    public static func parse(_ text: String, fileName: String = "lathe.yaml") throws -> ModelSpec {
+        var parser = SpecParser(fileName: fileName)
+        let spec = parser.run(text)
+        guard let spec, parser.problems.isEmpty else { throw Diagnostics(parser.problems) }
+        return spec
+    }
+
+    /// Reads and parses `lathe.yaml` in a project folder.
+    public static func load(project: URL) throws -> ModelSpec {
+        let url = project.appendingPathComponent("lathe.yaml")
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw Diagnostics([Diagnostic(nil, "no lathe.yaml in \(project.path)",
+                                          fix: "run `lathe init` there, or pass the folder that holds lathe.yaml")])
+        }
+        return try parse(String(decoding: data, as: UTF8.self))
+    }
+
+    // MARK: - Document
+
+    private mutating func run(_ text: String) -> ModelSpec? {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            problems.append(syntaxDiagnostic(error))
+            return nil
+        } catch {
+            problems.append(Diagnostic(SourceLocation(file: fileName, line: 1, column: 1), "cannot read YAML: \(error)"))
+            return nil
+        }
+        guard let root, let mapping = root.mapping else {
+            problems.append(Diagnostic(location(root), "lathe.yaml must be a mapping of keys such as predict:, inputs: and output:",
+                                       fix: "start from `lathe init`"))
+            return nil
+        }
+        checkKeys(mapping, allowed: Self.rootKeys, context: "at the top level")
+
+        guard let predictNode = mapping["predict"] else {
+            problems.append(Diagnostic(location(root), "missing predict:", fix: "add `predict: predict.py:Predictor`"))
+            return nil
+        }
+        guard let predictText = scalarString(predictNode, what: "predict"),
+              let predict = EntryPoint(parsing: predictText) else {
+            problems.append(Diagnostic(location(predictNode), "predict: must be file.py:Name",
+                                       fix: "write for example `predict: predict.py:Predictor`"))
+            return nil
+        }
+        var spec = ModelSpec(predict: predict)
+        spec.predictLocation = location(predictNode)
+
+        if let node = mapping["name"], let value = scalarString(node, what: "name") {
+            if value.range(of: #"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$"#, options: .regularExpression) == nil {
+                problems.append(Diagnostic(location(node), "name \"\(value)\" is not owner/name",
+                                           fix: "use lowercase letters, digits, '-', '_' and '.', e.g. `name: acme/sentiment`"))
+            } else {
+                spec.name = value
+            }
+        }
+        spec.description = mapping["description"].flatMap { scalarString($0, what: "description") }
+        spec.license = mapping["license"].flatMap { scalarString($0, what: "license") }
+        if let node = mapping["python"], let value = scalarString(node, what: "python") {
+            if value.range(of: #"^3\.\d+(\.\d+)?$"#, options: .regularExpression) == nil {
+                problems.append(Diagnostic(location(node), "python \"\(value)\" is not a Python 3 version",
+                                           fix: "write it quoted, e.g. `python: \"3.11\"`"))
+            } else {
+                spec.python = value
+            }
+        }
+        if let node = mapping["python_packages"] {
+            spec.pythonPackages = stringList(node, what: "python_packages")
+        }
+        if let node = mapping["requirements"] {
+            spec.requirements = scalarString(node, what: "requirements")
+            if mapping["python_packages"] != nil {
+                problems.append(Diagnostic(location(node), "both requirements: and python_packages: are set",
+                                           fix: "keep only one of them"))
+            }
+        }
+        if let node = mapping["safety_checker"], let text = scalarString(node, what: "safety_checker") {
+            if let entry = EntryPoint(parsing: text) {
+                spec.safetyChecker = entry
+            } else {
+                problems.append(Diagnostic(location(node), "safety_checker: must be file.py:Name",
+                                           fix: "write for example `safety_checker: safety.py:check`"))
+            }
+        }
+        if let node = mapping["inputs"] {
+            spec.inputs = parseInputs(node)
+        }
+        if let node = mapping["output"] {
+            if let output = parseOutput(node) { spec.output = output }
+        } else {
+            problems.append(Diagnostic(location(root), "missing output:", fix: "add for example `output: {type: string}`"))
+        }
+        if let node = mapping["weights"] {
+            spec.weights = parseWeights(node)
+        }
+        if let node = mapping["concurrency"] {
+            if let value = node.int, value >= 1 {
+                spec.concurrency = value
+            } else {
+                problems.append(Diagnostic(location(node), "concurrency must be a whole number of at least 1",
+                                           fix: "write for example `concurrency: 1`"))
+            }
+        }
+        if let node = mapping["timeout"] {
+            if let seconds = Self.parseDuration(node) {
+                spec.timeout = seconds
+            } else {
+                problems.append(Diagnostic(location(node), "timeout \"\(node.string ?? "")\" is not a duration",
+                                           fix: "write seconds or a unit, e.g. `timeout: 90s`, `30m` or `2h`"))
+            }
+        }
+        if let node = mapping["network"] {
+            if let value = boolean(node) {
+                spec.network = value
+            } else {
+                problems.append(Diagnostic(location(node), "network must be true or false", fix: "write `network: false`"))
+            }
+        }
+        return spec
+    }
+
+    /// Parses `90`, `90s`, `30m`, `2h` into seconds.
+    static func parseDuration(_ node: Node) -> Int? {
+        if let value = node.int { return value > 0 ? value : nil }
+        guard let text = node.string, let unit = text.last, let number = Int(text.dropLast()), number > 0 else { return nil }
+        switch unit {
+        case "s": return number
+        case "m": return number * 60
+        case "h": return number * 3600
+        default: return nil
+        }
+    }
+
+    // MARK: - Inputs
+
+    private mutating func parseInputs(_ node: Node) -> [InputSpec] {
+        guard let mapping = node.mapping else {
+            problems.append(Diagnostic(location(node), "inputs: must map each input name to its declaration",
+                                       fix: "write for example `inputs: {text: {type: string}}`"))
+            return []
+        }
+        var inputs: [InputSpec] = []
+        for (keyNode, valueNode) in mapping {
+            guard let name = keyNode.string else { continue }
+            if name.range(of: #"^[A-Za-z_][A-Za-z0-9_]*$"#, options: .regularExpression) == nil {
+                problems.append(Diagnostic(location(keyNode), "input name \"\(name)\" is not a Python identifier",
+                                           fix: "use letters, digits and '_', starting with a letter"))
+                continue
+            }
+            if let input = parseInput(name: name, keyNode: keyNode, node: valueNode) {
+                inputs.append(input)
+            }
+        }
+        return inputs
+    }
+
+    private mutating func parseInput(name: String, keyNode: Node, node: Node) -> InputSpec? {
+        let what = "input \"\(name)\""
+        // `text: string` is shorthand for `text: {type: string}`.
+        let mapping: Node.Mapping
+        if let shorthand = node.scalar?.string {
+            mapping = Node.Mapping([(Node("type"), Node(shorthand, Tag(.str), .plain))])
+        } else if let value = node.mapping {
+            mapping = value
+        } else {
+            problems.append(Diagnostic(location(node), "\(what) must be a mapping", fix: "write for example `\(name): {type: string}`"))
+            return nil
+        }
+        let typeLocation = mapping["type"].map { location($0) } ?? location(node)
+        checkKeys(mapping, allowed: Self.inputKeys, context: "in \(what)")
+        guard let typeNode = mapping["type"] else {
+            problems.append(Diagnostic(location(node), "\(what) has no type",
+                                       fix: "add `type:` with one of \(Self.list(ValueType.inputTypes))"))
+            return nil
+        }
+        guard let type = valueType(typeNode, allowed: ValueType.inputTypes, what: what) else { return nil }
+        var input = InputSpec(name: name, type: type)
+        input.location = location(keyNode)
+
+        if type == .array {
+            if let itemsNode = mapping["items"] {
+                input.items = itemType(itemsNode, what: what)
+            } else {
+                problems.append(Diagnostic(typeLocation, "\(what) is an array without items:",
+                                           fix: "add `items: string` (or another type)"))
+            }
+        } else if let itemsNode = mapping["items"] {
+            problems.append(Diagnostic(location(itemsNode), "items: applies only to arrays, but \(what) is \(type.rawValue)",
+                                       fix: "remove items: or set `type: array`"))
+        }
+        input.description = mapping["description"].flatMap { scalarString($0, what: "description") }
+        input.deprecated = mapping["deprecated"].flatMap { flag($0, key: "deprecated") }
+        input.nullable = mapping["nullable"].flatMap { flag($0, key: "nullable") }
+
+        let numeric = type == .integer || type == .number || (type == .array && (input.items == .integer || input.items == .number))
+        let stringy = type == .string || type == .secret || (type == .array && input.items == .string)
+        for key in ["minimum", "maximum"] {
+            guard let bound = mapping[key] else { continue }
+            guard numeric else {
+                problems.append(Diagnostic(location(bound), "\(key) applies to integer and number inputs, but \(what) is \(type.rawValue)",
+                                           fix: stringy ? "use min_length/max_length for strings" : "remove \(key)"))
+                continue
+            }
+            guard let value = number(bound) else {
+                problems.append(Diagnostic(location(bound), "\(key) of \(what) must be a number", fix: "write for example `\(key): 1`"))
+                continue
+            }
+            if key == "minimum" { input.minimum = value } else { input.maximum = value }
+        }
+        for key in ["min_length", "max_length"] {
+            guard let bound = mapping[key] else { continue }
+            guard stringy || type == .array else {
+                problems.append(Diagnostic(location(bound), "\(key) applies to string and array inputs, but \(what) is \(type.rawValue)",
+                                           fix: numeric ? "use minimum/maximum for numbers" : "remove \(key)"))
+                continue
+            }
+            guard let value = bound.int, value >= 0 else {
+                problems.append(Diagnostic(location(bound), "\(key) of \(what) must be a whole number ≥ 0", fix: "write for example `\(key): 1`"))
+                continue
+            }
+            if key == "min_length" { input.minLength = value } else { input.maxLength = value }
+        }
+        if let minimum = input.minimum, let maximum = input.maximum, minimum > maximum, let node = mapping["maximum"] {
+            problems.append(Diagnostic(location(node), "maximum \(JSONValue.number(maximum).display) of \(what) is below its minimum \(JSONValue.number(minimum).display)",
+                                       fix: "swap them"))
+        }
+        if let patternNode = mapping["pattern"] {
+            if !stringy {
+                problems.append(Diagnostic(location(patternNode), "pattern applies to string inputs, but \(what) is \(type.rawValue)", fix: "remove pattern"))
+            } else if let pattern = scalarString(patternNode, what: "pattern") {
+                do {
+                    _ = try NSRegularExpression(pattern: pattern)
+                    input.pattern = pattern
+                } catch {
+                    problems.append(Diagnostic(location(patternNode), "pattern \"\(pattern)\" of \(what) is not a valid regular expression",
+                                               fix: "fix the expression, and quote it in single quotes so YAML keeps backslashes"))
+                }
+            }
+        }
+        if let choicesNode = mapping["choices"] {
+            if ![.string, .integer, .number].contains(type) {
+                problems.append(Diagnostic(location(choicesNode), "choices apply to string, integer and number inputs, but \(what) is \(type.rawValue)",
+                                           fix: "remove choices"))
+            } else if let sequence = choicesNode.sequence, !sequence.isEmpty {
+                var choices: [JSONValue] = []
+                for item in sequence {
+                    if let value = typedValue(item, type: type, what: "choice of \(what)") { choices.append(value) }
+                }
+                input.choices = choices
+            } else {
+                problems.append(Diagnostic(location(choicesNode), "choices of \(what) must be a non-empty list", fix: "write for example `choices: [fast, accurate]`"))
+            }
+        }
+        if let acceptNode = mapping["accept"] {
+            if type != .file && !(type == .array && input.items == .file) {
+                problems.append(Diagnostic(location(acceptNode), "accept applies to file inputs, but \(what) is \(type.rawValue)", fix: "remove accept"))
+            } else {
+                input.accept = scalarString(acceptNode, what: "accept")
+            }
+        }
+        if let defaultNode = mapping["default"] {
+            if type == .file {
+                if defaultNode.null == nil {
+                    problems.append(Diagnostic(location(defaultNode), "\(what) is a file and cannot have a default",
+                                               fix: "remove default, or write `nullable: true` to make it optional"))
+                } else {
+                    input.nullable = true
+                }
+            } else if defaultNode.null != nil {
+                input.nullable = true
+            } else if let value = typedValue(defaultNode, type: type, items: input.items, what: "default of \(what)") {
+                input.default = value
+                checkDefault(value, of: input, at: location(defaultNode))
+            }
+        }
+        return input
+    }
+
+    /// The default must satisfy the input's own constraints.
+    private mutating func checkDefault(_ value: JSONValue, of input: InputSpec, at location: SourceLocation) {
+        let what = "input \"\(input.name)\""
+        if let choices = input.choices, !choices.contains(where: { $0.doubleValue != nil ? $0.doubleValue == value.doubleValue : $0 == value }) {
+            problems.append(Diagnostic(location, "default \(value.display) of \(what) is not one of its choices \(JSONValue.array(choices).display)",
+                                       fix: "use one of the choices or add it to choices"))
+            return
+        }
+        for message in InputValidator.violations(of: value, against: input) {
+            problems.append(Diagnostic(location, "default \(value.display) of \(what) \(message)",
+                                       fix: "change the default or the constraint"))
+        }
+    }
+
+    // MARK: - Output
+
+    private mutating func parseOutput(_ node: Node) -> OutputSpec? {
+        let mapping: Node.Mapping
+        if let shorthand = node.scalar?.string {
+            mapping = Node.Mapping([(Node("type"), Node(shorthand, Tag(.str), .plain))])
+        } else if let value = node.mapping {
+            mapping = value
+        } else {
+            problems.append(Diagnostic(location(node), "output: must be a mapping", fix: "write for example `output: {type: string}`"))
+            return nil
+        }
+        checkKeys(mapping, allowed: Self.outputKeys, context: "in output")
+        guard let typeNode = mapping["type"] else {
+            problems.append(Diagnostic(location(node), "output has no type", fix: "add `type:` with one of \(Self.list(ValueType.allCases))"))
+            return nil
+        }
+        guard let type = valueType(typeNode, allowed: ValueType.allCases.filter { $0 != .secret }, what: "output") else { return nil }
+        var output = OutputSpec(type: type)
+        output.description = mapping["description"].flatMap { scalarString($0, what: "description") }
+        if let itemsNode = mapping["items"] {
+            if type == .array || type == .iterator {
+                output.items = itemType(itemsNode, what: "output")
+            } else {
+                problems.append(Diagnostic(location(itemsNode), "items: applies to array and iterator outputs, but output is \(type.rawValue)",
+                                           fix: "remove items: or change the type"))
+            }
+        } else if type == .array || type == .iterator {
+            problems.append(Diagnostic(location(typeNode), "output is \(type.rawValue) without items:", fix: "add `items: string` (or another type)"))
+        }
+        if let propertiesNode = mapping["properties"] {
+            if type != .object {
+                problems.append(Diagnostic(location(propertiesNode), "properties: applies to object outputs, but output is \(type.rawValue)",
+                                           fix: "remove properties: or set `type: object`"))
+            } else if let properties = propertiesNode.mapping {
+                var result: [String: ValueType] = [:]
+                for (key, value) in properties {
+                    guard let name = key.string else { continue }
+                    let typeNode = value.mapping?["type"] ?? value
+                    if let mapping = value.mapping { checkKeys(mapping, allowed: ["type", "description"], context: "in output property \"\(name)\"") }
+                    if let propertyType = valueType(typeNode, allowed: ValueType.itemTypes + [.array], what: "output property \"\(name)\"") {
+                        result[name] = propertyType
+                    }
+                }
+                output.properties = result
+            } else {
+                problems.append(Diagnostic(location(propertiesNode), "properties: must map names to types", fix: "write for example `properties: {label: {type: string}}`"))
+            }
+        }
+        if let concatenateNode = mapping["concatenate"] {
+            let value = flag(concatenateNode, key: "concatenate")
+            if value == true && !(type == .iterator && output.items == .string) {
+                problems.append(Diagnostic(location(concatenateNode), "concatenate applies to iterators of strings",
+                                           fix: "set `type: iterator` and `items: string`, or remove concatenate"))
+            }
+            output.concatenate = value
+        }
+        return output
+    }
+
+    // MARK: - Weights
+
+    private mutating func parseWeights(_ node: Node) -> [WeightsSpec] {
+        guard let sequence = node.sequence else {
+            problems.append(Diagnostic(location(node), "weights: must be a list", fix: "write for example `weights: [{path: weights/model.npz}]`"))
+            return []
+        }
+        var weights: [WeightsSpec] = []
+        for item in sequence {
+            var entry: WeightsSpec
+            if let path = item.scalar?.string {
+                entry = WeightsSpec(path: path)
+            } else if let mapping = item.mapping {
+                checkKeys(mapping, allowed: Self.weightsKeys, context: "in a weights entry")
+                guard let pathNode = mapping["path"], let path = scalarString(pathNode, what: "path") else {
+                    problems.append(Diagnostic(location(item), "weights entry has no path:", fix: "add `path: weights/model.npz`"))
+                    continue
+                }
+                entry = WeightsSpec(path: path)
+                if let pinNode = mapping["sha256"], let pin = scalarString(pinNode, what: "sha256") {
+                    let hex = pin.hasPrefix("sha256:") ? String(pin.dropFirst(7)) : pin
+                    if hex.range(of: "^[0-9a-f]{64}$", options: .regularExpression) == nil {
+                        problems.append(Diagnostic(location(pinNode), "sha256 \"\(pin)\" is not 64 lowercase hex digits",
+                                                   fix: "paste the output of `sha256sum \(path)`, or remove the pin"))
+                    } else {
+                        entry.sha256 = hex
+                    }
+                }
+            } else {
+                problems.append(Diagnostic(location(item), "weights entry must be a path or a mapping", fix: "write `- path: weights/model.npz`"))
+                continue
+            }
+            let normalized = (entry.path as NSString).standardizingPath
+            if entry.path.hasPrefix("/") || normalized.hasPrefix("..") || normalized.isEmpty || normalized == "." {
+                problems.append(Diagnostic(location(item), "weights path \"\(entry.path)\" is outside the project",
+                                           fix: "use a path relative to the folder that holds lathe.yaml"))
+                continue
+            }
+            entry.path = normalized
+            entry.location = location(item.mapping?["path"] ?? item)
+            weights.append(entry)
+        }
+        return weights
+    }
+
+    // MARK: - Scalars
+
+    private func location(_ node: Node?) -> SourceLocation {
+        let mark = node?.mark
+        return SourceLocation(file: fileName, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    }
+
+    private mutating func checkKeys(_ mapping: Node.Mapping, allowed: [String], context: String) {
+        for key in mapping.keys {
+            guard let name = key.string else { continue }
+            if !allowed.contains(name) {
+                let hint = closest(to: name, in: allowed).map { "did you mean \"\($0)\"?" } ?? "allowed keys are \(allowed.joined(separator: ", "))"
+                problems.append(Diagnostic(location(key), "unknown key \"\(name)\" \(context)", fix: hint))
+            }
+        }
+    }
+
+    private mutating func valueType(_ node: Node, allowed: [ValueType], what: String) -> ValueType? {
+        guard let text = node.scalar?.string, let type = ValueType(rawValue: text), allowed.contains(type) else {
+            let text = node.scalar?.string ?? "?"
+            let aliases = ["str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "file", "dict": "object", "list": "array"]
+            let hint = aliases[text].map { "write `type: \($0)`" } ?? "write one of \(Self.list(allowed))"
+            problems.append(Diagnostic(location(node), "\(what) has unknown type \"\(text)\"", fix: hint))
+            return nil
+        }
+        return type
+    }
+
+    private mutating func itemType(_ node: Node, what: String) -> ValueType? {
+        let typeNode = node.mapping?["type"] ?? node
+        if let mapping = node.mapping { checkKeys(mapping, allowed: ["type"], context: "in items of \(what)") }
+        return valueType(typeNode, allowed: ValueType.itemTypes, what: "items of \(what)")
+    }
+
+    private mutating func scalarString(_ node: Node, what: String) -> String? {
+        guard let scalar = node.scalar else {
+            problems.append(Diagnostic(location(node), "\(what) must be a single value, not a list or mapping", fix: "write it on one line"))
+            return nil
+        }
+        return scalar.string
+    }
+
+    private mutating func stringList(_ node: Node, what: String) -> [String] {
+        guard let sequence = node.sequence else {
+            problems.append(Diagnostic(location(node), "\(what) must be a list", fix: "write for example `\(what): [numpy>=1.26]`"))
+            return []
+        }
+        return sequence.compactMap { scalarString($0, what: "an entry of \(what)") }
+    }
+
+    private func boolean(_ node: Node) -> Bool? {
+        guard node.scalar?.style == .plain else { return nil }
+        return node.bool
+    }
+
+    private mutating func flag(_ node: Node, key: String) -> Bool? {
+        if let value = boolean(node) { return value }
+        problems.append(Diagnostic(location(node), "\(key) must be true or false", fix: "write `\(key): true`"))
+        return nil
+    }
+
+    private func number(_ node: Node) -> Double? {
+        guard node.scalar?.style == .plain else { return nil }
+        if let value = node.int { return Double(value) }
+        return node.float
+    }
+
+    /// Converts a YAML value to JSON after checking it has the declared type.
+    private mutating func typedValue(_ node: Node, type: ValueType, items: ValueType? = nil, what: String) -> JSONValue? {
+        let value = Self.json(node)
+        if let message = InputValidator.typeMismatch(value, type: type, items: items) {
+            problems.append(Diagnostic(location(node), "\(what) is \(value.display), \(message)",
+                                       fix: "write a value of type \(type == .array ? "array of \(items?.rawValue ?? "?")" : type.rawValue)"))
+            return nil
+        }
+        if type == .number, case .int(let int) = value { return .number(Double(int)) }
+        return value
+    }
+
+    /// Plain YAML scalars are resolved by their tag (so `1` is an integer, `"1"` a string).
+    static func json(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            if scalar.style != .plain { return .string(scalar.string) }
+            if node.null != nil { return .null }
+            if let value = node.bool { return .bool(value) }
+            if let value = node.int { return .int(value) }
+            if let value = node.float { return .number(value) }
+            return .string(scalar.string)
+        case .sequence(let sequence):
+            return .array(sequence.map(json))
+        case .mapping(let mapping):
+            var object: [String: JSONValue] = [:]
+            for (key, value) in mapping { object[key.string ?? ""] = json(value) }
+            return .object(object)
+        case .alias:
+            return .null
+        }
+    }
+
+    private func syntaxDiagnostic(_ error: YamlError) -> Diagnostic {
+        let fix = "check indentation and quoting there (strings holding ':' or '#' need quotes)"
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return Diagnostic(SourceLocation(file: fileName, line: mark.line, column: mark.column), "YAML syntax error: \(problem)", fix: fix)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return Diagnostic(SourceLocation(file: fileName, line: context.mark.line, column: context.mark.column),
+                              "key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", ")) appears twice", fix: "keep one of them")
+        default:
+            return Diagnostic(SourceLocation(file: fileName, line: 1, column: 1), "YAML syntax error: \(error)", fix: fix)
+        }
+    }
+
+    private static func list(_ types: [ValueType]) -> String {
+        types.map(\.rawValue).joined(separator: ", ")
+    }
+}
