@@ -16,6 +16,11 @@ public struct FieldError: Error, Sendable, Hashable, Codable, CustomStringConver
 /// All field errors of one prediction request.
 public struct InputErrors: Error, Sendable, CustomStringConvertible {
     public var fields: [FieldError]
+
+    public init(fields: [FieldError]) {
+        self.fields = fields
+    }
+
     public var description: String { fields.map(\.description).joined(separator: "\n") }
 }
 

@@ -1,0 +1,399 @@
+"""Lathe's model runner: imports one predictor, runs setup() once, then answers predictions.
+
+Protocol: JSON lines. Commands arrive on stdin:
+  {"type": "predict", "id": ID, "input": {...}, "output_dir": DIR}
+  {"type": "cancel", "id": ID}
+  {"type": "shutdown"}
+Events leave on the process's original stdout:
+  {"type": "ready", "setup_time": S}
+  {"type": "setup_failed", "error": MESSAGE}
+  {"type": "log", "id": ID or null, "data": TEXT}
+  {"type": "output", "id": ID, "index": N, "value": ITEM}      (iterator items, as produced)
+  {"type": "done", "id": ID, "status": "succeeded"|"failed"|"canceled", "output": VALUE,
+   "error": MESSAGE, "predict_time": S}
+The predictor's own stdout and stderr (at the file-descriptor level, so C extensions and
+subprocesses are caught too) become log events of the prediction that is running.
+Output files are copied into output_dir and sent as {"$file": NAME}.
+"""
+import argparse
+import asyncio
+import dataclasses
+import importlib.util
+import inspect
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+import uuid
+
+SYNC = b"\x00LATHE-SYNC\x00"
+LOG_LIMIT = int(os.environ.get("LATHE_LOG_LIMIT", str(8 << 20)))
+
+
+class CancelationException(BaseException):
+    """Raised inside predict() when the prediction is canceled."""
+
+
+# MARK: - Cog compatibility
+
+def install_cog_shim():
+    """Lets Cog predictors run without the cog package installed."""
+    try:
+        import cog  # noqa: F401
+        return
+    except ImportError:
+        pass
+    cog = types.ModuleType("cog")
+
+    class BasePredictor:
+        def setup(self, weights=None):
+            pass
+
+    class Path(pathlib.PosixPath):
+        pass
+
+    class Secret:
+        def __init__(self, value=None):
+            self._value = value
+
+        def get_secret_value(self):
+            return self._value
+
+        def __repr__(self):
+            return "Secret(**********)"
+
+    class BaseModel:
+        def __init_subclass__(cls, **kwargs):
+            super().__init_subclass__(**kwargs)
+            dataclasses.dataclass(cls)
+
+    def Input(default=..., **kwargs):  # noqa: N802 - Cog's name
+        return None if default is ... else default
+
+    cog.BasePredictor = BasePredictor
+    cog.BaseRunner = BasePredictor
+    cog.Path = Path
+    cog.File = io.IOBase
+    cog.Secret = Secret
+    cog.Input = Input
+    cog.BaseModel = BaseModel
+    cog.CancelationException = CancelationException
+    from typing import AsyncIterator, Iterator
+    cog.ConcatenateIterator = Iterator
+    cog.AsyncConcatenateIterator = AsyncIterator
+    cog.emit_metric = lambda *args, **kwargs: None
+    cog.current_scope = lambda: types.SimpleNamespace(record_metric=lambda *a, **k: None, context={})
+    sys.modules["cog"] = cog
+    sys.modules["cog.types"] = cog
+
+
+# MARK: - Events
+
+class Channel:
+    def __init__(self, fd):
+        self.stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self.lock = threading.Lock()
+
+    def send(self, **message):
+        line = json.dumps(message, default=str, allow_nan=False) + "\n"
+        with self.lock:
+            self.stream.write(line)
+            self.stream.flush()
+
+
+class LogCapture:
+    """Reads the predictor's fd 1 and 2 and forwards them as log events."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.current = None
+        self.sent = 0
+        self.synced = threading.Event()
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        self.read_fd = read_fd
+        threading.Thread(target=self.pump, daemon=True).start()
+
+    def begin(self, prediction_id):
+        self.sync()
+        self.current = prediction_id
+        self.sent = 0
+
+    def emit(self, data):
+        if not data:
+            return
+        if self.sent >= LOG_LIMIT:
+            return
+        text = data.decode("utf-8", errors="replace")
+        self.sent += len(data)
+        if self.sent >= LOG_LIMIT:
+            text += "\n[logs truncated: more than %d bytes]\n" % LOG_LIMIT
+        self.channel.send(type="log", id=self.current, data=text)
+
+    def pump(self):
+        pending = b""
+        while True:
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                self.emit(pending)
+                return
+            pending += chunk
+            while True:
+                at = pending.find(SYNC)
+                if at < 0:
+                    break
+                self.emit(pending[:at])
+                pending = pending[at + len(SYNC):]
+                self.synced.set()
+            # Keep back only what could be the start of a sync marker.
+            cut = pending.rfind(b"\x00")
+            if cut < 0:
+                self.emit(pending)
+                pending = b""
+            elif cut > 0:
+                self.emit(pending[:cut])
+                pending = pending[cut:]
+
+    def sync(self):
+        """Waits until everything written so far has been forwarded."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        self.synced.clear()
+        os.write(1, SYNC)
+        self.synced.wait(5)
+
+
+# MARK: - Values
+
+def annotation_name(annotation):
+    if annotation is inspect.Parameter.empty:
+        return None
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def coerce(value, annotation):
+    """Turns wire values into what the predictor's annotations ask for (Path, Secret, lists)."""
+    if value is None or annotation is inspect.Parameter.empty:
+        return value
+    origin = getattr(annotation, "__origin__", None)
+    args = getattr(annotation, "__args__", ()) or ()
+    if origin in (list, tuple) and isinstance(value, list) and args:
+        return [coerce(item, args[0]) for item in value]
+    if args and type(None) in args:
+        real = [a for a in args if a is not type(None)]
+        return coerce(value, real[0]) if len(real) == 1 else value
+    name = annotation_name(annotation)
+    if name in ("Path", "PosixPath", "PurePath", "File") and isinstance(value, str):
+        if name == "File":
+            return open(value, "rb")
+        return sys.modules["cog"].Path(value) if "cog" in sys.modules else pathlib.Path(value)
+    if name == "Secret" and isinstance(value, str):
+        return sys.modules["cog"].Secret(value)
+    return value
+
+
+class OutputWriter:
+    def __init__(self, directory):
+        self.directory = directory
+        self.count = 0
+
+    def file(self, source_path=None, stream=None, suffix=""):
+        self.count += 1
+        os.makedirs(self.directory, exist_ok=True)
+        base = os.path.basename(str(source_path)) if source_path else "output%s" % suffix
+        name = "%d-%s" % (self.count, base) if self.count > 1 else base
+        target = os.path.join(self.directory, name)
+        if source_path is not None:
+            shutil.copyfile(source_path, target)
+        else:
+            with open(target, "wb") as handle:
+                shutil.copyfileobj(stream, handle)
+        return {"$file": name}
+
+    def encode(self, value):
+        if isinstance(value, pathlib.PurePath):
+            return self.file(source_path=value)
+        if isinstance(value, io.IOBase):
+            return self.file(stream=value, suffix=os.path.splitext(getattr(value, "name", "") or "")[1])
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+                return None
+            return value
+        if isinstance(value, dict):
+            return {str(k): self.encode(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set)):
+            return [self.encode(v) for v in value]
+        if hasattr(value, "tolist"):
+            return self.encode(value.tolist())
+        if hasattr(value, "model_dump"):
+            return self.encode(value.model_dump())
+        if dataclasses.is_dataclass(value):
+            return self.encode(dataclasses.asdict(value))
+        if hasattr(value, "get_secret_value"):
+            return "**********"
+        return str(value)
+
+
+# MARK: - Runner
+
+class Runner:
+    def __init__(self, channel, capture, entry):
+        self.channel = channel
+        self.capture = capture
+        self.entry = entry
+        self.predict = None
+        self.signature = None
+        self.current = None
+        self.canceled = set()
+        self.main_thread = threading.get_ident()
+
+    def load(self):
+        file_name, _, symbol = self.entry.partition(":")
+        sys.path.insert(0, os.getcwd())
+        spec = importlib.util.spec_from_file_location(pathlib.Path(file_name).stem, os.path.abspath(file_name))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        target = getattr(module, symbol)
+        if inspect.isclass(target):
+            instance = target()
+            setup = getattr(instance, "setup", None)
+            if setup is not None:
+                weights = os.environ.get("LATHE_WEIGHTS") or None
+                takes_weights = "weights" in inspect.signature(setup).parameters
+                result = setup(weights=weights) if takes_weights else setup()
+                if inspect.isawaitable(result):
+                    asyncio.run(result)
+            self.predict = getattr(instance, "predict", None) or getattr(instance, "run")
+        else:
+            self.predict = target
+        self.signature = inspect.signature(self.predict)
+
+    def on_cancel_signal(self, signum, frame):
+        if self.current is not None and self.current in self.canceled:
+            raise CancelationException()
+
+    def run_one(self, command):
+        prediction_id = command.get("id")
+        writer = OutputWriter(command.get("output_dir") or os.path.join("/tmp", "outputs", str(prediction_id)))
+        self.capture.begin(prediction_id)
+        self.current = prediction_id
+        started = time.monotonic()
+        status, output, error = "succeeded", None, None
+        try:
+            kwargs = {}
+            for name, value in (command.get("input") or {}).items():
+                parameter = self.signature.parameters.get(name)
+                kwargs[name] = coerce(value, parameter.annotation if parameter else inspect.Parameter.empty)
+            result = self.predict(**kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(result)
+            if inspect.isasyncgen(result):
+                result = iterate_async(result)
+            if inspect.isgenerator(result) or isinstance(result, types.GeneratorType) or (
+                    hasattr(result, "__next__") and not isinstance(result, (str, bytes, io.IOBase))):
+                items = []
+                for index, item in enumerate(result):
+                    if prediction_id in self.canceled:
+                        raise CancelationException()
+                    encoded = writer.encode(item)
+                    items.append(encoded)
+                    self.capture.sync()
+                    self.channel.send(type="output", id=prediction_id, index=index, value=encoded)
+                output = items
+            else:
+                output = writer.encode(result)
+        except CancelationException:
+            status = "canceled"
+        except Exception as exception:  # the predictor's failure is the prediction's failure
+            status = "failed"
+            error = str(exception) or type(exception).__name__
+            traceback.print_exc()
+        finally:
+            self.current = None
+        predict_time = time.monotonic() - started
+        self.capture.sync()
+        self.canceled.discard(prediction_id)
+        self.channel.send(type="done", id=prediction_id, status=status, output=output, error=error,
+                          predict_time=round(predict_time, 6))
+
+    def commands(self, queue, ready):
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            command = json.loads(line)
+            if command.get("type") == "cancel":
+                self.canceled.add(command.get("id"))
+                if self.current == command.get("id"):
+                    signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+                continue
+            queue.append(command)
+            ready.release()
+        queue.append({"type": "shutdown"})
+        ready.release()
+
+
+def iterate_async(generator):
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(generator.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entry", required=True)
+    parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space, 0 for none")
+    args = parser.parse_args()
+    if args.memory_limit:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
+    channel = Channel(os.dup(1))
+    capture = LogCapture(channel)
+    install_cog_shim()
+    runner = Runner(channel, capture, args.entry)
+    signal.signal(signal.SIGUSR1, runner.on_cancel_signal)
+    started = time.monotonic()
+    try:
+        runner.load()
+    except BaseException as exception:  # noqa: BLE001 - any setup failure is reported, then we exit
+        traceback.print_exc()
+        capture.sync()
+        channel.send(type="setup_failed", error="%s: %s" % (type(exception).__name__, exception))
+        sys.exit(1)
+    capture.sync()
+    channel.send(type="ready", setup_time=round(time.monotonic() - started, 6))
+    queue, ready = [], threading.Semaphore(0)
+    threading.Thread(target=runner.commands, args=(queue, ready), daemon=True).start()
+    while True:
+        ready.acquire()
+        command = queue.pop(0)
+        if command.get("type") == "shutdown":
+            break
+        if command.get("type") == "predict":
+            runner.run_one(command)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

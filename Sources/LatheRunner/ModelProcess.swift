@@ -1,0 +1,276 @@
+import Foundation
+import LatheSpec
+
+/// One running copy of a model: the runner process (sandboxed when possible) and the
+/// predictions it is answering.
+public final class ModelProcess: @unchecked Sendable {
+    /// Everything needed to start the runner for one model.
+    public struct Configuration: Sendable {
+        /// The model's code (with its weights in place).
+        public var project: URL
+        public var entryPoint: EntryPoint
+        public var environment: PythonEnvironment
+        /// Folder for per-prediction inputs and outputs; writable by the model.
+        public var workDirectory: URL
+        public var sandbox: Sandbox?
+        /// Extra read-only paths the model needs (hard-linked weights live inside `project`).
+        public var readOnlyPaths: [String] = []
+        /// Passed to setup(weights=…) when it takes that parameter.
+        public var weights: String?
+        /// Most bytes of logs kept per prediction.
+        public var logLimit: Int = 8 << 20
+        /// Address-space limit for the model process, 0 for none.
+        public var memoryLimit: Int = 0
+
+        public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
+            self.project = project
+            self.entryPoint = entryPoint
+            self.environment = environment
+            self.workDirectory = workDirectory
+            self.sandbox = sandbox
+        }
+    }
+
+    private struct Pending {
+        var logs = ""
+        var onEvent: @Sendable (RunnerEvent) -> Void
+        var continuation: CheckedContinuation<PredictionOutcome, Never>
+        var timedOut = false
+    }
+
+    public let configuration: Configuration
+    private let process = Process()
+    private let stdinPipe = Pipe()
+    private let stdoutPipe = Pipe()
+    private let lock = NSLock()
+    private var pending: [String: Pending] = [:]
+    private var setupLogs = ""
+    private var setupContinuation: CheckedContinuation<SetupResult, Never>?
+    private var setupResult: SetupResult?
+    private var exited = false
+
+    public init(_ configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// The runner's process id (bwrap's, when sandboxed).
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Starts the runner and waits until setup() finished or failed.
+    public func start() async throws -> SetupResult {
+        let runnerScript = try Self.runnerScript()
+        let python = configuration.environment.python.path
+        var command = [python, "-u", runnerScript.path, "--entry", configuration.entryPoint.description]
+        if configuration.memoryLimit > 0 { command += ["--memory-limit", String(configuration.memoryLimit)] }
+        var environment = [
+            "PATH": configuration.environment.root.appendingPathComponent("bin").path + ":/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+            "LATHE_LOG_LIMIT": String(configuration.logLimit),
+            "OMP_NUM_THREADS": ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] ?? "1",
+        ]
+        for key in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] {
+            if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
+        }
+        if let weights = configuration.weights { environment["LATHE_WEIGHTS"] = weights }
+        try FileManager.default.createDirectory(at: configuration.workDirectory, withIntermediateDirectories: true)
+        if let sandbox = configuration.sandbox {
+            environment["HOME"] = "/tmp"
+            let mounts = Sandbox.Mounts(
+                project: configuration.project,
+                readOnly: [configuration.environment.root.path, configuration.environment.basePrefix,
+                           runnerScript.deletingLastPathComponent().path] + configuration.readOnlyPaths,
+                writable: [configuration.workDirectory.path])
+            process.executableURL = URL(fileURLWithPath: sandbox.bwrap)
+            process.arguments = sandbox.arguments(mounts: mounts, environment: environment, command: command)
+        } else {
+            environment["HOME"] = configuration.workDirectory.path
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = Array(command.dropFirst())
+            process.environment = environment
+            process.currentDirectoryURL = configuration.project
+        }
+        process.standardInput = stdinPipe
+        process.standardOutput = stdoutPipe
+        // Python's own stderr is redirected by the runner; anything before that (a crash of the
+        // interpreter itself) still reaches setup logs through the same pipe.
+        process.standardError = stdoutPipe
+        process.terminationHandler = { [weak self] process in self?.exited(process) }
+        try process.run()
+        Thread.detachNewThread { [self] in readLoop() }
+        return await withCheckedContinuation { continuation in
+            lock.lock()
+            if let setupResult {
+                lock.unlock()
+                continuation.resume(returning: setupResult)
+            } else {
+                setupContinuation = continuation
+                lock.unlock()
+            }
+        }
+    }
+
+    /// Runs one prediction; `onEvent` sees logs and iterator items as they arrive.
+    public func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval,
+                        onEvent: @escaping @Sendable (RunnerEvent) -> Void = { _ in }) async -> PredictionOutcome {
+        try? FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+        let outcome = await withCheckedContinuation { continuation in
+            lock.lock()
+            if exited {
+                lock.unlock()
+                continuation.resume(returning: PredictionOutcome(status: .failed, error: "the model process is not running"))
+                return
+            }
+            pending[id] = Pending(onEvent: onEvent, continuation: continuation)
+            lock.unlock()
+            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path))
+            Task { [weak self] in
+                try? await Task.sleep(nanoseconds: UInt64(timeout * 1_000_000_000))
+                self?.timeOut(id)
+            }
+        }
+        return outcome
+    }
+
+    /// Asks the model to stop a prediction; it ends as `canceled`.
+    public func cancel(id: String) {
+        send(RunnerCommand(type: "cancel", id: id))
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL).
+    public func terminate() {
+        guard process.isRunning else { return }
+        send(RunnerCommand(type: "shutdown"))
+        try? stdinPipe.fileHandleForWriting.close()
+        let process = self.process
+        DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    /// Waits until the process has exited.
+    public func waitUntilExit() {
+        process.waitUntilExit()
+    }
+
+    // MARK: - Internals
+
+    private func timeOut(_ id: String) {
+        lock.lock()
+        guard pending[id] != nil else { lock.unlock(); return }
+        pending[id]?.timedOut = true
+        lock.unlock()
+        cancel(id: id)
+        // A predictor that ignores cancellation is killed; its prediction fails as timed out.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 5) { [weak self] in
+            guard let self else { return }
+            self.lock.lock()
+            let stillRunning = self.pending[id] != nil
+            self.lock.unlock()
+            if stillRunning { kill(self.process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    private func send(_ command: RunnerCommand) {
+        guard var data = try? JSONEncoder().encode(command) else { return }
+        data.append(0x0A)
+        lock.lock(); defer { lock.unlock() }
+        guard !exited else { return }
+        try? stdinPipe.fileHandleForWriting.write(contentsOf: data)
+    }
+
+    private func readLoop() {
+        let reader = stdoutPipe.fileHandleForReading
+        var buffer = Data()
+        while true {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+            while let newline = buffer.firstIndex(of: 0x0A) {
+                let line = buffer[buffer.startIndex..<newline]
+                buffer = Data(buffer[buffer.index(after: newline)...])
+                handle(line: Data(line))
+            }
+        }
+        if !buffer.isEmpty { handle(line: buffer) }
+    }
+
+    private func handle(line: Data) {
+        guard let message = try? JSONDecoder().decode(RunnerMessage.self, from: line) else {
+            // Output before the runner took over stdout (e.g. the interpreter failing to start).
+            appendLog(String(decoding: line, as: UTF8.self) + "\n", id: nil)
+            return
+        }
+        switch message.type {
+        case "log":
+            appendLog(message.data ?? "", id: message.id)
+        case "output":
+            lock.lock()
+            let handler = message.id.flatMap { pending[$0]?.onEvent }
+            lock.unlock()
+            handler?(.output(index: message.index ?? 0, value: message.value ?? .null))
+        case "done":
+            guard let id = message.id else { return }
+            lock.lock()
+            let entry = pending.removeValue(forKey: id)
+            lock.unlock()
+            guard let entry else { return }
+            var status = PredictionOutcome.Status(rawValue: message.status ?? "failed") ?? .failed
+            var error = message.error
+            if entry.timedOut { status = .failed; error = "Prediction timed out" }
+            entry.continuation.resume(returning: PredictionOutcome(status: status, output: message.output, error: error,
+                                                                   logs: entry.logs, predictTime: message.predictTime))
+        case "ready":
+            finishSetup(.ready(setupTime: message.setupTime ?? 0, logs: setupLogs))
+        case "setup_failed":
+            finishSetup(.failed(error: message.error ?? "setup failed", logs: setupLogs))
+        default:
+            break
+        }
+    }
+
+    private func appendLog(_ text: String, id: String?) {
+        lock.lock()
+        if let id, var entry = pending[id] {
+            if entry.logs.utf8.count < configuration.logLimit { entry.logs += text }
+            pending[id] = entry
+            lock.unlock()
+            entry.onEvent(.log(text))
+        } else {
+            if setupLogs.utf8.count < configuration.logLimit { setupLogs += text }
+            lock.unlock()
+        }
+    }
+
+    private func finishSetup(_ result: SetupResult) {
+        lock.lock()
+        guard setupResult == nil else { lock.unlock(); return }
+        setupResult = result
+        let continuation = setupContinuation
+        setupContinuation = nil
+        lock.unlock()
+        continuation?.resume(returning: result)
+    }
+
+    private func exited(_ process: Process) {
+        let reason = process.terminationReason == .uncaughtSignal
+            ? "the model process was killed by signal \(process.terminationStatus)"
+            : "the model process exited with status \(process.terminationStatus)"
+        lock.lock()
+        exited = true
+        let waiting = pending
+        pending.removeAll()
+        lock.unlock()
+        finishSetup(.failed(error: "setup did not finish: \(reason)", logs: setupLogs))
+        for (_, entry) in waiting {
+            let error = entry.timedOut ? "Prediction timed out" : "Prediction failed: \(reason) while it was running"
+            entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: error, logs: entry.logs))
+        }
+    }
+
+    static func runnerScript() throws -> URL {
+        guard let url = Bundle.module.url(forResource: "runner", withExtension: "py") else {
+            throw Diagnostic(nil, "runner.py is missing from the Lathe installation", fix: "reinstall Lathe")
+        }
+        return url
+    }
+}

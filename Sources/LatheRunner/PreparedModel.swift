@@ -1,0 +1,72 @@
+import Foundation
+import LatheArchive
+import LatheSpec
+
+/// A model's code and weights laid out on disk, ready for a runner: either a project folder as
+/// it is, or a stored version unpacked once per version id.
+public struct PreparedModel: Sendable {
+    public var spec: ModelSpec
+    /// Folder holding the code with the weights in place.
+    public var directory: URL
+    public var requirements: [String]
+
+    /// A project folder, run in place (the author's edit-and-predict loop).
+    public static func project(_ directory: URL, spec: ModelSpec) throws -> PreparedModel {
+        PreparedModel(spec: spec, directory: directory, requirements: try ModelBuilder.requirements(spec, project: directory))
+    }
+
+    /// A version from the local store, unpacked safely under `$LATHE_HOME/instances/<version>`;
+    /// weights are hard links to the (read-only) blobs, so nothing large is copied.
+    public static func image(_ image: LocalStore.Image, store: LocalStore, home: URL) throws -> PreparedModel {
+        let instances = home.appendingPathComponent("instances")
+        let target = instances.appendingPathComponent(image.version.hex)
+        if !FileManager.default.fileExists(atPath: target.path) {
+            try FileManager.default.createDirectory(at: instances, withIntermediateDirectories: true)
+            let staging = instances.appendingPathComponent(".\(image.version.hex).\(UUID().uuidString)")
+            guard let code = image.manifest.layers.first(where: { $0.mediaType == MediaType.codeLayer }) else {
+                throw ArchiveError("version \(image.version.hex.prefix(12)) has no code layer")
+            }
+            try SafeExtractor().extract(store.blobURL(code.digest), to: staging)
+            do {
+                for layer in image.config.layers where layer.role == "weights" {
+                    let destination = staging.appendingPathComponent(try safePath(layer.path))
+                    try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+                    let blob = store.blobURL(layer.digest)
+                    if link(blob.path, destination.path) != 0 {
+                        try FileManager.default.copyItem(at: blob, to: destination)
+                    }
+                }
+                if rename(staging.path, target.path) != 0 && !FileManager.default.fileExists(atPath: target.path) {
+                    throw ArchiveError("cannot move \(staging.path) into place: \(String(cString: strerror(errno)))")
+                }
+            } catch {
+                try? FileManager.default.removeItem(at: staging)
+                throw error
+            }
+            try? FileManager.default.removeItem(at: staging)
+        }
+        return PreparedModel(spec: image.config.spec, directory: target, requirements: image.config.requirements)
+    }
+
+    /// Weights paths come from a config that may not be ours: refuse anything leaving the folder.
+    private static func safePath(_ path: String) throws -> String {
+        let parts = path.split(separator: "/")
+        guard !path.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains(".") else {
+            throw ArchiveError("refused weights path \"\(path)\" in the version's config")
+        }
+        return path
+    }
+
+    /// The runner configuration for this model, creating its Python environment if needed.
+    public func configuration(home: URL, workDirectory: URL, sandbox: Sandbox?,
+                              log: (String) -> Void = { _ in }) throws -> ModelProcess.Configuration {
+        let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home, log: log)
+        var configuration = ModelProcess.Configuration(project: directory, entryPoint: spec.predict, environment: environment,
+                                                       workDirectory: workDirectory, sandbox: sandbox)
+        if let first = spec.weights.first {
+            let root = sandbox == nil ? directory.path : Sandbox.projectMount
+            configuration.weights = root + "/" + first.path
+        }
+        return configuration
+    }
+}

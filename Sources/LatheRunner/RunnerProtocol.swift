@@ -1,0 +1,68 @@
+import LatheSpec
+
+/// A line the runner writes (see `runner.py` for the protocol).
+struct RunnerMessage: Decodable, Sendable {
+    var type: String
+    var id: String?
+    var data: String?
+    var index: Int?
+    var value: JSONValue?
+    var status: String?
+    var output: JSONValue?
+    var error: String?
+    var predictTime: Double?
+    var setupTime: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case type, id, data, index, value, status, output, error
+        case predictTime = "predict_time", setupTime = "setup_time"
+    }
+}
+
+/// A line sent to the runner.
+struct RunnerCommand: Encodable, Sendable {
+    var type: String
+    var id: String?
+    var input: [String: JSONValue]?
+    var outputDir: String?
+
+    enum CodingKeys: String, CodingKey {
+        case type, id, input
+        case outputDir = "output_dir"
+    }
+}
+
+/// Something a prediction produced before it finished.
+public enum RunnerEvent: Sendable {
+    case log(String)
+    /// One item of an iterator output, in order.
+    case output(index: Int, value: JSONValue)
+}
+
+/// How a prediction ended. Statuses follow Replicate's.
+public struct PredictionOutcome: Sendable, Codable {
+    public enum Status: String, Sendable, Codable {
+        case succeeded, failed, canceled
+    }
+
+    public var status: Status
+    /// The output as the runner sent it; files appear as `{"$file": NAME}` in the output folder.
+    public var output: JSONValue?
+    public var error: String?
+    public var logs: String
+    public var predictTime: Double?
+
+    public init(status: Status, output: JSONValue? = nil, error: String? = nil, logs: String = "", predictTime: Double? = nil) {
+        self.status = status
+        self.output = output
+        self.error = error
+        self.logs = logs
+        self.predictTime = predictTime
+    }
+}
+
+/// Whether the model came up.
+public enum SetupResult: Sendable {
+    case ready(setupTime: Double, logs: String)
+    case failed(error: String, logs: String)
+}

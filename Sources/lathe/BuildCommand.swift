@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import LatheArchive
+import LatheSpec
+
+struct BuildCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build",
+        abstract: "Validate a project and pack it into a model version in the local store."
+    )
+
+    @Argument(help: "The project folder.")
+    var directory: String = "."
+
+    @Option(name: .shortAndLong, help: "Name and tag, NAME[:TAG] (default: name: in lathe.yaml, else the folder name; tag latest).")
+    var tag: String?
+
+    @Option(name: .shortAndLong, help: "Also write the version as a self-contained OCI layout tar.")
+    var output: String?
+
+    @Flag(help: "Print the result as one JSON object.")
+    var json = false
+
+    func run() async throws {
+        try await guarded {
+            let project = projectURL(directory)
+            let spec = try loadCheckedSpec(project)
+            let refName = try Self.refName(tag: tag, spec: spec, project: project)
+            let store = try LocalStore()
+            var builder = ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
+            if stderrIsTerminal && !json {
+                let bar = ProgressBar()
+                builder.progress = { path, done, total in
+                    if total >= 64 << 20 { bar.update("hashing \(path)", done: done, total: total) }
+                }
+            }
+            let result = try builder.build(project: project, spec: spec, refName: refName)
+            if let output {
+                try store.export(try store.resolve(refName), refName: refName, to: projectURL(output))
+            }
+            if json {
+                try printJSON(result)
+            } else {
+                let weights = result.layers.filter { $0.role == "weights" }
+                let bytes = weights.reduce(0) { $0 + $1.size }
+                printError("built \(refName): code \(formatBytes(result.layers[0].size)), \(weights.count) weights file(s) \(formatBytes(bytes))")
+                print(result.version)
+            }
+        }
+    }
+
+    /// `-t` if given, else lathe.yaml's `name:`, else the folder name; tag `latest` by default.
+    static func refName(tag: String?, spec: ModelSpec, project: URL) throws -> String {
+        let text = tag ?? spec.name ?? project.lastPathComponent.lowercased()
+        guard let reference = ImageReference(parsing: text), reference.digest == nil, let refName = reference.refName else {
+            throw Diagnostic(nil, "\"\(text)\" is not a valid NAME[:TAG]",
+                             fix: "use lowercase letters, digits, '.', '_', '-' and '/', e.g. -t acme/sentiment:v1")
+        }
+        return refName
+    }
+}

@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import LatheSpec
+import LatheTemplates
+
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Write a working model project (lathe.yaml, predict.py, a CI workflow), or convert a Cog project."
+    )
+
+    @Argument(help: "The project folder (created if missing).")
+    var directory: String = "."
+
+    @Option(help: "Template to start from: \(Templates.names.joined(separator: ", ")).")
+    var template: String = "python"
+
+    @Flag(name: .customLong("from-cog"), help: "Convert cog.yaml and its predictor in DIRECTORY into lathe.yaml.")
+    var fromCog = false
+
+    @Flag(help: "Overwrite files that already exist.")
+    var force = false
+
+    func validate() throws {
+        guard fromCog || Templates.names.contains(template) else {
+            throw ValidationError("unknown template \"\(template)\"; choose one of \(Templates.names.joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let project = projectURL(directory)
+            try FileManager.default.createDirectory(at: project, withIntermediateDirectories: true)
+            if fromCog {
+                let target = project.appendingPathComponent("lathe.yaml")
+                if FileManager.default.fileExists(atPath: target.path) && !force {
+                    throw Diagnostic(nil, "\(target.path) already exists", fix: "remove it or pass --force")
+                }
+                let text = try CogImport.convert(project: project)
+                try Data(text.utf8).write(to: target)
+                // The converted spec must pass the same checks as a hand-written one.
+                let spec = try loadCheckedSpec(project)
+                print("wrote \(target.path) with \(spec.inputs.count) inputs from cog.yaml")
+                return
+            }
+            let name = project.lastPathComponent.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }
+            let written = try Templates.write(template, to: project, replacing: ["{{name}}": String(name)], force: force)
+            for (path, wasWritten) in written {
+                print(wasWritten ? "wrote \(path)" : "skipped \(path) (exists; --force overwrites)")
+            }
+            print("\nNext: cd \(directory) && lathe predict -i text=hello")
+        }
+    }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The `lathe` command: package, run and publish machine-learning models.
+@main
+struct Lathe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Package machine-learning models into content-addressed archives, and run them.",
+        version: "0.1.0",
+        subcommands: [
+            InitCommand.self, ValidateCommand.self, SchemaCommand.self, BuildCommand.self, PredictCommand.self,
+            ImagesCommand.self, InspectCommand.self, RmCommand.self,
+        ]
+    )
+}

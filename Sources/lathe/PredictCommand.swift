@@ -1,0 +1,164 @@
+import ArgumentParser
+import Foundation
+import LatheArchive
+import LatheRunner
+import LatheSpec
+
+struct PredictCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Run one prediction locally, through the same runner and sandbox the registry uses."
+    )
+
+    @Argument(help: "A project folder, or a stored version (NAME[:TAG] or version id).")
+    var target: String = "."
+
+    @Option(name: [.short, .customLong("input")], help: "An input, NAME=VALUE; NAME=@path for a file. Repeat for arrays.")
+    var inputs: [String] = []
+
+    @Option(name: .customLong("json-input"), help: "A JSON file holding an object of inputs.")
+    var jsonInput: String?
+
+    @Option(name: .shortAndLong, help: "Where to write file outputs (a file, or a folder for several).")
+    var output: String?
+
+    @Option(help: "Seconds before the prediction is stopped (default: timeout: in lathe.yaml).")
+    var timeout: Int?
+
+    @Flag(help: "Print one JSON object with status, output, error, logs and metrics.")
+    var json = false
+
+    struct Report: Encodable {
+        var status: String
+        var output: JSONValue?
+        var error: String?
+        var logs: String
+        var metrics: [String: Double]
+        var version: String?
+    }
+
+    func run() async throws {
+        try await guarded {
+            let home = LocalStore.home
+            let (prepared, version) = try resolveModel(home: home)
+            let spec = prepared.spec
+
+            var values: [String: JSONValue] = [:]
+            if let jsonInput {
+                guard let data = FileManager.default.contents(atPath: jsonInput),
+                      let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
+                    throw Diagnostic(nil, "\(jsonInput) is not a JSON object of inputs", fix: "write for example {\"text\": \"hi\"}")
+                }
+                values = object
+            }
+            try InputArguments(spec: spec).parse(inputs, into: &values)
+            let validated = try InputValidator.validate(values, spec: spec)
+
+            let work = home.appendingPathComponent("work/\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: work) }
+            let localized = try await FileInputs.localize(validated, spec: spec, directory: work.appendingPathComponent("inputs"))
+
+            let sandbox = try Sandbox.detect(network: spec.network)
+            let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox) { text in
+                if !json { printError(text, terminator: "") }
+            }
+            let process = ModelProcess(configuration)
+            defer { process.terminate() }
+            let started = Date()
+            switch try await process.start() {
+            case .failed(let error, let logs):
+                if !logs.isEmpty { printError(logs, terminator: "") }
+                throw Diagnostic(nil, "the model's setup failed: \(error)", fix: "fix setup() in \(spec.predict.file) (logs above)")
+            case .ready:
+                break
+            }
+            let setupTime = Date().timeIntervalSince(started)
+
+            let id = UUID().uuidString.lowercased()
+            let interrupts = InterruptHandler { count in
+                if count == 1 {
+                    printError("\ncanceling… (press Ctrl-C again to stop the model at once)")
+                    process.cancel(id: id)
+                } else {
+                    process.terminate()
+                }
+            }
+            defer { interrupts.stop() }
+            let concatenate = spec.output.concatenate == true
+            let quiet = json
+            let outputs = work.appendingPathComponent("outputs")
+            let outcome = await process.predict(id: id, input: localized, outputDirectory: outputs,
+                                                timeout: TimeInterval(timeout ?? spec.timeout)) { event in
+                guard !quiet else { return }
+                switch event {
+                case .log(let text):
+                    printError(text, terminator: "")
+                case .output(_, let value):
+                    if case .string(let text) = value {
+                        print(text, terminator: concatenate ? "" : "\n")
+                    } else if let data = try? JSON.canonical(value) {
+                        print(String(decoding: data, as: UTF8.self))
+                    }
+                    fflush(nil)
+                }
+            }
+            if concatenate && !json { print("") }
+            let result = try OutputFiles.place(outcome.output, from: outputs, destination: output)
+            let streamed = spec.output.type == .iterator
+            if json {
+                var metrics = ["setup_time": setupTime]
+                if let predictTime = outcome.predictTime { metrics["predict_time"] = predictTime }
+                try printJSON(Report(status: outcome.status.rawValue, output: result, error: outcome.error, logs: outcome.logs,
+                                     metrics: metrics, version: version))
+            } else if outcome.status == .succeeded, let result, !streamed || OutputFiles.containsFiles(outcome.output) {
+                if case .string(let text) = result { print(text) } else { try printJSON(result) }
+            }
+            switch outcome.status {
+            case .succeeded: return
+            case .canceled:
+                if !json { printError("prediction canceled") }
+                throw ExitCode(130)
+            case .failed:
+                if !json { printError("error: prediction failed: \(outcome.error ?? "unknown error")") }
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    /// A folder with lathe.yaml runs in place; anything else is looked up in the local store.
+    private func resolveModel(home: URL) throws -> (PreparedModel, String?) {
+        let project = projectURL(target)
+        if FileManager.default.fileExists(atPath: project.appendingPathComponent("lathe.yaml").path) {
+            let spec = try loadCheckedSpec(project)
+            return (try PreparedModel.project(project, spec: spec), nil)
+        }
+        if target == "." {
+            throw Diagnostic(nil, "no lathe.yaml in \(project.path)", fix: "cd into a model project, or name a project folder or a stored version")
+        }
+        let store = try LocalStore()
+        let image = try store.resolve(target)
+        return (try PreparedModel.image(image, store: store, home: home), image.version.hex)
+    }
+}
+
+/// Counts Ctrl-C presses instead of dying on the first, so a prediction can be canceled cleanly.
+final class InterruptHandler: @unchecked Sendable {
+    private let source: DispatchSourceSignal
+    private var count = 0
+
+    init(_ handler: @escaping @Sendable (Int) -> Void) {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler { [unowned self] in
+            count += 1
+            handler(count)
+        }
+        source.resume()
+    }
+
+    func stop() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import LatheArchive
+import LatheSpec
+
+/// Writes to standard error (progress, logs and problems never mix with results on stdout).
+func printError(_ text: String, terminator: String = "\n") {
+    FileHandle.standardError.write(Data((text + terminator).utf8))
+}
+
+/// Prints a failure the way users read it (one `file:line:column: …` per line) and exits 1.
+func fail(_ error: any Error) -> ExitCode {
+    switch error {
+    case let error as ExitCode:
+        return error
+    case let error as CleanExit:
+        printError("\(error)")
+        return .success
+    default:
+        for line in String(describing: error).split(separator: "\n", omittingEmptySubsequences: false) {
+            printError("error: \(line)")
+        }
+        return .failure
+    }
+}
+
+/// Runs a command body, turning any error into a clean message and exit status.
+func guarded(_ body: () async throws -> Void) async throws {
+    do { try await body() } catch { throw fail(error) }
+}
+
+/// Whether standard error is a terminal (progress bars only there).
+var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+/// A project folder argument resolved to an absolute URL.
+func projectURL(_ path: String) -> URL {
+    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+}
+
+/// Loads `lathe.yaml` and checks the predictor against it (DESIGN §3).
+func loadCheckedSpec(_ project: URL) throws -> ModelSpec {
+    let spec = try SpecParser.load(project: project)
+    try PredictorCheck.check(spec, project: project)
+    return spec
+}
+
+/// Prints an Encodable as pretty JSON on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    print(String(decoding: try JSON.pretty(value), as: UTF8.self))
+}
+
+/// A one-line progress bar on standard error, redrawn at most ten times a second.
+final class ProgressBar: @unchecked Sendable {
+    private var last = Date.distantPast
+    private let started = Date()
+    private let lock = NSLock()
+
+    func update(_ label: String, done: Int64, total: Int64) {
+        lock.lock(); defer { lock.unlock() }
+        let now = Date()
+        guard now.timeIntervalSince(last) > 0.1 || done == total else { return }
+        last = now
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let speed = Double(done) / max(now.timeIntervalSince(started), 0.001) / 1e6
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        printError(String(format: "\r\u{1B}[K%@ %@ %3.0f%% %.0f MB/s", label, bar, fraction * 100, speed), terminator: "")
+        if done == total { printError("") }
+    }
+}
+
+/// Human-readable byte counts.
+func formatBytes(_ bytes: Int64) -> String {
+    ByteCountFormatter.string(fromByteCount: bytes, countStyle: .file)
+}
