@@ -525,8 +525,11 @@ public struct SpecParser {
     private func syntaxDiagnostic(_ error: YamlError) -> Diagnostic {
         let fix = "check indentation and quoting there (strings holding ':' or '#' need quotes)"
         switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            return Diagnostic(SourceLocation(file: fileName, line: mark.line, column: mark.column), "YAML syntax error: \(problem)", fix: fix)
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            // libyaml says where it noticed the problem and, often, where the broken construct began.
+            let started = context.map { " (\($0.text) at \($0.mark.line):\($0.mark.column))" } ?? ""
+            return Diagnostic(SourceLocation(file: fileName, line: mark.line, column: mark.column), "YAML syntax error: \(problem)\(started)", fix: fix)
         case .duplicatedKeysInMapping(let duplicates, let context):
             return Diagnostic(SourceLocation(file: fileName, line: context.mark.line, column: context.mark.column),
                               "key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", ")) appears twice", fix: "keep one of them")
