@@ -53,9 +53,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec"]),
-        .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "CArchive"]),
-        .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["lathe", "LatheArchive"]),
+        .target(name: "LatheTestSupport", dependencies: ["LatheSpec"], path: "Tests/LatheTestSupport"),
+        .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec", "LatheTestSupport"]),
+        .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
+        .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
+        // Drives the built `lathe` executable as a user would.
+        .testTarget(name: "EndToEndTests", dependencies: ["lathe", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
     ]
 )

@@ -1,23 +1,13 @@
 import Foundation
+import LatheTestSupport
 import Testing
 @testable import LatheSpec
-
-/// A throwaway project folder holding the given files.
-func makeProject(_ files: [String: String]) throws -> URL {
-    let root = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-spec-\(UUID().uuidString)")
-    for (path, text) in files {
-        let url = root.appendingPathComponent(path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data(text.utf8).write(to: url)
-    }
-    return root
-}
 
 /// Runs the static check and returns its rendered diagnostics.
 func check(_ yaml: String, _ python: String?) throws -> [String] {
     var files = ["lathe.yaml": yaml]
     if let python { files["predict.py"] = python }
-    let project = try makeProject(files)
+    let project = try TestSupport.makeProject(files)
     defer { try? FileManager.default.removeItem(at: project) }
     let spec = try SpecParser.load(project: project)
     do {
@@ -122,7 +112,7 @@ struct PredictorCheckTests {
 struct CogImportTests {
     @Test("cog.yaml and Input(...) annotations become an equivalent lathe.yaml")
     func convert() throws {
-        let project = try makeProject([
+        let project = try TestSupport.makeProject([
             "cog.yaml": """
             build:
               python_version: "3.11.4"
