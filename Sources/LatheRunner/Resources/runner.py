@@ -372,6 +372,11 @@ def main():
     capture = LogCapture(channel)
     install_cog_shim()
     runner = Runner(channel, capture, args.entry)
+    # The parent may have started us with signals blocked (threads of async runtimes do), and a
+    # blocked SIGUSR1 would make cancellation wait forever. Ctrl-C belongs to Lathe, which turns
+    # it into a cancel command, so the model itself ignores SIGINT.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, runner.on_cancel_signal)
     started = time.monotonic()
     try:
