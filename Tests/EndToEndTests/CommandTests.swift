@@ -1,0 +1,163 @@
+import Foundation
+import LatheSpec
+import LatheTestSupport
+import Testing
+
+@Suite("the lathe command line", .serialized)
+struct CommandTests {
+    @Test("lathe init writes working projects from both templates")
+    func initTemplates() throws {
+        let parent = try TestSupport.makeProject([:])
+        let plain = parent.appendingPathComponent("my-model")
+        let written = try CLI.run(["init", plain.path])
+        #expect(written.status == 0, "\(written.stderrText)")
+        for file in ["lathe.yaml", "predict.py", ".latheignore", ".github/workflows/lathe.yml"] {
+            #expect(FileManager.default.fileExists(atPath: plain.appendingPathComponent(file).path), "\(file)")
+        }
+        #expect(try String(contentsOf: plain.appendingPathComponent("lathe.yaml"), encoding: .utf8).contains("name: me/my-model"))
+        #expect(try CLI.run(["predict", plain.path, "-i", "text=hi", "-i", "excitement=3"]).output == "Hello, hi!!!\n")
+        #expect(try CLI.run(["init", plain.path]).output.contains("skipped lathe.yaml"), "existing files are kept")
+
+        let streaming = parent.appendingPathComponent("streamer")
+        #expect(try CLI.run(["init", streaming.path, "--template", "streaming"]).status == 0)
+        let report = try CLI.json(["predict", streaming.path, "-i", "prompt=hi", "-i", "words=3"])
+        #expect(report["output"]?.arrayValue?.count == 3)
+        #expect(try CLI.run(["init", parent.appendingPathComponent("x").path, "--template", "nope"]).status != 0)
+    }
+
+    @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
+    func fromCog() throws {
+        let project = try TestSupport.makeProject([
+            "cog.yaml": "build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\n",
+            "predict.py": """
+            from cog import BasePredictor, Input
+
+            class Predictor(BasePredictor):
+                def setup(self):
+                    self.prefix = "cog"
+
+                def predict(self, text: str = Input(description="Words", min_length=1),
+                            times: int = Input(default=2, ge=1, le=5),
+                            joiner: str = Input(default="-", choices=["-", "+"])) -> str:
+                    return self.prefix + ":" + joiner.join([text] * times)
+            """,
+        ])
+        let converted = try CLI.run(["init", "--from-cog", project.path])
+        #expect(converted.status == 0, "\(converted.stderrText)")
+        let spec = try SpecParser.load(project: project)
+        #expect(spec.inputs.map(\.name) == ["text", "times", "joiner"])
+        #expect(spec.input(named: "times")?.maximum == 5)
+        #expect(try CLI.run(["predict", project.path, "-i", "text=ab", "-i", "joiner=+"]).output == "cog:ab+ab\n")
+        let rejected = try CLI.run(["predict", project.path, "-i", "text=ab", "-i", "times=9"])
+        #expect(rejected.status == 1)
+        #expect(rejected.stderrText == "error: input \"times\": is above maximum 5\n")
+    }
+
+    @Test("build --json, an unchanged rebuild reusing weights, images, inspect, -o tar, rm")
+    func buildAndStore() throws {
+        let home = try TestSupport.makeProject([:])
+        let sample = TestSupport.sample("classifier").path
+        let first = try CLI.json(["build", sample, "-t", "acme/classifier:v1"], home: home)
+        let version = try #require(first["version"]?.stringValue)
+        #expect(version.count == 64 && version.allSatisfy(\.isHexDigit))
+        #expect(first["manifest"]?.stringValue?.hasPrefix("sha256:") == true)
+        let layers = try #require(first["layers"]?.arrayValue)
+        #expect(layers.map { $0["role"] } == [.string("code"), .string("weights")])
+        let weightsSize = try FileManager.default.attributesOfItem(atPath: sample + "/weights/model.npz")[.size] as? Int
+        #expect(layers[1]["size"] == .int(try #require(weightsSize)))
+        #expect(layers[1]["reused"] == .bool(false))
+        let second = try CLI.json(["build", sample, "-t", "acme/classifier:v1"], home: home)
+        #expect(second["version"] == first["version"])
+        #expect(second["layers"]?.arrayValue?[1]["reused"] == .bool(true))
+
+        let images = try CLI.run(["images"], home: home)
+        #expect(images.output.contains("acme/classifier:v1"))
+        #expect(images.output.contains(String(version.prefix(12))))
+        let inspect = try JSONDecoder().decode([String: JSONValue].self, from: try CLI.run(["inspect", "acme/classifier:v1"], home: home).stdout)
+        #expect(inspect["version"]?.stringValue == version)
+        #expect(inspect["manifest"]?["artifactType"] == .string("application/vnd.lathe.model.v1"))
+        #expect(inspect["config"]?["openapi_schema"]?["components"]?["schemas"]?["Input"]?["required"] == .array([.string("text")]))
+
+        let tar = home.appendingPathComponent("classifier.tar")
+        #expect(try CLI.run(["build", sample, "-t", "acme/classifier:v1", "-o", tar.path], home: home).status == 0)
+        let skopeo = try TestSupport.run("skopeo", ["inspect", "--raw", "oci-archive:\(tar.path):acme/classifier:v1"])
+        #expect(skopeo.status == 0, "\(skopeo.stderrText)")
+        #expect(skopeo.output.contains(version), "the exported manifest names the config, whose digest is the version")
+
+        #expect(try CLI.run(["predict", "acme/classifier:v1", "-i", "text=what a wonderful day"], home: home).output.contains("positive"))
+        #expect(try CLI.run(["rm", "acme/classifier:v1"], home: home).output == "removed acme/classifier:v1\n")
+        #expect(try CLI.run(["inspect", "acme/classifier:v1"], home: home).status == 1)
+        let blobs = try FileManager.default.contentsOfDirectory(atPath: home.appendingPathComponent("store/blobs/sha256").path)
+        #expect(blobs.isEmpty, "unreferenced blobs are deleted")
+    }
+
+    @Test("invalid inputs are rejected per field before any environment is built or model started")
+    func inputsCheckedFirst() throws {
+        let home = try TestSupport.makeProject([:])
+        let result = try CLI.run(["predict", TestSupport.sample("image").path, "-i", "effect=blur", "-i", "strength=2", "-i", "colour=red"], home: home)
+        #expect(result.status == 1)
+        #expect(result.stderrText == """
+        error: input "colour": is not an input of this model (inputs: image, effect, strength, caption)
+        error: input "image": is required
+        error: input "effect": must be one of ["grayscale", "invert", "sepia", "posterize"]
+        error: input "strength": is above maximum 1
+
+        """)
+        #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("envs").path))
+        let typed = try CLI.run(["predict", TestSupport.sample("image").path, "-i", "strength=lots"], home: home)
+        #expect(typed.stderrText == "error: input \"strength\": \"lots\" is not a number\n")
+    }
+
+    @Test("validate and build report spec and predictor mistakes with their place; a weights pin mismatch fails the build")
+    func validateAndPins() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "predict: predict.py:Predictor\ninputs:\n  text: {type: string}\noutput: {type: string}\nweights:\n  - path: w.bin\n    sha256: \(String(repeating: "0", count: 64))\n",
+            "predict.py": "class Predictor:\n    def predict(self, text: str) -> str:\n        return text\n",
+            "w.bin": "weights",
+        ])
+        let valid = try CLI.run(["validate", project.path])
+        #expect(valid.status == 0)
+        #expect(valid.output.hasPrefix("ok: lathe.yaml and predict.py agree"))
+        let build = try CLI.run(["build", project.path])
+        #expect(build.status == 1)
+        #expect(build.stderrText == "error: lathe.yaml:6:11: weights \"w.bin\" has sha256 9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c but the pin says \(String(repeating: "0", count: 64)) — update sha256: if the new file is intended, or restore the pinned file\n")
+        try FileManager.default.removeItem(at: project.appendingPathComponent("w.bin"))
+        let missing = try CLI.run(["build", project.path])
+        #expect(missing.stderrText == "error: lathe.yaml:6:11: weights path \"w.bin\" does not exist — check the path (relative to lathe.yaml), or create the file first\n")
+        try Data("predict: predict.py:Predictor\ninputs:\n  txt: {type: string}\noutput: string\n".utf8).write(to: project.appendingPathComponent("lathe.yaml"))
+        let mismatch = try CLI.run(["validate", project.path])
+        #expect(mismatch.status == 1)
+        #expect(mismatch.stderrText == """
+        error: predict.py:2:5: predict() has no parameter "txt", which lathe.yaml declares (lathe.yaml:3) — add `txt` to predict() or remove it from inputs:
+        error: predict.py:2:23: parameter "text" has no default and is not declared in lathe.yaml — declare `text` under inputs: or give it a default
+
+        """)
+    }
+
+    @Test("Ctrl-C cancels the running prediction; --timeout stops a hung one")
+    func cancelAndTimeout() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "predict: predict.py:Predictor\ninputs:\n  seconds: {type: integer}\noutput: {type: string}\n",
+            "predict.py": "import time\nclass Predictor:\n    def predict(self, seconds: int) -> str:\n        print('sleeping', flush=True)\n        time.sleep(seconds)\n        return 'woke'\n",
+        ])
+        let (process, _, err) = try CLI.start(["predict", project.path, "-i", "seconds=60"])
+        // Wait for the model to be running (it logs), then press Ctrl-C.
+        let reader = err.fileHandleForReading
+        var seen = Data()
+        let deadline = Date().addingTimeInterval(30)
+        while !String(decoding: seen, as: UTF8.self).contains("sleeping") && Date() < deadline {
+            seen.append(reader.availableData)
+        }
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        seen.append(reader.readDataToEndOfFile())
+        #expect(process.terminationStatus == 130)
+        #expect(String(decoding: seen, as: UTF8.self).contains("prediction canceled"))
+
+        let started = Date()
+        let timedOut = try CLI.json(["predict", project.path, "-i", "seconds=60", "--timeout", "1"])
+        #expect(timedOut["status"] == .string("failed"))
+        #expect(timedOut["error"] == .string("Prediction timed out"))
+        #expect(Date().timeIntervalSince(started) < 15)
+    }
+}
