@@ -59,36 +59,13 @@ public final class ModelProcess: @unchecked Sendable {
     /// Starts the runner and waits until setup() finished or failed.
     public func start() async throws -> SetupResult {
         let runnerScript = try Self.runnerScript()
-        let python = configuration.environment.python.path
-        var command = [python, "-u", runnerScript.path, "--entry", configuration.entryPoint.description]
+        var command = [configuration.environment.python.path, "-u", runnerScript.path, "--entry", configuration.entryPoint.description]
         if configuration.memoryLimit > 0 { command += ["--memory-limit", String(configuration.memoryLimit)] }
-        var environment = [
-            "PATH": configuration.environment.root.appendingPathComponent("bin").path + ":/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-            "LATHE_LOG_LIMIT": String(configuration.logLimit),
-            "OMP_NUM_THREADS": ProcessInfo.processInfo.environment["OMP_NUM_THREADS"] ?? "1",
-        ]
-        for key in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] {
-            if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
-        }
-        if let weights = configuration.weights { environment["LATHE_WEIGHTS"] = weights }
-        try FileManager.default.createDirectory(at: configuration.workDirectory, withIntermediateDirectories: true)
-        if let sandbox = configuration.sandbox {
-            environment["HOME"] = "/tmp"
-            let mounts = Sandbox.Mounts(
-                project: configuration.project,
-                readOnly: [configuration.environment.root.path, configuration.environment.basePrefix,
-                           runnerScript.deletingLastPathComponent().path] + configuration.readOnlyPaths,
-                writable: [configuration.workDirectory.path])
-            process.executableURL = URL(fileURLWithPath: sandbox.bwrap)
-            process.arguments = sandbox.arguments(mounts: mounts, environment: environment, command: command)
-        } else {
-            environment["HOME"] = configuration.workDirectory.path
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = Array(command.dropFirst())
-            process.environment = environment
-            process.currentDirectoryURL = configuration.project
-        }
+        let launch = try configuration.launch(command, extraReadOnly: [runnerScript.deletingLastPathComponent().path])
+        process.executableURL = URL(fileURLWithPath: launch.executable)
+        process.arguments = launch.arguments
+        process.environment = launch.environment
+        process.currentDirectoryURL = launch.directory
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         // Python's own stderr is redirected by the runner; anything before that (a crash of the

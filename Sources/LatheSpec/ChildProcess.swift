@@ -46,8 +46,15 @@ public enum ChildProcess {
         throw Diagnostic(nil, "\(name) is not installed (not found on PATH)", fix: "install it, e.g. run `make setup`")
     }
 
-    /// The Python used for static checks: `LATHE_PYTHON`, else `python3` on PATH.
-    public static var python: String {
-        ProcessInfo.processInfo.environment["LATHE_PYTHON"] ?? "python3"
-    }
+    /// The Python used for static checks: `LATHE_PYTHON`, else the first `python3` on PATH that
+    /// is a real interpreter. Version-manager shims (pyenv's are shell scripts) cost ~100 ms a
+    /// start, and any Python 3.9+ can run the inspector, so they are skipped when another exists.
+    public static let python: String = {
+        let environment = ProcessInfo.processInfo.environment
+        if let chosen = environment["LATHE_PYTHON"], !chosen.isEmpty { return chosen }
+        let candidates = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+            .map { "\($0)/python3" }
+            .filter { FileManager.default.isExecutableFile(atPath: $0) }
+        return candidates.first { !$0.contains("/shims/") } ?? candidates.first ?? "python3"
+    }()
 }

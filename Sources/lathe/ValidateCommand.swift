@@ -24,32 +24,7 @@ struct ValidateCommand: AsyncParsableCommand {
             let project = projectURL(directory)
             let spec = try loadCheckedSpec(project)
             if importModule {
-                let prepared = try PreparedModel.project(project, spec: spec)
-                let environment = try PythonEnvironment.ensure(python: spec.python, requirements: prepared.requirements,
-                                                               home: LocalStore.home, log: { if !json { printError($0, terminator: "") } })
-                let module = spec.predict.file
-                let script = """
-                import importlib.util, sys
-                sys.path.insert(0, '.')
-                spec = importlib.util.spec_from_file_location('predictor', \(String(decoding: try JSON.canonical(module), as: UTF8.self)))
-                module = importlib.util.module_from_spec(spec)
-                try:
-                    import cog  # noqa
-                except ImportError:
-                    import types
-                    shim = types.ModuleType('cog')
-                    for name in ['BasePredictor', 'BaseRunner', 'Path', 'Secret', 'File', 'BaseModel', 'ConcatenateIterator', 'AsyncConcatenateIterator']:
-                        setattr(shim, name, type(name, (object,), {}))
-                    shim.Input = lambda default=None, **kwargs: default
-                    sys.modules['cog'] = shim
-                spec.loader.exec_module(module)
-                getattr(module, \(String(decoding: try JSON.canonical(spec.predict.symbol), as: UTF8.self)))
-                """
-                let result = try ChildProcess.run(environment.python.path, ["-c", script], directory: project)
-                guard result.status == 0 else {
-                    throw Diagnostic(SourceLocation(file: module, line: 1, column: 1), "importing the predictor failed:\n\(result.stderrText)",
-                                     fix: "fix the error above, or add the missing package to python_packages")
-                }
+                try importPredictor(spec, project: project)
             }
             if json {
                 try printJSON(["valid": true])
@@ -57,5 +32,46 @@ struct ValidateCommand: AsyncParsableCommand {
                 print("ok: lathe.yaml and \(spec.predict.file) agree (\(spec.inputs.count) inputs, output \(spec.output.type.rawValue))\(importModule ? "; the predictor imports" : "")")
             }
         }
+    }
+
+    /// Imports the predict module inside the model's environment and sandbox (importing runs the
+    /// model's code, so it is confined like a prediction), reporting the failing line.
+    private func importPredictor(_ spec: ModelSpec, project: URL) throws {
+        let prepared = try PreparedModel.project(project, spec: spec)
+        let work = LocalStore.home.appendingPathComponent("work/\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        let configuration = try prepared.configuration(home: LocalStore.home, workDirectory: work,
+                                                       sandbox: try Sandbox.detect(network: spec.network)) { text in
+            if !json { printError(text, terminator: "") }
+        }
+        let script = """
+        import importlib.util, sys, types
+        sys.path.insert(0, '.')
+        try:
+            import cog
+        except ImportError:
+            shim = types.ModuleType('cog')
+            for name in ['BasePredictor', 'BaseRunner', 'Path', 'Secret', 'File', 'BaseModel']:
+                setattr(shim, name, type(name, (object,), {}))
+            shim.ConcatenateIterator = shim.AsyncConcatenateIterator = list
+            shim.Input = lambda default=None, **kwargs: default
+            sys.modules['cog'] = shim
+        spec = importlib.util.spec_from_file_location('predictor', sys.argv[1])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        getattr(module, sys.argv[2])
+        """
+        let launch = try configuration.launch([configuration.environment.python.path, "-c", script, spec.predict.file, spec.predict.symbol])
+        let result = try ChildProcess.run(launch.executable, launch.arguments, environment: launch.environment, directory: launch.directory)
+        guard result.status != 0 else { return }
+        // Point at the deepest line of the model's file in the traceback, and quote the exception.
+        let lines = result.stderrText.split(separator: "\n").map(String.init)
+        let marker = "/\(spec.predict.file)\", line "
+        let line = lines.last { $0.contains(marker) }
+            .flatMap { Int($0.components(separatedBy: marker).last?.prefix { $0.isNumber } ?? "") } ?? 1
+        let exception = lines.last { !$0.hasPrefix(" ") } ?? "unknown error"
+        let missing = exception.hasPrefix("ModuleNotFoundError")
+        throw Diagnostic(SourceLocation(file: spec.predict.file, line: line, column: 1), "importing the predictor failed: \(exception)",
+                         fix: missing ? "add the package to python_packages in lathe.yaml" : "fix the code (run `lathe validate --import` again to check)")
     }
 }

@@ -134,6 +134,33 @@ struct CommandTests {
         """)
     }
 
+    @Test("validate --import imports the predictor in its sandboxed environment and points at the failing line")
+    func validateImport() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "predict: predict.py:Predictor\ninputs:\n  text: {type: string}\noutput: {type: string}\n",
+            "predict.py": "import json\nimport notapackage\nclass Predictor:\n    def predict(self, text: str) -> str:\n        return text\n",
+        ])
+        let failed = try CLI.run(["validate", "--import", project.path])
+        #expect(failed.status == 1)
+        #expect(failed.stderrText.hasSuffix("error: predict.py:2:1: importing the predictor failed: ModuleNotFoundError: No module named 'notapackage' — add the package to python_packages in lathe.yaml\n"))
+        let ok = try CLI.run(["validate", "--import", TestSupport.sample("classifier").path])
+        #expect(ok.status == 0, "\(ok.stderrText)")
+        #expect(ok.output.contains("the predictor imports"))
+    }
+
+    @Test("--json-input and data URIs feed inputs")
+    func jsonInputAndDataURI() throws {
+        let folder = try TestSupport.makeProject([:])
+        let png = try Data(contentsOf: TestSupport.sample("image").appendingPathComponent("example.png"))
+        let inputs = folder.appendingPathComponent("inputs.json")
+        try JSONEncoder().encode(["image": "data:image/png;base64," + png.base64EncodedString(), "effect": "grayscale"]).write(to: inputs)
+        let output = folder.appendingPathComponent("gray.png")
+        let report = try CLI.json(["predict", TestSupport.sample("image").path, "--json-input", inputs.path, "-i", "strength=0.5", "-o", output.path])
+        #expect(report["status"] == .string("succeeded"), "\(report)")
+        #expect(report["output"] == .string(output.path))
+        #expect(report["logs"]?.stringValue?.contains("grayscale at 0.50 on a 64x48 image") == true)
+    }
+
     @Test("Ctrl-C cancels the running prediction; --timeout stops a hung one")
     func cancelAndTimeout() throws {
         let project = try TestSupport.makeProject([
