@@ -36,6 +36,8 @@ public final class ModelProcess: @unchecked Sendable {
         var onEvent: @Sendable (RunnerEvent) -> Void
         var continuation: CheckedContinuation<PredictionOutcome, Never>
         var timedOut = false
+        /// Sleeps until the deadline; canceled when the prediction ends first.
+        var timer: Task<Void, Never>?
     }
 
     public let configuration: Configuration
@@ -98,12 +100,12 @@ public final class ModelProcess: @unchecked Sendable {
                 return
             }
             pending[id] = Pending(onEvent: onEvent, continuation: continuation)
-            lock.unlock()
-            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path))
-            Task { [weak self] in
-                try? await Task.sleep(nanoseconds: UInt64(timeout * 1_000_000_000))
+            pending[id]?.timer = Task { [weak self] in
+                guard (try? await Task.sleep(nanoseconds: UInt64(timeout * 1_000_000_000))) != nil else { return }
                 self?.timeOut(id)
             }
+            lock.unlock()
+            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path))
         }
         return outcome
     }
@@ -191,6 +193,7 @@ public final class ModelProcess: @unchecked Sendable {
             let entry = pending.removeValue(forKey: id)
             lock.unlock()
             guard let entry else { return }
+            entry.timer?.cancel()
             var status = PredictionOutcome.Status(rawValue: message.status ?? "failed") ?? .failed
             var error = message.error
             if entry.timedOut { status = .failed; error = "Prediction timed out" }
@@ -239,12 +242,14 @@ public final class ModelProcess: @unchecked Sendable {
         lock.unlock()
         finishSetup(.failed(error: "setup did not finish: \(reason)", logs: setupLogs))
         for (_, entry) in waiting {
+            entry.timer?.cancel()
             let error = entry.timedOut ? "Prediction timed out" : "Prediction failed: \(reason) while it was running"
             entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: error, logs: entry.logs))
         }
     }
 
-    static func runnerScript() throws -> URL {
+    /// The runner program shipped with Lathe.
+    public static func runnerScript() throws -> URL {
         guard let url = Bundle.module.url(forResource: "runner", withExtension: "py") else {
             throw Diagnostic(nil, "runner.py is missing from the Lathe installation", fix: "reinstall Lathe")
         }

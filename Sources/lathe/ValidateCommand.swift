@@ -44,24 +44,9 @@ struct ValidateCommand: AsyncParsableCommand {
                                                        sandbox: try Sandbox.detect(network: spec.network)) { text in
             if !json { printError(text, terminator: "") }
         }
-        let script = """
-        import importlib.util, sys, types
-        sys.path.insert(0, '.')
-        try:
-            import cog
-        except ImportError:
-            shim = types.ModuleType('cog')
-            for name in ['BasePredictor', 'BaseRunner', 'Path', 'Secret', 'File', 'BaseModel']:
-                setattr(shim, name, type(name, (object,), {}))
-            shim.ConcatenateIterator = shim.AsyncConcatenateIterator = list
-            shim.Input = lambda default=None, **kwargs: default
-            sys.modules['cog'] = shim
-        spec = importlib.util.spec_from_file_location('predictor', sys.argv[1])
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        getattr(module, sys.argv[2])
-        """
-        let launch = try configuration.launch([configuration.environment.python.path, "-c", script, spec.predict.file, spec.predict.symbol])
+        let runner = try ModelProcess.runnerScript()
+        let launch = try configuration.launch([configuration.environment.python.path, runner.path, "--entry", spec.predict.description, "--import-only"],
+                                              extraReadOnly: [runner.deletingLastPathComponent().path])
         let result = try ChildProcess.run(launch.executable, launch.arguments, environment: launch.environment, directory: launch.directory)
         guard result.status != 0 else { return }
         // Point at the deepest line of the model's file in the traceback, and quote the exception.

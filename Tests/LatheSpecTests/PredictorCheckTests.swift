@@ -157,4 +157,32 @@ struct CogImportTests {
         try Data(text.utf8).write(to: project.appendingPathComponent("lathe.yaml"))
         #expect(throws: Never.self) { try PredictorCheck.check(spec, project: project) }
     }
+
+    @Test("Cog's newer BaseRunner with run() and a run: key convert too")
+    func convertRunner() throws {
+        let project = try TestSupport.makeProject([
+            "cog.yaml": "build:\n  python_version: \"3.12\"\n  python_requirements: requirements.txt\nrun: \"run.py:Runner\"\nimage: r8.im/acme/upscaler\n",
+            "requirements.txt": "numpy\n",
+            "run.py": """
+            from typing import Literal
+            from cog import BaseRunner, Input, Path
+
+            class Runner(BaseRunner):
+                def run(self, image: Path = Input(description="Picture"),
+                        scale: Literal[2, 4] = 2,
+                        face: bool = Input(default=False, deprecated=True)) -> Path:
+                    return image
+            """,
+        ])
+        defer { try? FileManager.default.removeItem(at: project) }
+        let spec = try SpecParser.parse(try CogImport.convert(project: project))
+        #expect(spec.name == "acme/upscaler")
+        #expect(spec.python == "3.12")
+        #expect(spec.requirements == "requirements.txt")
+        #expect(spec.predict == EntryPoint(file: "run.py", symbol: "Runner"))
+        #expect(spec.input(named: "scale")?.choices == [.int(2), .int(4)])
+        #expect(spec.input(named: "scale")?.default == .int(2))
+        #expect(spec.input(named: "face")?.deprecated == true)
+        #expect(spec.output.type == .file)
+    }
 }

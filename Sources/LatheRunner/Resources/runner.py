@@ -262,13 +262,7 @@ class Runner:
         self.main_thread = threading.get_ident()
 
     def load(self):
-        file_name, _, symbol = self.entry.partition(":")
-        sys.path.insert(0, os.getcwd())
-        spec = importlib.util.spec_from_file_location(pathlib.Path(file_name).stem, os.path.abspath(file_name))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        target = getattr(module, symbol)
+        target = import_entry(self.entry)
         if inspect.isclass(target):
             instance = target()
             setup = getattr(instance, "setup", None)
@@ -348,6 +342,17 @@ class Runner:
         ready.release()
 
 
+def import_entry(entry):
+    """Imports `file.py:Name` from the working directory and returns Name."""
+    file_name, _, symbol = entry.partition(":")
+    sys.path.insert(0, os.getcwd())
+    spec = importlib.util.spec_from_file_location(pathlib.Path(file_name).stem, os.path.abspath(file_name))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, symbol)
+
+
 def iterate_async(generator):
     loop = asyncio.new_event_loop()
     try:
@@ -364,7 +369,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--entry", required=True)
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space, 0 for none")
+    parser.add_argument("--import-only", action="store_true", help="import the entry point and exit (lathe validate --import)")
     args = parser.parse_args()
+    if args.import_only:
+        install_cog_shim()
+        import_entry(args.entry)
+        return
     if args.memory_limit:
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
