@@ -14,6 +14,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
     ],
     targets: [
         // libarchive writes and reads the deterministic code layer (zlib through its gzip filter).
@@ -39,6 +47,29 @@ let package = Package(
             dependencies: ["LatheSpec", "LatheArchive"],
             resources: [.copy("Resources/runner.py")]
         ),
+        .target(
+            name: "LatheRegistry",
+            dependencies: [
+                "LatheSpec", "LatheArchive",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "LatheClient",
+            dependencies: [
+                "LatheSpec", "LatheArchive",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // `lathe init` templates live at the top of the repository (DESIGN §2).
         .target(
             name: "LatheTemplates",
@@ -49,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "lathe",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates",
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheRegistry", "LatheClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

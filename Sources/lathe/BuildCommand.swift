@@ -24,17 +24,7 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let project = projectURL(directory)
-            let spec = try loadCheckedSpec(project)
-            let refName = try Self.refName(tag: tag, spec: spec, project: project)
-            let store = try LocalStore()
-            var builder = ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
-            if stderrIsTerminal && !json {
-                let bar = ProgressBar()
-                builder.progress = { path, done, total in
-                    if total >= 64 << 20 { bar.update("hashing \(path)", done: done, total: total) }
-                }
-            }
-            let result = try builder.build(project: project, spec: spec, refName: refName)
+            let (store, refName, result) = try Self.build(project: project, tag: tag, showProgress: !json)
             if let output {
                 try store.export(try store.resolve(refName), refName: refName, to: projectURL(output))
             }
@@ -47,6 +37,21 @@ struct BuildCommand: AsyncParsableCommand {
                 print(result.version)
             }
         }
+    }
+
+    /// Validates and builds `project` into the local store; shared with `lathe push DIR`.
+    static func build(project: URL, tag: String?, showProgress: Bool) throws -> (LocalStore, String, ModelBuilder.Result) {
+        let spec = try loadCheckedSpec(project)
+        let refName = try refName(tag: tag, spec: spec, project: project)
+        let store = try LocalStore()
+        var builder = ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
+        if stderrIsTerminal && showProgress {
+            let bar = ProgressBar()
+            builder.progress = { path, done, total in
+                if total >= 64 << 20 { bar.update("hashing \(path)", done: done, total: total) }
+            }
+        }
+        return (store, refName, try builder.build(project: project, spec: spec, refName: refName))
     }
 
     /// `-t` if given, else lathe.yaml's `name:`, else the folder name; tag `latest` by default.

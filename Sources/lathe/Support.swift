@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LatheArchive
+import LatheClient
 import LatheSpec
 
 /// Writes to standard error (progress, logs and problems never mix with results on stdout).
@@ -73,4 +74,17 @@ final class ProgressBar: @unchecked Sendable {
 /// Human-readable byte counts.
 func formatBytes(_ bytes: Int64) -> String {
     ByteCountFormatter.string(fromByteCount: bytes, countStyle: .file)
+}
+
+/// Runs `body` with a registry client that is shut down afterwards, whatever happens.
+func withRegistryClient<T>(base: String, token: String?, _ body: (RegistryClient) async throws -> T) async throws -> T {
+    let client = RegistryClient(base: base, token: token)
+    do {
+        let result = try await body(client)
+        await client.shutdown()
+        return result
+    } catch {
+        await client.shutdown()
+        throw error
+    }
 }

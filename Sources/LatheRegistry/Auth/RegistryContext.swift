@@ -1,0 +1,15 @@
+import Hummingbird
+import Logging
+
+/// The per-request context: Hummingbird's core storage plus who is calling.
+public struct RegistryContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The caller, when a valid token came with the request.
+    public var principal: Principal?
+    /// True when the request carried credentials that were not valid (never silently anonymous).
+    public var rejectedCredentials = false
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+    }
+}

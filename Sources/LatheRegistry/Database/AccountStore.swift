@@ -1,0 +1,211 @@
+import Crypto
+import Foundation
+import HummingbirdBcrypt
+import SQLKit
+
+/// A user or an organization, as stored.
+public struct Account: Sendable, Codable, Hashable {
+    public enum Kind: String, Sendable, Codable { case user, organization }
+    public var id: String
+    public var username: String
+    public var kind: Kind
+    public var name: String?
+    public var isAdmin: Bool
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, username, kind, name
+        case isAdmin = "is_admin"
+        case createdAt = "created_at"
+    }
+}
+
+/// An API token as listed (the secret itself is shown once, at creation, and stored hashed).
+public struct TokenRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var label: String
+    public var createdAt: String
+    public var lastUsedAt: String?
+    public var revokedAt: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, label
+        case createdAt = "created_at"
+        case lastUsedAt = "last_used_at"
+        case revokedAt = "revoked_at"
+    }
+}
+
+/// Who is making a request: a signed-in user and the organizations they belong to.
+public struct Principal: Sendable, Hashable {
+    public var user: Account
+    /// Ids of the organizations the user is a member of.
+    public var organizationIDs: Set<String>
+
+    /// Whether the principal may act for `ownerID` (itself, or an organization it belongs to).
+    public func actsFor(_ ownerID: String) -> Bool {
+        ownerID == user.id || organizationIDs.contains(ownerID)
+    }
+}
+
+/// A mistake the caller can fix; rendered as the API's error shape with `status`.
+public struct RegistryError: Error, Sendable, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    /// OCI error code, for /v2 responses.
+    public var code: String
+
+    public init(_ status: Int, _ message: String, code: String = "DENIED") {
+        self.status = status
+        self.message = message
+        self.code = code
+    }
+
+    public var description: String { message }
+    static func notFound(_ message: String, code: String = "NAME_UNKNOWN") -> RegistryError { .init(404, message, code: code) }
+}
+
+/// Users, organizations, memberships and tokens.
+public struct AccountStore: Sendable {
+    let sql: any SQLDatabase
+
+    public init(database: RegistryDatabase) {
+        sql = database.sql
+    }
+
+    /// Lowercase letters, digits and single separators: valid as an OCI path component too.
+    public static func isValidName(_ name: String) -> Bool {
+        name.count <= 64 && name.range(of: #"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$"#, options: .regularExpression) != nil
+    }
+
+    public func createUser(_ username: String, password: String?, isAdmin: Bool = false) async throws -> Account {
+        try await create(username, kind: .user, passwordHash: password.map { Bcrypt.hash($0, cost: 10) }, isAdmin: isAdmin)
+    }
+
+    public func createOrganization(_ name: String, owner: Account) async throws -> Account {
+        let organization = try await create(name, kind: .organization, passwordHash: nil, isAdmin: false)
+        try await setMember(organization, user: owner, role: "owner")
+        return organization
+    }
+
+    private func create(_ username: String, kind: Account.Kind, passwordHash: String?, isAdmin: Bool) async throws -> Account {
+        guard Self.isValidName(username) else {
+            throw RegistryError(400, "\"\(username)\" is not a valid name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
+        }
+        if try await account(named: username) != nil {
+            throw RegistryError(409, "the name \"\(username)\" is taken")
+        }
+        let account = Account(id: UUID().uuidString.lowercased(), username: username, kind: kind, name: nil, isAdmin: isAdmin, createdAt: Timestamp.now())
+        try await sql.raw("""
+            INSERT INTO accounts (id, username, kind, password_hash, is_admin, created_at)
+            VALUES (\(bind: account.id), \(bind: username), \(bind: kind.rawValue), \(bind: passwordHash), \(bind: isAdmin), \(bind: account.createdAt))
+            """).run()
+        return account
+    }
+
+    public func account(named username: String) async throws -> Account? {
+        try await sql.raw("SELECT id, username, kind, name, is_admin, created_at FROM accounts WHERE username = \(bind: username)")
+            .first(decoding: Account.self)
+    }
+
+    public func account(id: String) async throws -> Account? {
+        try await sql.raw("SELECT id, username, kind, name, is_admin, created_at FROM accounts WHERE id = \(bind: id)")
+            .first(decoding: Account.self)
+    }
+
+    /// Checks a password against its bcrypt hash.
+    public func verifyPassword(username: String, password: String) async throws -> Account? {
+        struct Row: Decodable { var password_hash: String? }
+        guard let row = try await sql.raw("SELECT password_hash FROM accounts WHERE username = \(bind: username) AND kind = 'user'")
+            .first(decoding: Row.self), let hash = row.password_hash, Bcrypt.verify(password, hash: hash) else { return nil }
+        return try await account(named: username)
+    }
+
+    // MARK: - Memberships
+
+    public func setMember(_ organization: Account, user: Account, role: String) async throws {
+        guard organization.kind == .organization, user.kind == .user else {
+            throw RegistryError(400, "members are users, added to organizations")
+        }
+        guard role == "owner" || role == "member" else { throw RegistryError(400, "role must be owner or member") }
+        try await sql.raw("""
+            INSERT INTO memberships (organization_id, user_id, role) VALUES (\(bind: organization.id), \(bind: user.id), \(bind: role))
+            ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
+            """).run()
+    }
+
+    public func removeMember(_ organization: Account, user: Account) async throws {
+        try await sql.raw("DELETE FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)").run()
+    }
+
+    /// Members of an organization with their roles.
+    public func members(_ organization: Account) async throws -> [(Account, String)] {
+        struct Row: Decodable { var user_id: String; var role: String }
+        var result: [(Account, String)] = []
+        for row in try await sql.raw("SELECT user_id, role FROM memberships WHERE organization_id = \(bind: organization.id) ORDER BY user_id")
+            .all(decoding: Row.self) {
+            if let account = try await account(id: row.user_id) { result.append((account, row.role)) }
+        }
+        return result
+    }
+
+    public func role(of user: Account, in organization: Account) async throws -> String? {
+        struct Row: Decodable { var role: String }
+        return try await sql.raw("SELECT role FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)")
+            .first(decoding: Row.self)?.role
+    }
+
+    // MARK: - Tokens
+
+    /// Creates a token; the returned secret is never stored, only its SHA-256.
+    public func createToken(for user: Account, label: String) async throws -> (secret: String, record: TokenRecord) {
+        guard user.kind == .user else { throw RegistryError(400, "tokens belong to users, not organizations") }
+        // 40 characters from a 62-letter alphabet (~238 bits), drawn from the system's CSPRNG.
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        var generator = SystemRandomNumberGenerator()
+        let secret = "lat_" + String((0..<40).map { _ in alphabet.randomElement(using: &generator)! })
+        let record = TokenRecord(id: UUID().uuidString.lowercased(), label: label, createdAt: Timestamp.now())
+        try await sql.raw("""
+            INSERT INTO tokens (id, user_id, label, token_hash, created_at)
+            VALUES (\(bind: record.id), \(bind: user.id), \(bind: label), \(bind: Self.hash(secret)), \(bind: record.createdAt))
+            """).run()
+        return (secret, record)
+    }
+
+    public func tokens(for user: Account) async throws -> [TokenRecord] {
+        try await sql.raw("SELECT id, label, created_at, last_used_at, revoked_at FROM tokens WHERE user_id = \(bind: user.id) ORDER BY created_at")
+            .all(decoding: TokenRecord.self)
+    }
+
+    /// Revokes one of `user`'s tokens; false when there is no such token.
+    public func revokeToken(_ id: String, of user: Account) async throws -> Bool {
+        let existing = try await tokens(for: user).first { $0.id == id && $0.revokedAt == nil }
+        guard existing != nil else { return false }
+        try await sql.raw("UPDATE tokens SET revoked_at = \(bind: Timestamp.now()) WHERE id = \(bind: id) AND user_id = \(bind: user.id)").run()
+        return true
+    }
+
+    /// The principal a token stands for, or nil for an unknown or revoked token. Looked up by
+    /// its hash, so the secret is never compared or kept.
+    public func authenticate(token: String) async throws -> Principal? {
+        struct Row: Decodable { var id: String; var user_id: String; var last_used_at: String? }
+        guard let row = try await sql.raw("SELECT id, user_id, last_used_at FROM tokens WHERE token_hash = \(bind: Self.hash(token)) AND revoked_at IS NULL")
+            .first(decoding: Row.self), let user = try await account(id: row.user_id) else { return nil }
+        // Last-used time to the minute: enough for the account page, without a write per request.
+        let now = Timestamp.now()
+        if row.last_used_at.map({ $0.prefix(16) != now.prefix(16) }) ?? true {
+            try await sql.raw("UPDATE tokens SET last_used_at = \(bind: now) WHERE id = \(bind: row.id)").run()
+        }
+        return try await principal(for: user)
+    }
+
+    public func principal(for user: Account) async throws -> Principal {
+        struct Row: Decodable { var organization_id: String }
+        let organizations = try await sql.raw("SELECT organization_id FROM memberships WHERE user_id = \(bind: user.id)").all(decoding: Row.self)
+        return Principal(user: user, organizationIDs: Set(organizations.map(\.organization_id)))
+    }
+
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}

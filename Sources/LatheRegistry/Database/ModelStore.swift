@@ -1,0 +1,251 @@
+import Foundation
+import SQLKit
+
+/// A model as stored, with its owner's name joined in.
+public struct ModelRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var ownerID: String
+    public var owner: String
+    public var name: String
+    public var visibility: String
+    public var description: String?
+    public var license: String?
+    public var readme: String?
+    public var createdAt: String
+
+    public var repository: String { "\(owner)/\(name)" }
+    public var isPublic: Bool { visibility == "public" }
+
+    enum CodingKeys: String, CodingKey {
+        case id, owner, name, visibility, description, license, readme
+        case ownerID = "owner_id"
+        case createdAt = "created_at"
+    }
+}
+
+/// A version: the digest of a pushed Lathe config, with the manifest that carries it.
+public struct VersionRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var manifestDigest: String
+    public var openapiSchema: String
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case manifestDigest = "manifest_digest"
+        case openapiSchema = "openapi_schema"
+        case createdAt = "created_at"
+    }
+}
+
+/// Models, versions, tags, manifests and which blobs each repository may read.
+///
+/// Every lookup on behalf of a caller filters by visibility in the query itself: a private model
+/// simply has no row for someone who may not see it.
+public struct ModelStore: Sendable {
+    let sql: any SQLDatabase
+
+    public init(database: RegistryDatabase) {
+        sql = database.sql
+    }
+
+    static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.created_at"
+
+    /// `visible` restricts rows to public models and those `viewer` may act for.
+    private func visible(_ viewer: Principal?) -> SQLQueryString {
+        let user = viewer?.user.id ?? ""
+        return "(m.visibility = 'public' OR m.owner_id = \(bind: user) OR m.owner_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: user)))"
+    }
+
+    /// The model `owner/name` if `viewer` may see it.
+    public func model(owner: String, name: String, viewer: Principal?) async throws -> ModelRecord? {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id
+            WHERE a.username = \(bind: owner) AND m.name = \(bind: name) AND \(visible(viewer))
+            """).first(decoding: ModelRecord.self)
+    }
+
+    /// The model whatever its visibility (for deciding whether a name is taken).
+    func anyModel(owner: String, name: String) async throws -> ModelRecord? {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id
+            WHERE a.username = \(bind: owner) AND m.name = \(bind: name)
+            """).first(decoding: ModelRecord.self)
+    }
+
+    public func createModel(owner: Account, name: String, visibility: String, description: String?, license: String?) async throws -> ModelRecord {
+        guard AccountStore.isValidName(name) else {
+            throw RegistryError(400, "\"\(name)\" is not a valid model name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
+        }
+        guard visibility == "public" || visibility == "private" else {
+            throw RegistryError(400, "visibility must be public or private")
+        }
+        if try await anyModel(owner: owner.username, name: name) != nil {
+            throw RegistryError(409, "the model name \(owner.username)/\(name) is taken")
+        }
+        let record = ModelRecord(id: UUID().uuidString.lowercased(), ownerID: owner.id, owner: owner.username, name: name, visibility: visibility,
+                                 description: description, license: license, readme: nil, createdAt: Timestamp.now())
+        try await sql.raw("""
+            INSERT INTO models (id, owner_id, name, visibility, description, license, created_at)
+            VALUES (\(bind: record.id), \(bind: owner.id), \(bind: name), \(bind: visibility), \(bind: description), \(bind: license), \(bind: record.createdAt))
+            """).run()
+        return record
+    }
+
+    public func updateModel(_ model: ModelRecord) async throws {
+        try await sql.raw("""
+            UPDATE models SET visibility = \(bind: model.visibility), description = \(bind: model.description),
+              license = \(bind: model.license), readme = \(bind: model.readme) WHERE id = \(bind: model.id)
+            """).run()
+    }
+
+    /// Deletes a model with its versions, tags and manifests (blobs stay for other models).
+    public func deleteModel(_ model: ModelRecord) async throws {
+        try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id)").run()
+        for table in ["tags", "manifests", "repository_blobs", "uploads"] {
+            try await sql.raw("DELETE FROM \(unsafeRaw: table) WHERE repository = \(bind: model.repository)").run()
+        }
+        try await sql.raw("DELETE FROM models WHERE id = \(bind: model.id)").run()
+    }
+
+    /// Public models plus those `viewer` may see, newest first, after the cursor (created_at, id).
+    public func list(viewer: Principal?, search: String? = nil, publicOnly: Bool, after cursor: (String, String)?, limit: Int) async throws -> [ModelRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE "
+        if publicOnly { query = query + "m.visibility = 'public'" } else { query = query + visible(viewer) }
+        if let search, !search.isEmpty {
+            let pattern = "%" + search.lowercased() + "%"
+            query = query + " AND (LOWER(m.name) LIKE \(bind: pattern) OR LOWER(a.username) LIKE \(bind: pattern) OR LOWER(COALESCE(m.description, '')) LIKE \(bind: pattern))"
+        }
+        if let (createdAt, id) = cursor {
+            query = query + " AND (m.created_at < \(bind: createdAt) OR (m.created_at = \(bind: createdAt) AND m.id < \(bind: id)))"
+        }
+        query = query + " ORDER BY m.created_at DESC, m.id DESC LIMIT \(bind: limit)"
+        return try await sql.raw(query).all(decoding: ModelRecord.self)
+    }
+
+    // MARK: - Versions
+
+    public func versions(of model: ModelRecord) async throws -> [VersionRecord] {
+        try await sql.raw("""
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id)
+            ORDER BY created_at DESC, id DESC
+            """).all(decoding: VersionRecord.self)
+    }
+
+    public func version(of model: ModelRecord, id: String) async throws -> VersionRecord? {
+        try await sql.raw("""
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)
+            """).first(decoding: VersionRecord.self)
+    }
+
+    /// Records a version (idempotent: pushing the same version again keeps its first date).
+    public func addVersion(_ model: ModelRecord, id: String, manifestDigest: String, openapiSchema: String) async throws {
+        try await sql.raw("""
+            INSERT INTO versions (model_id, id, manifest_digest, openapi_schema, created_at)
+            VALUES (\(bind: model.id), \(bind: id), \(bind: manifestDigest), \(bind: openapiSchema), \(bind: Timestamp.now()))
+            ON CONFLICT (model_id, id) DO NOTHING
+            """).run()
+    }
+
+    public func deleteVersion(_ model: ModelRecord, id: String) async throws {
+        try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)").run()
+    }
+
+    // MARK: - Manifests and tags
+
+    public func addManifest(repository: String, digest: String, mediaType: String, size: Int) async throws {
+        try await sql.raw("""
+            INSERT INTO manifests (repository, digest, media_type, size, created_at)
+            VALUES (\(bind: repository), \(bind: digest), \(bind: mediaType), \(bind: size), \(bind: Timestamp.now()))
+            ON CONFLICT (repository, digest) DO NOTHING
+            """).run()
+    }
+
+    public struct ManifestRow: Sendable, Decodable {
+        public var digest: String
+        public var mediaType: String
+        public var size: Int
+        enum CodingKeys: String, CodingKey { case digest, size; case mediaType = "media_type" }
+    }
+
+    public func manifest(repository: String, digest: String) async throws -> ManifestRow? {
+        try await sql.raw("SELECT digest, media_type, size FROM manifests WHERE repository = \(bind: repository) AND digest = \(bind: digest)")
+            .first(decoding: ManifestRow.self)
+    }
+
+    public func deleteManifest(repository: String, digest: String) async throws {
+        try await sql.raw("DELETE FROM manifests WHERE repository = \(bind: repository) AND digest = \(bind: digest)").run()
+        try await sql.raw("DELETE FROM tags WHERE repository = \(bind: repository) AND manifest_digest = \(bind: digest)").run()
+    }
+
+    public func setTag(repository: String, tag: String, digest: String) async throws {
+        try await sql.raw("""
+            INSERT INTO tags (repository, tag, manifest_digest, updated_at) VALUES (\(bind: repository), \(bind: tag), \(bind: digest), \(bind: Timestamp.now()))
+            ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at
+            """).run()
+    }
+
+    public func tag(repository: String, tag: String) async throws -> String? {
+        struct Row: Decodable { var manifest_digest: String }
+        return try await sql.raw("SELECT manifest_digest FROM tags WHERE repository = \(bind: repository) AND tag = \(bind: tag)")
+            .first(decoding: Row.self)?.manifest_digest
+    }
+
+    public func tags(repository: String, after last: String?, limit: Int) async throws -> [String] {
+        struct Row: Decodable { var tag: String }
+        return try await sql.raw("""
+            SELECT tag FROM tags WHERE repository = \(bind: repository) AND tag > \(bind: last ?? "") ORDER BY tag LIMIT \(bind: limit)
+            """).all(decoding: Row.self).map(\.tag)
+    }
+
+    public func deleteTag(repository: String, tag: String) async throws {
+        try await sql.raw("DELETE FROM tags WHERE repository = \(bind: repository) AND tag = \(bind: tag)").run()
+    }
+
+    // MARK: - Blobs
+
+    public func addBlob(_ digest: String, size: Int64, repository: String) async throws {
+        try await sql.raw("""
+            INSERT INTO blobs (digest, size, created_at) VALUES (\(bind: digest), \(bind: size), \(bind: Timestamp.now()))
+            ON CONFLICT (digest) DO NOTHING
+            """).run()
+        try await linkBlob(digest, repository: repository)
+    }
+
+    public func linkBlob(_ digest: String, repository: String) async throws {
+        try await sql.raw("""
+            INSERT INTO repository_blobs (repository, digest) VALUES (\(bind: repository), \(bind: digest))
+            ON CONFLICT (repository, digest) DO NOTHING
+            """).run()
+    }
+
+    /// The blob's size if `repository` holds it.
+    public func blob(_ digest: String, repository: String) async throws -> Int64? {
+        struct Row: Decodable { var size: Int64 }
+        return try await sql.raw("""
+            SELECT b.size FROM blobs b JOIN repository_blobs r ON r.digest = b.digest
+            WHERE b.digest = \(bind: digest) AND r.repository = \(bind: repository)
+            """).first(decoding: Row.self)?.size
+    }
+
+    public func unlinkBlob(_ digest: String, repository: String) async throws {
+        try await sql.raw("DELETE FROM repository_blobs WHERE repository = \(bind: repository) AND digest = \(bind: digest)").run()
+    }
+
+    // MARK: - Uploads
+
+    public func createUpload(id: String, repository: String, userID: String) async throws {
+        try await sql.raw("""
+            INSERT INTO uploads (id, repository, user_id, created_at) VALUES (\(bind: id), \(bind: repository), \(bind: userID), \(bind: Timestamp.now()))
+            """).run()
+    }
+
+    public func uploadExists(id: String, repository: String) async throws -> Bool {
+        struct Row: Decodable { var id: String }
+        return try await sql.raw("SELECT id FROM uploads WHERE id = \(bind: id) AND repository = \(bind: repository)").first(decoding: Row.self) != nil
+    }
+
+    public func deleteUpload(id: String) async throws {
+        try await sql.raw("DELETE FROM uploads WHERE id = \(bind: id)").run()
+    }
+}

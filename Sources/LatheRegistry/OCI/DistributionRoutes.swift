@@ -1,0 +1,339 @@
+import Foundation
+import Hummingbird
+import LatheArchive
+import LatheSpec
+import NIOCore
+import NIOFoundationCompat
+
+/// `/v2/…`: the OCI distribution API over the registry's models (`/v2/<owner>/<name>/…`).
+struct DistributionRoutes {
+    let registry: Registry
+    static let maxManifestBytes = 4 << 20
+
+    func add(to router: Router<RegistryContext>) {
+        let v2 = router.group("v2").add(middleware: OCIErrorMiddleware())
+        v2.get("") { _, context -> Response in
+            if context.principal == nil {
+                return RegistryError(401, "authentication required", code: "UNAUTHORIZED").ociResponse()
+            }
+            return Self.json("{}")
+        }
+        v2.on(":owner/:name/blobs/:digest", method: .head) { request, context in try await blob(request, context, head: true) }
+        v2.get(":owner/:name/blobs/:digest") { request, context in try await blob(request, context, head: false) }
+        v2.post(":owner/:name/blobs/uploads") { request, context in try await startUpload(request, context) }
+        v2.get(":owner/:name/blobs/uploads/:id") { request, context in try await uploadStatus(request, context) }
+        v2.patch(":owner/:name/blobs/uploads/:id") { request, context in try await patchUpload(request, context) }
+        v2.put(":owner/:name/blobs/uploads/:id") { request, context in try await finishUpload(request, context) }
+        v2.delete(":owner/:name/blobs/uploads/:id") { request, context in try await cancelUpload(request, context) }
+        v2.on(":owner/:name/manifests/:reference", method: .head) { request, context in try await getManifest(request, context, head: true) }
+        v2.get(":owner/:name/manifests/:reference") { request, context in try await getManifest(request, context, head: false) }
+        v2.put(":owner/:name/manifests/:reference") { request, context in try await putManifest(request, context) }
+        v2.delete(":owner/:name/manifests/:reference") { request, context in try await deleteManifest(request, context) }
+        v2.get(":owner/:name/tags/list") { request, context in try await tags(request, context) }
+    }
+
+    // MARK: - Helpers
+
+    static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    private func names(_ context: RegistryContext) throws -> (String, String) {
+        let owner = try context.parameters.require("owner"), name = try context.parameters.require("name")
+        guard AccountStore.isValidName(owner), AccountStore.isValidName(name) else {
+            throw RegistryError(400, "\(owner)/\(name) is not a valid repository name", code: "NAME_INVALID")
+        }
+        return (owner, name)
+    }
+
+    private func digest(_ text: String) throws -> Digest {
+        guard let digest = Digest(parsing: text), text.hasPrefix("sha256:") else {
+            throw RegistryError(400, "\"\(text)\" is not a sha256 digest", code: "DIGEST_INVALID")
+        }
+        return digest
+    }
+
+    private func uploadLocation(_ owner: String, _ name: String, _ id: String) -> String {
+        "/v2/\(owner)/\(name)/blobs/uploads/\(id)"
+    }
+
+    // MARK: - Blobs
+
+    private func blob(_ request: Request, _ context: RegistryContext, head: Bool) async throws -> Response {
+        let (owner, name) = try names(context)
+        let model = try await registry.readable(owner: owner, name: name, context: context)
+        let digest = try digest(try context.parameters.require("digest"))
+        guard let size = try await registry.models.blob(digest.description, repository: model.repository), registry.blobs.blobExists(digest) else {
+            throw RegistryError(404, "blob \(digest) is not in \(model.repository)", code: "BLOB_UNKNOWN")
+        }
+        var headers: HTTPFields = [.contentType: "application/octet-stream", .init("Docker-Content-Digest")!: digest.description,
+                                   .acceptRanges: "bytes"]
+        var range: ClosedRange<Int>? = nil
+        if let header = request.headers[.range], let parsed = Self.parseRange(header, size: Int(size)) {
+            range = parsed
+            headers[.contentRange] = "bytes \(parsed.lowerBound)-\(parsed.upperBound)/\(size)"
+        }
+        let length = range.map { $0.count } ?? Int(size)
+        headers[.contentLength] = String(length)
+        let status: HTTPResponse.Status = range == nil ? .ok : .partialContent
+        if head { return Response(status: status, headers: headers) }
+        let body = try await FileIO().loadFile(path: registry.blobs.blobPath(digest), range: range ?? 0...max(0, Int(size) - 1), context: context,
+                                               chunkLength: 1 << 20)
+        return Response(status: status, headers: headers, body: size == 0 ? .init() : body)
+    }
+
+    static func parseRange(_ header: String, size: Int) -> ClosedRange<Int>? {
+        guard header.hasPrefix("bytes="), size > 0 else { return nil }
+        let parts = header.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let start = Int(parts[0]), start < size else { return nil }
+        let end = Int(parts[1]).map { min($0, size - 1) } ?? size - 1
+        return end >= start ? start...end : nil
+    }
+
+    // MARK: - Uploads
+
+    private func startUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name) = try names(context)
+        let (_, _) = try await registry.writable(owner: owner, name: name, context: context)
+        let repository = "\(owner)/\(name)"
+        let query = request.uri.queryParameters
+        if let mount = query["mount"].map(String.init) {
+            let digest = try digest(mount)
+            // Mount only from a repository the caller can read (anonymous `from` is not searched).
+            if let from = query["from"].map(String.init), let slash = from.firstIndex(of: "/"),
+               let source = try? await registry.readable(owner: String(from[..<slash]), name: String(from[from.index(after: slash)...]), context: context),
+               try await registry.models.blob(digest.description, repository: source.repository) != nil {
+                try await registry.models.linkBlob(digest.description, repository: repository)
+                return Response(status: .created, headers: [.location: "/v2/\(repository)/blobs/\(digest)",
+                                                            .init("Docker-Content-Digest")!: digest.description])
+            }
+        }
+        let id = UUID().uuidString.lowercased()
+        try registry.blobs.createUpload(id)
+        try await registry.models.createUpload(id: id, repository: repository, userID: context.principal!.user.id)
+        if let expected = query["digest"].map(String.init) {
+            // Single POST with the whole blob.
+            let digest = try digest(expected)
+            _ = try await registry.blobs.append(id, body: request.body, at: 0)
+            return try await complete(id, digest: digest, repository: repository)
+        }
+        return Response(status: .accepted, headers: [
+            .location: uploadLocation(owner, name, id), .range: "0-0", .init("Docker-Upload-UUID")!: id,
+            .init("OCI-Chunk-Min-Length")!: String(1 << 20),
+        ])
+    }
+
+    private func upload(_ context: RegistryContext) async throws -> (String, String, String) {
+        let (owner, name) = try names(context)
+        _ = try await registry.writable(owner: owner, name: name, context: context)
+        let id = try context.parameters.require("id")
+        guard try await registry.models.uploadExists(id: id, repository: "\(owner)/\(name)"), registry.blobs.uploadSize(id) != nil else {
+            throw RegistryError(404, "upload \(id) is unknown or finished", code: "BLOB_UPLOAD_UNKNOWN")
+        }
+        return (owner, name, id)
+    }
+
+    private func rangeHeader(_ size: Int64) -> String { size == 0 ? "0-0" : "0-\(size - 1)" }
+
+    private func uploadStatus(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name, id) = try await upload(context)
+        let size = registry.blobs.uploadSize(id) ?? 0
+        return Response(status: .noContent, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(size),
+                                                      .init("Docker-Upload-UUID")!: id])
+    }
+
+    private func patchUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name, id) = try await upload(context)
+        let size = registry.blobs.uploadSize(id) ?? 0
+        if let header = request.headers[.contentRange] {
+            // Chunks must arrive in order: the first byte must be the next one expected.
+            let bounds = header.replacingOccurrences(of: "bytes ", with: "").split(separator: "/")[0].split(separator: "-")
+            guard let start = bounds.first.flatMap({ Int64($0) }), start == size else {
+                return Response(status: .rangeNotSatisfiable, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(size)],
+                                body: .init(byteBuffer: ByteBuffer(data: (try? JSONEncoder().encode(OCIErrorBody(errors: [.init(
+                                    code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.first ?? "?") but \(size) bytes were received so far")]))) ?? Data())))
+            }
+        }
+        let received = try await registry.blobs.append(id, body: request.body, at: size)
+        return Response(status: .accepted, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(received),
+                                                     .init("Docker-Upload-UUID")!: id])
+    }
+
+    private func finishUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name, id) = try await upload(context)
+        guard let expected = request.uri.queryParameters["digest"].map(String.init) else {
+            throw RegistryError(400, "PUT needs ?digest=sha256:…", code: "DIGEST_INVALID")
+        }
+        let digest = try digest(expected)
+        let size = registry.blobs.uploadSize(id) ?? 0
+        _ = try await registry.blobs.append(id, body: request.body, at: size)
+        return try await complete(id, digest: digest, repository: "\(owner)/\(name)")
+    }
+
+    private func complete(_ id: String, digest: Digest, repository: String) async throws -> Response {
+        let size: Int64
+        do {
+            size = try registry.blobs.finishUpload(id, expected: digest)
+        } catch {
+            registry.blobs.discardUpload(id)
+            try await registry.models.deleteUpload(id: id)
+            throw error
+        }
+        try await registry.models.deleteUpload(id: id)
+        try await registry.models.addBlob(digest.description, size: size, repository: repository)
+        return Response(status: .created, headers: [.location: "/v2/\(repository)/blobs/\(digest)",
+                                                    .init("Docker-Content-Digest")!: digest.description])
+    }
+
+    private func cancelUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (_, _, id) = try await upload(context)
+        registry.blobs.discardUpload(id)
+        try await registry.models.deleteUpload(id: id)
+        return Response(status: .noContent)
+    }
+
+    // MARK: - Manifests
+
+    private func resolveManifest(_ model: ModelRecord, _ reference: String) async throws -> ModelStore.ManifestRow {
+        let digest: String
+        if reference.hasPrefix("sha256:") {
+            digest = try self.digest(reference).description
+        } else {
+            guard ImageReference.isValidTag(reference) else { throw RegistryError(400, "\"\(reference)\" is not a valid tag", code: "TAG_INVALID") }
+            guard let tagged = try await registry.models.tag(repository: model.repository, tag: reference) else {
+                throw RegistryError(404, "tag \(reference) does not exist in \(model.repository)", code: "MANIFEST_UNKNOWN")
+            }
+            digest = tagged
+        }
+        guard let row = try await registry.models.manifest(repository: model.repository, digest: digest) else {
+            throw RegistryError(404, "manifest \(reference) does not exist in \(model.repository)", code: "MANIFEST_UNKNOWN")
+        }
+        return row
+    }
+
+    private func getManifest(_ request: Request, _ context: RegistryContext, head: Bool) async throws -> Response {
+        let (owner, name) = try names(context)
+        let model = try await registry.readable(owner: owner, name: name, context: context)
+        let row = try await resolveManifest(model, try context.parameters.require("reference"))
+        let headers: HTTPFields = [.contentType: row.mediaType, .contentLength: String(row.size),
+                                   .init("Docker-Content-Digest")!: row.digest, .eTag: "\"\(row.digest)\""]
+        if head { return Response(status: .ok, headers: headers) }
+        let data = try Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(try digest(row.digest))))
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    private func putManifest(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name) = try names(context)
+        let (account, existing) = try await registry.writable(owner: owner, name: name, context: context)
+        var model = existing
+        let reference = try context.parameters.require("reference")
+        let repository = "\(owner)/\(name)"
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: Self.maxManifestBytes)
+        } catch {
+            throw RegistryError(413, "manifest is larger than \(Self.maxManifestBytes) bytes", code: "SIZE_INVALID")
+        }
+        let data = Data(buffer: buffer)
+        let digest = Digest.of(data)
+        if reference.hasPrefix("sha256:"), try self.digest(reference) != digest {
+            throw RegistryError(400, "manifest body has digest \(digest), not \(reference)", code: "DIGEST_INVALID")
+        }
+        if !reference.hasPrefix("sha256:"), !ImageReference.isValidTag(reference) {
+            throw RegistryError(400, "\"\(reference)\" is not a valid tag", code: "TAG_INVALID")
+        }
+        guard let manifest = try? JSONDecoder().decode(Manifest.self, from: data), manifest.schemaVersion == 2 else {
+            throw RegistryError(400, "the body is not an OCI image manifest", code: "MANIFEST_INVALID")
+        }
+        guard manifest.mediaType == MediaType.imageManifest,
+              manifest.artifactType == MediaType.artifact || manifest.config.mediaType == MediaType.config else {
+            throw RegistryError(400, "this registry stores Lathe model versions only (artifactType \(MediaType.artifact)); got \(manifest.artifactType ?? manifest.config.mediaType)",
+                                code: "MANIFEST_INVALID")
+        }
+        let config = try await verify(manifest, repository: repository)
+
+        // Everything checked: now the version becomes visible, in one final insert.
+        if model == nil {
+            model = try await registry.models.createModel(owner: account, name: name, visibility: "private",
+                                                          description: config.spec.description, license: config.spec.license)
+        }
+        guard let model else { throw RegistryError(500, "model missing") }
+        _ = try registry.blobs.writeSmallBlob(data)
+        try await registry.models.addManifest(repository: repository, digest: digest.description, mediaType: manifest.mediaType, size: data.count)
+        if !reference.hasPrefix("sha256:") {
+            try await registry.models.setTag(repository: repository, tag: reference, digest: digest.description)
+        }
+        let version = manifest.config.digest.hex
+        let isNew = try await registry.models.version(of: model, id: version) == nil
+        let schema = String(decoding: try JSON.canonical(config.openapiSchema), as: UTF8.self)
+        try await registry.models.addVersion(model, id: version, manifestDigest: digest.description, openapiSchema: schema)
+        if isNew { try await registry.models.setTag(repository: repository, tag: "latest", digest: digest.description) }
+        return Response(status: .created, headers: [.location: "/v2/\(repository)/manifests/\(digest)",
+                                                    .init("Docker-Content-Digest")!: digest.description])
+    }
+
+    /// Every blob must be in the repository, and the config's uncompressed layer digests must
+    /// match what was uploaded (the code layer is inflated and hashed).
+    private func verify(_ manifest: Manifest, repository: String) async throws -> ModelConfig {
+        for descriptor in [manifest.config] + manifest.layers {
+            guard try await registry.models.blob(descriptor.digest.description, repository: repository) != nil,
+                  registry.blobs.blobExists(descriptor.digest) else {
+                throw RegistryError(400, "blob \(descriptor.digest) named by the manifest was not uploaded to \(repository)", code: "MANIFEST_BLOB_UNKNOWN")
+            }
+        }
+        let configURL = URL(fileURLWithPath: registry.blobs.blobPath(manifest.config.digest))
+        guard manifest.config.size <= 16 << 20, let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: configURL)) else {
+            throw RegistryError(400, "the config blob is not a Lathe model config", code: "MANIFEST_INVALID")
+        }
+        guard config.layers.count == manifest.layers.count else {
+            throw RegistryError(400, "the config lists \(config.layers.count) layers but the manifest has \(manifest.layers.count)", code: "MANIFEST_INVALID")
+        }
+        for (layer, descriptor) in zip(config.layers, manifest.layers) {
+            let actual: Digest
+            if descriptor.mediaType == MediaType.codeLayer {
+                actual = try GzipDigest.uncompressed(URL(fileURLWithPath: registry.blobs.blobPath(descriptor.digest))).0
+            } else {
+                actual = descriptor.digest
+            }
+            guard actual == layer.digest else {
+                throw RegistryError(400, "layer \(layer.path) has uncompressed digest \(actual) but the config says \(layer.digest)", code: "MANIFEST_INVALID")
+            }
+        }
+        return config
+    }
+
+    private func deleteManifest(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name) = try names(context)
+        let (_, existing) = try await registry.writable(owner: owner, name: name, context: context)
+        guard let model = existing else { throw RegistryError.notFound("model \(owner)/\(name) does not exist") }
+        let reference = try context.parameters.require("reference")
+        if !reference.hasPrefix("sha256:") {
+            _ = try await resolveManifest(model, reference)
+            try await registry.models.deleteTag(repository: model.repository, tag: reference)
+            return Response(status: .accepted)
+        }
+        let row = try await resolveManifest(model, reference)
+        for version in try await registry.models.versions(of: model) where version.manifestDigest == row.digest {
+            try await registry.models.deleteVersion(model, id: version.id)
+        }
+        try await registry.models.deleteManifest(repository: model.repository, digest: row.digest)
+        return Response(status: .accepted)
+    }
+
+    private func tags(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let (owner, name) = try names(context)
+        let model = try await registry.readable(owner: owner, name: name, context: context)
+        let query = request.uri.queryParameters
+        let limit = min(query["n"].flatMap { Int($0) } ?? 1000, 1000)
+        let last = query["last"].map(String.init)
+        let tags = try await registry.models.tags(repository: model.repository, after: last, limit: limit + 1)
+        let page = Array(tags.prefix(limit))
+        struct Body: Encodable { var name: String; var tags: [String] }
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if tags.count > limit, let end = page.last {
+            headers[.init("Link")!] = "</v2/\(model.repository)/tags/list?n=\(limit)&last=\(end)>; rel=\"next\""
+        }
+        let data = try JSONEncoder().encode(Body(name: model.repository, tags: page))
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Hummingbird
+import LatheArchive
+import Logging
+
+/// Everything a request handler needs, passed in rather than global.
+public struct Registry: Sendable {
+    public var database: RegistryDatabase
+    public var accounts: AccountStore
+    public var models: ModelStore
+    public var blobs: BlobFiles
+    /// The URL clients reach the server at (for absolute `next` links and model URLs); known
+    /// only once the server is listening when it was started on port 0.
+    public let base: BaseURL
+    public var baseURL: String { base.value }
+    public var logger: Logger
+
+    public init(database: RegistryDatabase, blobs: BlobFiles, baseURL: String, logger: Logger) {
+        self.database = database
+        self.accounts = AccountStore(database: database)
+        self.models = ModelStore(database: database)
+        self.blobs = blobs
+        self.base = BaseURL(baseURL)
+        self.logger = logger
+    }
+
+    /// Opens the data folder: `registry.sqlite` and the blob files.
+    public static func open(data: URL, baseURL: String, logger: Logger) async throws -> Registry {
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let database = try await RegistryDatabase.open(path: data.appendingPathComponent("registry.sqlite").path, logger: logger)
+        return Registry(database: database, blobs: try BlobFiles(root: data), baseURL: baseURL, logger: logger)
+    }
+
+    // MARK: - Access decisions shared by /v1 and /v2
+
+    /// A model the caller may read, or 404 (private models are invisible, never 403).
+    func readable(owner: String, name: String, context: RegistryContext) async throws -> ModelRecord {
+        if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)", code: "UNAUTHORIZED") }
+        guard let model = try await models.model(owner: owner, name: name, viewer: context.principal) else {
+            throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+        }
+        return model
+    }
+
+    /// The owner account the caller may push to, with the model when it already exists.
+    func writable(owner: String, name: String, context: RegistryContext) async throws -> (Account, ModelRecord?) {
+        guard let principal = context.principal else {
+            throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: log in with a token",
+                                code: "UNAUTHORIZED")
+        }
+        let model = try await models.model(owner: owner, name: name, viewer: principal)
+        guard let account = try await accounts.account(named: owner), principal.actsFor(account.id) else {
+            if model != nil { throw RegistryError(403, "you may not push to \(owner)/\(name)", code: "DENIED") }
+            throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+        }
+        if model == nil, try await models.anyModel(owner: owner, name: name) != nil {
+            throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+        }
+        return (account, model)
+    }
+}
+
+/// The server's public URL, settable once the listening port is known.
+public final class BaseURL: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text: String
+
+    init(_ text: String) { self.text = text }
+
+    public var value: String {
+        get { lock.withLock { text } }
+        set { lock.withLock { text = newValue.hasSuffix("/") ? String(newValue.dropLast()) : newValue } }
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// Assembles the server: auth, then `/v2` (OCI), `/v1` (API) and health routes.
+public enum RegistryApplication {
+    public static func router(_ registry: Registry) -> Router<RegistryContext> {
+        let router = Router(context: RegistryContext.self)
+        router.add(middleware: LogRequestsMiddleware(.debug))
+        router.add(middleware: AuthMiddleware(accounts: registry.accounts))
+        router.get("healthz") { _, _ in "ok" }
+        DistributionRoutes(registry: registry).add(to: router)
+        let v1 = router.group("v1").add(middleware: ProblemMiddleware())
+        AccountRoutes(registry: registry).add(to: v1)
+        ModelRoutes(registry: registry).add(to: v1)
+        return router
+    }
+
+    /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
+    /// port once bound; the registry's base URL defaults to `http://host:port`.
+    public static func make(_ registry: Registry, host: String, port: Int,
+                            onListening: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(
+            router: router(registry),
+            configuration: .init(address: .hostname(host, port: port), serverName: "lathe"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                if registry.baseURL.isEmpty { registry.base.value = "http://\(host):\(bound)" }
+                onListening(bound)
+            },
+            logger: registry.logger
+        )
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import LatheRegistry
+import Logging
+import Yams
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the registry: OCI distribution under /v2, the API under /v1 (SQLite and files under --data)."
+    )
+
+    @Option(help: "Data folder (env LATHE_DATA; default ./lathe-data).")
+    var data: String?
+
+    @Option(help: "Address to listen on (env LATHE_HOST; default 127.0.0.1).")
+    var host: String?
+
+    @Option(help: "Port, 0 for any free one (env LATHE_PORT; default 8080).")
+    var port: Int?
+
+    @Option(name: .customLong("base-url"), help: "URL clients use to reach this server (default http://HOST:PORT).")
+    var baseURL: String?
+
+    @Option(help: "A YAML file with data:, host:, port: and base_url: (flags and environment win).")
+    var config: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        try await guarded {
+            let settings = try Settings(command: self)
+            var logger = Logger(label: "lathe.registry")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
+            let app = RegistryApplication.make(registry, host: settings.host, port: settings.port) { port in
+                // Tests and scripts read this line to learn the port when started with --port 0.
+                print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
+                fflush(nil)
+            }
+            do {
+                try await app.runService()
+            } catch {
+                try? await registry.database.close()
+                throw error
+            }
+            try await registry.database.close()
+        }
+    }
+
+    /// Flag, then environment, then config file, then default.
+    struct Settings {
+        var data: String
+        var host: String
+        var port: Int
+        var baseURL: String?
+
+        init(command: ServeCommand) throws {
+            let environment = ProcessInfo.processInfo.environment
+            var file: [String: Any] = [:]
+            if let path = command.config {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8), let parsed = try Yams.load(yaml: text) as? [String: Any] else {
+                    throw ValidationError("cannot read \(path) as a YAML mapping of data:, host:, port:, base_url:")
+                }
+                file = parsed
+            }
+            data = command.data ?? environment["LATHE_DATA"] ?? file["data"] as? String ?? "lathe-data"
+            host = command.host ?? environment["LATHE_HOST"] ?? file["host"] as? String ?? "127.0.0.1"
+            port = command.port ?? environment["LATHE_PORT"].flatMap(Int.init) ?? file["port"] as? Int ?? 8080
+            baseURL = command.baseURL ?? environment["LATHE_BASE_URL"] ?? file["base_url"] as? String
+        }
+    }
+}

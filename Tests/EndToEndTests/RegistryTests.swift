@@ -1,0 +1,114 @@
+import Foundation
+import LatheSpec
+import LatheTestSupport
+import Testing
+
+/// `lathe …` against a given registry with a token and its own home.
+func lathe(_ arguments: [String], home: URL, registry: RegistryServer, token: String?) throws -> ChildProcess.Result {
+    var environment = ["LATHE_HOME": home.path, "LATHE_REGISTRY": registry.url]
+    if let token { environment["LATHE_TOKEN"] = token }
+    return try TestSupport.run(CLI.binary.path, arguments, environment: environment)
+}
+
+func decode(_ result: ChildProcess.Result) throws -> [String: JSONValue] {
+    guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: result.stdout) else {
+        throw CLIFailure(arguments: [], result: result)
+    }
+    return object
+}
+
+@Suite("the registry: push, pull, versions, visibility", .serialized)
+struct RegistryTests {
+    @Test("push every sample, see its version and schema; re-push uploads nothing; a code change uploads only code and config; pull gives the same id")
+    func pushAndPull() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        let home = try TestSupport.makeProject([:])
+        for sample in ["hello", "classifier", "image", "streamer"] {
+            let pushed = try decode(try lathe(["push", TestSupport.sample(sample).path, "alice/\(sample)", "--json"], home: home, registry: server, token: token))
+            let version = try #require(pushed["version"]?.stringValue)
+            let (status, body) = try server.curl("GET", "/v1/models/alice/\(sample)/versions", token: token)
+            #expect(status == 200)
+            let versions = try JSONDecoder().decode(JSONValue.self, from: Data(body.utf8))
+            #expect(versions["results"]?.arrayValue?.first?["id"] == .string(version))
+            #expect(versions["results"]?.arrayValue?.first?["openapi_schema"]?["components"]?["schemas"]?["Input"] != nil)
+        }
+
+        // Unchanged: every blob is already there.
+        let again = try decode(try lathe(["push", TestSupport.sample("classifier").path, "alice/classifier", "--json"], home: home, registry: server, token: token))
+        #expect(again["bytes_uploaded"] == .int(0))
+        #expect(again["blobs_skipped"] == .int(3))
+
+        // Only code changes: code layer and config go up, the 72 KB weights do not.
+        let copy = try TestSupport.makeProject([:]).appendingPathComponent("classifier")
+        try FileManager.default.copyItem(at: TestSupport.sample("classifier"), to: copy)
+        try FileHandle(forWritingTo: copy.appendingPathComponent("predict.py")).seekToEnd()
+        let handle = try FileHandle(forWritingTo: copy.appendingPathComponent("predict.py"))
+        try handle.seekToEnd(); try handle.write(contentsOf: Data("# changed\n".utf8)); try handle.close()
+        let changed = try decode(try lathe(["push", copy.path, "alice/classifier", "--json"], home: home, registry: server, token: token))
+        #expect(changed["version"] != again["version"])
+        #expect(changed["blobs_uploaded"] == .int(2))
+        #expect(changed["blobs_skipped"] == .int(1))
+        let uploaded = changed["bytes_uploaded"]?.doubleValue ?? 0
+        #expect(uploaded > 0 && uploaded < 20_000, "code + config only: \(uploaded) bytes")
+
+        // Pull into a fresh home: the same version id, runnable.
+        let other = try TestSupport.makeProject([:])
+        let pulled = try lathe(["pull", "alice/classifier"], home: other, registry: server, token: token)
+        #expect(pulled.status == 0, "\(pulled.stderrText)")
+        #expect(pulled.output.trimmingCharacters(in: .whitespacesAndNewlines) == changed["version"]?.stringValue)
+        let byVersion = try lathe(["pull", "alice/hello:\(try #require(try decode(try lathe(["push", TestSupport.sample("hello").path, "alice/hello", "--json"], home: home, registry: server, token: token))["version"]?.stringValue))"],
+                                  home: other, registry: server, token: token)
+        #expect(byVersion.status == 0, "\(byVersion.stderrText)")
+        let predicted = try lathe(["predict", "alice/classifier:latest", "-i", "text=a wonderful, friendly place"], home: other, registry: server, token: nil)
+        #expect(predicted.output.contains("positive"), "\(predicted.stderrText)")
+    }
+
+    @Test("private models are 404 to everyone but their owner and organization members")
+    func visibility() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let alice = try server.user("alice"), bob = try server.user("bob"), carol = try server.user("carol")
+        try CLI.run(["admin", "org", "create", "acme", "--owner", "alice", "--data", server.data.path])
+        #expect(try server.curl("PUT", "/v1/organizations/acme/members/carol", token: alice, body: #"{"role":"member"}"#).0 == 200)
+        let home = try TestSupport.makeProject([:])
+        #expect(try lathe(["push", TestSupport.sample("hello").path, "acme/secret"], home: home, registry: server, token: alice).status == 0)
+        #expect(try lathe(["push", TestSupport.sample("hello").path, "alice/open", "--public"], home: home, registry: server, token: alice).status == 0)
+
+        for path in ["/v1/models/acme/secret", "/v1/models/acme/secret/versions", "/v2/acme/secret/tags/list", "/v2/acme/secret/manifests/latest"] {
+            #expect(try server.curl("GET", path).0 == 404, "anonymous \(path)")
+            #expect(try server.curl("GET", path, token: bob).0 == 404, "bob \(path)")
+            #expect(try server.curl("GET", path, token: carol).0 == 200, "carol (member) \(path)")
+            #expect(try server.curl("GET", path, token: alice).0 == 200, "alice (owner) \(path)")
+        }
+        #expect(try server.curl("GET", "/v1/models/alice/open").0 == 200)
+        #expect(try server.curl("GET", "/v2/alice/open/manifests/latest").0 == 200)
+        let listed = try server.curl("GET", "/v1/models").1
+        #expect(listed.contains("\"open\"") && !listed.contains("secret"))
+        #expect(try lathe(["push", TestSupport.sample("hello").path, "alice/open"], home: home, registry: server, token: bob).status != 0, "bob cannot push to alice's model")
+        let revoked = try server.curl("GET", "/v1/tokens", token: alice).1
+        let id = try #require(try JSONDecoder().decode(JSONValue.self, from: Data(revoked.utf8))["results"]?.arrayValue?.first?["id"]?.stringValue)
+        #expect(try server.curl("DELETE", "/v1/tokens/\(id)", token: alice).0 == 204)
+        #expect(try server.curl("GET", "/v1/account", token: alice).0 == 401, "a revoked token no longer works")
+    }
+
+    @Test("skopeo copies a version out of the registry and into another repository")
+    func skopeo() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        let home = try TestSupport.makeProject([:])
+        let pushed = try decode(try lathe(["push", TestSupport.sample("classifier").path, "alice/classifier", "--json"], home: home, registry: server, token: token))
+        let layout = home.appendingPathComponent("layout")
+        let creds = ["--src-creds", "alice:\(token)", "--src-tls-verify=false"]
+        let out = try TestSupport.run("skopeo", ["copy"] + creds + ["docker://127.0.0.1:\(server.port)/alice/classifier:latest", "oci:\(layout.path):copy"])
+        #expect(out.status == 0, "\(out.stderrText)")
+        let back = try TestSupport.run("skopeo", ["copy", "--dest-creds", "alice:\(token)", "--dest-tls-verify=false",
+                                                  "oci:\(layout.path):copy", "docker://127.0.0.1:\(server.port)/alice/copied:v1"])
+        #expect(back.status == 0, "\(back.stderrText)")
+        let (status, body) = try server.curl("GET", "/v1/models/alice/copied/versions", token: token)
+        #expect(status == 200)
+        #expect(body.contains(try #require(pushed["version"]?.stringValue)))
+    }
+}
