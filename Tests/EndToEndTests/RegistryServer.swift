@@ -56,10 +56,12 @@ final class RegistryServer: @unchecked Sendable {
     }
 
     /// A plain HTTP request with curl (status, body).
-    func curl(_ method: String, _ path: String, token: String? = nil, body: String? = nil, headers: [String] = []) throws -> (Int, String) {
+    func curl(_ method: String, _ path: String, token: String? = nil, body: String? = nil, bodyFile: URL? = nil,
+              headers: [String] = []) throws -> (Int, String) {
         var arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url + path]
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        if let bodyFile { arguments += ["--data-binary", "@" + bodyFile.path] }
         for header in headers { arguments += ["-H", header] }
         if method == "HEAD" { arguments = ["-s", "-I", "-o", "/dev/null", "-w", "\n%{http_code}", url + path] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) }
         let result = try TestSupport.run("curl", arguments)
