@@ -33,7 +33,7 @@ extension RegistryClient {
     /// are skipped, blobs it holds elsewhere are mounted, the rest are uploaded in chunks, several
     /// at once, resuming an upload a previous run left unfinished.
     public func push(_ image: LocalStore.Image, store: LocalStore, repository: String, tag: String, journal: UploadJournal,
-                     mountFrom: [String] = [], chunkSize: Int64 = 64 << 20, parallel: Int = 3, progress: Progress? = nil) async throws -> PushResult {
+                     history: PushHistory? = nil, chunkSize: Int64 = 64 << 20, parallel: Int = 3, progress: Progress? = nil) async throws -> PushResult {
         let descriptors = image.manifest.layers + [image.manifest.config]
         let counters = PushCounters()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -41,6 +41,7 @@ extension RegistryClient {
             for descriptor in descriptors {
                 if running >= parallel { try await group.next(); running -= 1 }
                 group.addTask {
+                    let mountFrom = history?.repositories(holding: descriptor.digest, on: self.base) ?? []
                     try await self.pushBlob(descriptor, from: store, repository: repository, journal: journal, mountFrom: mountFrom,
                                             chunkSize: chunkSize, counters: counters, progress: progress)
                 }
@@ -56,6 +57,7 @@ extension RegistryClient {
             throw Failure(method: "PUT", url: url("/v2/\(repository)/manifests/\(tag)"), status: reply.status,
                           message: "the registry stored the manifest as \(digest), not \(image.manifestDescriptor.digest)")
         }
+        history?.record(descriptors.map(\.digest), repository: repository, on: base)
         let totals = counters.snapshot()
         return PushResult(version: image.version.hex, model: repository, url: "\(base)/\(repository)", manifest: digest,
                           bytesUploaded: totals.bytes, blobsUploaded: totals.uploaded, blobsSkipped: totals.skipped, blobsMounted: totals.mounted)
@@ -190,5 +192,34 @@ public final class UploadJournal: @unchecked Sendable {
     private func write() {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try? JSONEncoder().encode(entries).write(to: url, options: .atomic)
+    }
+}
+
+/// Which repositories of which registry received which blobs (`$LATHE_HOME/pushed.json`), so a
+/// push to a new repository can mount weights the registry already holds instead of uploading.
+public final class PushHistory: @unchecked Sendable {
+    private let url: URL
+    private let lock = NSLock()
+    private var entries: [String: [String: [String]]]
+
+    public init(home: URL) {
+        url = home.appendingPathComponent("pushed.json")
+        entries = FileManager.default.contents(atPath: url.path).flatMap { try? JSONDecoder().decode([String: [String: [String]]].self, from: $0) } ?? [:]
+    }
+
+    func repositories(holding digest: Digest, on base: String) -> [String] {
+        lock.withLock { entries[base]?[digest.description] ?? [] }
+    }
+
+    func record(_ digests: [Digest], repository: String, on base: String) {
+        lock.withLock {
+            for digest in digests {
+                var known = entries[base]?[digest.description] ?? []
+                if !known.contains(repository) { known.append(repository) }
+                entries[base, default: [:]][digest.description] = Array(known.suffix(8))
+            }
+            try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try? JSONEncoder().encode(entries).write(to: url, options: .atomic)
+        }
     }
 }

@@ -1,12 +1,23 @@
+import CoreMetrics
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import Prometheus
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API) and health routes.
 public enum RegistryApplication {
-    public static func router(_ registry: Registry) -> Router<RegistryContext> {
+    public static func router(_ registry: Registry, metrics: PrometheusCollectorRegistry? = nil) -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
         router.add(middleware: LogRequestsMiddleware(.debug))
+        if let metrics {
+            router.add(middleware: MetricsMiddleware())
+            router.get("metrics") { _, _ -> Response in
+                var text = [UInt8]()
+                metrics.emit(into: &text)
+                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: text)))
+            }
+        }
         router.add(middleware: AuthMiddleware(accounts: registry.accounts))
         router.get("healthz") { _, _ in "ok" }
         DistributionRoutes(registry: registry).add(to: router)
@@ -18,10 +29,11 @@ public enum RegistryApplication {
 
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
-    public static func make(_ registry: Registry, host: String, port: Int,
+    /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
+    public static func make(_ registry: Registry, host: String, port: Int, metrics: PrometheusCollectorRegistry? = nil,
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         Application(
-            router: router(registry),
+            router: router(registry, metrics: metrics),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

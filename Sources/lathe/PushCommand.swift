@@ -50,7 +50,7 @@ struct PushCommand: AsyncParsableCommand {
             let chunk = ProcessInfo.processInfo.environment["LATHE_CHUNK_SIZE"].flatMap(Int64.init) ?? 64 << 20
             let bar = stderrIsTerminal && !json ? ProgressBar() : nil
             let result = try await client.push(image, store: store, repository: name, tag: tag, journal: UploadJournal(home: LocalStore.home),
-                                               chunkSize: chunk) { digest, done, total in
+                                               history: PushHistory(home: LocalStore.home), chunkSize: chunk) { digest, done, total in
                 bar?.update("uploading \(digest.hex.prefix(12))", done: done, total: total)
             }
             if json {

@@ -3,6 +3,8 @@ import Foundation
 import Hummingbird
 import LatheRegistry
 import Logging
+import Prometheus
+import CoreMetrics
 import Yams
 
 struct ServeCommand: AsyncParsableCommand {
@@ -35,7 +37,9 @@ struct ServeCommand: AsyncParsableCommand {
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             let registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
-            let app = RegistryApplication.make(registry, host: settings.host, port: settings.port) { port in
+            let metrics = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+            let app = RegistryApplication.make(registry, host: settings.host, port: settings.port, metrics: metrics) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

@@ -53,6 +53,11 @@ struct RegistryTests {
         let uploaded = changed["bytes_uploaded"]?.doubleValue ?? 0
         #expect(uploaded > 0 && uploaded < 20_000, "code + config only: \(uploaded) bytes")
 
+        // A new repository on the same registry mounts what the registry already holds.
+        let mounted = try decode(try lathe(["push", TestSupport.sample("classifier").path, "alice/classifier-copy", "--json"], home: home, registry: server, token: token))
+        #expect(mounted["blobs_mounted"] == .int(3))
+        #expect(mounted["bytes_uploaded"] == .int(0))
+
         // Pull into a fresh home: the same version id, runnable.
         let other = try TestSupport.makeProject([:])
         let pulled = try lathe(["pull", "alice/classifier"], home: other, registry: server, token: token)
@@ -110,5 +115,41 @@ struct RegistryTests {
         let (status, body) = try server.curl("GET", "/v1/models/alice/copied/versions", token: token)
         #expect(status == 200)
         #expect(body.contains(try #require(pushed["version"]?.stringValue)))
+    }
+
+    @Test("model listing pages with absolute next links, search, readme, patch and delete")
+    func modelAPI() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        for index in 0..<30 {
+            let (status, _) = try server.curl("POST", "/v1/models", token: token,
+                                              body: #"{"owner":"alice","name":"m\#(index)","visibility":"public","description":"model number \#(index)"}"#)
+            #expect(status == 201)
+        }
+        #expect(try server.curl("POST", "/v1/models", token: token, body: #"{"owner":"alice","name":"hidden","visibility":"private"}"#).0 == 201)
+        let first = try JSONDecoder().decode(JSONValue.self, from: Data(try server.curl("GET", "/v1/models").1.utf8))
+        #expect(first["results"]?.arrayValue?.count == 25)
+        let next = try #require(first["next"]?.stringValue)
+        #expect(next.hasPrefix(server.url + "/v1/models?cursor="), "next is absolute: \(next)")
+        let second = try JSONDecoder().decode(JSONValue.self, from: Data(try server.curl("GET", String(next.dropFirst(server.url.count))).1.utf8))
+        #expect(second["results"]?.arrayValue?.count == 5)
+        #expect(second["next"] == .null)
+        let names = ((first["results"]?.arrayValue ?? []) + (second["results"]?.arrayValue ?? [])).compactMap { $0["name"]?.stringValue }
+        #expect(Set(names).count == 30 && !names.contains("hidden"))
+
+        let found = try JSONDecoder().decode(JSONValue.self, from: Data(try server.curl("QUERY", "/v1/models", token: token, body: "number 17").1.utf8))
+        #expect(found["results"]?.arrayValue?.compactMap { $0["name"]?.stringValue } == ["m17"])
+
+        #expect(try server.curl("GET", "/v1/models/alice/m3/readme").0 == 404)
+        #expect(try server.curl("PATCH", "/v1/models/alice/m3", token: token, body: ##"{"readme":"# M3\nDoes things."}"##).0 == 200)
+        let readme = try server.curl("GET", "/v1/models/alice/m3/readme")
+        #expect(readme.0 == 200 && readme.1 == "# M3\nDoes things.")
+        #expect(try server.curl("PATCH", "/v1/models/alice/m3", token: token, body: #"{"visibility":"private"}"#).0 == 200)
+        #expect(try server.curl("GET", "/v1/models/alice/m3").0 == 404, "now private")
+        #expect(try server.curl("DELETE", "/v1/models/alice/m3", token: token).0 == 204)
+        #expect(try server.curl("GET", "/v1/models/alice/m3", token: token).0 == 404)
+        let metrics = try server.curl("GET", "/metrics")
+        #expect(metrics.0 == 200 && metrics.1.contains("hb_request"), "Prometheus metrics are served")
     }
 }
