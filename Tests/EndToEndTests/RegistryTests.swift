@@ -25,7 +25,8 @@ struct RegistryTests {
         defer { server.stop() }
         let token = try server.user("alice")
         let home = try TestSupport.makeProject([:])
-        for sample in ["hello", "classifier", "image", "streamer"] {
+        #expect(try TestSupport.run("python3", [TestSupport.sample("minilm").appendingPathComponent("fetch_weights.py").path]).status == 0)
+        for sample in ["hello", "classifier", "image", "streamer", "minilm"] {
             let pushed = try decode(try lathe(["push", TestSupport.sample(sample).path, "alice/\(sample)", "--json"], home: home, registry: server, token: token))
             let version = try #require(pushed["version"]?.stringValue)
             let (status, body) = try server.curl("GET", "/v1/models/alice/\(sample)/versions", token: token)
@@ -117,6 +118,26 @@ struct RegistryTests {
         #expect(body.contains(try #require(pushed["version"]?.stringValue)))
     }
 
+    @Test("lathe login checks the token and saves it with mode 0600; push then needs no LATHE_TOKEN")
+    func login() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        let home = try TestSupport.makeProject([:])
+        let bad = try TestSupport.run("bash", ["-c", "echo lat_wrong | \"$0\" login \"$1\" --token-stdin", CLI.binary.path, server.url],
+                                      environment: ["LATHE_HOME": home.path])
+        #expect(bad.status == 1)
+        #expect(bad.stderrText.contains("401"), "\(bad.stderrText)")
+        let good = try TestSupport.run("bash", ["-c", "echo \"$2\" | \"$0\" login \"$1\" --token-stdin", CLI.binary.path, server.url, token],
+                                       environment: ["LATHE_HOME": home.path])
+        #expect(good.output == "logged in to \(server.url) as alice\n", "\(good.stderrText)")
+        let attributes = try FileManager.default.attributesOfItem(atPath: home.appendingPathComponent("credentials.json").path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let pushed = try TestSupport.run(CLI.binary.path, ["push", TestSupport.sample("hello").path, "alice/hello"], environment: ["LATHE_HOME": home.path])
+        #expect(pushed.status == 0, "\(pushed.stderrText)")
+        #expect(pushed.output.hasSuffix("\(server.url)/alice/hello\n"))
+    }
+
     @Test("model listing pages with absolute next links, search, readme, patch and delete")
     func modelAPI() throws {
         let server = try RegistryServer()
@@ -151,5 +172,7 @@ struct RegistryTests {
         #expect(try server.curl("GET", "/v1/models/alice/m3", token: token).0 == 404)
         let metrics = try server.curl("GET", "/metrics")
         #expect(metrics.0 == 200 && metrics.1.contains("hb_request"), "Prometheus metrics are served")
+        server.stop()
+        #expect(server.process.terminationStatus == 0, "SIGTERM shuts the server down cleanly")
     }
 }
