@@ -13,6 +13,7 @@ demo: build
 test: setup
 	swift build --build-tests
 	swift test --skip-build
+	scripts/pytest
 
 bench: setup
 	swift build -c release

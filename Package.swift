@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "LatheRegistry",
             dependencies: [
-                "LatheSpec", "LatheArchive",
+                "LatheSpec", "LatheArchive", "LatheRunner",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

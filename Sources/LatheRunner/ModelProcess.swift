@@ -55,6 +55,9 @@ public final class ModelProcess: @unchecked Sendable {
         self.configuration = configuration
     }
 
+    /// Whether the runner process is still alive.
+    public var isRunning: Bool { process.isRunning }
+
     /// The runner's process id (bwrap's, when sandboxed).
     public var pid: Int32 { process.processIdentifier }
 

@@ -18,20 +18,27 @@ public struct PreparedModel: Sendable {
     /// A version from the local store, unpacked safely under `$LATHE_HOME/instances/<version>`;
     /// weights are hard links to the (read-only) blobs, so nothing large is copied.
     public static func image(_ image: LocalStore.Image, store: LocalStore, home: URL) throws -> PreparedModel {
-        let instances = home.appendingPathComponent("instances")
-        let target = instances.appendingPathComponent(image.version.hex)
+        try unpack(version: image.version, manifest: image.manifest, config: image.config, blobURL: store.blobURL,
+                   instances: home.appendingPathComponent("instances"))
+    }
+
+    /// Unpacks a version whose blobs `blobURL` locates (the local store's or a registry's) into
+    /// `instances/<version>`, once; later calls reuse it.
+    public static func unpack(version: Digest, manifest: Manifest, config: ModelConfig, blobURL: (Digest) -> URL,
+                              instances: URL) throws -> PreparedModel {
+        let target = instances.appendingPathComponent(version.hex)
         if !FileManager.default.fileExists(atPath: target.path) {
             try FileManager.default.createDirectory(at: instances, withIntermediateDirectories: true)
-            let staging = instances.appendingPathComponent(".\(image.version.hex).\(UUID().uuidString)")
-            guard let code = image.manifest.layers.first(where: { $0.mediaType == MediaType.codeLayer }) else {
-                throw ArchiveError("version \(image.version.hex.prefix(12)) has no code layer")
+            let staging = instances.appendingPathComponent(".\(version.hex).\(UUID().uuidString)")
+            guard let code = manifest.layers.first(where: { $0.mediaType == MediaType.codeLayer }) else {
+                throw ArchiveError("version \(version.hex.prefix(12)) has no code layer")
             }
-            try SafeExtractor().extract(store.blobURL(code.digest), to: staging)
+            try SafeExtractor().extract(blobURL(code.digest), to: staging)
             do {
-                for layer in image.config.layers where layer.role == "weights" {
+                for layer in config.layers where layer.role == "weights" {
                     let destination = staging.appendingPathComponent(try safePath(layer.path))
                     try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
-                    let blob = store.blobURL(layer.digest)
+                    let blob = blobURL(layer.digest)
                     if link(blob.path, destination.path) != 0 {
                         try FileManager.default.copyItem(at: blob, to: destination)
                     }
@@ -45,7 +52,7 @@ public struct PreparedModel: Sendable {
             }
             try? FileManager.default.removeItem(at: staging)
         }
-        return PreparedModel(spec: image.config.spec, directory: target, requirements: image.config.requirements)
+        return PreparedModel(spec: config.spec, directory: target, requirements: config.requirements)
     }
 
     /// Weights paths come from a config that may not be ours: refuse anything leaving the folder.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import LatheRegistry
+import LatheRunner
 import Logging
 import Prometheus
 import CoreMetrics
@@ -28,6 +29,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "A YAML file with data:, host:, port: and base_url: (flags and environment win).")
     var config: String?
 
+    @Option(name: .customLong("idle-timeout"), help: "Seconds an idle model instance lives before it is stopped (default 300).")
+    var idleTimeout: Int?
+
+    @Option(name: .customLong("max-instances"), help: "Most instances per version (default 2).")
+    var maxInstances: Int?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -37,16 +44,24 @@ struct ServeCommand: AsyncParsableCommand {
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             let registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
+            var schedulerSettings = Scheduler.Settings()
+            schedulerSettings.sandbox = try Sandbox.detect(network: false)
+            if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
+            if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
+            let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
+            try await scheduler.start()
             let metrics = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
-            let app = RegistryApplication.make(registry, host: settings.host, port: settings.port, metrics: metrics) { port in
+            let app = RegistryApplication.make(registry, scheduler: scheduler, host: settings.host, port: settings.port, metrics: metrics) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)
             }
             do {
                 try await app.runService()
+                await scheduler.shutdown()
             } catch {
+                await scheduler.shutdown()
                 try? await registry.database.close()
                 throw error
             }

@@ -136,7 +136,11 @@ struct ModelRoutes {
 
     /// Opaque cursors: base64url of "created_at|id" of the last row of the previous page.
     static func encodeCursor(_ model: ModelRecord) -> String {
-        Data("\(model.createdAt)|\(model.id)".utf8).base64EncodedString()
+        encodeCursor(model.createdAt, model.id)
+    }
+
+    static func encodeCursor(_ createdAt: String, _ id: String) -> String {
+        Data("\(createdAt)|\(id)".utf8).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 

@@ -139,6 +139,23 @@ public struct ModelStore: Sendable {
     }
 
     /// Records a version (idempotent: pushing the same version again keeps its first date).
+    /// A version by id alone, in a model `viewer` may see (newest model first if several hold it).
+    public func findVersion(_ id: String, viewer: Principal?) async throws -> (ModelRecord, VersionRecord)? {
+        struct Row: Decodable { var model_id: String }
+        let rows = try await sql.raw("""
+            SELECT v.model_id FROM versions v JOIN models m ON m.id = v.model_id WHERE v.id = \(bind: id) AND \(visible(viewer))
+            ORDER BY v.created_at DESC
+            """).all(decoding: Row.self)
+        for row in rows {
+            if let model = try await sql.raw("""
+                SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE m.id = \(bind: row.model_id)
+                """).first(decoding: ModelRecord.self), let version = try await version(of: model, id: id) {
+                return (model, version)
+            }
+        }
+        return nil
+    }
+
     public func addVersion(_ model: ModelRecord, id: String, manifestDigest: String, openapiSchema: String) async throws {
         try await sql.raw("""
             INSERT INTO versions (model_id, id, manifest_digest, openapi_schema, created_at)

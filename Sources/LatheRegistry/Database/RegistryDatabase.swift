@@ -72,6 +72,14 @@ public final class RegistryDatabase: Sendable {
           repository TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repository, digest))
         """,
         """
+        CREATE TABLE IF NOT EXISTS predictions (
+          id TEXT PRIMARY KEY, model_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, creator_id TEXT NOT NULL,
+          source TEXT NOT NULL, status TEXT NOT NULL, input TEXT, output TEXT, error TEXT, logs TEXT NOT NULL DEFAULT '',
+          metrics TEXT, created_at TEXT NOT NULL, started_at TEXT, completed_at TEXT,
+          data_removed BOOLEAN NOT NULL DEFAULT FALSE, shared BOOLEAN NOT NULL DEFAULT FALSE)
+        """,
+        "CREATE INDEX IF NOT EXISTS predictions_creator ON predictions (creator_id, created_at)",
+        """
         CREATE TABLE IF NOT EXISTS uploads (
           id TEXT PRIMARY KEY, repository TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL)
         """,

@@ -1,0 +1,98 @@
+import Foundation
+import LatheSpec
+import SQLKit
+
+/// A prediction as stored; JSON fields are kept as text.
+public struct PredictionRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var modelID: String
+    /// `owner/name`.
+    public var model: String
+    public var version: String
+    public var creatorID: String
+    public var source: String
+    public var status: String
+    public var input: String?
+    public var output: String?
+    public var error: String?
+    public var logs: String
+    public var metrics: String?
+    public var createdAt: String
+    public var startedAt: String?
+    public var completedAt: String?
+    public var dataRemoved: Bool
+    public var shared: Bool
+
+    public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(status) }
+
+    enum CodingKeys: String, CodingKey {
+        case id, model, version, source, status, input, output, error, logs, metrics, shared
+        case modelID = "model_id", creatorID = "creator_id", createdAt = "created_at", startedAt = "started_at"
+        case completedAt = "completed_at", dataRemoved = "data_removed"
+    }
+}
+
+/// Predictions: created, advanced by the scheduler, read by their creator (or anyone, once shared).
+public struct PredictionStore: Sendable {
+    let sql: any SQLDatabase
+
+    public init(database: RegistryDatabase) {
+        sql = database.sql
+    }
+
+    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared"
+
+    public func insert(_ record: PredictionRecord) async throws {
+        try await sql.raw("""
+            INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at)
+            VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
+                    \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt))
+            """).run()
+    }
+
+    /// The prediction if `viewer` created it or it is shared.
+    public func prediction(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id) AND (shared OR creator_id = \(bind: viewer?.user.id ?? ""))
+            """).first(decoding: PredictionRecord.self)
+    }
+
+    /// Internal read for the scheduler.
+    func prediction(_ id: String) async throws -> PredictionRecord? {
+        try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id)").first(decoding: PredictionRecord.self)
+    }
+
+    /// The viewer's predictions, newest first, after a cursor, within optional dates.
+    public func list(viewer: Principal, after cursor: (String, String)?, createdAfter: String?, createdBefore: String?, limit: Int) async throws -> [PredictionRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE creator_id = \(bind: viewer.user.id)"
+        if let createdAfter { query = query + " AND created_at > \(bind: createdAfter)" }
+        if let createdBefore { query = query + " AND created_at < \(bind: createdBefore)" }
+        if let (createdAt, id) = cursor {
+            query = query + " AND (created_at < \(bind: createdAt) OR (created_at = \(bind: createdAt) AND id < \(bind: id)))"
+        }
+        query = query + " ORDER BY created_at DESC, id DESC LIMIT \(bind: limit)"
+        return try await sql.raw(query).all(decoding: PredictionRecord.self)
+    }
+
+    func markProcessing(_ id: String) async throws {
+        try await sql.raw("UPDATE predictions SET status = 'processing', started_at = \(bind: Timestamp.now()) WHERE id = \(bind: id) AND status = 'starting'").run()
+    }
+
+    func updateProgress(_ id: String, output: String?, logs: String) async throws {
+        try await sql.raw("UPDATE predictions SET output = \(bind: output), logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'processing'").run()
+    }
+
+    func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String) async throws {
+        try await sql.raw("""
+            UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
+              metrics = \(bind: metrics), completed_at = \(bind: Timestamp.now())
+            WHERE id = \(bind: id) AND status IN ('starting', 'processing')
+            """).run()
+    }
+
+    /// Predictions left unfinished by a previous run of the server.
+    func unfinished() async throws -> [PredictionRecord] {
+        try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at")
+            .all(decoding: PredictionRecord.self)
+    }
+}

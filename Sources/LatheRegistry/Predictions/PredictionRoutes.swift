@@ -1,0 +1,170 @@
+import Foundation
+import Hummingbird
+import LatheArchive
+import LatheSpec
+import NIOCore
+import NIOFoundationCompat
+
+/// `/v1/predictions…` and `/v1/models/{o}/{n}/predictions` in Replicate's shapes, plus the
+/// `/files/…` URLs of output files.
+struct PredictionRoutes {
+    let registry: Registry
+    let scheduler: Scheduler
+    static let pageSize = 100
+
+    var store: PredictionStore { PredictionStore(database: registry.database) }
+
+    func add(to router: Router<RegistryContext>, v1: RouterGroup<RegistryContext>) {
+        v1.post("predictions") { request, context in try await create(request, context, model: nil) }
+        v1.post("models/:owner/:name/predictions") { request, context in
+            let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
+            return try await create(request, context, model: model)
+        }
+        v1.get("predictions") { request, context in try await list(request, context) }
+        v1.get("predictions/:id") { _, context in
+            try jsonResponse(shape(try await visible(context)))
+        }
+        v1.post("predictions/:id/cancel") { _, context in
+            let prediction = try await visible(context)
+            guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may cancel a prediction") }
+            if !prediction.isTerminal {
+                try await scheduler.cancel(prediction.id)
+                await scheduler.wait(for: prediction.id, seconds: 10)
+            }
+            return try jsonResponse(shape(try await visible(context)))
+        }
+        router.get("files/:token/:name") { _, context -> Response in
+            let token = try context.parameters.require("token"), name = try context.parameters.require("name")
+            guard let path = OutputFiles.localPath(for: "\(registry.baseURL)/files/\(token)/\(name)", registry: registry) else {
+                throw HTTPError(.notFound)
+            }
+            let body = try await FileIO().loadFile(path: path.path, context: context)
+            return Response(status: .ok, headers: [.contentType: OutputFiles.mediaType(path.lastPathComponent)], body: body)
+        }
+    }
+
+    private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
+        if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)") }
+        guard let prediction = try await store.prediction(try context.parameters.require("id"), viewer: context.principal) else {
+            throw RegistryError(404, "prediction not found")
+        }
+        return prediction
+    }
+
+    private struct CreateBody: Decodable {
+        var version: String?
+        var input: [String: JSONValue]?
+        var webhook: String?
+    }
+
+    private func create(_ request: Request, _ context: RegistryContext, model given: ModelRecord?) async throws -> Response {
+        guard let principal = context.principal else {
+            throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: send Authorization: Bearer <token>")
+        }
+        let body = try await request.decode(as: CreateBody.self, context: context)
+        let (model, version) = try await resolve(body.version, model: given, context: context)
+        let schemaSpec = try await spec(of: model, version: version)
+        let input: [String: JSONValue]
+        do {
+            input = try InputValidator.validate(body.input ?? [:], spec: schemaSpec)
+        } catch {
+            let detail = error.fields.map(\.description).joined(separator: "; ")
+            let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
+                                           "invalid_fields": .array(error.fields.map { .object(["field": .string($0.field), "description": .string($0.message)]) })])
+            return try jsonResponse(body, status: .unprocessableContent)
+        }
+        let record = PredictionRecord(
+            id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: "api",
+            status: "starting", input: String(decoding: try JSON.canonical(body.input ?? [:]), as: UTF8.self), output: nil, error: nil, logs: "",
+            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false)
+        try await store.insert(record)
+        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, input: input)
+        var inline = false
+        if let prefer = request.headers[.init("Prefer")!], prefer.hasPrefix("wait") {
+            let seconds = prefer.split(separator: "=").last.flatMap { Double($0) }.map { min(max($0, 1), 60) } ?? 60
+            await scheduler.wait(for: record.id, seconds: seconds)
+            inline = true
+        }
+        let current = try await store.prediction(record.id) ?? record
+        var response = try jsonResponse(shape(current, inlineFiles: inline), status: .created)
+        response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
+        return response
+    }
+
+    /// `id`, `owner/name:id` or `owner/name` (latest), or the model of the URL.
+    private func resolve(_ text: String?, model given: ModelRecord?, context: RegistryContext) async throws -> (ModelRecord, VersionRecord) {
+        if let given {
+            guard let latest = try await registry.models.versions(of: given).first else { throw RegistryError(404, "\(given.repository) has no versions yet") }
+            return (given, latest)
+        }
+        guard let text, !text.isEmpty else { throw RegistryError(400, "version is required: a version id, owner/name:id or owner/name") }
+        if let colon = text.firstIndex(of: ":") {
+            let parts = text[..<colon].split(separator: "/").map(String.init)
+            guard parts.count == 2 else { throw RegistryError(400, "\"\(text)\" is not owner/name:version") }
+            let model = try await registry.readable(owner: parts[0], name: parts[1], context: context)
+            guard let version = try await registry.models.version(of: model, id: String(text[text.index(after: colon)...])) else {
+                throw RegistryError(404, "version not found in \(model.repository)")
+            }
+            return (model, version)
+        }
+        if text.contains("/") {
+            let parts = text.split(separator: "/").map(String.init)
+            let model = try await registry.readable(owner: parts[0], name: parts.count > 1 ? parts[1] : "", context: context)
+            guard let latest = try await registry.models.versions(of: model).first else { throw RegistryError(404, "\(model.repository) has no versions yet") }
+            return (model, latest)
+        }
+        guard let found = try await registry.models.findVersion(text, viewer: context.principal) else { throw RegistryError(404, "version \(text) not found") }
+        return found
+    }
+
+    private func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
+        guard let digest = Digest(parsing: version.manifestDigest) else { throw RegistryError(500, "bad manifest digest") }
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(digest))))
+        let config = manifest.config.digest
+        return try JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(config)))).spec
+    }
+
+    private func list(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
+        let query = request.uri.queryParameters
+        let cursor = query["cursor"].flatMap { ModelRoutes.decodeCursor(String($0)) }
+        let rows = try await store.list(viewer: principal, after: cursor, createdAfter: query["created_after"].map(String.init),
+                                        createdBefore: query["created_before"].map(String.init), limit: Self.pageSize + 1)
+        let page = Array(rows.prefix(Self.pageSize))
+        let next = rows.count > Self.pageSize ? page.last.map { "\(registry.baseURL)/v1/predictions?cursor=\(ModelRoutes.encodeCursor($0.createdAt, $0.id))" } : nil
+        return try jsonResponse(WireShapes.page(page.map { shape($0) }, next: next))
+    }
+
+    /// Replicate's prediction object.
+    func shape(_ record: PredictionRecord, inlineFiles: Bool = false) -> JSONValue {
+        func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
+        var output = record.dataRemoved ? .null : decode(record.output)
+        if inlineFiles { output = OutputFiles.inline(output, registry: registry) }
+        var metrics = decode(record.metrics).objectValue ?? [:]
+        if let created = Self.date(record.createdAt), let completed = record.completedAt.flatMap(Self.date) {
+            metrics["total_time"] = .number(completed.timeIntervalSince(created))
+        }
+        let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
+        return .object([
+            "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
+            "input": record.dataRemoved ? .null : decode(record.input), "output": output, "logs": .string(record.logs),
+            "error": .optional(record.error), "status": .string(record.status), "source": .string(record.source),
+            "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
+            "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
+            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)")]),
+        ])
+    }
+
+    static func date(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text)
+    }
+
+    /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.
+    static func newID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<26).map { _ in alphabet.randomElement(using: &generator)! })
+    }
+}

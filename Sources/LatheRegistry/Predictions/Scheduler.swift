@@ -1,0 +1,261 @@
+import Foundation
+import LatheArchive
+import LatheRunner
+import LatheSpec
+import Logging
+
+/// Runs predictions on instances: one queue per version, instances cold-booted on demand up to a
+/// per-version and a global limit, stopped again after an idle time (DESIGN §6).
+public actor Scheduler {
+    public struct Settings: Sendable {
+        public var maxInstancesPerVersion = 2
+        public var maxInstances = 4
+        public var idleTimeout: TimeInterval = 300
+        /// The longest timeout a model may ask for.
+        public var maxTimeout: TimeInterval = 30 * 60
+        public var sandbox: Sandbox?
+        public init() {}
+    }
+
+    struct Job: Sendable {
+        var id: String
+        var input: [String: JSONValue]
+        var timeout: TimeInterval
+    }
+
+    final class Instance: @unchecked Sendable {
+        let process: ModelProcess
+        let work: URL
+        var busy = false
+        var lastUsed = Date()
+        init(process: ModelProcess, work: URL) {
+            self.process = process
+            self.work = work
+        }
+    }
+
+    private let registry: Registry
+    private let predictions: PredictionStore
+    private let settings: Settings
+    private let runtime: URL
+    private var pools: [String: [Instance]] = [:]
+    private var booting: [String: Int] = [:]
+    private var queues: [String: [Job]] = [:]
+    private var versions: [String: (manifest: Manifest, config: ModelConfig)] = [:]
+    private var running: [String: Instance] = [:]
+    private var completed: Set<String> = []
+    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    private var reaper: Task<Void, Never>?
+
+    public init(registry: Registry, settings: Settings) {
+        self.registry = registry
+        self.predictions = PredictionStore(database: registry.database)
+        self.settings = settings
+        self.runtime = registry.blobs.root.appendingPathComponent("runtime")
+    }
+
+    /// Recovers after a restart (queued predictions run again, in-flight ones fail with a reason)
+    /// and starts the idle reaper.
+    public func start() async throws {
+        for record in try await predictions.unfinished() {
+            if record.status == "processing" {
+                try await predictions.complete(record.id, status: "failed", output: nil,
+                                               error: "The server restarted while this prediction was running", logs: record.logs, metrics: "{}")
+            } else if let input = record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) {
+                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, input: input)
+            }
+        }
+        reaper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+                await self?.stopIdle()
+            }
+        }
+    }
+
+    /// Stops every instance (graceful shutdown).
+    public func shutdown() {
+        reaper?.cancel()
+        for instance in pools.values.flatMap({ $0 }) { instance.process.terminate() }
+        pools.removeAll()
+    }
+
+    /// How many instances run now, per version (for tests and metrics).
+    public func instanceCounts() -> [String: Int] { pools.mapValues(\.count) }
+
+    // MARK: - Submitting and waiting
+
+    /// Queues a prediction for `version` (hex) of a model.
+    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, input: [String: JSONValue]) async throws {
+        if versions[version] == nil {
+            let digest: String
+            if let manifestDigest {
+                digest = manifestDigest
+            } else {
+                struct Row: Decodable { var manifest_digest: String }
+                guard let row = try await registry.database.sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: modelID) AND id = \(bind: version)")
+                    .first(decoding: Row.self) else { throw RegistryError(404, "version \(version) is gone") }
+                digest = row.manifest_digest
+            }
+            guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
+            let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifestDigest))))
+            let config = try JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifest.config.digest))))
+            versions[version] = (manifest, config)
+        }
+        let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
+        queues[version, default: []].append(Job(id: id, input: input, timeout: timeout))
+        pump(version)
+    }
+
+    /// Returns when the prediction has finished or `seconds` have passed.
+    func wait(for id: String, seconds: TimeInterval) async {
+        if completed.contains(id) { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.completion(of: id) }
+            group.addTask { try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000)) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func completion(of id: String) async {
+        if completed.contains(id) { return }
+        await withCheckedContinuation { waiters[id, default: []].append($0) }
+    }
+
+    private func finished(_ id: String) {
+        completed.insert(id)
+        if completed.count > 10_000 { completed.removeAll() }
+        for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume() }
+    }
+
+    /// Cancels a queued or running prediction.
+    func cancel(_ id: String) async throws {
+        for (version, queue) in queues {
+            if queue.contains(where: { $0.id == id }) {
+                queues[version] = queue.filter { $0.id != id }
+                try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}")
+                finished(id)
+                return
+            }
+        }
+        running[id]?.process.cancel(id: id)
+    }
+
+    // MARK: - Instances
+
+    private func pump(_ version: String) {
+        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { !$0.busy }) {
+            queues[version]?.removeFirst()
+            instance.busy = true
+            running[job.id] = instance
+            Task { await run(job, on: instance, version: version) }
+        }
+        let waiting = queues[version]?.count ?? 0
+        let total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
+        let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
+        if waiting > (booting[version] ?? 0), mine < settings.maxInstancesPerVersion, total < settings.maxInstances {
+            booting[version, default: 0] += 1
+            Task { await boot(version) }
+        }
+    }
+
+    private func boot(_ version: String) async {
+        defer { booting[version, default: 1] -= 1 }
+        guard let (manifest, config) = versions[version], let digest = Digest(parsing: version) else { return }
+        let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
+        do {
+            let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
+                                                    blobURL: { URL(fileURLWithPath: self.registry.blobs.blobPath($0)) },
+                                                    instances: runtime.appendingPathComponent("instances"))
+            let configuration = try prepared.configuration(home: runtime, workDirectory: work, sandbox: settings.sandbox)
+            let process = ModelProcess(configuration)
+            switch try await process.start() {
+            case .ready:
+                pools[version, default: []].append(Instance(process: process, work: work))
+            case .failed(let error, let logs):
+                process.terminate()
+                await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
+            }
+        } catch {
+            await failQueue(version, error: "Model setup failed: \(error)", logs: "")
+        }
+        pump(version)
+    }
+
+    private func failQueue(_ version: String, error: String, logs: String) async {
+        let jobs = queues.removeValue(forKey: version) ?? []
+        for job in jobs {
+            try? await predictions.complete(job.id, status: "failed", output: nil, error: error, logs: logs, metrics: "{}")
+            finished(job.id)
+        }
+    }
+
+    private func run(_ job: Job, on instance: Instance, version: String) async {
+        try? await predictions.markProcessing(job.id)
+        let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
+        let progress = Progress()
+        let store = predictions
+        let id = job.id
+        var outcome: PredictionOutcome
+        do {
+            let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
+                                                      directory: instance.work.appendingPathComponent("inputs/\(job.id)"), registry: registry)
+            outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout) { event in
+                // Streamed items and logs reach the database at most every 200 ms.
+                if let snapshot = progress.add(event) {
+                    Task { try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs) }
+                }
+            }
+        } catch {
+            outcome = PredictionOutcome(status: .failed, error: "\(error)")
+        }
+        let output = try? OutputFiles.publish(outcome.output, from: outputs, registry: registry)
+        let metrics = String(decoding: (try? JSON.canonical(["predict_time": outcome.predictTime ?? 0])) ?? Data(), as: UTF8.self)
+        try? await predictions.complete(job.id, status: outcome.status.rawValue, output: output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) },
+                                        error: outcome.error, logs: outcome.logs, metrics: metrics)
+        try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+        running.removeValue(forKey: job.id)
+        instance.busy = false
+        instance.lastUsed = Date()
+        if !instance.process.isRunning {
+            // A crashed instance is replaced on the next prediction.
+            pools[version]?.removeAll { $0 === instance }
+        }
+        finished(job.id)
+        pump(version)
+    }
+
+    private func stopIdle() {
+        let now = Date()
+        for (version, instances) in pools {
+            let idle = instances.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
+            for instance in idle {
+                instance.process.terminate()
+                try? FileManager.default.removeItem(at: instance.work)
+            }
+            pools[version] = instances.filter { instance in !idle.contains { $0 === instance } }
+            if pools[version]?.isEmpty == true { pools.removeValue(forKey: version) }
+        }
+    }
+}
+
+/// Accumulates a running prediction's logs and streamed items, and says when to save them.
+final class Progress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var logs = ""
+    private var items: [JSONValue] = []
+    private var saved = Date.distantPast
+
+    func add(_ event: RunnerEvent) -> (output: String?, logs: String)? {
+        lock.lock(); defer { lock.unlock() }
+        switch event {
+        case .log(let text): logs += text
+        case .output(_, let value): items.append(value)
+        }
+        guard Date().timeIntervalSince(saved) > 0.2 else { return nil }
+        saved = Date()
+        let output = items.isEmpty ? nil : (try? JSON.canonical(JSONValue.array(items))).map { String(decoding: $0, as: UTF8.self) }
+        return (output, logs)
+    }
+}

@@ -1,0 +1,69 @@
+"""The official `replicate` Python client (PyPI) against a Lathe registry."""
+import base64
+import os
+import time
+
+import replicate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_run_with_version_and_with_model_name(server):
+    version = server["versions"]["hello"]
+    assert replicate.run(f"alice/hello:{version}", input={"text": "world"}) == "Hello, world!"
+    assert replicate.run("alice/hello", input={"text": "Ada"}) == "Hello, Ada!"
+
+
+def test_models_and_versions(server):
+    model = replicate.models.get("alice/hello")
+    assert (model.owner, model.name, model.visibility) == ("alice", "hello", "private")
+    assert model.latest_version.id == server["versions"]["hello"]
+    versions = list(model.versions.list())
+    assert [v.id for v in versions] == [server["versions"]["hello"]]
+    version = model.versions.get(server["versions"]["hello"])
+    assert version.openapi_schema["components"]["schemas"]["Input"]["required"] == ["text"]
+
+
+def test_predictions_create_get_list(server):
+    prediction = replicate.predictions.create(version=server["versions"]["classifier"],
+                                              input={"text": "The staff were friendly and the room was comfortable"})
+    assert prediction.status in ("starting", "processing", "succeeded")
+    prediction.wait()
+    assert prediction.status == "succeeded", prediction.error
+    assert prediction.output["label"] == "positive"
+    assert prediction.metrics["predict_time"] >= 0
+    again = replicate.predictions.get(prediction.id)
+    assert again.output == prediction.output
+    assert again.model == "alice/classifier" and again.version == server["versions"]["classifier"]
+    listed = [p.id for p in replicate.predictions.list().results]
+    assert prediction.id in listed
+
+
+def test_invalid_input_is_rejected_per_field(server):
+    try:
+        replicate.predictions.create(version=server["versions"]["hello"], input={"txt": "x"})
+    except replicate.exceptions.ReplicateError as error:
+        assert error.status == 422
+        assert "text" in str(error.detail)
+    else:
+        raise AssertionError("expected a 422")
+
+
+def test_cancel(server):
+    prediction = replicate.predictions.create(version=server["versions"]["streamer"],
+                                              input={"prompt": "the river", "max_words": 200, "delay": 0.2})
+    deadline = time.time() + 60
+    while prediction.status == "starting" and time.time() < deadline:
+        time.sleep(0.1)
+        prediction.reload()
+    prediction.cancel()
+    prediction.reload()
+    assert prediction.status == "canceled"
+
+
+def test_file_input_as_data_uri_and_file_output(server):
+    with open(os.path.join(ROOT, "samples", "image", "example.png"), "rb") as handle:
+        data = "data:image/png;base64," + base64.b64encode(handle.read()).decode()
+    output = replicate.run(f"alice/image:{server['versions']['image']}", input={"image": data, "effect": "invert"})
+    png = output.read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
