@@ -25,6 +25,7 @@ public enum RegistryApplication {
         AccountRoutes(registry: registry).add(to: v1)
         ModelRoutes(registry: registry).add(to: v1)
         PredictionRoutes(registry: registry, scheduler: scheduler).add(to: router, v1: v1)
+        FileRoutes(registry: registry).add(to: v1)
         return router
     }
 

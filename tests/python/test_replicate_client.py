@@ -67,3 +67,40 @@ def test_file_input_as_data_uri_and_file_output(server):
     output = replicate.run(f"alice/image:{server['versions']['image']}", input={"image": data, "effect": "invert"})
     png = output.read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stream_yields_words_as_they_are_made(server):
+    started = time.time()
+    arrivals, words = [], []
+    for event in replicate.stream(f"alice/streamer:{server['versions']['streamer']}",
+                                  input={"prompt": "the boats", "max_words": 12, "seed": 3, "delay": 0.15}):
+        if event.event.value != "output":
+            continue
+        words.append(str(event))
+        arrivals.append(time.time() - started)
+    assert len(words) == 12
+    assert arrivals[-1] - arrivals[0] > 0.8, f"items arrived over time, not at once: {arrivals}"
+    final = replicate.predictions.list().results[0]
+    assert "".join(words) == "".join(final.output)
+
+
+def test_file_upload_input_and_file_output(server):
+    with open(os.path.join(ROOT, "samples", "image", "example.png"), "rb") as handle:
+        uploaded = replicate.files.create(handle)
+    assert uploaded.size == os.path.getsize(os.path.join(ROOT, "samples", "image", "example.png"))
+    assert replicate.files.get(uploaded.id).checksums["sha256"] == uploaded.checksums["sha256"]
+    with open(os.path.join(ROOT, "samples", "image", "example.png"), "rb") as handle:
+        output = replicate.run(f"alice/image:{server['versions']['image']}",
+                               input={"image": handle, "effect": "sepia", "caption": "uploaded"})
+    png = output.read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[20:24], "big") == 48 + 24, "the caption band was added"
+    replicate.files.delete(uploaded.id)
+
+
+def test_every_sample_runs(server):
+    versions = server["versions"]
+    assert replicate.run(f"alice/hello:{versions['hello']}", input={"text": "x"}) == "Hello, x!"
+    assert replicate.run(f"alice/classifier:{versions['classifier']}", input={"text": "rude staff and cold food"})["label"] == "negative"
+    words = replicate.run(f"alice/streamer:{versions['streamer']}", input={"max_words": 5, "delay": 0})
+    assert len(list(words)) == 5

@@ -80,6 +80,12 @@ public final class RegistryDatabase: Sendable {
         """,
         "CREATE INDEX IF NOT EXISTS predictions_creator ON predictions (creator_id, created_at)",
         """
+        CREATE TABLE IF NOT EXISTS files (
+          id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, name TEXT NOT NULL, content_type TEXT NOT NULL, size BIGINT NOT NULL,
+          sha256 TEXT NOT NULL, metadata TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)
+        """,
+        "CREATE TABLE IF NOT EXISTS webhook_secrets (account_id TEXT PRIMARY KEY, secret TEXT NOT NULL)",
+        """
         CREATE TABLE IF NOT EXISTS uploads (
           id TEXT PRIMARY KEY, repository TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL)
         """,

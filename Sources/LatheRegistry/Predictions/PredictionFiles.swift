@@ -10,22 +10,22 @@ import LatheSpec
 enum InputFiles {
     static let maxBytes = 100 << 20
 
-    static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, registry: Registry) async throws -> [String: JSONValue] {
+    static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry) async throws -> [String: JSONValue] {
         var result = values
         for input in spec.inputs where input.type == .file || (input.type == .array && input.items == .file) {
             guard let value = values[input.name], value != .null else { continue }
             if case .array(let items) = value {
                 var local: [JSONValue] = []
-                for item in items { local.append(.string(try await fetch(item.stringValue ?? "", field: input.name, directory: directory, registry: registry))) }
+                for item in items { local.append(.string(try await fetch(item.stringValue ?? "", field: input.name, directory: directory, owner: owner, registry: registry))) }
                 result[input.name] = .array(local)
             } else {
-                result[input.name] = .string(try await fetch(value.stringValue ?? "", field: input.name, directory: directory, registry: registry))
+                result[input.name] = .string(try await fetch(value.stringValue ?? "", field: input.name, directory: directory, owner: owner, registry: registry))
             }
         }
         return result
     }
 
-    private static func fetch(_ reference: String, field: String, directory: URL, registry: Registry) async throws -> String {
+    private static func fetch(_ reference: String, field: String, directory: URL, owner: String, registry: Registry) async throws -> String {
         let folder = directory.appendingPathComponent(UUID().uuidString)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         if reference.hasPrefix("data:") {
@@ -36,6 +36,17 @@ enum InputFiles {
             let type = String(reference.dropFirst(5).prefix { $0 != ";" })
             let target = folder.appendingPathComponent("input" + (OutputFiles.extensions[type] ?? ""))
             try data.write(to: target)
+            return target.path
+        }
+        // A file uploaded through /v1/files by the same user.
+        let uploads = registry.baseURL + "/v1/files/"
+        if reference.hasPrefix(uploads) {
+            let id = String(reference.dropFirst(uploads.count))
+            guard let file = try await FileRoutes.file(id, owner: owner, sql: registry.database.sql) else {
+                throw FieldError(field: field, message: "file \(id) does not exist or is not yours")
+            }
+            let target = folder.appendingPathComponent((file.name as NSString).lastPathComponent.isEmpty ? "input" : (file.name as NSString).lastPathComponent)
+            try FileManager.default.copyItem(at: FileRoutes.path(file.id, registry: registry), to: target)
             return target.path
         }
         if let local = OutputFiles.localPath(for: reference, registry: registry) {

@@ -33,6 +33,12 @@ struct PredictionRoutes {
             }
             return try jsonResponse(shape(try await visible(context)))
         }
+        router.get("v1/predictions/:id/stream") { _, context -> Response in
+            // Served without a token (the JS client sends none); the 26-character id is the secret.
+            guard let prediction = try await store.prediction(try context.parameters.require("id")) else { throw HTTPError(.notFound) }
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+                            body: .init { writer in try await stream(prediction.id, to: &writer) })
+        }
         router.get("files/:token/:name") { _, context -> Response in
             let token = try context.parameters.require("token"), name = try context.parameters.require("name")
             guard let path = OutputFiles.localPath(for: "\(registry.baseURL)/files/\(token)/\(name)", registry: registry) else {
@@ -78,14 +84,18 @@ struct PredictionRoutes {
             status: "starting", input: String(decoding: try JSON.canonical(body.input ?? [:]), as: UTF8.self), output: nil, error: nil, logs: "",
             metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false)
         try await store.insert(record)
-        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, input: input)
+        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
+                                     creatorID: principal.user.id, input: input)
         var inline = false
         if let prefer = request.headers[.init("Prefer")!], prefer.hasPrefix("wait") {
             let seconds = prefer.split(separator: "=").last.flatMap { Double($0) }.map { min(max($0, 1), 60) } ?? 60
             await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
-        let current = try await store.prediction(record.id) ?? record
+        var current = try await store.prediction(record.id) ?? record
+        // Replicate's clients treat any status but "starting" as finished: a wait that runs out
+        // answers "starting", and the client polls.
+        if inline && !current.isTerminal { current.status = "starting" }
         var response = try jsonResponse(shape(current, inlineFiles: inline), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
@@ -135,6 +145,51 @@ struct PredictionRoutes {
         return try jsonResponse(WireShapes.page(page.map { shape($0) }, next: next))
     }
 
+    /// Server-sent events: `output` per new item, `logs` per new log text, then `error` (on
+    /// failure) and `done`; a comment every 15 s keeps proxies from closing the connection.
+    private func stream(_ id: String, to writer: inout any ResponseBodyWriter) async throws {
+        var sentItems = 0, sentLogs = 0, event = 0, lastWrite = Date()
+        func send(_ name: String, _ data: String) async throws {
+            event += 1
+            let lines = data.split(separator: "\n", omittingEmptySubsequences: false).map { "data: \($0)" }.joined(separator: "\n")
+            try await writer.write(ByteBuffer(string: "event: \(name)\nid: \(id):\(event)\n\(lines)\n\n"))
+            lastWrite = Date()
+        }
+        while true {
+            guard let record = try await store.prediction(id) else { break }
+            let output = record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+            if case .array(let items) = output, items.count > sentItems {
+                for item in items[sentItems...] {
+                    let text = item.stringValue ?? String(decoding: (try? JSON.canonical(item)) ?? Data(), as: UTF8.self)
+                    try await send("output", text)
+                }
+                sentItems = items.count
+            }
+            if record.logs.utf8.count > sentLogs {
+                let fresh = String(decoding: Array(record.logs.utf8)[sentLogs...], as: UTF8.self)
+                try await send("logs", fresh)
+                sentLogs = record.logs.utf8.count
+            }
+            if record.isTerminal {
+                // A model without an iterator output streams its one output at the end.
+                if let output, output != .null, output.arrayValue == nil, sentItems == 0 {
+                    try await send("output", output.stringValue ?? String(decoding: try JSON.canonical(output), as: UTF8.self))
+                }
+                if record.status == "failed" {
+                    try await send("error", String(decoding: try JSON.canonical(["detail": record.error ?? "prediction failed"]), as: UTF8.self))
+                }
+                try await send("done", record.status == "canceled" ? #"{"reason":"canceled"}"# : "{}")
+                break
+            }
+            if Date().timeIntervalSince(lastWrite) > 15 {
+                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                lastWrite = Date()
+            }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        try await writer.finish(nil)
+    }
+
     /// Replicate's prediction object.
     func shape(_ record: PredictionRecord, inlineFiles: Bool = false) -> JSONValue {
         func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
@@ -151,7 +206,8 @@ struct PredictionRoutes {
             "error": .optional(record.error), "status": .string(record.status), "source": .string(record.source),
             "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
             "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
-            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)")]),
+            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
+                             "stream": .string(base + "/stream")]),
         ])
     }
 

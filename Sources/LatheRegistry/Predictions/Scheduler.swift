@@ -19,6 +19,7 @@ public actor Scheduler {
 
     struct Job: Sendable {
         var id: String
+        var creatorID: String
         var input: [String: JSONValue]
         var timeout: TimeInterval
     }
@@ -62,7 +63,7 @@ public actor Scheduler {
                 try await predictions.complete(record.id, status: "failed", output: nil,
                                                error: "The server restarted while this prediction was running", logs: record.logs, metrics: "{}")
             } else if let input = record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) {
-                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, input: input)
+                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, creatorID: record.creatorID, input: input)
             }
         }
         reaper = Task { [weak self] in
@@ -86,7 +87,7 @@ public actor Scheduler {
     // MARK: - Submitting and waiting
 
     /// Queues a prediction for `version` (hex) of a model.
-    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, input: [String: JSONValue]) async throws {
+    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue]) async throws {
         if versions[version] == nil {
             let digest: String
             if let manifestDigest {
@@ -103,7 +104,7 @@ public actor Scheduler {
             versions[version] = (manifest, config)
         }
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: id, input: input, timeout: timeout))
+        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout))
         pump(version)
     }
 
@@ -200,7 +201,8 @@ public actor Scheduler {
         var outcome: PredictionOutcome
         do {
             let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
-                                                      directory: instance.work.appendingPathComponent("inputs/\(job.id)"), registry: registry)
+                                                      directory: instance.work.appendingPathComponent("inputs/\(job.id)"), owner: job.creatorID,
+                                                      registry: registry)
             outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout) { event in
                 // Streamed items and logs reach the database at most every 200 ms.
                 if let snapshot = progress.add(event) {

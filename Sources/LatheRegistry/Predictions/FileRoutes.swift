@@ -1,0 +1,193 @@
+import Crypto
+import Foundation
+import Hummingbird
+import LatheSpec
+import MultipartKit
+import NIOCore
+import SQLKit
+
+/// A file uploaded through `/v1/files`.
+struct FileRecord: Sendable, Codable {
+    var id: String
+    var ownerID: String
+    var name: String
+    var contentType: String
+    var size: Int64
+    var sha256: String
+    var metadata: String
+    var createdAt: String
+    var expiresAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, size, sha256, metadata
+        case ownerID = "owner_id", contentType = "content_type", createdAt = "created_at", expiresAt = "expires_at"
+    }
+}
+
+/// `/v1/files`: multipart upload (streamed to disk, 100 MB at most), list, get, delete. A
+/// prediction input may then name the file's `urls.get`, which the server resolves itself.
+struct FileRoutes {
+    let registry: Registry
+    static let maxBytes: Int64 = 100 << 20
+    var sql: any SQLDatabase { registry.database.sql }
+
+    static func path(_ id: String, registry: Registry) -> URL {
+        registry.blobs.root.appendingPathComponent("files/\(id)")
+    }
+
+    func add(to v1: RouterGroup<RegistryContext>) {
+        v1.post("files") { request, context in try await upload(request, context) }
+        v1.get("files") { _, context in
+            let principal = try signedIn(context)
+            let rows = try await sql.raw("""
+                SELECT id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at FROM files
+                WHERE owner_id = \(bind: principal.user.id) ORDER BY created_at DESC LIMIT 100
+                """).all(decoding: FileRecord.self)
+            return try jsonResponse(WireShapes.page(rows.map(shape), next: nil))
+        }
+        v1.get("files/:id") { _, context in try jsonResponse(shape(try await owned(context))) }
+        v1.get("files/:id/download") { _, context -> Response in
+            let file = try await owned(context)
+            let body = try await FileIO().loadFile(path: Self.path(file.id, registry: registry).path, context: context)
+            return Response(status: .ok, headers: [.contentType: file.contentType], body: body)
+        }
+        v1.delete("files/:id") { _, context in
+            let file = try await owned(context)
+            try await sql.raw("DELETE FROM files WHERE id = \(bind: file.id)").run()
+            try? FileManager.default.removeItem(at: Self.path(file.id, registry: registry))
+            return Response(status: .noContent)
+        }
+    }
+
+    private func signedIn(_ context: RegistryContext) throws -> Principal {
+        guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
+        return principal
+    }
+
+    private func owned(_ context: RegistryContext) async throws -> FileRecord {
+        let principal = try signedIn(context)
+        guard let file = try await Self.file(try context.parameters.require("id"), owner: principal.user.id, sql: sql) else {
+            throw RegistryError(404, "file not found")
+        }
+        return file
+    }
+
+    static func file(_ id: String, owner: String, sql: any SQLDatabase) async throws -> FileRecord? {
+        try await sql.raw("""
+            SELECT id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at FROM files
+            WHERE id = \(bind: id) AND owner_id = \(bind: owner)
+            """).first(decoding: FileRecord.self)
+    }
+
+    func shape(_ file: FileRecord) -> JSONValue {
+        let metadata = (try? JSONDecoder().decode(JSONValue.self, from: Data(file.metadata.utf8))) ?? .object([:])
+        return .object([
+            "id": .string(file.id), "name": .string(file.name), "content_type": .string(file.contentType), "size": .int(Int(file.size)),
+            "etag": .string(file.sha256), "checksums": .object(["sha256": .string(file.sha256)]), "metadata": metadata,
+            "created_at": .string(file.createdAt), "expires_at": .string(file.expiresAt),
+            "urls": .object(["get": .string("\(registry.baseURL)/v1/files/\(file.id)")]),
+        ])
+    }
+
+    /// Parses the multipart body as it streams; the `content` part goes straight to a file.
+    private func upload(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let principal = try signedIn(context)
+        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("multipart/form-data"),
+              let boundary = type.components(separatedBy: "boundary=").last?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) else {
+            throw RegistryError(400, "send multipart/form-data with a `content` part")
+        }
+        let id = PredictionRoutes.newID()
+        let target = Self.path(id, registry: registry)
+        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let state = UploadState(path: target.path)
+        defer { state.close() }
+        let parser = MultipartParser(boundary: boundary)
+        parser.onHeader = { name, value in state.header(name, value) }
+        parser.onBody = { buffer in state.body(&buffer) }
+        parser.onPartComplete = { state.partComplete() }
+        for try await buffer in request.body {
+            try parser.execute(buffer)
+            if state.size > Self.maxBytes {
+                try? FileManager.default.removeItem(at: target)
+                throw RegistryError(413, "files must be under 100 MB")
+            }
+        }
+        guard state.hadContent else {
+            try? FileManager.default.removeItem(at: target)
+            throw RegistryError(400, "the multipart body has no `content` part")
+        }
+        let now = Date()
+        let file = FileRecord(id: id, ownerID: principal.user.id, name: state.fields["filename"] ?? state.fileName ?? "file",
+                              contentType: state.fields["type"] ?? state.contentType ?? "application/octet-stream", size: state.size,
+                              sha256: state.digest(), metadata: state.fields["metadata"] ?? "{}", createdAt: Timestamp.string(now),
+                              expiresAt: Timestamp.string(now.addingTimeInterval(24 * 3600)))
+        try await sql.raw("""
+            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
+            VALUES (\(bind: file.id), \(bind: file.ownerID), \(bind: file.name), \(bind: file.contentType), \(bind: file.size),
+                    \(bind: file.sha256), \(bind: file.metadata), \(bind: file.createdAt), \(bind: file.expiresAt))
+            """).run()
+        return try jsonResponse(shape(file), status: .created)
+    }
+}
+
+/// What the multipart callbacks collect: small fields in memory, `content` on disk.
+final class UploadState: @unchecked Sendable {
+    private let fd: Int32
+    private var hasher = SHA256()
+    private var currentName: String?
+    private var currentText = Data()
+    private(set) var fields: [String: String] = [:]
+    private(set) var fileName: String?
+    private(set) var contentType: String?
+    private(set) var size: Int64 = 0
+    private(set) var hadContent = false
+
+    init(path: String) {
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    }
+
+    func header(_ name: String, _ value: String) {
+        switch name.lowercased() {
+        case "content-disposition":
+            currentName = Self.parameter("name", in: value)
+            if currentName == "content" {
+                hadContent = true
+                fileName = Self.parameter("filename", in: value)
+            }
+        case "content-type" where currentName == "content":
+            contentType = value
+        default:
+            break
+        }
+    }
+
+    func body(_ buffer: inout ByteBuffer) {
+        if currentName == "content" {
+            buffer.withUnsafeReadableBytes { bytes in
+                _ = write(fd, bytes.baseAddress, bytes.count)
+                hasher.update(bufferPointer: bytes)
+            }
+            size += Int64(buffer.readableBytes)
+        } else if currentText.count < 64 << 10 {
+            currentText.append(contentsOf: buffer.readableBytesView)
+        }
+    }
+
+    func partComplete() {
+        if let name = currentName, name != "content" { fields[name] = String(decoding: currentText, as: UTF8.self) }
+        currentName = nil
+        currentText = Data()
+    }
+
+    func digest() -> String { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
+
+    func close() { Foundation.close(fd) }
+
+    static func parameter(_ key: String, in header: String) -> String? {
+        for part in header.split(separator: ";") {
+            let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if pair.count == 2, pair[0] == key { return pair[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        }
+        return nil
+    }
+}
