@@ -104,3 +104,51 @@ def test_every_sample_runs(server):
     assert replicate.run(f"alice/classifier:{versions['classifier']}", input={"text": "rude staff and cold food"})["label"] == "negative"
     words = replicate.run(f"alice/streamer:{versions['streamer']}", input={"max_words": 5, "delay": 0})
     assert len(list(words)) == 5
+
+
+def test_webhooks_are_signed_and_filtered(server):
+    import http.server
+    import json
+    import threading
+
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook?job=42"
+        prediction = replicate.predictions.create(version=server["versions"]["streamer"],
+                                                  input={"max_words": 6, "delay": 0.3},
+                                                  webhook=url, webhook_events_filter=["start", "output", "completed"])
+        prediction.wait()
+        deadline = time.time() + 20
+        while not any(json.loads(body)["status"] == "succeeded" for _, body in received) and time.time() < deadline:
+            time.sleep(0.1)
+        secret = replicate.webhooks.default.secret()
+        assert secret.key.startswith("whsec_")
+        statuses = []
+        for headers, body in received:
+            replicate.webhooks.validate(headers=headers, body=body, secret=secret)  # raises if the signature is wrong
+            statuses.append(json.loads(body)["status"])
+        assert statuses[0] == "processing", statuses
+        assert statuses[-1] == "succeeded"
+        assert 2 < len(received) <= 2 + 6, "start, some throttled outputs, completed"
+        assert not any("logs" in headers.get("webhook-id", "") for headers, _ in received), "logs were not asked for"
+        try:
+            replicate.webhooks.validate(headers=received[-1][0], body=received[-1][1] + " ", secret=secret)
+        except Exception as error:  # the client's InvalidSignatureError
+            assert "signature" in type(error).__name__.lower() or "signature" in str(error).lower()
+        else:
+            raise AssertionError("a tampered body must not validate")
+    finally:
+        receiver.shutdown()

@@ -22,6 +22,9 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     public var completedAt: String?
     public var dataRemoved: Bool
     public var shared: Bool
+    public var webhook: String?
+    /// Comma-separated subset of start, output, logs, completed.
+    public var webhookEventsFilter: String?
 
     public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(status) }
 
@@ -29,6 +32,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         case id, model, version, source, status, input, output, error, logs, metrics, shared
         case modelID = "model_id", creatorID = "creator_id", createdAt = "created_at", startedAt = "started_at"
         case completedAt = "completed_at", dataRemoved = "data_removed"
+        case webhook, webhookEventsFilter = "webhook_events_filter"
     }
 }
 
@@ -40,13 +44,14 @@ public struct PredictionStore: Sendable {
         sql = database.sql
     }
 
-    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared"
+    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter"
 
     public func insert(_ record: PredictionRecord) async throws {
         try await sql.raw("""
-            INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at)
+            INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
-                    \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt))
+                    \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt),
+                    \(bind: record.webhook), \(bind: record.webhookEventsFilter))
             """).run()
     }
 

@@ -76,7 +76,8 @@ public final class RegistryDatabase: Sendable {
           id TEXT PRIMARY KEY, model_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, creator_id TEXT NOT NULL,
           source TEXT NOT NULL, status TEXT NOT NULL, input TEXT, output TEXT, error TEXT, logs TEXT NOT NULL DEFAULT '',
           metrics TEXT, created_at TEXT NOT NULL, started_at TEXT, completed_at TEXT,
-          data_removed BOOLEAN NOT NULL DEFAULT FALSE, shared BOOLEAN NOT NULL DEFAULT FALSE)
+          data_removed BOOLEAN NOT NULL DEFAULT FALSE, shared BOOLEAN NOT NULL DEFAULT FALSE,
+          webhook TEXT, webhook_events_filter TEXT)
         """,
         "CREATE INDEX IF NOT EXISTS predictions_creator ON predictions (creator_id, created_at)",
         """

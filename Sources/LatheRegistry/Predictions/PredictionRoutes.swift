@@ -21,8 +21,12 @@ struct PredictionRoutes {
             return try await create(request, context, model: model)
         }
         v1.get("predictions") { request, context in try await list(request, context) }
+        v1.get("webhooks/default/secret") { _, context in
+            guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
+            return try jsonResponse(.object(["key": .string(try await scheduler.webhooks.secret(for: principal.user.id))]))
+        }
         v1.get("predictions/:id") { _, context in
-            try jsonResponse(shape(try await visible(context)))
+            try jsonResponse(PredictionShape(registry: registry).json(try await visible(context)))
         }
         v1.post("predictions/:id/cancel") { _, context in
             let prediction = try await visible(context)
@@ -31,7 +35,7 @@ struct PredictionRoutes {
                 try await scheduler.cancel(prediction.id)
                 await scheduler.wait(for: prediction.id, seconds: 10)
             }
-            return try jsonResponse(shape(try await visible(context)))
+            return try jsonResponse(PredictionShape(registry: registry).json(try await visible(context)))
         }
         router.get("v1/predictions/:id/stream") { _, context -> Response in
             // Served without a token (the JS client sends none); the 26-character id is the secret.
@@ -61,6 +65,7 @@ struct PredictionRoutes {
         var version: String?
         var input: [String: JSONValue]?
         var webhook: String?
+        var webhook_events_filter: [String]?
     }
 
     private func create(_ request: Request, _ context: RegistryContext, model given: ModelRecord?) async throws -> Response {
@@ -82,7 +87,14 @@ struct PredictionRoutes {
         let record = PredictionRecord(
             id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: "api",
             status: "starting", input: String(decoding: try JSON.canonical(body.input ?? [:]), as: UTF8.self), output: nil, error: nil, logs: "",
-            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false)
+            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
+            webhook: body.webhook, webhookEventsFilter: body.webhook_events_filter?.joined(separator: ","))
+        if let events = body.webhook_events_filter, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
+            throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
+        }
+        if let webhook = body.webhook, URL(string: webhook)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+            throw RegistryError(400, "webhook must be an http(s) URL")
+        }
         try await store.insert(record)
         try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
                                      creatorID: principal.user.id, input: input)
@@ -96,7 +108,7 @@ struct PredictionRoutes {
         // Replicate's clients treat any status but "starting" as finished: a wait that runs out
         // answers "starting", and the client polls.
         if inline && !current.isTerminal { current.status = "starting" }
-        var response = try jsonResponse(shape(current, inlineFiles: inline), status: .created)
+        var response = try jsonResponse(PredictionShape(registry: registry).json(current, inlineFiles: inline), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
     }
@@ -142,7 +154,7 @@ struct PredictionRoutes {
                                         createdBefore: query["created_before"].map(String.init), limit: Self.pageSize + 1)
         let page = Array(rows.prefix(Self.pageSize))
         let next = rows.count > Self.pageSize ? page.last.map { "\(registry.baseURL)/v1/predictions?cursor=\(ModelRoutes.encodeCursor($0.createdAt, $0.id))" } : nil
-        return try jsonResponse(WireShapes.page(page.map { shape($0) }, next: next))
+        return try jsonResponse(WireShapes.page(page.map { PredictionShape(registry: registry).json($0) }, next: next))
     }
 
     /// Server-sent events: `output` per new item, `logs` per new log text, then `error` (on
@@ -188,33 +200,6 @@ struct PredictionRoutes {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         try await writer.finish(nil)
-    }
-
-    /// Replicate's prediction object.
-    func shape(_ record: PredictionRecord, inlineFiles: Bool = false) -> JSONValue {
-        func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
-        var output = record.dataRemoved ? .null : decode(record.output)
-        if inlineFiles { output = OutputFiles.inline(output, registry: registry) }
-        var metrics = decode(record.metrics).objectValue ?? [:]
-        if let created = Self.date(record.createdAt), let completed = record.completedAt.flatMap(Self.date) {
-            metrics["total_time"] = .number(completed.timeIntervalSince(created))
-        }
-        let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
-        return .object([
-            "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
-            "input": record.dataRemoved ? .null : decode(record.input), "output": output, "logs": .string(record.logs),
-            "error": .optional(record.error), "status": .string(record.status), "source": .string(record.source),
-            "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
-            "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
-            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
-                             "stream": .string(base + "/stream")]),
-        ])
-    }
-
-    static func date(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text)
     }
 
     /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.

@@ -37,6 +37,8 @@ public actor Scheduler {
 
     private let registry: Registry
     private let predictions: PredictionStore
+    /// Delivers start, output, logs and completed events to predictions' webhooks.
+    public let webhooks: Webhooks
     private let settings: Settings
     private let runtime: URL
     private var pools: [String: [Instance]] = [:]
@@ -51,6 +53,7 @@ public actor Scheduler {
     public init(registry: Registry, settings: Settings) {
         self.registry = registry
         self.predictions = PredictionStore(database: registry.database)
+        self.webhooks = Webhooks(database: registry.database)
         self.settings = settings
         self.runtime = registry.blobs.root.appendingPathComponent("runtime")
     }
@@ -136,6 +139,7 @@ public actor Scheduler {
             if queue.contains(where: { $0.id == id }) {
                 queues[version] = queue.filter { $0.id != id }
                 try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}")
+                await notify("completed", id)
                 finished(id)
                 return
             }
@@ -192,12 +196,20 @@ public actor Scheduler {
         }
     }
 
+    /// Sends a webhook event with the prediction as it now stands.
+    private func notify(_ event: String, _ id: String) async {
+        guard let record = try? await predictions.prediction(id), record.webhook != nil else { return }
+        await webhooks.deliver(event, record: record, body: PredictionShape(registry: registry).json(record))
+    }
+
     private func run(_ job: Job, on instance: Instance, version: String) async {
         try? await predictions.markProcessing(job.id)
+        await notify("start", job.id)
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
         let progress = Progress()
         let store = predictions
         let id = job.id
+        let notifier = self
         var outcome: PredictionOutcome
         do {
             let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
@@ -206,7 +218,10 @@ public actor Scheduler {
             outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout) { event in
                 // Streamed items and logs reach the database at most every 200 ms.
                 if let snapshot = progress.add(event) {
-                    Task { try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs) }
+                    Task {
+                        try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs)
+                        if case .output = event { await notifier.notify("output", id) } else { await notifier.notify("logs", id) }
+                    }
                 }
             }
         } catch {
@@ -217,6 +232,7 @@ public actor Scheduler {
         try? await predictions.complete(job.id, status: outcome.status.rawValue, output: output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) },
                                         error: outcome.error, logs: outcome.logs, metrics: metrics)
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+        await notify("completed", job.id)
         running.removeValue(forKey: job.id)
         instance.busy = false
         instance.lastUsed = Date()

@@ -1,0 +1,34 @@
+import Foundation
+import LatheSpec
+
+/// Builds Replicate's prediction JSON, for API answers and webhook bodies alike.
+struct PredictionShape {
+    let registry: Registry
+
+    /// Replicate's prediction object.
+    func json(_ record: PredictionRecord, inlineFiles: Bool = false) -> JSONValue {
+        func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
+        var output = record.dataRemoved ? .null : decode(record.output)
+        if inlineFiles { output = OutputFiles.inline(output, registry: registry) }
+        var metrics = decode(record.metrics).objectValue ?? [:]
+        if let created = Self.date(record.createdAt), let completed = record.completedAt.flatMap(Self.date) {
+            metrics["total_time"] = .number(completed.timeIntervalSince(created))
+        }
+        let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
+        return .object([
+            "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
+            "input": record.dataRemoved ? .null : decode(record.input), "output": output, "logs": .string(record.logs),
+            "error": .optional(record.error), "status": .string(record.status), "source": .string(record.source),
+            "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
+            "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
+            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
+                             "stream": .string(base + "/stream")]),
+        ])
+    }
+
+    static func date(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text)
+    }
+}
