@@ -7,7 +7,8 @@ import Prometheus
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API) and health routes.
 public enum RegistryApplication {
-    public static func router(_ registry: Registry, scheduler: Scheduler, metrics: PrometheusCollectorRegistry? = nil) -> Router<RegistryContext> {
+    public static func router(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(),
+                              metrics: PrometheusCollectorRegistry? = nil) -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
         router.add(middleware: LogRequestsMiddleware(.debug))
         if let metrics {
@@ -21,7 +22,7 @@ public enum RegistryApplication {
         router.add(middleware: AuthMiddleware(accounts: registry.accounts))
         router.get("healthz") { _, _ in "ok" }
         DistributionRoutes(registry: registry).add(to: router)
-        let v1 = router.group("v1").add(middleware: ProblemMiddleware())
+        let v1 = router.group("v1").add(middleware: ProblemMiddleware()).add(middleware: RateLimitMiddleware(limiter: limiter))
         AccountRoutes(registry: registry).add(to: v1)
         ModelRoutes(registry: registry).add(to: v1)
         PredictionRoutes(registry: registry, scheduler: scheduler).add(to: router, v1: v1)
@@ -32,10 +33,11 @@ public enum RegistryApplication {
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
     /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
-    public static func make(_ registry: Registry, scheduler: Scheduler, host: String, port: Int, metrics: PrometheusCollectorRegistry? = nil,
+    public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
+                            metrics: PrometheusCollectorRegistry? = nil,
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         Application(
-            router: router(registry, scheduler: scheduler, metrics: metrics),
+            router: router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

@@ -35,6 +35,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-instances"), help: "Most instances per version (default 2).")
     var maxInstances: Int?
 
+    @Option(name: .customLong("data-retention"), help: "Seconds API predictions keep input, output, logs and files (default 3600).")
+    var dataRetention: Int?
+
+    @Option(name: .customLong("rate-limit-creates"), help: "Prediction creations per account per minute.")
+    var createsPerMinute: Int = 600
+
+    @Option(name: .customLong("rate-limit-requests"), help: "Other /v1 requests per account per minute.")
+    var requestsPerMinute: Int = 3000
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -48,11 +57,13 @@ struct ServeCommand: AsyncParsableCommand {
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
+            if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }
             let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
             try await scheduler.start()
             let metrics = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
-            let app = RegistryApplication.make(registry, scheduler: scheduler, host: settings.host, port: settings.port, metrics: metrics) { port in
+            let app = RegistryApplication.make(registry, scheduler: scheduler,
+                                               limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute), host: settings.host, port: settings.port, metrics: metrics) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

@@ -20,25 +20,44 @@ def lathe(*args, env=None, check=True):
     return result
 
 
+class Server:
+    """`lathe serve` on a free loopback port with user alice (and bob) and some samples pushed."""
+
+    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer")):
+        self.scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
+        data = os.path.join(self.scratch, "data")
+        lathe("admin", "user", "create", "alice", "--data", data)
+        lathe("admin", "user", "create", "bob", "--data", data)
+        self.token = lathe("admin", "token", "create", "alice", "--data", data).stdout.strip()
+        self.bob = lathe("admin", "token", "create", "bob", "--data", data).stdout.strip()
+        self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "warning", *extra],
+                                        stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
+        self.env = dict(os.environ, LATHE_HOME=os.path.join(self.scratch, "home"), LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)
+        self.versions = {}
+        for sample in samples:
+            pushed = json.loads(lathe("push", os.path.join(ROOT, "samples", sample), f"alice/{sample}", "--json", env=self.env).stdout)
+            self.versions[sample] = pushed["version"]
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def client(self, token=None):
+        import replicate
+        return replicate.Client(api_token=token or self.token, base_url=self.url)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server():
-    scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
-    data = os.path.join(scratch, "data")
-    lathe("admin", "user", "create", "alice", "--data", data)
-    token = lathe("admin", "token", "create", "alice", "--data", data).stdout.strip()
-    process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "warning", "--idle-timeout", "30"],
-                               stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
-    env = dict(os.environ, LATHE_HOME=os.path.join(scratch, "home"), LATHE_REGISTRY=url, LATHE_TOKEN=token)
-    versions = {}
-    for sample in ["hello", "classifier", "image", "streamer"]:
-        pushed = json.loads(lathe("push", os.path.join(ROOT, "samples", sample), f"alice/{sample}", "--json", env=env).stdout)
-        versions[sample] = pushed["version"]
-    os.environ["REPLICATE_BASE_URL"] = url
-    os.environ["REPLICATE_API_TOKEN"] = token
+    running = Server("--idle-timeout", "30")
+    os.environ["REPLICATE_BASE_URL"] = running.url
+    os.environ["REPLICATE_API_TOKEN"] = running.token
     os.environ["REPLICATE_POLL_INTERVAL"] = "0.1"
-    yield {"url": url, "token": token, "versions": versions, "env": env}
-    process.terminate()
-    process.wait(timeout=30)
-    shutil.rmtree(scratch, ignore_errors=True)
+    yield running
+    running.stop()

@@ -59,7 +59,13 @@ struct ModelRoutes {
     // MARK: - Handlers
 
     private func shape(_ model: ModelRecord) async throws -> JSONValue {
-        WireShapes.model(model, latest: try await registry.models.versions(of: model).first, baseURL: registry.baseURL)
+        let example = try await PredictionStore(database: registry.database).examples(modelID: model.id).first
+        var json = WireShapes.model(model, latest: try await registry.models.versions(of: model).first, baseURL: registry.baseURL)
+        if let example, case .object(var object) = json {
+            object["default_example"] = PredictionShape(registry: registry).json(example)
+            json = .object(object)
+        }
+        return json
     }
 
     private func readable(_ context: RegistryContext) async throws -> ModelRecord {

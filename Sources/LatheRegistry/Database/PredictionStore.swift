@@ -95,6 +95,43 @@ public struct PredictionStore: Sendable {
             """).run()
     }
 
+    public func share(_ id: String) async throws {
+        try await sql.raw("UPDATE predictions SET shared = TRUE WHERE id = \(bind: id)").run()
+    }
+
+    public func delete(_ id: String) async throws {
+        try await sql.raw("DELETE FROM examples WHERE prediction_id = \(bind: id)").run()
+        try await sql.raw("DELETE FROM predictions WHERE id = \(bind: id)").run()
+    }
+
+    /// API predictions finished before `cutoff` whose data is still there (shared ones and
+    /// examples are kept, as on Replicate).
+    func expired(before cutoff: String) async throws -> [PredictionRecord] {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM predictions
+            WHERE source = 'api' AND NOT data_removed AND NOT shared AND completed_at IS NOT NULL AND completed_at < \(bind: cutoff)
+            """).all(decoding: PredictionRecord.self)
+    }
+
+    func removeData(_ id: String) async throws {
+        try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
+    }
+
+    public func addExample(modelID: String, predictionID: String) async throws {
+        try await sql.raw("""
+            INSERT INTO examples (model_id, prediction_id, created_at) VALUES (\(bind: modelID), \(bind: predictionID), \(bind: Timestamp.now()))
+            ON CONFLICT (model_id, prediction_id) DO NOTHING
+            """).run()
+        try await share(predictionID)
+    }
+
+    public func examples(modelID: String) async throws -> [PredictionRecord] {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns.split(separator: ",").map { "p." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            FROM predictions p JOIN examples e ON e.prediction_id = p.id WHERE e.model_id = \(bind: modelID) ORDER BY e.created_at
+            """).all(decoding: PredictionRecord.self)
+    }
+
     /// Predictions left unfinished by a previous run of the server.
     func unfinished() async throws -> [PredictionRecord] {
         try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at")

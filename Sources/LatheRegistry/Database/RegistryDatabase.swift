@@ -85,6 +85,10 @@ public final class RegistryDatabase: Sendable {
           id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, name TEXT NOT NULL, content_type TEXT NOT NULL, size BIGINT NOT NULL,
           sha256 TEXT NOT NULL, metadata TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)
         """,
+        """
+        CREATE TABLE IF NOT EXISTS examples (
+          model_id TEXT NOT NULL, prediction_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (model_id, prediction_id))
+        """,
         "CREATE TABLE IF NOT EXISTS webhook_secrets (account_id TEXT PRIMARY KEY, secret TEXT NOT NULL)",
         """
         CREATE TABLE IF NOT EXISTS uploads (

@@ -113,6 +113,17 @@ enum OutputFiles {
         return FileManager.default.fileExists(atPath: path.path) ? path : nil
     }
 
+    /// Deletes the output files a prediction's output names.
+    static func delete(in value: JSONValue?, registry: Registry) {
+        switch value {
+        case .string(let text):
+            if let path = localPath(for: text, registry: registry) { try? FileManager.default.removeItem(at: path.deletingLastPathComponent()) }
+        case .array(let items): items.forEach { delete(in: $0, registry: registry) }
+        case .object(let object): object.values.forEach { delete(in: $0, registry: registry) }
+        default: break
+        }
+    }
+
     /// For `Prefer: wait` answers: small files of ours inline as data URIs (as Replicate's sync mode).
     static func inline(_ value: JSONValue, registry: Registry, limit: Int = 1 << 20) -> JSONValue {
         switch value {

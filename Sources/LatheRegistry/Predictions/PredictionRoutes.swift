@@ -21,6 +21,44 @@ struct PredictionRoutes {
             return try await create(request, context, model: model)
         }
         v1.get("predictions") { request, context in try await list(request, context) }
+        v1.delete("predictions/:id") { _, context -> Response in
+            let prediction = try await visible(context)
+            guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(404, "prediction not found") }
+            if !prediction.isTerminal {
+                try await scheduler.cancel(prediction.id)
+                await scheduler.wait(for: prediction.id, seconds: 10)
+            }
+            let latest = try await store.prediction(prediction.id) ?? prediction
+            OutputFiles.delete(in: latest.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }, registry: registry)
+            try await store.delete(prediction.id)
+            return Response(status: .noContent)
+        }
+        v1.post("predictions/:id/share") { _, context in
+            let prediction = try await visible(context)
+            guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may share a prediction") }
+            try await store.share(prediction.id)
+            return try jsonResponse(PredictionShape(registry: registry).json(try await store.prediction(prediction.id) ?? prediction))
+        }
+        v1.post("models/:owner/:name/examples") { request, context in
+            struct Body: Decodable { var prediction_id: String }
+            let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
+            guard let principal = context.principal, principal.actsFor(model.ownerID) else { throw RegistryError(403, "only the model's owners may add examples") }
+            let body = try await request.decode(as: Body.self, context: context)
+            guard let prediction = try await store.prediction(body.prediction_id, viewer: principal), prediction.modelID == model.id,
+                  prediction.status == "succeeded", !prediction.dataRemoved else {
+                throw RegistryError(400, "prediction_id must name a succeeded prediction of \(model.repository) that you can see")
+            }
+            try await store.addExample(modelID: model.id, predictionID: prediction.id)
+            return try jsonResponse(PredictionShape(registry: registry).json(try await store.prediction(prediction.id) ?? prediction), status: .created)
+        }
+        v1.get("models/:owner/:name/examples") { _, context in
+            let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
+            let examples = try await store.examples(modelID: model.id)
+            return try jsonResponse(WireShapes.page(examples.map { PredictionShape(registry: registry).json($0) }, next: nil))
+        }
+        v1.get("hardware") { _, _ in
+            try jsonResponse(.array([.object(["sku": .string("cpu"), "name": .string("CPU")])]))
+        }
         v1.get("webhooks/default/secret") { _, context in
             guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
             return try jsonResponse(.object(["key": .string(try await scheduler.webhooks.secret(for: principal.user.id))]))

@@ -14,6 +14,8 @@ public actor Scheduler {
         /// The longest timeout a model may ask for.
         public var maxTimeout: TimeInterval = 30 * 60
         public var sandbox: Sandbox?
+        /// How long API predictions keep their input, output, logs and files.
+        public var dataRetention: TimeInterval = 3600
         public init() {}
     }
 
@@ -70,9 +72,12 @@ public actor Scheduler {
             }
         }
         reaper = Task { [weak self] in
+            var tick = 0
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
                 await self?.stopIdle()
+                tick += 1
+                if tick % 5 == 0 { await self?.removeExpiredData() }
             }
         }
     }
@@ -242,6 +247,15 @@ public actor Scheduler {
         }
         finished(job.id)
         pump(version)
+    }
+
+    /// API predictions lose input, output, logs and files after the retention time; the object stays.
+    private func removeExpiredData() async {
+        let cutoff = Timestamp.string(Date().addingTimeInterval(-settings.dataRetention))
+        for record in (try? await predictions.expired(before: cutoff)) ?? [] {
+            OutputFiles.delete(in: record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }, registry: registry)
+            try? await predictions.removeData(record.id)
+        }
     }
 
     private func stopIdle() {

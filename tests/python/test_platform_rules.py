@@ -1,0 +1,83 @@
+"""Replicate's platform rules: data retention, deletion, sharing, examples, rate limits."""
+import time
+
+import httpx
+import pytest
+import replicate
+
+from conftest import Server
+
+
+def test_share_delete_examples_hardware_account(server):
+    client = server.client()
+    prediction = client.predictions.create(version=server.versions["hello"], input={"text": "shared"})
+    prediction.wait()
+    url = f"{server.url}/v1/predictions/{prediction.id}"
+    assert httpx.get(url, headers={"Authorization": f"Bearer {server.bob}"}).status_code == 404, "unshared is invisible"
+    assert httpx.post(url + "/share", headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
+    assert httpx.get(url).json()["output"] == "Hello, shared!", "shared: readable by anyone with the URL"
+
+    example = httpx.post(f"{server.url}/v1/models/alice/hello/examples", json={"prediction_id": prediction.id},
+                         headers={"Authorization": f"Bearer {server.token}"})
+    assert example.status_code == 201
+    model = client.models.get("alice/hello")
+    assert model.default_example.id == prediction.id
+    examples = httpx.get(f"{server.url}/v1/models/alice/hello/examples", headers={"Authorization": f"Bearer {server.token}"}).json()
+    assert [e["id"] for e in examples["results"]] == [prediction.id]
+
+    assert [h.sku for h in client.hardware.list()] == ["cpu"]
+    assert client.accounts.current().username == "alice"
+
+    doomed = client.predictions.create(version=server.versions["image"], input={"image": "data:image/png;base64," + EXAMPLE_PNG})
+    doomed.wait()
+    file_url = doomed.output
+    assert httpx.get(file_url).status_code == 200
+    assert httpx.delete(f"{server.url}/v1/predictions/{doomed.id}", headers={"Authorization": f"Bearer {server.token}"}).status_code == 204
+    assert httpx.get(f"{server.url}/v1/predictions/{doomed.id}", headers={"Authorization": f"Bearer {server.token}"}).status_code == 404
+    assert httpx.get(file_url).status_code == 404, "its files are gone too"
+
+
+def test_api_predictions_lose_their_data_after_the_retention_time():
+    short = Server("--data-retention", "1", samples=("hello",))
+    try:
+        client = short.client()
+        prediction = client.predictions.create(version=short.versions["hello"], input={"text": "ephemeral"})
+        prediction.wait()
+        assert prediction.output == "Hello, ephemeral!"
+        url = f"{short.url}/v1/predictions/{prediction.id}"
+        headers = {"Authorization": f"Bearer {short.token}"}
+        seen = httpx.get(url, headers=headers).json()
+        assert seen["data_removed"] is False
+        deadline = time.time() + 20
+        while not seen["data_removed"] and time.time() < deadline:
+            time.sleep(0.5)
+            seen = httpx.get(url, headers=headers).json()
+        assert seen["data_removed"] is True
+        assert seen["output"] is None and seen["input"] is None and seen["logs"] == ""
+        assert seen["status"] == "succeeded", "the object stays"
+    finally:
+        short.stop()
+
+
+def test_rate_limits_answer_429_with_retry_after():
+    limited = Server("--rate-limit-creates", "3", "--rate-limit-requests", "50", samples=("hello",))
+    try:
+        headers = {"Authorization": f"Bearer {limited.token}"}
+        body = {"version": limited.versions["hello"], "input": {"text": "x"}}
+        answers = [httpx.post(f"{limited.url}/v1/predictions", json=body, headers=headers) for _ in range(4)]
+        assert [a.status_code for a in answers] == [201, 201, 201, 429]
+        assert answers[0].headers["ratelimit-remaining"] == "2"
+        assert int(answers[3].headers["retry-after"]) >= 1
+        assert "throttled" in answers[3].json()["detail"]
+        other = httpx.get(f"{limited.url}/v1/predictions", headers=headers)
+        assert other.status_code == 200, "other requests have their own budget"
+        with pytest.raises(replicate.exceptions.ReplicateError) as raised:
+            limited.client().predictions.create(version=limited.versions["hello"], input={"text": "y"})
+        assert raised.value.status == 429
+    finally:
+        limited.stop()
+
+
+EXAMPLE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
