@@ -8,7 +8,7 @@ struct Lathe: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             InitCommand.self, ValidateCommand.self, SchemaCommand.self, BuildCommand.self, PredictCommand.self,
-            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, AdminCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self,
+            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, AdminCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self, RunCommand.self,
         ]
     )
 }
