@@ -9,8 +9,11 @@ final class RegistryServer: @unchecked Sendable {
     private(set) var port = 0
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(data: URL? = nil) throws {
+    let arguments: [String]
+
+    init(data: URL? = nil, arguments: [String] = []) throws {
         self.data = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("lathe-registry-\(UUID().uuidString)")
+        self.arguments = arguments
         try start()
     }
 
@@ -18,7 +21,7 @@ final class RegistryServer: @unchecked Sendable {
     func start(port requested: Int = 0) throws {
         process = Process()
         process.executableURL = CLI.binary
-        process.arguments = ["serve", "--data", data.path, "--host", "127.0.0.1", "--port", String(requested), "--log-level", "warning"]
+        process.arguments = ["serve", "--data", data.path, "--host", "127.0.0.1", "--port", String(requested), "--log-level", "warning"] + arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

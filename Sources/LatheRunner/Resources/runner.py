@@ -35,6 +35,7 @@ import uuid
 
 SYNC = b"\x00LATHE-SYNC\x00"
 LOG_LIMIT = int(os.environ.get("LATHE_LOG_LIMIT", str(8 << 20)))
+OUTPUT_LIMIT = int(os.environ.get("LATHE_OUTPUT_LIMIT", str(16 << 20)))
 
 
 class CancelationException(BaseException):
@@ -197,6 +198,8 @@ def coerce(value, annotation):
         real = [a for a in args if a is not type(None)]
         return coerce(value, real[0]) if len(real) == 1 else value
     name = annotation_name(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # JSON has one number type; `2` for a float input is 2.0
     if name in ("Path", "PosixPath", "PurePath", "File") and isinstance(value, str):
         if name == "File":
             return open(value, "rb")
@@ -320,6 +323,11 @@ class Runner:
         finally:
             self.current = None
         predict_time = time.monotonic() - started
+        if status == "succeeded":
+            size = len(json.dumps(output, default=str))
+            if size > OUTPUT_LIMIT:
+                status, output = "failed", None
+                error = "the output is %d bytes, more than the %d-byte limit; return a file (Path) for large results" % (size, OUTPUT_LIMIT)
         self.capture.sync()
         self.canceled.discard(prediction_id)
         self.channel.send(type="done", id=prediction_id, status=status, output=output, error=error,
