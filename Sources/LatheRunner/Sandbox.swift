@@ -81,7 +81,10 @@ public struct Sandbox: Sendable {
         for path in mounts.writable {
             arguments += ["--bind", path, path]
         }
-        arguments += ["--ro-bind", mounts.project.path, Self.projectMount, "--chdir", Self.projectMount, "--clearenv"]
+        arguments += ["--ro-bind", mounts.project.path, Self.projectMount]
+        // The root bwrap builds is a tmpfs: make it read-only too, so the model writes only to
+        // /tmp and its work folder.
+        arguments += ["--remount-ro", "/", "--chdir", Self.projectMount, "--clearenv"]
         for (key, value) in environment.sorted(by: { $0.key < $1.key }) {
             arguments += ["--setenv", key, value]
         }
