@@ -25,7 +25,9 @@ public enum RegistryApplication {
         let v1 = router.group("v1").add(middleware: ProblemMiddleware()).add(middleware: RateLimitMiddleware(limiter: limiter))
         AccountRoutes(registry: registry).add(to: v1)
         ModelRoutes(registry: registry).add(to: v1)
-        PredictionRoutes(registry: registry, scheduler: scheduler).add(to: router, v1: v1)
+        let predictions = PredictionRoutes(registry: registry, scheduler: scheduler)
+        predictions.add(to: router, v1: v1)
+        DeploymentRoutes(registry: registry, scheduler: scheduler, predictions: predictions).add(to: v1)
         FileRoutes(registry: registry).add(to: v1)
         return router
     }

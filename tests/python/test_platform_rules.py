@@ -81,3 +81,41 @@ def test_rate_limits_answer_429_with_retry_after():
 EXAMPLE_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
 )
+
+
+def test_deployments_pin_a_version_and_keep_instances_warm():
+    import os
+    import subprocess
+
+    deployed = Server("--idle-timeout", "1", samples=("hello",))
+    try:
+        client = deployed.client()
+        deployment = client.deployments.create(name="greeter", model="alice/hello", version=deployed.versions["hello"],
+                                               hardware="cpu", min_instances=1, max_instances=2)
+        assert deployment.current_release.configuration.min_instances == 1
+        assert deployment.current_release.version == deployed.versions["hello"]
+        envs = os.path.join(deployed.scratch, "data", "runtime", "envs")
+
+        def instances():
+            found = subprocess.run(["pgrep", "-f", envs], capture_output=True, text=True).stdout.split()
+            return len(found)
+
+        deadline = time.time() + 30
+        while instances() == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        assert instances() >= 1, "min_instances keeps one warm before any prediction"
+        time.sleep(3)
+        assert instances() >= 1, "and the idle timeout does not stop it"
+
+        prediction = client.deployments.get("alice/greeter").predictions.create(input={"text": "deployment"})
+        prediction.wait()
+        assert prediction.output == "Hello, deployment!"
+        assert prediction.version == deployed.versions["hello"]
+        assert [d.name for d in client.deployments.list().results] == ["greeter"]
+        updated = client.deployments.update("alice", "greeter", min_instances=0)
+        assert updated.current_release.number == 2
+        client.deployments.delete("alice", "greeter")
+        with pytest.raises(replicate.exceptions.ReplicateError):
+            client.deployments.get("alice/greeter")
+    finally:
+        deployed.stop()

@@ -65,6 +65,13 @@ public struct ModelStore: Sendable {
             """).first(decoding: ModelRecord.self)
     }
 
+    /// A model by id (internal: deployments and predictions already passed their checks).
+    func model(id: String) async throws -> ModelRecord? {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE m.id = \(bind: id)
+            """).first(decoding: ModelRecord.self)
+    }
+
     /// The model whatever its visibility (for deciding whether a name is taken).
     func anyModel(owner: String, name: String) async throws -> ModelRecord? {
         try await sql.raw("""

@@ -89,6 +89,12 @@ public final class RegistryDatabase: Sendable {
         CREATE TABLE IF NOT EXISTS examples (
           model_id TEXT NOT NULL, prediction_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (model_id, prediction_id))
         """,
+        """
+        CREATE TABLE IF NOT EXISTS deployments (
+          id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, name TEXT NOT NULL, model_id TEXT NOT NULL, version TEXT NOT NULL,
+          hardware TEXT NOT NULL, min_instances INTEGER NOT NULL, max_instances INTEGER NOT NULL, release INTEGER NOT NULL,
+          created_by TEXT NOT NULL, created_at TEXT NOT NULL, UNIQUE (owner_id, name))
+        """,
         "CREATE TABLE IF NOT EXISTS webhook_secrets (account_id TEXT PRIMARY KEY, secret TEXT NOT NULL)",
         """
         CREATE TABLE IF NOT EXISTS uploads (

@@ -106,12 +106,14 @@ struct PredictionRoutes {
         var webhook_events_filter: [String]?
     }
 
-    private func create(_ request: Request, _ context: RegistryContext, model given: ModelRecord?) async throws -> Response {
+    /// Creates a prediction of `pinned` (a deployment's version) or of what the body names.
+    func create(_ request: Request, _ context: RegistryContext, model given: ModelRecord?, version pinned: VersionRecord? = nil) async throws -> Response {
         guard let principal = context.principal else {
             throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: send Authorization: Bearer <token>")
         }
         let body = try await request.decode(as: CreateBody.self, context: context)
-        let (model, version) = try await resolve(body.version, model: given, context: context)
+        let (model, version): (ModelRecord, VersionRecord)
+        if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
         let schemaSpec = try await spec(of: model, version: version)
         let input: [String: JSONValue]
         do {

@@ -51,6 +51,8 @@ public actor Scheduler {
     private var completed: Set<String> = []
     private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var reaper: Task<Void, Never>?
+    /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to).
+    private var bounds: [String: (min: Int, max: Int)] = [:]
 
     public init(registry: Registry, settings: Settings) {
         self.registry = registry
@@ -71,6 +73,7 @@ public actor Scheduler {
                 try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, creatorID: record.creatorID, input: input)
             }
         }
+        try await DeploymentRoutes.restore(registry: registry, scheduler: self)
         reaper = Task { [weak self] in
             var tick = 0
             while !Task.isCancelled {
@@ -96,6 +99,14 @@ public actor Scheduler {
 
     /// Queues a prediction for `version` (hex) of a model.
     func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue]) async throws {
+        try await load(version, manifestDigest: manifestDigest, modelID: modelID)
+        let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
+        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout))
+        pump(version)
+    }
+
+    /// Reads a version's manifest and config once.
+    private func load(_ version: String, manifestDigest: String?, modelID: String) async throws {
         if versions[version] == nil {
             let digest: String
             if let manifestDigest {
@@ -111,9 +122,6 @@ public actor Scheduler {
             let config = try JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifest.config.digest))))
             versions[version] = (manifest, config)
         }
-        let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout))
-        pump(version)
     }
 
     /// Returns when the prediction has finished or `seconds` have passed.
@@ -164,7 +172,9 @@ public actor Scheduler {
         let waiting = queues[version]?.count ?? 0
         let total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
         let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
-        if waiting > (booting[version] ?? 0), mine < settings.maxInstancesPerVersion, total < settings.maxInstances {
+        let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
+        let wanted = waiting > (booting[version] ?? 0) || mine < (bounds[version]?.min ?? 0)
+        if wanted, mine < limit, total < settings.maxInstances {
             booting[version, default: 0] += 1
             Task { await boot(version) }
         }
@@ -258,10 +268,23 @@ public actor Scheduler {
         }
     }
 
+    /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
+    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int) async throws {
+        try await load(version, manifestDigest: manifestDigest, modelID: modelID)
+        bounds[version] = (min, Swift.max(max, min, 1))
+        pump(version)
+    }
+
+    func clearBounds(version: String) {
+        bounds.removeValue(forKey: version)
+    }
+
     private func stopIdle() {
         let now = Date()
         for (version, instances) in pools {
-            let idle = instances.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
+            let keep = bounds[version]?.min ?? 0
+            var idle = instances.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
+            idle = Array(idle.prefix(Swift.max(0, instances.count - keep)))
             for instance in idle {
                 instance.process.terminate()
                 try? FileManager.default.removeItem(at: instance.work)

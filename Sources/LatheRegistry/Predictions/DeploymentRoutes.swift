@@ -1,0 +1,172 @@
+import Foundation
+import Hummingbird
+import LatheSpec
+import SQLKit
+
+/// A deployment: a name that pins one version of a model, with instances kept warm.
+struct DeploymentRecord: Sendable, Codable {
+    var id: String
+    var ownerID: String
+    var name: String
+    var modelID: String
+    var version: String
+    var hardware: String
+    var minInstances: Int
+    var maxInstances: Int
+    var release: Int
+    var createdBy: String
+    var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, version, hardware, release
+        case ownerID = "owner_id", modelID = "model_id", minInstances = "min_instances", maxInstances = "max_instances"
+        case createdBy = "created_by", createdAt = "created_at"
+    }
+}
+
+/// `/v1/deployments…` in Replicate's shapes, and predictions through a deployment.
+struct DeploymentRoutes {
+    let registry: Registry
+    let scheduler: Scheduler
+    let predictions: PredictionRoutes
+    var sql: any SQLDatabase { registry.database.sql }
+    static let columns = "id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at"
+
+    func add(to v1: RouterGroup<RegistryContext>) {
+        v1.post("deployments") { request, context in try await create(request, context) }
+        v1.get("deployments") { _, context in
+            let principal = try signedIn(context)
+            let rows = try await sql.raw("""
+                SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: principal.user.id)
+                   OR owner_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: principal.user.id)) ORDER BY created_at
+                """).all(decoding: DeploymentRecord.self)
+            var results: [JSONValue] = []
+            for row in rows { results.append(try await shape(row)) }
+            return try jsonResponse(WireShapes.page(results, next: nil))
+        }
+        v1.get("deployments/:owner/:name") { _, context in try jsonResponse(try await shape(try await deployment(context))) }
+        v1.patch("deployments/:owner/:name") { request, context in try await update(request, context) }
+        v1.delete("deployments/:owner/:name") { _, context -> Response in
+            let found = try await deployment(context)
+            try await sql.raw("DELETE FROM deployments WHERE id = \(bind: found.id)").run()
+            await scheduler.clearBounds(version: found.version)
+            return Response(status: .noContent)
+        }
+        v1.post("deployments/:owner/:name/predictions") { request, context in
+            let found = try await deployment(context)
+            guard let model = try await registry.models.model(id: found.modelID),
+                  let version = try await registry.models.version(of: model, id: found.version) else {
+                throw RegistryError(404, "the deployment's version is gone")
+            }
+            return try await predictions.create(request, context, model: model, version: version)
+        }
+    }
+
+    /// Deployments are restored (their minimum instances started) when the server starts.
+    static func restore(registry: Registry, scheduler: Scheduler) async throws {
+        let rows = try await registry.database.sql.raw("SELECT \(unsafeRaw: columns) FROM deployments").all(decoding: DeploymentRecord.self)
+        for row in rows {
+            guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version) else { continue }
+            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances)
+        }
+    }
+
+    private func signedIn(_ context: RegistryContext) throws -> Principal {
+        guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
+        return principal
+    }
+
+    private func deployment(_ context: RegistryContext) async throws -> DeploymentRecord {
+        let principal = try signedIn(context)
+        guard let owner = try await registry.accounts.account(named: try context.parameters.require("owner")), principal.actsFor(owner.id),
+              let found = try await sql.raw("""
+                SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: owner.id) AND name = \(bind: try context.parameters.require("name"))
+                """).first(decoding: DeploymentRecord.self) else {
+            throw RegistryError(404, "deployment not found")
+        }
+        return found
+    }
+
+    private func shape(_ deployment: DeploymentRecord) async throws -> JSONValue {
+        let owner = try await registry.accounts.account(id: deployment.ownerID)
+        let creator = try await registry.accounts.account(id: deployment.createdBy)
+        let model = try await registry.models.model(id: deployment.modelID)
+        return .object([
+            "owner": .string(owner?.username ?? ""), "name": .string(deployment.name),
+            "current_release": .object([
+                "number": .int(deployment.release), "model": .string(model?.repository ?? ""), "version": .string(deployment.version),
+                "created_at": .string(deployment.createdAt), "created_by": creator.map(WireShapes.account) ?? .null,
+                "configuration": .object(["hardware": .string(deployment.hardware), "min_instances": .int(deployment.minInstances),
+                                          "max_instances": .int(deployment.maxInstances)]),
+            ]),
+        ])
+    }
+
+    private struct Body: Decodable {
+        var name: String?
+        var model: String?
+        var version: String?
+        var hardware: String?
+        var min_instances: Int?
+        var max_instances: Int?
+    }
+
+    private func validBounds(_ min: Int, _ max: Int) throws {
+        guard (0...5).contains(min), (0...20).contains(max), max >= min else {
+            throw RegistryError(400, "min_instances must be 0–5 and max_instances 0–20, with max ≥ min")
+        }
+    }
+
+    private func create(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        let principal = try signedIn(context)
+        let body = try await request.decode(as: Body.self, context: context)
+        guard let name = body.name, let modelName = body.model, let versionID = body.version else {
+            throw RegistryError(400, "name, model, version, hardware, min_instances and max_instances are required")
+        }
+        guard AccountStore.isValidName(name) else { throw RegistryError(400, "\"\(name)\" is not a valid deployment name") }
+        let parts = modelName.split(separator: "/").map(String.init)
+        guard parts.count == 2 else { throw RegistryError(400, "model must be owner/name") }
+        let model = try await registry.readable(owner: parts[0], name: parts[1], context: context)
+        guard let version = try await registry.models.version(of: model, id: versionID) else { throw RegistryError(404, "version not found in \(model.repository)") }
+        let min = body.min_instances ?? 0, max = body.max_instances ?? 1
+        try validBounds(min, max)
+        let record = DeploymentRecord(id: UUID().uuidString.lowercased(), ownerID: principal.user.id, name: name, modelID: model.id, version: version.id,
+                                      hardware: body.hardware ?? "cpu", minInstances: min, maxInstances: max, release: 1,
+                                      createdBy: principal.user.id, createdAt: Timestamp.now())
+        do {
+            try await sql.raw("""
+                INSERT INTO deployments (id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at)
+                VALUES (\(bind: record.id), \(bind: record.ownerID), \(bind: name), \(bind: model.id), \(bind: version.id), \(bind: record.hardware),
+                        \(bind: min), \(bind: max), 1, \(bind: principal.user.id), \(bind: record.createdAt))
+                """).run()
+        } catch {
+            throw RegistryError(409, "you already have a deployment named \(name)")
+        }
+        try await scheduler.setBounds(version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, min: min, max: max)
+        return try jsonResponse(try await shape(record), status: .created)
+    }
+
+    private func update(_ request: Request, _ context: RegistryContext) async throws -> Response {
+        var found = try await deployment(context)
+        let body = try await request.decode(as: Body.self, context: context)
+        guard let model = try await registry.models.model(id: found.modelID) else { throw RegistryError(404, "the deployment's model is gone") }
+        if let versionID = body.version {
+            guard try await registry.models.version(of: model, id: versionID) != nil else { throw RegistryError(404, "version not found") }
+            await scheduler.clearBounds(version: found.version)
+            found.version = versionID
+        }
+        if let value = body.min_instances { found.minInstances = value }
+        if let value = body.max_instances { found.maxInstances = value }
+        if let value = body.hardware { found.hardware = value }
+        try validBounds(found.minInstances, found.maxInstances)
+        found.release += 1
+        try await sql.raw("""
+            UPDATE deployments SET version = \(bind: found.version), min_instances = \(bind: found.minInstances), max_instances = \(bind: found.maxInstances),
+              hardware = \(bind: found.hardware), release = \(bind: found.release) WHERE id = \(bind: found.id)
+            """).run()
+        guard let version = try await registry.models.version(of: model, id: found.version) else { throw RegistryError(404, "version not found") }
+        try await scheduler.setBounds(version: found.version, manifestDigest: version.manifestDigest, modelID: model.id,
+                                      min: found.minInstances, max: found.maxInstances)
+        return try jsonResponse(try await shape(found))
+    }
+}
