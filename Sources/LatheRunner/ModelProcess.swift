@@ -21,6 +21,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var logLimit: Int = 8 << 20
         /// Address-space limit for the model process, 0 for none.
         public var memoryLimit: Int = 0
+        /// The spec's `safety_checker`, run on outputs of predictions that ask for it.
+        public var safetyChecker: EntryPoint?
 
         public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
             self.project = project
@@ -66,6 +68,7 @@ public final class ModelProcess: @unchecked Sendable {
         let runnerScript = try Self.runnerScript()
         var command = [configuration.environment.python.path, "-u", runnerScript.path, "--entry", configuration.entryPoint.description]
         if configuration.memoryLimit > 0 { command += ["--memory-limit", String(configuration.memoryLimit)] }
+        if let checker = configuration.safetyChecker { command += ["--safety-checker", checker.description] }
         let launch = try configuration.launch(command, extraReadOnly: [runnerScript.deletingLastPathComponent().path])
         process.executableURL = URL(fileURLWithPath: launch.executable)
         process.arguments = launch.arguments
@@ -92,7 +95,7 @@ public final class ModelProcess: @unchecked Sendable {
     }
 
     /// Runs one prediction; `onEvent` sees logs and iterator items as they arrive.
-    public func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval,
+    public func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool = false,
                         onEvent: @escaping @Sendable (RunnerEvent) -> Void = { _ in }) async -> PredictionOutcome {
         try? FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         let outcome = await withCheckedContinuation { continuation in
@@ -108,7 +111,7 @@ public final class ModelProcess: @unchecked Sendable {
                 self?.timeOut(id)
             }
             lock.unlock()
-            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path))
+            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path, safety: checkSafety))
         }
         return outcome
     }

@@ -70,6 +70,7 @@ public struct PreparedModel: Sendable {
         let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home, log: log)
         var configuration = ModelProcess.Configuration(project: directory, entryPoint: spec.predict, environment: environment,
                                                        workDirectory: workDirectory, sandbox: sandbox)
+        configuration.safetyChecker = spec.safetyChecker
         if let first = spec.weights.first {
             let root = sandbox == nil ? directory.path : Sandbox.projectMount
             configuration.weights = root + "/" + first.path

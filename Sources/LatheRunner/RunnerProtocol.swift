@@ -25,9 +25,11 @@ struct RunnerCommand: Encodable, Sendable {
     var id: String?
     var input: [String: JSONValue]?
     var outputDir: String?
+    /// Run the spec's safety checker on the output.
+    var safety: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case type, id, input
+        case type, id, input, safety
         case outputDir = "output_dir"
     }
 }

@@ -104,6 +104,7 @@ struct PredictionRoutes {
         var input: [String: JSONValue]?
         var webhook: String?
         var webhook_events_filter: [String]?
+        var disable_safety_checker: Bool?
     }
 
     /// Creates a prediction of `pinned` (a deployment's version) or of what the body names.
@@ -112,6 +113,13 @@ struct PredictionRoutes {
             throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: send Authorization: Bearer <token>")
         }
         let body = try await request.decode(as: CreateBody.self, context: context)
+        var cancelAfter: TimeInterval?
+        if let header = request.headers[.init("Cancel-After")!] {
+            guard let seconds = Self.duration(header), seconds >= 5 else {
+                throw RegistryError(400, "Cancel-After must be a duration of at least 5s, like 30s, 5m or 1h30m")
+            }
+            cancelAfter = seconds
+        }
         let (model, version): (ModelRecord, VersionRecord)
         if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
         let schemaSpec = try await spec(of: model, version: version)
@@ -137,7 +145,14 @@ struct PredictionRoutes {
         }
         try await store.insert(record)
         try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
-                                     creatorID: principal.user.id, input: input)
+                                     creatorID: principal.user.id, input: input, checkSafety: body.disable_safety_checker != true)
+        if let seconds = cancelAfter {
+            let id = record.id, scheduler = self.scheduler
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+                try? await scheduler.cancel(id)
+            }
+        }
         var inline = false
         if let prefer = request.headers[.init("Prefer")!], prefer.hasPrefix("wait") {
             let seconds = prefer.split(separator: "=").last.flatMap { Double($0) }.map { min(max($0, 1), 60) } ?? 60
@@ -240,6 +255,24 @@ struct PredictionRoutes {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         try await writer.finish(nil)
+    }
+
+    /// `30s`, `5m`, `1h30m`, `90` (seconds) → seconds.
+    static func duration(_ text: String) -> TimeInterval? {
+        if let plain = TimeInterval(text) { return plain }
+        var total: TimeInterval = 0, number = ""
+        for character in text {
+            if character.isNumber || character == "." { number.append(character); continue }
+            guard let value = TimeInterval(number) else { return nil }
+            switch character {
+            case "h": total += value * 3600
+            case "m": total += value * 60
+            case "s": total += value
+            default: return nil
+            }
+            number = ""
+        }
+        return number.isEmpty ? total : nil
     }
 
     /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.

@@ -24,6 +24,7 @@ public actor Scheduler {
         var creatorID: String
         var input: [String: JSONValue]
         var timeout: TimeInterval
+        var checkSafety: Bool
     }
 
     final class Instance: @unchecked Sendable {
@@ -98,10 +99,11 @@ public actor Scheduler {
     // MARK: - Submitting and waiting
 
     /// Queues a prediction for `version` (hex) of a model.
-    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue]) async throws {
+    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue],
+                 checkSafety: Bool = true) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout))
+        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout, checkSafety: checkSafety))
         pump(version)
     }
 
@@ -170,10 +172,15 @@ public actor Scheduler {
             Task { await run(job, on: instance, version: version) }
         }
         let waiting = queues[version]?.count ?? 0
-        let total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
+        var total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
         let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
         let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
         let wanted = waiting > (booting[version] ?? 0) || mine < (bounds[version]?.min ?? 0)
+        // At global capacity, an idle instance of another version (least recently used, above
+        // its deployment's minimum) makes room, so a waiting version is never starved.
+        if wanted, mine < limit, total >= settings.maxInstances, evictIdle(except: version) {
+            total -= 1
+        }
         if wanted, mine < limit, total < settings.maxInstances {
             booting[version, default: 0] += 1
             Task { await boot(version) }
@@ -201,6 +208,7 @@ public actor Scheduler {
             await failQueue(version, error: "Model setup failed: \(error)", logs: "")
         }
         pump(version)
+        pumpWaiting()
     }
 
     private func failQueue(_ version: String, error: String, logs: String) async {
@@ -230,7 +238,8 @@ public actor Scheduler {
             let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
                                                       directory: instance.work.appendingPathComponent("inputs/\(job.id)"), owner: job.creatorID,
                                                       registry: registry)
-            outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout) { event in
+            outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout,
+                                                        checkSafety: job.checkSafety) { event in
                 // Streamed items and logs reach the database at most every 200 ms.
                 if let snapshot = progress.add(event) {
                     Task {
@@ -257,6 +266,7 @@ public actor Scheduler {
         }
         finished(job.id)
         pump(version)
+        pumpWaiting()
     }
 
     /// API predictions lose input, output, logs and files after the retention time; the object stays.
@@ -279,6 +289,19 @@ public actor Scheduler {
         bounds.removeValue(forKey: version)
     }
 
+    /// Stops the least recently used idle instance of another version; false when there is none.
+    private func evictIdle(except version: String) -> Bool {
+        let candidates = pools.flatMap { entry in
+            entry.value.filter { !$0.busy && entry.key != version && entry.value.count > (bounds[entry.key]?.min ?? 0) }.map { (entry.key, $0) }
+        }
+        guard let (owner, victim) = candidates.min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
+        victim.process.terminate()
+        try? FileManager.default.removeItem(at: victim.work)
+        pools[owner]?.removeAll { $0 === victim }
+        if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
+        return true
+    }
+
     private func stopIdle() {
         let now = Date()
         for (version, instances) in pools {
@@ -292,6 +315,12 @@ public actor Scheduler {
             pools[version] = instances.filter { instance in !idle.contains { $0 === instance } }
             if pools[version]?.isEmpty == true { pools.removeValue(forKey: version) }
         }
+        pumpWaiting()
+    }
+
+    /// Gives every version with queued predictions a chance at freed capacity.
+    private func pumpWaiting() {
+        for (version, queue) in queues where !queue.isEmpty { pump(version) }
     }
 }
 

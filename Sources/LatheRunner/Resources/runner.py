@@ -263,6 +263,8 @@ class Runner:
         self.current = None
         self.canceled = set()
         self.main_thread = threading.get_ident()
+        self.safety_entry = ""
+        self.safety = None
 
     def load(self):
         target = import_entry(self.entry)
@@ -323,6 +325,16 @@ class Runner:
         finally:
             self.current = None
         predict_time = time.monotonic() - started
+        if status == "succeeded" and command.get("safety") and self.safety_entry:
+            try:
+                if self.safety is None:
+                    self.safety = import_entry(self.safety_entry)
+                safe = self.safety(output)
+            except Exception as exception:
+                safe = False
+                traceback.print_exc()
+            if safe is False:
+                status, output, error = "failed", None, "The output was flagged by the model's safety checker"
         if status == "succeeded":
             size = len(json.dumps(output, default=str))
             if size > OUTPUT_LIMIT:
@@ -378,6 +390,7 @@ def main():
     parser.add_argument("--entry", required=True)
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space, 0 for none")
     parser.add_argument("--import-only", action="store_true", help="import the entry point and exit (lathe validate --import)")
+    parser.add_argument("--safety-checker", default="", help="file.py:function called on outputs; False flags them")
     args = parser.parse_args()
     if args.import_only:
         install_cog_shim()
@@ -390,6 +403,7 @@ def main():
     capture = LogCapture(channel)
     install_cog_shim()
     runner = Runner(channel, capture, args.entry)
+    runner.safety_entry = args.safety_checker
     # The parent may have started us with signals blocked (threads of async runtimes do), and a
     # blocked SIGUSR1 would make cancellation wait forever. Ctrl-C belongs to Lathe, which turns
     # it into a cancel command, so the model itself ignores SIGINT.
