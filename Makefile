@@ -12,7 +12,7 @@ demo: build
 
 test: setup
 	swift build --build-tests
-	swift test --skip-build
+	swift test --skip-build --no-parallel
 	scripts/pytest
 
 bench: setup

@@ -238,9 +238,11 @@ public final class ModelProcess: @unchecked Sendable {
     }
 
     private func exited(_ process: Process) {
-        let reason = process.terminationReason == .uncaughtSignal
-            ? "the model process was killed by signal \(process.terminationStatus)"
-            : "the model process exited with status \(process.terminationStatus)"
+        // Under bubblewrap, a model killed by a signal shows as bwrap exiting with 128 + signal.
+        let signal: Int32? = process.terminationReason == .uncaughtSignal ? process.terminationStatus
+            : (configuration.sandbox != nil && process.terminationStatus > 128 ? process.terminationStatus - 128 : nil)
+        let reason = signal.map { "the model process was killed by signal \($0)" }
+            ?? "the model process exited with status \(process.terminationStatus)"
         lock.lock()
         exited = true
         let waiting = pending

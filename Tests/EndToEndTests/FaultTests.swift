@@ -33,9 +33,10 @@ func poll(_ id: String, server: RegistryServer, token: String, until: (String) -
     }
 }
 
-/// Model processes the registry started (their command lines name its data folder).
+/// The model (Python) processes the registry started: one per instance, their command line
+/// begins with an environment of its data folder (bubblewrap's own process is not counted).
 func modelProcesses(_ server: RegistryServer) throws -> [Int32] {
-    let result = try TestSupport.run("pgrep", ["-f", server.data.appendingPathComponent("runtime/envs").path])
+    let result = try TestSupport.run("pgrep", ["-f", "^" + server.data.appendingPathComponent("runtime/envs").path])
     return result.output.split(separator: "\n").compactMap { Int32($0) }
 }
 
