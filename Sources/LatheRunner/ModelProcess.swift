@@ -23,6 +23,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var memoryLimit: Int = 0
         /// The spec's `safety_checker`, run on outputs of predictions that ask for it.
         public var safetyChecker: EntryPoint?
+        /// Most processes a sandboxed model may have at once before it is stopped.
+        public var maxProcesses = 64
 
         public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
             self.project = project
@@ -52,6 +54,8 @@ public final class ModelProcess: @unchecked Sendable {
     private var setupContinuation: CheckedContinuation<SetupResult, Never>?
     private var setupResult: SetupResult?
     private var exited = false
+    private var watchdog: ProcessWatchdog?
+    private var forkBombed = false
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -81,6 +85,11 @@ public final class ModelProcess: @unchecked Sendable {
         process.standardError = stdoutPipe
         process.terminationHandler = { [weak self] process in self?.exited(process) }
         try process.run()
+        if configuration.sandbox != nil {
+            watchdog = ProcessWatchdog(bwrapPID: process.processIdentifier, limit: configuration.maxProcesses) { [weak self] in
+                self?.lock.withLock { self?.forkBombed = true }
+            }
+        }
         Thread.detachNewThread { [self] in readLoop() }
         return await withCheckedContinuation { continuation in
             lock.lock()
@@ -243,15 +252,19 @@ public final class ModelProcess: @unchecked Sendable {
             : (configuration.sandbox != nil && process.terminationStatus > 128 ? process.terminationStatus - 128 : nil)
         let reason = signal.map { "the model process was killed by signal \($0)" }
             ?? "the model process exited with status \(process.terminationStatus)"
+        watchdog?.stop()
         lock.lock()
         exited = true
+        let bombed = forkBombed
         let waiting = pending
         pending.removeAll()
         lock.unlock()
         finishSetup(.failed(error: "setup did not finish: \(reason)", logs: setupLogs))
         for (_, entry) in waiting {
             entry.timer?.cancel()
-            let error = entry.timedOut ? "Prediction timed out" : "Prediction failed: \(reason) while it was running"
+            let error = entry.timedOut ? "Prediction timed out"
+                : bombed ? "Prediction failed: the model started more than \(configuration.maxProcesses) processes (a fork bomb?) and was stopped"
+                : "Prediction failed: \(reason) while it was running"
             entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: error, logs: entry.logs))
         }
     }

@@ -50,4 +50,33 @@ struct ServerSandboxTests {
         #expect(report["code"] == "refused" && report["etc"] == "refused" && report["usr"] == "refused")
         #expect(try server.curl("GET", "/healthz").0 == 200)
     }
+
+    @Test("a fork bomb is stopped, its prediction fails with a clear error, and the server goes on")
+    func forkBomb() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        let home = try TestSupport.makeProject([:])
+        let bomb = try pushFixture("bomb", code: """
+        import os, time
+        class Predictor:
+            def predict(self, seconds: float = 0) -> str:
+                while True:
+                    try:
+                        os.fork()
+                    except OSError:
+                        time.sleep(0.01)
+        """, server: server, token: token, home: home)
+        let started = Date()
+        let id = try #require(try predict(bomb, "{}", server: server, token: token)["id"]?.stringValue)
+        let result = try poll(id, server: server, token: token)
+        #expect(result["status"] == .string("failed"))
+        #expect(result["error"]?.stringValue?.contains("more than 64 processes") == true, "\(result["error"] ?? .null)")
+        #expect(Date().timeIntervalSince(started) < 20)
+        usleep(500_000)
+        #expect(try modelProcesses(server).count <= 1, "nothing of the bomb is left")
+        #expect(try server.curl("GET", "/healthz").0 == 200)
+        let fine = try pushFixture("fine", code: sleeper, server: server, token: token, home: home)
+        #expect(try predict(fine, #"{"seconds": 0}"#, server: server, token: token, wait: true)["status"] == .string("succeeded"))
+    }
 }
