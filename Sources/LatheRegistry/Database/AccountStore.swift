@@ -188,15 +188,32 @@ public struct AccountStore: Sendable {
     /// The principal a token stands for, or nil for an unknown or revoked token. Looked up by
     /// its hash, so the secret is never compared or kept.
     public func authenticate(token: String) async throws -> Principal? {
-        struct Row: Decodable { var id: String; var user_id: String; var last_used_at: String? }
-        guard let row = try await sql.raw("SELECT id, user_id, last_used_at FROM tokens WHERE token_hash = \(bind: Self.hash(token)) AND revoked_at IS NULL")
-            .first(decoding: Row.self), let user = try await account(id: row.user_id) else { return nil }
+        // One query on the hot path: the token, its user and the user's organizations.
+        struct Row: Decodable {
+            var token_id: String
+            var last_used_at: String?
+            var id: String
+            var username: String
+            var kind: Account.Kind
+            var name: String?
+            var is_admin: Bool
+            var created_at: String
+            var organizations: String?
+        }
+        guard let row = try await sql.raw("""
+            SELECT t.id AS token_id, t.last_used_at, a.id, a.username, a.kind, a.name, a.is_admin, a.created_at,
+              (SELECT GROUP_CONCAT(m.organization_id) FROM memberships m WHERE m.user_id = a.id) AS organizations
+            FROM tokens t JOIN accounts a ON a.id = t.user_id
+            WHERE t.token_hash = \(bind: Self.hash(token)) AND t.revoked_at IS NULL
+            """).first(decoding: Row.self) else { return nil }
         // Last-used time to the minute: enough for the account page, without a write per request.
         let now = Timestamp.now()
         if row.last_used_at.map({ $0.prefix(16) != now.prefix(16) }) ?? true {
-            try await sql.raw("UPDATE tokens SET last_used_at = \(bind: now) WHERE id = \(bind: row.id)").run()
+            try await sql.raw("UPDATE tokens SET last_used_at = \(bind: now) WHERE id = \(bind: row.token_id)").run()
         }
-        return try await principal(for: user)
+        let user = Account(id: row.id, username: row.username, kind: row.kind, name: row.name, isAdmin: row.is_admin, createdAt: row.created_at)
+        let organizations = Set((row.organizations ?? "").split(separator: ",").map(String.init))
+        return Principal(user: user, organizationIDs: organizations)
     }
 
     public func principal(for user: Account) async throws -> Principal {

@@ -31,6 +31,9 @@ public final class RegistryDatabase: Sendable {
     static let schema = [
         "PRAGMA journal_mode=WAL",
         "PRAGMA busy_timeout=5000",
+        // With WAL, NORMAL keeps the database consistent across crashes and skips an fsync per
+        // commit (a power loss may drop the last commits, never corrupt).
+        "PRAGMA synchronous=NORMAL",
         """
         CREATE TABLE IF NOT EXISTS accounts (
           id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, name TEXT,

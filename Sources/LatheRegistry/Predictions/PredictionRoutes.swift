@@ -145,7 +145,8 @@ struct PredictionRoutes {
         }
         try await store.insert(record)
         try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
-                                     creatorID: principal.user.id, input: input, checkSafety: body.disable_safety_checker != true)
+                                     creatorID: principal.user.id, input: input, checkSafety: body.disable_safety_checker != true,
+                                     hasWebhook: body.webhook != nil)
         if let seconds = cancelAfter {
             let id = record.id, scheduler = self.scheduler
             Task {
@@ -195,6 +196,13 @@ struct PredictionRoutes {
     }
 
     private func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
+        if let cached = SpecCache.shared.get(version.manifestDigest) { return cached }
+        let spec = try await loadSpec(version: version)
+        SpecCache.shared.set(version.manifestDigest, spec)
+        return spec
+    }
+
+    private func loadSpec(version: VersionRecord) async throws -> ModelSpec {
         guard let digest = Digest(parsing: version.manifestDigest) else { throw RegistryError(500, "bad manifest digest") }
         let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(digest))))
         let config = manifest.config.digest
@@ -280,5 +288,21 @@ struct PredictionRoutes {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
         var generator = SystemRandomNumberGenerator()
         return String((0..<26).map { _ in alphabet.randomElement(using: &generator)! })
+    }
+}
+
+/// Specs by manifest digest: a version's content never changes, so it is decoded once.
+final class SpecCache: @unchecked Sendable {
+    static let shared = SpecCache()
+    private let lock = NSLock()
+    private var specs: [String: ModelSpec] = [:]
+
+    func get(_ key: String) -> ModelSpec? { lock.withLock { specs[key] } }
+
+    func set(_ key: String, _ spec: ModelSpec) {
+        lock.withLock {
+            if specs.count > 1000 { specs.removeAll() }
+            specs[key] = spec
+        }
     }
 }

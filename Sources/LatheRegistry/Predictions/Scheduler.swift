@@ -25,6 +25,8 @@ public actor Scheduler {
         var input: [String: JSONValue]
         var timeout: TimeInterval
         var checkSafety: Bool
+        /// Whether the prediction has a webhook (events are not looked up otherwise).
+        var hasWebhook: Bool
     }
 
     final class Instance: @unchecked Sendable {
@@ -71,7 +73,8 @@ public actor Scheduler {
                 try await predictions.complete(record.id, status: "failed", output: nil,
                                                error: "The server restarted while this prediction was running", logs: record.logs, metrics: "{}")
             } else if let input = record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) {
-                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, creatorID: record.creatorID, input: input)
+                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, creatorID: record.creatorID,
+                                  input: input, hasWebhook: record.webhook != nil)
             }
         }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
@@ -100,10 +103,11 @@ public actor Scheduler {
 
     /// Queues a prediction for `version` (hex) of a model.
     func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue],
-                 checkSafety: Bool = true) async throws {
+                 checkSafety: Bool = true, hasWebhook: Bool = false) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout, checkSafety: checkSafety))
+        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout, checkSafety: checkSafety,
+                                            hasWebhook: hasWebhook))
         pump(version)
     }
 
@@ -227,12 +231,12 @@ public actor Scheduler {
 
     private func run(_ job: Job, on instance: Instance, version: String) async {
         try? await predictions.markProcessing(job.id)
-        await notify("start", job.id)
+        if job.hasWebhook { await notify("start", job.id) }
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
         let progress = Progress()
         let store = predictions
         let id = job.id
-        let notifier = self
+        let notifier = job.hasWebhook ? self : nil
         var outcome: PredictionOutcome
         do {
             let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
@@ -244,7 +248,7 @@ public actor Scheduler {
                 if let snapshot = progress.add(event) {
                     Task {
                         try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs)
-                        if case .output = event { await notifier.notify("output", id) } else { await notifier.notify("logs", id) }
+                        if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
                     }
                 }
             }
@@ -256,7 +260,7 @@ public actor Scheduler {
         try? await predictions.complete(job.id, status: outcome.status.rawValue, output: output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) },
                                         error: outcome.error, logs: outcome.logs, metrics: metrics)
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
-        await notify("completed", job.id)
+        if job.hasWebhook { await notify("completed", job.id) }
         running.removeValue(forKey: job.id)
         instance.busy = false
         instance.lastUsed = Date()
@@ -329,7 +333,8 @@ final class Progress: @unchecked Sendable {
     private let lock = NSLock()
     private var logs = ""
     private var items: [JSONValue] = []
-    private var saved = Date.distantPast
+    /// Nothing is saved during the first 200 ms: quick predictions write only their result.
+    private var saved = Date()
 
     func add(_ event: RunnerEvent) -> (output: String?, logs: String)? {
         lock.lock(); defer { lock.unlock() }
