@@ -35,7 +35,7 @@ enum FileInputs {
                 throw FieldError(field: field, message: "is not a valid base64 data URI")
             }
             let type = reference.dropFirst(5).prefix { $0 != ";" }
-            let target = folder.appendingPathComponent("input" + MediaTypes.fileExtension(String(type)))
+            let target = folder.appendingPathComponent("input" + MediaTypes.fileExtension(for: String(type)))
             try data.write(to: target)
             return target.path
         }
@@ -60,17 +60,5 @@ enum FileInputs {
         let target = folder.appendingPathComponent(source.lastPathComponent)
         try FileManager.default.copyItem(at: source, to: target)
         return target.path
-    }
-}
-
-/// File name extensions for common output and input media types, and back.
-enum MediaTypes {
-    static let byExtension: [String: String] = [
-        ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
-        ".wav": "audio/wav", ".mp3": "audio/mpeg", ".mp4": "video/mp4", ".txt": "text/plain", ".json": "application/json",
-    ]
-
-    static func fileExtension(_ mediaType: String) -> String {
-        byExtension.first { $0.value == mediaType }?.key ?? ""
     }
 }

@@ -84,9 +84,8 @@ struct RunCommand: AsyncParsableCommand {
         switch value {
         case .string(let text) where text.hasPrefix("data:") || text.hasPrefix(base + "/files/"):
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let extensions = ["image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "audio/wav": ".wav", "text/plain": ".txt"]
             let type = String(text.dropFirst(5).prefix { $0 != ";" })
-            let name = text.hasPrefix("data:") ? "output" + (extensions[type] ?? "") : (URL(string: text)?.lastPathComponent ?? "output")
+            let name = text.hasPrefix("data:") ? "output" + MediaTypes.fileExtension(for: type) : (URL(string: text)?.lastPathComponent ?? "output")
             let target = folder.appendingPathComponent(name)
             try await client.download(text, to: target)
             return .string(target.path)

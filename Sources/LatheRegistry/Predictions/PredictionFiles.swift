@@ -34,7 +34,7 @@ enum InputFiles {
                 throw FieldError(field: field, message: "is not a valid base64 data URI of at most 100 MB")
             }
             let type = String(reference.dropFirst(5).prefix { $0 != ";" })
-            let target = folder.appendingPathComponent("input" + (OutputFiles.extensions[type] ?? ""))
+            let target = folder.appendingPathComponent("input" + MediaTypes.fileExtension(for: type))
             try data.write(to: target)
             return target.path
         }
@@ -70,13 +70,7 @@ enum InputFiles {
 /// Output files leave the instance for `DATA/outputs/<random token>/<name>` and are served at
 /// `/files/<token>/<name>`: unguessable URLs, no token needed (as Replicate's delivery URLs).
 enum OutputFiles {
-    static let extensions = ["image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif", "audio/wav": ".wav",
-                             "audio/mpeg": ".mp3", "video/mp4": ".mp4", "text/plain": ".txt", "application/json": ".json"]
-
-    static func mediaType(_ name: String) -> String {
-        let ext = "." + (name as NSString).pathExtension.lowercased()
-        return extensions.first { $0.value == ext || ($0.value == ".jpg" && ext == ".jpeg") }?.key ?? "application/octet-stream"
-    }
+    static func mediaType(_ name: String) -> String { MediaTypes.type(forFileName: name) }
 
     static func folder(_ registry: Registry) -> URL { registry.blobs.root.appendingPathComponent("outputs") }
 
