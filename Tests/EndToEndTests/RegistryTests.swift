@@ -118,6 +118,29 @@ struct RegistryTests {
         #expect(body.contains(try #require(pushed["version"]?.stringValue)))
     }
 
+    @Test("settings come from a YAML config file and the environment")
+    func configuration() throws {
+        let folder = try TestSupport.makeProject([:])
+        let data = folder.appendingPathComponent("data")
+        try TestSupport.write("data: \(data.path)\nhost: 127.0.0.1\nport: 0\nbase_url: http://lathe.test:8443\n", to: folder.appendingPathComponent("lathe.yaml"))
+        let process = Process()
+        process.executableURL = CLI.binary
+        process.arguments = ["serve", "--config", folder.appendingPathComponent("lathe.yaml").path, "--log-level", "warning"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(line.contains("(data \(data.path))"), "\(line)")
+        #expect(FileManager.default.fileExists(atPath: data.appendingPathComponent("registry.sqlite").path))
+        try CLI.run(["admin", "user", "create", "alice", "--data", data.path])
+        let token = try CLI.run(["admin", "token", "create", "alice", "--data", data.path]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = try #require(line.range(of: #"127\.0\.0\.1:\d+"#, options: .regularExpression).map { String(line[$0].split(separator: ":")[1]) })
+        let created = try TestSupport.run("curl", ["-s", "-X", "POST", "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: application/json",
+                                                   "--data-binary", #"{"owner":"alice","name":"m","visibility":"public"}"#, "http://127.0.0.1:\(port)/v1/models"])
+        #expect(created.output.contains(#""url":"http://lathe.test:8443/alice/m""#), "model URLs use base_url: \(created.output)")
+    }
+
     @Test("lathe login checks the token and saves it with mode 0600; push then needs no LATHE_TOKEN")
     func login() throws {
         let server = try RegistryServer()

@@ -152,3 +152,38 @@ def test_webhooks_are_signed_and_filtered(server):
             raise AssertionError("a tampered body must not validate")
     finally:
         receiver.shutdown()
+
+
+def test_completed_webhook_is_retried_until_delivered(server):
+    import http.server
+    import json
+    import threading
+
+    attempts = []
+
+    class FlakyReceiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            attempts.append((self.headers["webhook-id"], json.loads(body)["status"]))
+            # The first two deliveries fail; the registry must try the completed event again.
+            self.send_response(500 if len(attempts) <= 2 else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        prediction = replicate.predictions.create(version=server["versions"]["hello"], input={"text": "retry"},
+                                                  webhook=f"http://127.0.0.1:{receiver.server_address[1]}/hook",
+                                                  webhook_events_filter=["completed"])
+        prediction.wait()
+        deadline = time.time() + 30
+        while len(attempts) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(attempts) == 3, attempts
+        assert {status for _, status in attempts} == {"succeeded"}
+        assert len({message for message, _ in attempts}) == 1, "a retry keeps its webhook-id"
+    finally:
+        receiver.shutdown()
