@@ -141,11 +141,6 @@ public final class ModelProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits until the process has exited.
-    public func waitUntilExit() {
-        process.waitUntilExit()
-    }
-
     // MARK: - Internals
 
     private func timeOut(_ id: String) {

@@ -57,7 +57,19 @@ struct PredictCommand: AsyncParsableCommand {
             let work = home.appendingPathComponent("work/\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
-            let localized = try await FileInputs.localize(validated, spec: spec, directory: work.appendingPathComponent("inputs"))
+            let localized = try await InputFiles.localize(validated, spec: spec, directory: work.appendingPathComponent("inputs")) { reference, field in
+                // Anything that is not a URL is a local path (`-i image=@photo.png`).
+                guard !reference.hasPrefix("http://"), !reference.hasPrefix("https://") else { return nil }
+                let source = URL(fileURLWithPath: reference)
+                guard let attributes = try? FileManager.default.attributesOfItem(atPath: source.path),
+                      attributes[.type] as? FileAttributeType == .typeRegular else {
+                    throw FieldError(field: field, message: "file \"\(reference)\" does not exist")
+                }
+                guard (attributes[.size] as? Int ?? 0) <= InputFiles.maxBytes else {
+                    throw FieldError(field: field, message: "file \"\(reference)\" is larger than \(InputFiles.maxBytes >> 20) MB")
+                }
+                return (source, source.lastPathComponent)
+            }
 
             let sandbox = try Sandbox.detect(network: spec.network)
             let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox) { text in

@@ -252,10 +252,6 @@ public struct ModelStore: Sendable {
             """).first(decoding: Row.self)?.size
     }
 
-    public func unlinkBlob(_ digest: String, repository: String) async throws {
-        try await sql.raw("DELETE FROM repository_blobs WHERE repository = \(bind: repository) AND digest = \(bind: digest)").run()
-    }
-
     // MARK: - Uploads
 
     public func createUpload(id: String, repository: String, userID: String) async throws {

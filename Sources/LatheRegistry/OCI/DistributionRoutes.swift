@@ -61,8 +61,9 @@ struct DistributionRoutes {
 
     private func blob(_ request: Request, _ context: RegistryContext, head: Bool) async throws -> Response {
         let (owner, name) = try names(context)
-        let model = try await registry.readable(owner: owner, name: name, context: context)
+        // A malformed digest is the caller's mistake whatever the repository: 400 first.
         let digest = try digest(try context.parameters.require("digest"))
+        let model = try await registry.readable(owner: owner, name: name, context: context)
         guard let size = try await registry.models.blob(digest.description, repository: model.repository), registry.blobs.blobExists(digest) else {
             throw RegistryError(404, "blob \(digest) is not in \(model.repository)", code: "BLOB_UNKNOWN")
         }

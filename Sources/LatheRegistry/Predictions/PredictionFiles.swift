@@ -1,69 +1,23 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import LatheRunner
 import LatheSpec
 
-/// File inputs are fetched by the server (never by the sandboxed model): data URIs are decoded,
-/// this registry's own file URLs are read from disk, other http(s) URLs are downloaded, each
-/// with a size limit.
-enum InputFiles {
-    static let maxBytes = 100 << 20
-
+/// File inputs on the registry: besides data URIs and http(s) URLs (``InputFiles``), the
+/// registry's own URLs are read from disk: files the same user uploaded through /v1/files, and
+/// output files of earlier predictions.
+enum RegistryInputs {
     static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry) async throws -> [String: JSONValue] {
-        var result = values
-        for input in spec.inputs where input.type == .file || (input.type == .array && input.items == .file) {
-            guard let value = values[input.name], value != .null else { continue }
-            if case .array(let items) = value {
-                var local: [JSONValue] = []
-                for item in items { local.append(.string(try await fetch(item.stringValue ?? "", field: input.name, directory: directory, owner: owner, registry: registry))) }
-                result[input.name] = .array(local)
-            } else {
-                result[input.name] = .string(try await fetch(value.stringValue ?? "", field: input.name, directory: directory, owner: owner, registry: registry))
+        try await InputFiles.localize(values, spec: spec, directory: directory) { reference, field in
+            let uploads = registry.baseURL + "/v1/files/"
+            if reference.hasPrefix(uploads) {
+                let id = String(reference.dropFirst(uploads.count))
+                guard let file = try await FileRoutes.file(id, owner: owner, sql: registry.database.sql) else {
+                    throw FieldError(field: field, message: "file \(id) does not exist or is not yours")
+                }
+                return (FileRoutes.path(file.id, registry: registry), file.name)
             }
+            return OutputFiles.localPath(for: reference, registry: registry).map { ($0, $0.lastPathComponent) }
         }
-        return result
-    }
-
-    private static func fetch(_ reference: String, field: String, directory: URL, owner: String, registry: Registry) async throws -> String {
-        let folder = directory.appendingPathComponent(UUID().uuidString)
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        if reference.hasPrefix("data:") {
-            guard let comma = reference.firstIndex(of: ","), reference[..<comma].hasSuffix(";base64"),
-                  let data = Data(base64Encoded: String(reference[reference.index(after: comma)...])), data.count <= maxBytes else {
-                throw FieldError(field: field, message: "is not a valid base64 data URI of at most 100 MB")
-            }
-            let type = String(reference.dropFirst(5).prefix { $0 != ";" })
-            let target = folder.appendingPathComponent("input" + MediaTypes.fileExtension(for: type))
-            try data.write(to: target)
-            return target.path
-        }
-        // A file uploaded through /v1/files by the same user.
-        let uploads = registry.baseURL + "/v1/files/"
-        if reference.hasPrefix(uploads) {
-            let id = String(reference.dropFirst(uploads.count))
-            guard let file = try await FileRoutes.file(id, owner: owner, sql: registry.database.sql) else {
-                throw FieldError(field: field, message: "file \(id) does not exist or is not yours")
-            }
-            let target = folder.appendingPathComponent((file.name as NSString).lastPathComponent.isEmpty ? "input" : (file.name as NSString).lastPathComponent)
-            try FileManager.default.copyItem(at: FileRoutes.path(file.id, registry: registry), to: target)
-            return target.path
-        }
-        if let local = OutputFiles.localPath(for: reference, registry: registry) {
-            let target = folder.appendingPathComponent(local.lastPathComponent)
-            try FileManager.default.copyItem(at: local, to: target)
-            return target.path
-        }
-        guard let url = URL(string: reference), url.scheme == "http" || url.scheme == "https" else {
-            throw FieldError(field: field, message: "must be an http(s) URL or a data URI")
-        }
-        let (temporary, response) = try await URLSession.shared.download(from: url)
-        guard (response as? HTTPURLResponse)?.statusCode == 200 else { throw FieldError(field: field, message: "downloading \(reference) failed") }
-        let size = (try? FileManager.default.attributesOfItem(atPath: temporary.path)[.size] as? Int) ?? 0
-        guard size <= maxBytes else { throw FieldError(field: field, message: "\(reference) is larger than 100 MB") }
-        let target = folder.appendingPathComponent(url.lastPathComponent.isEmpty ? "input" : url.lastPathComponent)
-        try FileManager.default.moveItem(at: temporary, to: target)
-        return target.path
     }
 }
 

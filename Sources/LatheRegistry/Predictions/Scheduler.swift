@@ -96,9 +96,6 @@ public actor Scheduler {
         pools.removeAll()
     }
 
-    /// How many instances run now, per version (for tests and metrics).
-    public func instanceCounts() -> [String: Int] { pools.mapValues(\.count) }
-
     // MARK: - Submitting and waiting
 
     /// Queues a prediction for `version` (hex) of a model.
@@ -239,7 +236,7 @@ public actor Scheduler {
         let notifier = job.hasWebhook ? self : nil
         var outcome: PredictionOutcome
         do {
-            let input = try await InputFiles.localize(job.input, spec: versions[version]!.config.spec,
+            let input = try await RegistryInputs.localize(job.input, spec: versions[version]!.config.spec,
                                                       directory: instance.work.appendingPathComponent("inputs/\(job.id)"), owner: job.creatorID,
                                                       registry: registry)
             outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout,
