@@ -30,8 +30,10 @@ class Server:
         lathe("admin", "user", "create", "bob", "--data", data)
         self.token = lathe("admin", "token", "create", "alice", "--data", data).stdout.strip()
         self.bob = lathe("admin", "token", "create", "bob", "--data", data).stdout.strip()
-        self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "warning", *extra],
-                                        stdout=subprocess.PIPE, text=True)
+        self.log_path = os.path.join(self.scratch, "serve.log")
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "info", *extra],
+                                            stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.process.stdout.readline()
         self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
         self.env = dict(os.environ, LATHE_HOME=os.path.join(self.scratch, "home"), LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)
@@ -46,6 +48,24 @@ class Server:
     def client(self, token=None):
         import replicate
         return replicate.Client(api_token=token or self.token, base_url=self.url)
+
+    def log(self):
+        """What the server has logged so far (for assertion messages)."""
+        with open(self.log_path) as log:
+            return log.read()[-4000:]
+
+    def instances(self):
+        """How many model processes of this server are running (their command lines name its data folder)."""
+        envs = os.path.join(self.scratch, "data", "runtime", "envs").encode()
+        count = 0
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if cmdline.read().split(b"\0")[0].startswith(envs):
+                        count += 1
+            except (OSError, ValueError):
+                pass
+        return count
 
     def stop(self):
         self.process.terminate()

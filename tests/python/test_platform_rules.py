@@ -84,9 +84,6 @@ EXAMPLE_PNG = (
 
 
 def test_deployments_pin_a_version_and_keep_instances_warm():
-    import os
-    import subprocess
-
     deployed = Server("--idle-timeout", "1", samples=("hello",))
     try:
         client = deployed.client()
@@ -94,18 +91,12 @@ def test_deployments_pin_a_version_and_keep_instances_warm():
                                                hardware="cpu", min_instances=1, max_instances=2)
         assert deployment.current_release.configuration.min_instances == 1
         assert deployment.current_release.version == deployed.versions["hello"]
-        envs = os.path.join(deployed.scratch, "data", "runtime", "envs")
-
-        def instances():
-            found = subprocess.run(["pgrep", "-f", envs], capture_output=True, text=True).stdout.split()
-            return len(found)
-
-        deadline = time.time() + 30
-        while instances() == 0 and time.time() < deadline:
+        deadline = time.time() + 60
+        while deployed.instances() == 0 and time.time() < deadline:
             time.sleep(0.2)
-        assert instances() >= 1, "min_instances keeps one warm before any prediction"
+        assert deployed.instances() >= 1, "min_instances keeps one warm before any prediction:\n" + deployed.log()
         time.sleep(3)
-        assert instances() >= 1, "and the idle timeout does not stop it"
+        assert deployed.instances() >= 1, "and the idle timeout does not stop it:\n" + deployed.log()
 
         prediction = client.deployments.get("alice/greeter").predictions.create(input={"text": "deployment"})
         prediction.wait()

@@ -56,6 +56,8 @@ public actor Scheduler {
     private var reaper: Task<Void, Never>?
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to).
     private var bounds: [String: (min: Int, max: Int)] = [:]
+    /// When a version whose setup failed may be booted again just to keep a deployment warm.
+    private var warmRetry: [String: Date] = [:]
 
     public init(registry: Registry, settings: Settings) {
         self.registry = registry
@@ -83,6 +85,7 @@ public actor Scheduler {
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
                 await self?.stopIdle()
+                await self?.keepDeploymentsWarm()
                 tick += 1
                 if tick % 5 == 0 { await self?.removeExpiredData() }
             }
@@ -192,6 +195,7 @@ public actor Scheduler {
         defer { booting[version, default: 1] -= 1 }
         guard let (manifest, config) = versions[version], let digest = Digest(parsing: version) else { return }
         let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
+        let started = Date()
         do {
             let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
                                                     blobURL: { URL(fileURLWithPath: self.registry.blobs.blobPath($0)) },
@@ -201,15 +205,31 @@ public actor Scheduler {
             switch try await process.start() {
             case .ready:
                 pools[version, default: []].append(Instance(process: process, work: work))
+                registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))"])
             case .failed(let error, let logs):
                 process.terminate()
+                setupFailed(version, error: "\(error)", logs: logs)
                 await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
             }
         } catch {
+            setupFailed(version, error: "\(error)", logs: "")
             await failQueue(version, error: "Model setup failed: \(error)", logs: "")
         }
         pump(version)
         pumpWaiting()
+    }
+
+    /// Tells the operator, and holds off warm boots for a while so a broken model does not loop.
+    private func setupFailed(_ version: String, error: String, logs: String) {
+        warmRetry[version] = Date().addingTimeInterval(30)
+        registry.logger.error("model setup failed", metadata: ["version": "\(version)", "error": "\(error)",
+                                                             "logs": "\(logs.suffix(2000))"])
+    }
+
+    /// Boots instances again for deployments below their minimum (after a crash or a failed setup).
+    private func keepDeploymentsWarm() {
+        let now = Date()
+        for version in bounds.keys where warmRetry[version].map({ $0 < now }) ?? true { pump(version) }
     }
 
     private func failQueue(_ version: String, error: String, logs: String) async {
