@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
         .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // libarchive writes and reads the deterministic code layer (zlib through its gzip filter).
@@ -66,7 +67,10 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 // Streaming multipart parser for /v1/files (bodies up to 100 MB go to disk, not memory).
                 .product(name: "MultipartKit", package: "multipart-kit"),
-            ]
+                // Server-rendered web pages (DESIGN §5): templates and static files ship as resources.
+                .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            resources: [.copy("Resources/templates"), .copy("Resources/static")]
         ),
         .target(
             name: "LatheClient",

@@ -42,6 +42,19 @@ public struct Registry: Sendable {
         return model
     }
 
+    /// A model the caller may change: members may edit and push, owners may also delete. Others
+    /// who can see it get 403; those who cannot, 404.
+    func manageable(owner: String, name: String, context: RegistryContext, ownerRole: Bool) async throws -> ModelRecord {
+        let model = try await readable(owner: owner, name: name, context: context)
+        guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
+        guard principal.actsFor(model.ownerID) else { throw RegistryError(403, "you may not change \(model.repository)") }
+        if ownerRole, model.ownerID != principal.user.id, let organization = try await accounts.account(id: model.ownerID),
+           try await accounts.role(of: principal.user, in: organization) != "owner" {
+            throw RegistryError(403, "only owners of \(organization.username) may delete its models")
+        }
+        return model
+    }
+
     /// The owner account the caller may push to, with the model when it already exists.
     func writable(owner: String, name: String, context: RegistryContext) async throws -> (Account, ModelRecord?) {
         guard let principal = context.principal else {

@@ -5,10 +5,10 @@ import Logging
 import NIOCore
 import Prometheus
 
-/// Assembles the server: auth, then `/v2` (OCI), `/v1` (API) and health routes.
+/// Assembles the server: auth, then `/v2` (OCI), `/v1` (API), health routes and the web UI at `/`.
 public enum RegistryApplication {
     public static func router(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(),
-                              metrics: PrometheusCollectorRegistry? = nil) -> Router<RegistryContext> {
+                              metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings()) throws -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
         router.add(middleware: LogRequestsMiddleware(.debug))
         if let metrics {
@@ -29,6 +29,7 @@ public enum RegistryApplication {
         predictions.add(to: router, v1: v1)
         DeploymentRoutes(registry: registry, scheduler: scheduler, predictions: predictions).add(to: v1)
         FileRoutes(registry: registry).add(to: v1)
+        try WebApp(registry: registry, scheduler: scheduler, predictions: predictions, settings: web).add(to: router)
         return router
     }
 
@@ -36,10 +37,10 @@ public enum RegistryApplication {
     /// port once bound; the registry's base URL defaults to `http://host:port`.
     /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
     public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
-                            metrics: PrometheusCollectorRegistry? = nil,
-                            onListening: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
+                            metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings(),
+                            onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
         Application(
-            router: router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics),
+            router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, web: web),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

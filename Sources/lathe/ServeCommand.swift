@@ -11,7 +11,7 @@ import Yams
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the registry: OCI distribution under /v2, the API under /v1 (SQLite and files under --data)."
+        abstract: "Run the registry: OCI distribution under /v2, the API under /v1, the web UI at / (SQLite and files under --data)."
     )
 
     @Option(help: "Data folder (env LATHE_DATA; default ./lathe-data).")
@@ -44,6 +44,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("rate-limit-requests"), help: "Other /v1 requests per account per minute.")
     var requestsPerMinute: Int = 3000
 
+    @Flag(name: .customLong("no-signup"), help: "Do not let visitors create accounts on the web (admins still can with `lathe admin user create`).")
+    var noSignup = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -62,8 +65,10 @@ struct ServeCommand: AsyncParsableCommand {
             try await scheduler.start()
             let metrics = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
-            let app = RegistryApplication.make(registry, scheduler: scheduler,
-                                               limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute), host: settings.host, port: settings.port, metrics: metrics) { port in
+            let app = try RegistryApplication.make(registry, scheduler: scheduler,
+                                                   limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute),
+                                                   host: settings.host, port: settings.port, metrics: metrics,
+                                                   web: WebSettings(signupOpen: !noSignup)) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

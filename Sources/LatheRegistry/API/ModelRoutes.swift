@@ -72,16 +72,9 @@ struct ModelRoutes {
         try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
     }
 
-    /// A model the caller may change: members may edit and push, owners may also delete.
     private func manageable(_ context: RegistryContext, ownerRole: Bool) async throws -> ModelRecord {
-        let model = try await readable(context)
-        guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
-        guard principal.actsFor(model.ownerID) else { throw RegistryError(403, "you may not change \(model.repository)") }
-        if ownerRole, model.ownerID != principal.user.id, let organization = try await registry.accounts.account(id: model.ownerID),
-           try await registry.accounts.role(of: principal.user, in: organization) != "owner" {
-            throw RegistryError(403, "only owners of \(organization.username) may delete its models")
-        }
-        return model
+        try await registry.manageable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"),
+                                      context: context, ownerRole: ownerRole)
     }
 
     private struct CreateBody: Decodable {

@@ -8,6 +8,10 @@ public struct RegistryContext: RequestContext {
     public var principal: Principal?
     /// True when the request carried credentials that were not valid (never silently anonymous).
     public var rejectedCredentials = false
+    /// The browser session on web pages (its principal is also set as `principal`).
+    public var session: WebSession?
+    /// The CSRF token every web form must send back as `_csrf` (the `lathe_csrf` cookie's value).
+    public var csrfToken = ""
 
     public init(source: Source) {
         coreContext = .init(source: source)

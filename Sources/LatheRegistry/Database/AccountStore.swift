@@ -73,6 +73,10 @@ public struct AccountStore: Sendable {
         sql = database.sql
     }
 
+    /// First path segments of the server's own routes, which an account name would shadow.
+    static let reservedNames: Set<String> = ["v1", "v2", "p", "files", "static", "account", "dashboard", "new", "signin", "signup", "signout",
+                                             "organizations", "healthz", "metrics", "explore", "admin", "api", "login", "logout"]
+
     /// Lowercase letters, digits and single separators: valid as an OCI path component too.
     public static func isValidName(_ name: String) -> Bool {
         name.count <= 64 && name.range(of: #"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$"#, options: .regularExpression) != nil
@@ -91,6 +95,9 @@ public struct AccountStore: Sendable {
     private func create(_ username: String, kind: Account.Kind, passwordHash: String?, isAdmin: Bool) async throws -> Account {
         guard Self.isValidName(username) else {
             throw RegistryError(400, "\"\(username)\" is not a valid name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
+        }
+        if Self.reservedNames.contains(username) {
+            throw RegistryError(409, "the name \"\(username)\" is reserved for the registry's own pages; choose another")
         }
         if try await account(named: username) != nil {
             throw RegistryError(409, "the name \"\(username)\" is taken")

@@ -25,6 +25,8 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     public var webhook: String?
     /// Comma-separated subset of start, output, logs, completed.
     public var webhookEventsFilter: String?
+    /// The account the prediction runs for: the creator, or an organization the creator acted as on the web.
+    public var accountID: String?
 
     public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(status) }
 
@@ -33,6 +35,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         case modelID = "model_id", creatorID = "creator_id", createdAt = "created_at", startedAt = "started_at"
         case completedAt = "completed_at", dataRemoved = "data_removed"
         case webhook, webhookEventsFilter = "webhook_events_filter"
+        case accountID = "account_id"
     }
 }
 
@@ -44,22 +47,46 @@ public struct PredictionStore: Sendable {
         sql = database.sql
     }
 
-    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter"
+    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id"
 
     public func insert(_ record: PredictionRecord) async throws {
         try await sql.raw("""
-            INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter)
+            INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter,
+                                     account_id)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt),
-                    \(bind: record.webhook), \(bind: record.webhookEventsFilter))
+                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID))
             """).run()
     }
 
-    /// The prediction if `viewer` created it or it is shared.
+    /// The prediction if `viewer` created it, belongs to the organization it ran for, or it is shared.
     public func prediction(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
-        try await sql.raw("""
-            SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id) AND (shared OR creator_id = \(bind: viewer?.user.id ?? ""))
+        let user = viewer?.user.id ?? ""
+        return try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id)
+              AND (shared OR creator_id = \(bind: user)
+                   OR account_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: user)))
             """).first(decoding: PredictionRecord.self)
+    }
+
+    /// What the web dashboard lists: the predictions run for `account` (the user's own, or an
+    /// organization's the viewer belongs to), newest first, optionally by status and model.
+    public func dashboard(account: String, status: String?, model: String?, after cursor: (String, String)?, limit: Int) async throws -> [PredictionRecord] {
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE COALESCE(account_id, creator_id) = \(bind: account)"
+        if let status, !status.isEmpty { query = query + " AND status = \(bind: status)" }
+        if let model, !model.isEmpty { query = query + " AND model = \(bind: model)" }
+        if let (createdAt, id) = cursor {
+            query = query + " AND (created_at < \(bind: createdAt) OR (created_at = \(bind: createdAt) AND id < \(bind: id)))"
+        }
+        query = query + " ORDER BY created_at DESC, id DESC LIMIT \(bind: limit)"
+        return try await sql.raw(query).all(decoding: PredictionRecord.self)
+    }
+
+    /// How many predictions each model has run (for explore cards).
+    public func runCounts() async throws -> [String: Int] {
+        struct Row: Decodable { var model_id: String; var runs: Int }
+        let rows = try await sql.raw("SELECT model_id, COUNT(*) AS runs FROM predictions GROUP BY model_id").all(decoding: Row.self)
+        return Dictionary(uniqueKeysWithValues: rows.map { ($0.model_id, $0.runs) })
     }
 
     /// Internal read for the scheduler.

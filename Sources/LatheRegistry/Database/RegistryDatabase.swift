@@ -100,14 +100,27 @@ public final class RegistryDatabase: Sendable {
         """,
         "CREATE TABLE IF NOT EXISTS webhook_secrets (account_id TEXT PRIMARY KEY, secret TEXT NOT NULL)",
         """
+        CREATE TABLE IF NOT EXISTS sessions (
+          id_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, acting_id TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)
+        """,
+        """
         CREATE TABLE IF NOT EXISTS uploads (
           id TEXT PRIMARY KEY, repository TEXT NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL)
         """,
     ]
 
+    /// Columns added after a table was first created; "duplicate column" on a current database is expected.
+    static let additions = [
+        // The account a prediction runs for: the creator, or an organization the creator acted as.
+        "ALTER TABLE predictions ADD COLUMN account_id TEXT",
+    ]
+
     private func migrate() async throws {
         for statement in Self.schema {
             try await sql.raw(SQLQueryString(statement)).run()
+        }
+        for statement in Self.additions {
+            try? await sql.raw(SQLQueryString(statement)).run()
         }
     }
 }

@@ -31,6 +31,28 @@ struct FileRoutes {
     static let maxBytes: Int64 = 100 << 20
     var sql: any SQLDatabase { registry.database.sql }
 
+    /// Ids are `PredictionRoutes.newID()`: 26 lowercase base32 characters (never a path).
+    static func isID(_ id: String) -> Bool {
+        id.count == 26 && id.allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
+    }
+
+    /// Stores a small file given whole (a web form's upload) as `owner`'s, like an upload to
+    /// /v1/files; returns the URL a prediction input names it by.
+    static func store(_ data: Data, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
+        let id = PredictionRoutes.newID()
+        let target = path(id, registry: registry)
+        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try data.write(to: target)
+        let now = Date()
+        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        try await registry.database.sql.raw("""
+            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
+            VALUES (\(bind: id), \(bind: owner), \(bind: name), \(bind: contentType), \(bind: Int64(data.count)), \(bind: digest), '{}',
+                    \(bind: Timestamp.string(now)), \(bind: Timestamp.string(now.addingTimeInterval(24 * 3600))))
+            """).run()
+        return "\(registry.baseURL)/v1/files/\(id)"
+    }
+
     static func path(_ id: String, registry: Registry) -> URL {
         registry.blobs.root.appendingPathComponent("files/\(id)")
     }

@@ -24,13 +24,7 @@ struct PredictionRoutes {
         v1.delete("predictions/:id") { _, context -> Response in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(404, "prediction not found") }
-            if !prediction.isTerminal {
-                try await scheduler.cancel(prediction.id)
-                await scheduler.wait(for: prediction.id, seconds: 10)
-            }
-            let latest = try await store.prediction(prediction.id) ?? prediction
-            OutputFiles.delete(in: latest.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }, registry: registry)
-            try await store.delete(prediction.id)
+            try await remove(prediction)
             return Response(status: .noContent)
         }
         v1.post("predictions/:id/share") { _, context in
@@ -69,10 +63,7 @@ struct PredictionRoutes {
         v1.post("predictions/:id/cancel") { _, context in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may cancel a prediction") }
-            if !prediction.isTerminal {
-                try await scheduler.cancel(prediction.id)
-                await scheduler.wait(for: prediction.id, seconds: 10)
-            }
+            try await stop(prediction)
             return try jsonResponse(PredictionShape(registry: registry).json(try await visible(context)))
         }
         router.get("v1/predictions/:id/stream") { _, context -> Response in
@@ -89,6 +80,29 @@ struct PredictionRoutes {
             let body = try await FileIO().loadFile(path: path.path, context: context)
             return Response(status: .ok, headers: [.contentType: OutputFiles.mediaType(path.lastPathComponent)], body: body)
         }
+    }
+
+    /// Cancels a prediction that has not finished and waits (up to 10 s) for it to stop.
+    func stop(_ prediction: PredictionRecord) async throws {
+        guard !prediction.isTerminal else { return }
+        try await scheduler.cancel(prediction.id)
+        await scheduler.wait(for: prediction.id, seconds: 10)
+    }
+
+    /// Deletes a prediction with its output files and the uploaded files its input names.
+    func remove(_ prediction: PredictionRecord) async throws {
+        try await stop(prediction)
+        let latest = try await store.prediction(prediction.id) ?? prediction
+        func decode(_ text: String?) -> JSONValue? { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } }
+        OutputFiles.delete(in: decode(latest.output), registry: registry)
+        let uploads = "\(registry.baseURL)/v1/files/"
+        for case .string(let url) in decode(latest.input)?.objectValue?.values.map({ $0 }) ?? [] where url.hasPrefix(uploads) {
+            let id = String(url.dropFirst(uploads.count))
+            guard FileRoutes.isID(id) else { continue }
+            try await registry.database.sql.raw("DELETE FROM files WHERE id = \(bind: id) AND owner_id = \(bind: latest.creatorID)").run()
+            try? FileManager.default.removeItem(at: FileRoutes.path(id, registry: registry))
+        }
+        try await store.delete(prediction.id)
     }
 
     private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
@@ -122,31 +136,16 @@ struct PredictionRoutes {
         }
         let (model, version): (ModelRecord, VersionRecord)
         if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
-        let schemaSpec = try await spec(of: model, version: version)
-        let input: [String: JSONValue]
+        let record: PredictionRecord
         do {
-            input = try InputValidator.validate(body.input ?? [:], spec: schemaSpec)
-        } catch {
+            record = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
+                                      webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true)
+        } catch let error as InputErrors {
             let detail = error.fields.map(\.description).joined(separator: "; ")
             let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
                                            "invalid_fields": .array(error.fields.map { .object(["field": .string($0.field), "description": .string($0.message)]) })])
             return try jsonResponse(body, status: .unprocessableContent)
         }
-        let record = PredictionRecord(
-            id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: "api",
-            status: "starting", input: String(decoding: try JSON.canonical(body.input ?? [:]), as: UTF8.self), output: nil, error: nil, logs: "",
-            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
-            webhook: body.webhook, webhookEventsFilter: body.webhook_events_filter?.joined(separator: ","))
-        if let events = body.webhook_events_filter, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
-            throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
-        }
-        if let webhook = body.webhook, URL(string: webhook)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
-            throw RegistryError(400, "webhook must be an http(s) URL")
-        }
-        try await store.insert(record)
-        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
-                                     creatorID: principal.user.id, input: input, checkSafety: body.disable_safety_checker != true,
-                                     hasWebhook: body.webhook != nil)
         if let seconds = cancelAfter {
             let id = record.id, scheduler = self.scheduler
             Task {
@@ -167,6 +166,30 @@ struct PredictionRoutes {
         var response = try jsonResponse(PredictionShape(registry: registry).json(current, inlineFiles: inline), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
+    }
+
+    /// Checks `input` against the version's spec (throwing `InputErrors`, one per field) and
+    /// queues the prediction. The API and the web form both create predictions here.
+    func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
+                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true) async throws -> PredictionRecord {
+        let spec = try await spec(of: model, version: version)
+        let input = try InputValidator.validate(raw, spec: spec)
+        if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
+            throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
+        }
+        if let webhook, URL(string: webhook)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+            throw RegistryError(400, "webhook must be an http(s) URL")
+        }
+        var record = PredictionRecord(
+            id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
+            status: "starting", input: String(decoding: try JSON.canonical(raw), as: UTF8.self), output: nil, error: nil, logs: "",
+            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
+            webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
+        record.accountID = accountID ?? principal.user.id
+        try await store.insert(record)
+        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
+                                     creatorID: principal.user.id, input: input, checkSafety: checkSafety, hasWebhook: webhook != nil)
+        return record
     }
 
     /// `id`, `owner/name:id` or `owner/name` (latest), or the model of the URL.
@@ -195,7 +218,7 @@ struct PredictionRoutes {
         return found
     }
 
-    private func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
+    func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
         if let cached = SpecCache.shared.get(version.manifestDigest) { return cached }
         let spec = try await loadSpec(version: version)
         SpecCache.shared.set(version.manifestDigest, spec)
