@@ -1,0 +1,358 @@
+"""The web UI in a real browser: Playwright driving Debian's headless chromium against `lathe serve`.
+
+Screenshots of the key pages go to test-artifacts/screenshots/ (the README names the folder)."""
+import json
+import os
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from conftest import LATHE, ROOT, Server
+
+import playwright.sync_api as playwright_api  # noqa: E402
+expect = playwright_api.expect
+SCREENSHOTS = os.path.join(ROOT, "test-artifacts", "screenshots")
+CHROMIUM = os.environ.get("LATHE_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "correct horse battery"
+# Messages of alert() dialogs any page opened: a payload that ran.
+ALERTS = []
+
+
+def on_dialog(dialog):
+    if dialog.type == "confirm":
+        dialog.accept()  # "Delete …?" confirmations
+    else:
+        ALERTS.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture(scope="module")
+def web():
+    running = Server("--idle-timeout", "60", samples=())
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def shot(page, name):
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
+
+
+def sign_up(browser, web, username):
+    """A fresh browser context signed up as `username`; alerts are recorded in ALERTS, confirmations accepted."""
+    context = browser.new_context(base_url=web.url)
+    context.on("dialog", on_dialog)
+    page = context.new_page()
+    page.goto("/signup")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url("**/account")
+    return context, page
+
+
+def create_token(page, label="ci"):
+    page.goto("/account")
+    page.get_by_label("Label").fill(label)
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").input_value()
+    assert token.startswith("lat_")
+    return token
+
+
+def push(web, token, folder, target):
+    env = dict(os.environ, LATHE_HOME=os.path.join(web.scratch, "home-" + target.replace("/", "-")), LATHE_REGISTRY=web.url, LATHE_TOKEN=token)
+    pushed = subprocess.run([LATHE, "push", folder, target, "--json"], env=env, capture_output=True, text=True)
+    assert pushed.returncode == 0, pushed.stderr
+    return json.loads(pushed.stdout)["version"]
+
+
+def test_sign_up_publish_run_share_delete(browser, web):
+    context, page = sign_up(browser, web, "carol")
+    shot(page, "01-account")
+    token = create_token(page)
+    # The token works with the API and is shown only once.
+    assert httpx.get(f"{web.url}/v1/account", headers={"Authorization": f"Bearer {token}"}).json()["username"] == "carol"
+    page.goto("/account")
+    assert token not in page.content()
+
+    push(web, token, os.path.join(ROOT, "samples", "image"), "carol/image")
+    page.goto("/carol/image")
+    assert page.locator("h1").inner_text() == "carol / image"
+    # The generated form: a file picker honouring accept, a select of choices, a slider for a
+    # small number range, a text field with the spec's max_length, help text from descriptions.
+    picker = page.get_by_label("image")
+    assert picker.get_attribute("type") == "file" and picker.get_attribute("accept") == "image/*"
+    assert picker.get_attribute("required") is not None
+    assert page.get_by_label("effect").evaluate("e => e.tagName") == "SELECT"
+    strength = page.get_by_label("strength")
+    assert (strength.get_attribute("type"), strength.get_attribute("min"), strength.get_attribute("max")) == ("range", "0", "1")
+    assert page.get_by_label("caption").get_attribute("maxlength") == "200"
+    assert page.get_by_text("Which filter to apply").is_visible()
+    shot(page, "02-model-page")
+
+    # Client-side checks mirror the schema: the required image is missing.
+    page.get_by_role("button", name="Run").click()
+    assert page.locator("#input-image-error").inner_text() != ""
+    assert page.url.endswith("/carol/image")
+
+    page.get_by_label("caption").fill("a caption")
+    page.get_by_label("effect").select_option("invert")
+    strength.fill("0.5")
+    picker.set_input_files(os.path.join(ROOT, "samples", "image", "example.png"))
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+    prediction_url = page.url
+    image = page.locator(".output img")
+    image.wait_for(timeout=90_000)
+    assert page.locator("#status").inner_text() == "succeeded"
+    assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "invert at 0.50" in page.locator("#logs").inner_text()
+    shot(page, "03-prediction")
+
+    # The dashboard lists it with its source.
+    page.goto("/dashboard")
+    row = page.locator("table.predictions tbody tr").first
+    assert "carol/image" in row.inner_text() and "succeeded" in row.inner_text() and "web" in row.inner_text()
+    shot(page, "04-dashboard")
+
+    # Unshared, it is a 404 to a signed-out visitor; shared, the link works signed out.
+    anonymous = browser.new_context(base_url=web.url)
+    visitor = anonymous.new_page()
+    assert visitor.goto(prediction_url).status == 404
+    page.goto(prediction_url)
+    page.get_by_role("button", name="Share").click()
+    shared_link = page.locator("#share-link").get_attribute("href")
+    assert visitor.goto(shared_link).status == 200
+    visitor.locator(".output img").wait_for()
+    assert visitor.get_by_role("button", name="Delete").count() == 0
+    shot(visitor, "05-shared-signed-out")
+
+    # Delete: the page and its output file are gone.
+    output_file = page.locator(".output img").get_attribute("src")
+    assert httpx.get(web.url + output_file).status_code == 200
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url("**/dashboard")
+    assert visitor.goto(shared_link).status == 404
+    assert httpx.get(web.url + output_file).status_code == 404
+    anonymous.close()
+    context.close()
+
+
+def test_streamed_text_appears_incrementally(browser, web):
+    context, page = sign_up(browser, web, "erin")
+    push(web, create_token(page), os.path.join(ROOT, "samples", "streamer"), "erin/streamer")
+    page.goto("/erin/streamer")
+    page.get_by_label("max words").fill("12")
+    page.get_by_label("delay").fill("0.25")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+    seen = []
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        status = page.locator("#status").inner_text()
+        text = page.locator("#output-text").inner_text() if page.locator("#output-text").count() else ""
+        if status != "succeeded" and text and (not seen or seen[-1] != text):
+            seen.append(text)
+        if status == "succeeded":
+            break
+        time.sleep(0.05)
+    assert len(seen) >= 3, f"expected the text to grow while running, saw {seen}"
+    assert all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:]))
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=30_000)
+    final = page.locator("#output-text").inner_text()
+    assert final.startswith(seen[-1]) and len(final) >= len(seen[-1]) and len(final.split()) >= 8
+    shot(page, "06-streamed-text")
+    context.close()
+
+
+def test_private_models_and_predictions_are_404_to_others(browser, web):
+    owner, page = sign_up(browser, web, "frank")
+    page.goto("/new")
+    page.get_by_label("Name").fill("secret-model")
+    page.get_by_label("Description").fill("Nobody else may see this")
+    page.get_by_label("Private: only its owner").check()
+    page.get_by_role("button", name="Create model").click()
+    page.wait_for_url("**/frank/secret-model")
+    assert "private" in page.locator(".badges").inner_text()
+    shot(page, "07-new-private-model")
+
+    other, stranger = sign_up(browser, web, "grace")
+    response = stranger.goto("/frank/secret-model")
+    assert response.status == 404
+    assert "Nobody else may see this" not in stranger.content()
+    assert stranger.goto("/frank/secret-model/edit").status == 404
+    stranger.goto("/?q=secret")
+    assert "secret-model" not in stranger.content()
+    owner.close()
+    other.close()
+
+
+def test_examples_and_explore_cover(browser, web):
+    context, page = sign_up(browser, web, "heidi")
+    push(web, create_token(page), os.path.join(ROOT, "samples", "image"), "heidi/filters")
+    page.goto("/heidi/filters/edit")
+    page.get_by_label("Public", exact=True).check()
+    page.get_by_label("Description").fill("Photo filters for everyone")
+    page.get_by_label("Readme (Markdown)").fill("# Filters\n\nRun **any** filter. See [the docs](https://example.com/docs).")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/heidi/filters")
+    assert page.locator(".readme strong").inner_text() == "any"
+    assert page.locator(".readme a").get_attribute("href") == "https://example.com/docs"
+    page.get_by_label("image").set_input_files(os.path.join(ROOT, "samples", "image", "example.png"))
+    page.get_by_role("button", name="Run").click()
+    page.locator(".output img").wait_for(timeout=90_000)
+    page.get_by_role("button", name="Add to examples").click()
+    page.wait_for_url("**/heidi/filters")
+    assert page.locator(".examples img").count() == 1
+
+    anonymous = browser.new_context(base_url=web.url)
+    visitor = anonymous.new_page()
+    visitor.goto("/?q=photo")
+    card = visitor.locator(".card", has_text="heidi/filters")
+    assert card.count() == 1
+    assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "runs" in card.inner_text()
+    shot(visitor, "08-explore")
+    visitor.goto("/?q=no-such-thing")
+    assert visitor.locator(".card").count() == 0
+    anonymous.close()
+    context.close()
+
+
+def test_organizations_and_acting_as(browser, web):
+    context, page = sign_up(browser, web, "ivan")
+    page.get_by_label("New organization").fill("acme-lab")
+    page.get_by_role("button", name="Create organization").click()
+    page.wait_for_url("**/organizations/acme-lab")
+    _, other = sign_up(browser, web, "judy")
+    page.get_by_label("Add user").fill("judy")
+    page.get_by_role("button", name="Add member").click()
+    assert "judy" in page.locator("table").inner_text()
+    shot(page, "09-organization")
+    page.goto("/account")
+    page.get_by_label("Act as").select_option("acme-lab")
+    page.get_by_role("button", name="Switch").click()
+    page.wait_for_url("**/dashboard")
+    assert "Predictions of acme-lab" in page.locator("h1").inner_text()
+    # Models created while acting as the organization belong to it; its members see them.
+    page.goto("/new")
+    assert page.get_by_label("Owner", exact=True).input_value() == "acme-lab"
+    page.get_by_label("Name").fill("shared-tool")
+    page.get_by_label("Private: only its owner").check()
+    page.get_by_role("button", name="Create model").click()
+    page.wait_for_url("**/acme-lab/shared-tool")
+    assert other.goto("/acme-lab/shared-tool").status == 200
+    page.goto("/organizations/acme-lab")
+    page.get_by_role("button", name="Remove judy").click()
+    assert other.goto("/acme-lab/shared-tool").status == 404
+    context.close()
+
+
+def test_payloads_in_model_data_render_inert(browser, web):
+    context, page = sign_up(browser, web, "mallory")
+    token = create_token(page)
+    folder = os.path.join(web.scratch, "xss-model")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "lathe.yaml"), "w") as spec:
+        spec.write(
+            "description: '<script>alert(\"description\")</script><img src=x onerror=alert(1)>'\n"
+            "predict: predict.py:Predictor\n"
+            "inputs:\n"
+            "  text: {type: string, default: '\"><script>alert(\"default\")</script>', description: '<b onmouseover=alert(2)>help</b>'}\n"
+            "  link: {type: string, default: 'javascript:alert(3)', max_length: 100}\n"
+            "output: {type: string}\n")
+    with open(os.path.join(folder, "predict.py"), "w") as code:
+        code.write("class Predictor:\n"
+                   "    def predict(self, text: str, link: str) -> str:\n"
+                   "        print('<script>alert(\"logs\")</script>')\n"
+                   "        return text + '<img src=x onerror=alert(4)><a href=\"javascript:alert(5)\">x</a>' + link\n")
+    push(web, token, folder, "mallory/xss")
+    page.goto("/mallory/xss/edit")
+    page.get_by_label("Readme (Markdown)").fill(
+        "<script>alert('readme')</script>\n\n[click](javascript:alert(6)) [data](data:text/html,<script>alert(7)</script>)\n\n"
+        "![img](javascript:alert(8)) [quote](https://example.com/\"onmouseover=\"alert(9))")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/mallory/xss")
+    ALERTS.clear()
+    page.reload()
+    # Payloads show as text; no element they describe exists; no javascript: or data: links.
+    assert "<script>alert(\"description\")</script>" in page.locator(".lead").inner_text()
+    assert page.locator("main script, main img[src='x'], [onmouseover], [onerror]").count() == 0
+    assert page.locator("a[href^='javascript'], a[href^='data'], img[src^='javascript']").count() == 0
+    assert page.get_by_label("text").input_value() == '"><script>alert("default")</script>'
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=90_000)
+    assert "<img src=x onerror=alert(4)>" in page.locator("#output").inner_text()
+    assert "<script>" in page.locator("#logs").inner_text()
+    assert page.locator("main script, main img[src='x'], [onerror]").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    shot(page, "10-payloads-inert")
+    assert ALERTS == []
+    context.close()
+
+
+def test_csrf_and_cookie_flags(browser, web):
+    context, page = sign_up(browser, web, "oscar")
+    cookies = {cookie["name"]: cookie for cookie in context.cookies()}
+    session = cookies["lathe_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax" and not session["secure"]
+    assert cookies["lathe_csrf"]["httpOnly"]
+    jar = {"lathe_session": session["value"], "lathe_csrf": cookies["lathe_csrf"]["value"]}
+    with httpx.Client(base_url=web.url, cookies=jar) as client:
+        assert client.get("/account").status_code == 200
+        # A cross-site post carries the cookies (a form on another site) but not the token.
+        refused = client.post("/account/tokens", data={"label": "stolen"})
+        assert refused.status_code == 403 and "security token" in refused.text
+        forged = client.post("/account/tokens", data={"label": "stolen", "_csrf": cookies["lathe_csrf"]["value"]},
+                             headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403
+        assert client.post("/account/tokens", data={"label": "ok", "_csrf": cookies["lathe_csrf"]["value"]}).status_code == 200
+        # Behind TLS (a proxy saying so), the cookies are Secure.
+        signin = httpx.get(web.url + "/signin", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in signin.headers["set-cookie"] and "HttpOnly" in signin.headers["set-cookie"]
+        assert "SameSite=Lax" in signin.headers["set-cookie"]
+    page.goto("/account")
+    assert "stolen" not in page.content()
+    context.close()
+
+
+def test_keyboard_only_and_labels(browser, web):
+    context, page = sign_up(browser, web, "kate")
+    push(web, create_token(page), os.path.join(ROOT, "samples", "hello"), "kate/hello")
+    # Every form control on the key pages has a label.
+    for path in ["/", "/account", "/kate/hello", "/dashboard", "/new", "/kate/hello/edit"]:
+        page.goto(path)
+        unlabeled = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name || e.id)""")
+        assert unlabeled == [], f"{path}: controls without labels: {unlabeled}"
+    # Sign out and back in, then run the model with the keyboard alone.
+    page.get_by_role("button", name="Sign out").click()
+    page.goto("/signin?next=/kate/hello")
+    page.keyboard.press("Tab")  # skip link
+    page.locator("#username").focus()
+    page.keyboard.type("kate")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/kate/hello")
+    page.get_by_label("text").focus()
+    page.keyboard.type("keyboard")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Run"
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+    assert "Hello, keyboard!" in page.locator("#output").inner_text()
+    context.close()
