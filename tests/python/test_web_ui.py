@@ -141,7 +141,10 @@ def test_sign_up_publish_run_share_delete(browser, web):
 
     # Delete: the page and its output file are gone.
     output_file = page.locator(".output img").get_attribute("src")
-    assert httpx.get(web.url + output_file).status_code == 200
+    served = httpx.get(web.url + output_file)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    # Output files come from the registry's origin but may never act as pages of it.
+    assert "sandbox" in served.headers["content-security-policy"] and served.headers["x-content-type-options"] == "nosniff"
     page.get_by_role("button", name="Delete").click()
     page.wait_for_url("**/dashboard")
     assert visitor.goto(shared_link).status == 404
@@ -355,4 +358,76 @@ def test_keyboard_only_and_labels(browser, web):
     page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
     expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
     assert "Hello, keyboard!" in page.locator("#output").inner_text()
+    context.close()
+
+
+def test_server_422_messages_beside_fields(browser, web):
+    context, page = sign_up(browser, web, "lena")
+    push(web, create_token(page), os.path.join(ROOT, "samples", "streamer"), "lena/streamer")
+    page.goto("/lena/streamer")
+    # Past the browser's checks (as a script or an old browser would be), the server's 422
+    # messages come back beside the fields they are about, with the values sent kept.
+    page.evaluate("""() => {
+        const field = document.getElementById('input-max_words');
+        field.removeAttribute('max'); field.type = 'text'; field.value = '9999';
+        const seed = document.getElementById('input-seed'); seed.type = 'text'; seed.value = 'abc';
+    }""")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/lena/streamer/predictions")
+    assert "500" in page.locator("#input-max_words-error").inner_text()
+    assert "integer" in page.locator("#input-seed-error").inner_text()
+    assert page.get_by_label("prompt").input_value() == "the river"
+    shot(page, "11-server-422")
+    context.close()
+
+
+def test_sign_up_can_be_turned_off():
+    closed = Server("--no-signup", samples=())
+    try:
+        assert httpx.get(closed.url + "/signup").status_code == 404
+        assert httpx.post(closed.url + "/signup", data={"username": "x", "password": "long enough"}).status_code == 404
+        signin = httpx.get(closed.url + "/signin")
+        assert signin.status_code == 200 and "/signup" not in signin.text
+    finally:
+        closed.stop()
+
+
+def test_cancel_filter_paginate_and_delete_model(browser, web):
+    context, page = sign_up(browser, web, "mike")
+    token = create_token(page)
+    push(web, token, os.path.join(ROOT, "samples", "streamer"), "mike/slow")
+    page.goto("/mike/slow")
+    page.get_by_label("max words").fill("200")
+    page.get_by_label("delay").fill("1")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+    expect(page.locator("#status")).to_have_text("processing", timeout=60_000)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#status")).to_have_text("canceled", timeout=20_000)
+    canceled = page.url.rsplit("/", 1)[-1]
+
+    # 21 more through the API (the dashboard shows 20 a page), then filter and page through.
+    api = {"Authorization": f"Bearer {token}", "Prefer": "wait"}
+    for n in range(21):
+        created = httpx.post(f"{web.url}/v1/models/mike/slow/predictions", headers=api,
+                             json={"input": {"max_words": 1, "delay": 0, "seed": n}}, timeout=60)
+        assert created.status_code == 201
+    page.goto("/dashboard")
+    assert page.locator("table.predictions tbody tr").count() == 20
+    page.get_by_role("link", name="Older predictions").click()
+    assert page.locator("table.predictions tbody tr").count() == 2
+    page.goto("/dashboard")
+    page.get_by_label("Status").select_option("canceled")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.predictions tbody tr")
+    assert rows.count() == 1 and canceled in rows.first.inner_text()
+    page.get_by_label("Model", exact=True).fill("someone/else")
+    page.get_by_role("button", name="Filter").click()
+    assert page.locator("table.predictions tbody tr").count() == 0
+
+    page.goto("/mike/slow/edit")
+    page.get_by_role("button", name="Delete mike/slow").click()
+    page.wait_for_url("**/dashboard")
+    assert page.goto("/mike/slow").status == 404
     context.close()

@@ -71,7 +71,7 @@ struct FileRoutes {
         v1.get("files/:id/download") { _, context -> Response in
             let file = try await owned(context)
             let body = try await FileIO().loadFile(path: Self.path(file.id, registry: registry).path, context: context)
-            return Response(status: .ok, headers: [.contentType: file.contentType], body: body)
+            return Response(status: .ok, headers: OutputFiles.headers(type: file.contentType), body: body)
         }
         v1.delete("files/:id") { _, context in
             let file = try await owned(context)

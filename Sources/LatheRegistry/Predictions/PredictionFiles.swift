@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import LatheRunner
 import LatheSpec
 
@@ -25,6 +26,13 @@ enum RegistryInputs {
 /// `/files/<token>/<name>`: unguessable URLs, no token needed (as Replicate's delivery URLs).
 enum OutputFiles {
     static func mediaType(_ name: String) -> String { MediaTypes.type(forFileName: name) }
+
+    /// Files a model or a user made are served from the registry's own origin, so they may not
+    /// act as pages: a sandboxing CSP (no scripts, no same-origin access), no MIME sniffing.
+    static func headers(type: String) -> HTTPFields {
+        [.contentType: type, .init("Content-Security-Policy")!: "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'",
+         .init("X-Content-Type-Options")!: "nosniff"]
+    }
 
     static func folder(_ registry: Registry) -> URL { registry.blobs.root.appendingPathComponent("outputs") }
 

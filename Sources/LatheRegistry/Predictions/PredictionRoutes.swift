@@ -78,7 +78,7 @@ struct PredictionRoutes {
                 throw HTTPError(.notFound)
             }
             let body = try await FileIO().loadFile(path: path.path, context: context)
-            return Response(status: .ok, headers: [.contentType: OutputFiles.mediaType(path.lastPathComponent)], body: body)
+            return Response(status: .ok, headers: OutputFiles.headers(type: OutputFiles.mediaType(path.lastPathComponent)), body: body)
         }
     }
 
