@@ -101,6 +101,7 @@ let package = Package(
         .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
+        .testTarget(name: "LatheRegistryTests", dependencies: ["LatheRegistry", "LatheSpec"]),
         // Drives the built `lathe` executable as a user would.
         .testTarget(name: "EndToEndTests", dependencies: ["lathe", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
     ]
