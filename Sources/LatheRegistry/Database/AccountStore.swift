@@ -68,9 +68,11 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
 /// Users, organizations, memberships and tokens.
 public struct AccountStore: Sendable {
     let sql: any SQLDatabase
+    private let caches: RegistryCaches
 
     public init(database: RegistryDatabase) {
         sql = database.sql
+        caches = database.caches
     }
 
     /// First path segments of the server's own routes, which an account name would shadow.
@@ -139,10 +141,12 @@ public struct AccountStore: Sendable {
             INSERT INTO memberships (organization_id, user_id, role) VALUES (\(bind: organization.id), \(bind: user.id), \(bind: role))
             ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
             """).run()
+        caches.tokens.removeAll()
     }
 
     public func removeMember(_ organization: Account, user: Account) async throws {
         try await sql.raw("DELETE FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)").run()
+        caches.tokens.removeAll()
     }
 
     /// Members of an organization with their roles.
@@ -189,13 +193,24 @@ public struct AccountStore: Sendable {
         let existing = try await tokens(for: user).first { $0.id == id && $0.revokedAt == nil }
         guard existing != nil else { return false }
         try await sql.raw("UPDATE tokens SET revoked_at = \(bind: Timestamp.now()) WHERE id = \(bind: id) AND user_id = \(bind: user.id)").run()
+        caches.tokens.removeAll()
         return true
     }
 
     /// The principal a token stands for, or nil for an unknown or revoked token. Looked up by
     /// its hash, so the secret is never compared or kept.
     public func authenticate(token: String) async throws -> Principal? {
-        // One query on the hot path: the token, its user and the user's organizations.
+        let key = Self.hash(token)
+        let now = Timestamp.now()
+        if let hit = caches.tokens.get(key) {
+            // Last-used time to the minute: enough for the account page, without a write per request.
+            if hit.lastUsedAt.map({ $0.prefix(16) != now.prefix(16) }) ?? true {
+                try await sql.raw("UPDATE tokens SET last_used_at = \(bind: now) WHERE id = \(bind: hit.tokenID)").run()
+                caches.tokens.set(key, .init(tokenID: hit.tokenID, principal: hit.principal, lastUsedAt: now))
+            }
+            return hit.principal
+        }
+        // One query otherwise: the token, its user and the user's organizations.
         struct Row: Decodable {
             var token_id: String
             var last_used_at: String?
@@ -211,16 +226,18 @@ public struct AccountStore: Sendable {
             SELECT t.id AS token_id, t.last_used_at, a.id, a.username, a.kind, a.name, a.is_admin, a.created_at,
               (SELECT GROUP_CONCAT(m.organization_id) FROM memberships m WHERE m.user_id = a.id) AS organizations
             FROM tokens t JOIN accounts a ON a.id = t.user_id
-            WHERE t.token_hash = \(bind: Self.hash(token)) AND t.revoked_at IS NULL
+            WHERE t.token_hash = \(bind: key) AND t.revoked_at IS NULL
             """).first(decoding: Row.self) else { return nil }
-        // Last-used time to the minute: enough for the account page, without a write per request.
-        let now = Timestamp.now()
-        if row.last_used_at.map({ $0.prefix(16) != now.prefix(16) }) ?? true {
+        var lastUsed = row.last_used_at
+        if lastUsed.map({ $0.prefix(16) != now.prefix(16) }) ?? true {
             try await sql.raw("UPDATE tokens SET last_used_at = \(bind: now) WHERE id = \(bind: row.token_id)").run()
+            lastUsed = now
         }
         let user = Account(id: row.id, username: row.username, kind: row.kind, name: row.name, isAdmin: row.is_admin, createdAt: row.created_at)
         let organizations = Set((row.organizations ?? "").split(separator: ",").map(String.init))
-        return Principal(user: user, organizationIDs: organizations)
+        let principal = Principal(user: user, organizationIDs: organizations)
+        caches.tokens.set(key, .init(tokenID: row.token_id, principal: principal, lastUsedAt: lastUsed))
+        return principal
     }
 
     public func principal(for user: Account) async throws -> Principal {

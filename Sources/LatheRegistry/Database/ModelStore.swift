@@ -44,9 +44,11 @@ public struct VersionRecord: Sendable, Codable, Hashable {
 /// simply has no row for someone who may not see it.
 public struct ModelStore: Sendable {
     let sql: any SQLDatabase
+    private let caches: RegistryCaches
 
     public init(database: RegistryDatabase) {
         sql = database.sql
+        caches = database.caches
     }
 
     static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.created_at"
@@ -104,6 +106,7 @@ public struct ModelStore: Sendable {
             UPDATE models SET visibility = \(bind: model.visibility), description = \(bind: model.description),
               license = \(bind: model.license), readme = \(bind: model.readme) WHERE id = \(bind: model.id)
             """).run()
+        caches.versions.removeAll()
     }
 
     /// Deletes a model with its versions, tags and manifests (blobs stay for other models).
@@ -113,6 +116,7 @@ public struct ModelStore: Sendable {
             try await sql.raw("DELETE FROM \(unsafeRaw: table) WHERE repository = \(bind: model.repository)").run()
         }
         try await sql.raw("DELETE FROM models WHERE id = \(bind: model.id)").run()
+        caches.versions.removeAll()
     }
 
     /// Public models plus those `viewer` may see, newest first, after the cursor (created_at, id).
@@ -145,34 +149,49 @@ public struct ModelStore: Sendable {
             """).first(decoding: VersionRecord.self)
     }
 
-    /// Records a version (idempotent: pushing the same version again keeps its first date).
     /// A version by id alone, in a model `viewer` may see (newest model first if several hold it).
+    /// Every prediction by version id asks this, so the rows come from the cache when they can.
     public func findVersion(_ id: String, viewer: Principal?) async throws -> (ModelRecord, VersionRecord)? {
-        struct Row: Decodable { var model_id: String }
-        let rows = try await sql.raw("""
-            SELECT v.model_id FROM versions v JOIN models m ON m.id = v.model_id WHERE v.id = \(bind: id) AND \(visible(viewer))
-            ORDER BY v.created_at DESC
-            """).all(decoding: Row.self)
-        for row in rows {
-            if let model = try await sql.raw("""
-                SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE m.id = \(bind: row.model_id)
-                """).first(decoding: ModelRecord.self), let version = try await version(of: model, id: id) {
-                return (model, version)
+        let holders: [(ModelRecord, VersionRecord)]
+        if let cached = caches.versions.get(id) {
+            holders = cached
+        } else {
+            struct Row: Decodable {
+                var model: ModelRecord
+                var version: VersionRecord
+                init(from decoder: any Decoder) throws {
+                    model = try ModelRecord(from: decoder)
+                    let container = try decoder.container(keyedBy: Keys.self)
+                    version = VersionRecord(id: try container.decode(String.self, forKey: .version_id),
+                                            manifestDigest: try container.decode(String.self, forKey: .manifest_digest),
+                                            openapiSchema: try container.decode(String.self, forKey: .openapi_schema),
+                                            createdAt: try container.decode(String.self, forKey: .version_created_at))
+                }
+                enum Keys: String, CodingKey { case version_id, manifest_digest, openapi_schema, version_created_at }
             }
+            holders = try await sql.raw("""
+                SELECT \(unsafeRaw: Self.columns), v.id AS version_id, v.manifest_digest, v.openapi_schema, v.created_at AS version_created_at
+                FROM versions v JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id
+                WHERE v.id = \(bind: id) ORDER BY v.created_at DESC
+                """).all(decoding: Row.self).map { ($0.model, $0.version) }
+            if !holders.isEmpty { caches.versions.set(id, holders) }
         }
-        return nil
+        return holders.first { model, _ in model.isPublic || viewer?.actsFor(model.ownerID) == true }
     }
 
+    /// Records a version (idempotent: pushing the same version again keeps its first date).
     public func addVersion(_ model: ModelRecord, id: String, manifestDigest: String, openapiSchema: String) async throws {
         try await sql.raw("""
             INSERT INTO versions (model_id, id, manifest_digest, openapi_schema, created_at)
             VALUES (\(bind: model.id), \(bind: id), \(bind: manifestDigest), \(bind: openapiSchema), \(bind: Timestamp.now()))
             ON CONFLICT (model_id, id) DO NOTHING
             """).run()
+        caches.versions.removeAll()
     }
 
     public func deleteVersion(_ model: ModelRecord, id: String) async throws {
         try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)").run()
+        caches.versions.removeAll()
     }
 
     // MARK: - Manifests and tags

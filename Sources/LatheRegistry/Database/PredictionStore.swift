@@ -106,18 +106,20 @@ public struct PredictionStore: Sendable {
         return try await sql.raw(query).all(decoding: PredictionRecord.self)
     }
 
-    func markProcessing(_ id: String) async throws {
-        try await sql.raw("UPDATE predictions SET status = 'processing', started_at = \(bind: Timestamp.now()) WHERE id = \(bind: id) AND status = 'starting'").run()
+    func markProcessing(_ id: String, at startedAt: String = Timestamp.now()) async throws {
+        try await sql.raw("UPDATE predictions SET status = 'processing', started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = 'starting'").run()
     }
 
     func updateProgress(_ id: String, output: String?, logs: String) async throws {
         try await sql.raw("UPDATE predictions SET output = \(bind: output), logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'processing'").run()
     }
 
-    func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String) async throws {
+    /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.
+    func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
+                  startedAt: String? = nil, completedAt: String? = nil) async throws {
         try await sql.raw("""
             UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
-              metrics = \(bind: metrics), completed_at = \(bind: Timestamp.now())
+              metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now())
             WHERE id = \(bind: id) AND status IN ('starting', 'processing')
             """).run()
     }

@@ -10,6 +10,8 @@ import SQLiteKit
 public final class RegistryDatabase: Sendable {
     public let sql: any SQLDatabase
     private let connection: SQLiteConnection
+    /// In-memory copies of hot rows, dropped by the stores' own writes.
+    let caches = RegistryCaches()
 
     /// Opens (creating) the SQLite database at `path` and brings its schema up to date.
     public static func open(path: String, logger: Logger) async throws -> RegistryDatabase {

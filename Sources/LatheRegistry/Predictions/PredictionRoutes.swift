@@ -31,19 +31,19 @@ struct PredictionRoutes {
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may share a prediction") }
             try await store.share(prediction.id)
-            return try jsonResponse(PredictionShape(registry: registry).json(try await store.prediction(prediction.id) ?? prediction))
+            return try jsonResponse(PredictionShape(registry: registry).json(try await current(prediction.id) ?? prediction))
         }
         v1.post("models/:owner/:name/examples") { request, context in
             struct Body: Decodable { var prediction_id: String }
             let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
             guard let principal = context.principal, principal.actsFor(model.ownerID) else { throw RegistryError(403, "only the model's owners may add examples") }
             let body = try await request.decode(as: Body.self, context: context)
-            guard let prediction = try await store.prediction(body.prediction_id, viewer: principal), prediction.modelID == model.id,
+            guard let prediction = try await find(body.prediction_id, viewer: principal), prediction.modelID == model.id,
                   prediction.status == "succeeded", !prediction.dataRemoved else {
                 throw RegistryError(400, "prediction_id must name a succeeded prediction of \(model.repository) that you can see")
             }
             try await store.addExample(modelID: model.id, predictionID: prediction.id)
-            return try jsonResponse(PredictionShape(registry: registry).json(try await store.prediction(prediction.id) ?? prediction), status: .created)
+            return try jsonResponse(PredictionShape(registry: registry).json(try await current(prediction.id) ?? prediction), status: .created)
         }
         v1.get("models/:owner/:name/examples") { _, context in
             let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
@@ -92,7 +92,7 @@ struct PredictionRoutes {
     /// Deletes a prediction with its output files and the uploaded files its input names.
     func remove(_ prediction: PredictionRecord) async throws {
         try await stop(prediction)
-        let latest = try await store.prediction(prediction.id) ?? prediction
+        let latest = try await current(prediction.id) ?? prediction
         func decode(_ text: String?) -> JSONValue? { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } }
         OutputFiles.delete(in: decode(latest.output), registry: registry)
         let uploads = "\(registry.baseURL)/v1/files/"
@@ -105,9 +105,23 @@ struct PredictionRoutes {
         try await store.delete(prediction.id)
     }
 
+    /// The prediction if `viewer` may see it (created it, acts for its account, or it is shared):
+    /// the scheduler's copy while its completion is being written, else the database's row.
+    func find(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
+        guard let pending = await scheduler.pending(id) else { return try await store.prediction(id, viewer: viewer) }
+        let mayView = pending.shared || pending.creatorID == viewer?.user.id || pending.accountID.map { viewer?.actsFor($0) == true } == true
+        return mayView ? pending : nil
+    }
+
+    /// The latest state whoever asks (internal: callers have checked access).
+    func current(_ id: String) async throws -> PredictionRecord? {
+        if let pending = await scheduler.pending(id) { return pending }
+        return try await store.prediction(id)
+    }
+
     private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
         if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)") }
-        guard let prediction = try await store.prediction(try context.parameters.require("id"), viewer: context.principal) else {
+        guard let prediction = try await find(try context.parameters.require("id"), viewer: context.principal) else {
             throw RegistryError(404, "prediction not found")
         }
         return prediction
@@ -159,7 +173,7 @@ struct PredictionRoutes {
             await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
-        var current = try await store.prediction(record.id) ?? record
+        var current = try await find(record.id, viewer: principal) ?? record
         // Replicate's clients treat any status but "starting" as finished: a wait that runs out
         // answers "starting", and the client polls.
         if inline && !current.isTerminal { current.status = "starting" }
@@ -187,8 +201,7 @@ struct PredictionRoutes {
             webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
         record.accountID = accountID ?? principal.user.id
         try await store.insert(record)
-        try await scheduler.enqueue(id: record.id, version: version.id, manifestDigest: version.manifestDigest, modelID: model.id,
-                                     creatorID: principal.user.id, input: input, checkSafety: checkSafety, hasWebhook: webhook != nil)
+        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety)
         return record
     }
 

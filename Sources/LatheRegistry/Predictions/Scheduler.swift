@@ -22,6 +22,8 @@ public actor Scheduler {
     struct Job: Sendable {
         var id: String
         var creatorID: String
+        /// The prediction as inserted; the scheduler keeps its final state in memory until written.
+        var record: PredictionRecord
         var input: [String: JSONValue]
         var timeout: TimeInterval
         var checkSafety: Bool
@@ -52,6 +54,9 @@ public actor Scheduler {
     private var versions: [String: (manifest: Manifest, config: ModelConfig)] = [:]
     private var running: [String: Instance] = [:]
     private var completed: Set<String> = []
+    /// Finished predictions whose completion is still being written: waiters answer from here,
+    /// and readers look here first, so nobody waits on that write or sees an older row.
+    private var unpersisted: [String: PredictionRecord] = [:]
     private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var reaper: Task<Void, Never>?
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to).
@@ -75,8 +80,7 @@ public actor Scheduler {
                 try await predictions.complete(record.id, status: "failed", output: nil,
                                                error: "The server restarted while this prediction was running", logs: record.logs, metrics: "{}")
             } else if let input = record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) {
-                try await enqueue(id: record.id, version: record.version, manifestDigest: nil, modelID: record.modelID, creatorID: record.creatorID,
-                                  input: input, hasWebhook: record.webhook != nil)
+                try await enqueue(record, manifestDigest: nil, input: input)
             }
         }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
@@ -101,14 +105,19 @@ public actor Scheduler {
 
     // MARK: - Submitting and waiting
 
-    /// Queues a prediction for `version` (hex) of a model.
-    func enqueue(id: String, version: String, manifestDigest: String?, modelID: String, creatorID: String, input: [String: JSONValue],
-                 checkSafety: Bool = true, hasWebhook: Bool = false) async throws {
-        try await load(version, manifestDigest: manifestDigest, modelID: modelID)
+    /// Queues an inserted prediction; `input` is the validated input it runs with.
+    func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true) async throws {
+        let version = record.version
+        try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: id, creatorID: creatorID, input: input, timeout: timeout, checkSafety: checkSafety,
-                                            hasWebhook: hasWebhook))
+        queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, input: input, timeout: timeout,
+                                                checkSafety: checkSafety, hasWebhook: record.webhook != nil))
         pump(version)
+    }
+
+    /// A finished prediction whose completion is still being written.
+    func pending(_ id: String) -> PredictionRecord? {
+        unpersisted[id]
     }
 
     /// Reads a version's manifest and config once.
@@ -247,12 +256,21 @@ public actor Scheduler {
     }
 
     private func run(_ job: Job, on instance: Instance, version: String) async {
-        try? await predictions.markProcessing(job.id)
-        if job.hasWebhook { await notify("start", job.id) }
-        let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
-        let progress = Progress()
         let store = predictions
         let id = job.id
+        var record = job.record
+        record.status = "processing"
+        let startedAt = Timestamp.now()
+        record.startedAt = startedAt
+        if job.hasWebhook {
+            try? await store.markProcessing(id, at: startedAt)
+            await notify("start", id)
+        } else {
+            // Off the answer's path; completion sets started_at too, whichever lands first.
+            Task { try? await store.markProcessing(id, at: startedAt) }
+        }
+        let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
+        let progress = Progress()
         let notifier = job.hasWebhook ? self : nil
         var outcome: PredictionOutcome
         do {
@@ -273,11 +291,12 @@ public actor Scheduler {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
         }
         let output = try? OutputFiles.publish(outcome.output, from: outputs, registry: registry)
-        let metrics = String(decoding: (try? JSON.canonical(["predict_time": outcome.predictTime ?? 0])) ?? Data(), as: UTF8.self)
-        try? await predictions.complete(job.id, status: outcome.status.rawValue, output: output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) },
-                                        error: outcome.error, logs: outcome.logs, metrics: metrics)
-        try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
-        if job.hasWebhook { await notify("completed", job.id) }
+        record.status = outcome.status.rawValue
+        record.output = output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) }
+        record.error = outcome.error
+        record.logs = outcome.logs
+        record.metrics = String(decoding: (try? JSON.canonical(["predict_time": outcome.predictTime ?? 0])) ?? Data(), as: UTF8.self)
+        record.completedAt = Timestamp.now()
         running.removeValue(forKey: job.id)
         instance.busy = false
         instance.lastUsed = Date()
@@ -285,9 +304,16 @@ public actor Scheduler {
             // A crashed instance is replaced on the next prediction.
             pools[version]?.removeAll { $0 === instance }
         }
-        finished(job.id)
+        // Waiters answer from memory while the completion is written; readers look here first.
+        unpersisted[id] = record
+        finished(id)
         pump(version)
         pumpWaiting()
+        try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
+                                  metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt)
+        unpersisted.removeValue(forKey: id)
+        try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+        if job.hasWebhook { await notify("completed", job.id) }
     }
 
     /// API predictions lose input, output, logs and files after the retention time; the object stays.

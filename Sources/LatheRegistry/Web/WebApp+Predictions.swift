@@ -36,7 +36,7 @@ extension WebApp {
 
     /// A prediction the visitor may see (theirs, their organization's, or shared); 404 otherwise.
     private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
-        guard let prediction = try await predictions.store.prediction(try context.parameters.require("id"), viewer: context.principal) else {
+        guard let prediction = try await predictions.find(try context.parameters.require("id"), viewer: context.principal) else {
             throw RegistryError(404, "prediction not found")
         }
         return prediction

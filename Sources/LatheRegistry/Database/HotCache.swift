@@ -1,0 +1,54 @@
+import Foundation
+
+/// A small in-memory cache in front of rows that every prediction request reads (its token, its
+/// version), so the hot path does not wait on SQLite. An entry lives `lifetime` seconds at most,
+/// which bounds how long a change made by another process (`lathe admin`) takes to show; this
+/// process's own writes drop the entries they affect at once.
+final class HotCache<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String: (value: Value, expires: Date)] = [:]
+    private let lifetime: TimeInterval
+    private let capacity: Int
+
+    init(lifetime: TimeInterval = 10, capacity: Int = 10_000) {
+        self.lifetime = lifetime
+        self.capacity = capacity
+    }
+
+    func get(_ key: String) -> Value? {
+        lock.withLock {
+            guard let entry = entries[key] else { return nil }
+            if entry.expires < Date() {
+                entries.removeValue(forKey: key)
+                return nil
+            }
+            return entry.value
+        }
+    }
+
+    func set(_ key: String, _ value: Value) {
+        lock.withLock {
+            if entries.count >= capacity { entries.removeAll() }
+            entries[key] = (value, Date().addingTimeInterval(lifetime))
+        }
+    }
+
+    func removeAll() {
+        lock.withLock { entries.removeAll() }
+    }
+}
+
+/// The caches a registry's stores share (one set per database).
+final class RegistryCaches: Sendable {
+    struct CachedToken: Sendable {
+        var tokenID: String
+        var principal: Principal
+        /// `last_used_at` as last written (the minute it names is written once).
+        var lastUsedAt: String?
+    }
+
+    /// Token hash → the principal it stands for.
+    let tokens = HotCache<CachedToken>()
+    /// Version id → every model holding it, newest first (visibility is checked per viewer).
+    let versions = HotCache<[(ModelRecord, VersionRecord)]>()
+}
