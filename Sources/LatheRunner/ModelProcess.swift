@@ -41,7 +41,8 @@ public final class ModelProcess: @unchecked Sendable {
         var continuation: CheckedContinuation<PredictionOutcome, Never>
         var timedOut = false
         /// Sleeps until the deadline; canceled when the prediction ends first.
-        var timer: Task<Void, Never>?
+        /// Fires the timeout; cancelling a dispatch work item wakes no thread (a sleeping Task would).
+        var timer: DispatchWorkItem?
     }
 
     public let configuration: Configuration
@@ -106,7 +107,7 @@ public final class ModelProcess: @unchecked Sendable {
     /// Runs one prediction; `onEvent` sees logs and iterator items as they arrive.
     public func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool = false,
                         onEvent: @escaping @Sendable (RunnerEvent) -> Void = { _ in }) async -> PredictionOutcome {
-        try? FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+        // The runner creates `outputDirectory` when the model writes its first file.
         let outcome = await withCheckedContinuation { continuation in
             lock.lock()
             if exited {
@@ -115,10 +116,9 @@ public final class ModelProcess: @unchecked Sendable {
                 return
             }
             pending[id] = Pending(onEvent: onEvent, continuation: continuation)
-            pending[id]?.timer = Task { [weak self] in
-                guard (try? await Task.sleep(nanoseconds: UInt64(timeout * 1_000_000_000))) != nil else { return }
-                self?.timeOut(id)
-            }
+            let timer = DispatchWorkItem { [weak self] in self?.timeOut(id) }
+            pending[id]?.timer = timer
+            DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
             lock.unlock()
             send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path, safety: checkSafety))
         }
@@ -160,8 +160,7 @@ public final class ModelProcess: @unchecked Sendable {
     }
 
     private func send(_ command: RunnerCommand) {
-        guard var data = try? JSONEncoder().encode(command) else { return }
-        data.append(0x0A)
+        let data = Data(command.line)
         lock.lock(); defer { lock.unlock() }
         guard !exited else { return }
         try? stdinPipe.fileHandleForWriting.write(contentsOf: data)

@@ -32,6 +32,16 @@ struct RunnerCommand: Encodable, Sendable {
         case type, id, input, safety
         case outputDir = "output_dir"
     }
+
+    /// The line's JSON, written without JSONEncoder (once per prediction, on its critical path).
+    var line: [UInt8] {
+        var object: [String: JSONValue] = ["type": .string(type)]
+        if let id { object["id"] = .string(id) }
+        if let input { object["input"] = .object(input) }
+        if let outputDir { object["output_dir"] = .string(outputDir) }
+        if let safety { object["safety"] = .bool(safety) }
+        return JSONValue.object(object).serialized() + [0x0A]
+    }
 }
 
 /// Something a prediction produced before it finished.

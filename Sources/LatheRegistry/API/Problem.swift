@@ -34,7 +34,7 @@ struct ProblemMiddleware: RouterMiddleware {
 
 /// A JSON response with explicit nulls (the wire shapes below are built as `JSONValue`).
 func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok) throws -> Response {
-    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try JSON.canonical(value))))
+    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: value.serialized())))
 }
 
 extension JSONValue {

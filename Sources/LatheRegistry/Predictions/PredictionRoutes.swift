@@ -150,9 +150,9 @@ struct PredictionRoutes {
         }
         let (model, version): (ModelRecord, VersionRecord)
         if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
-        let record: PredictionRecord
+        let submitted: Submitted
         do {
-            record = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
+            submitted = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
                                       webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true)
         } catch let error as InputErrors {
             let detail = error.fields.map(\.description).joined(separator: "; ")
@@ -160,6 +160,7 @@ struct PredictionRoutes {
                                            "invalid_fields": .array(error.fields.map { .object(["field": .string($0.field), "description": .string($0.message)]) })])
             return try jsonResponse(body, status: .unprocessableContent)
         }
+        let record = submitted.record
         if let seconds = cancelAfter {
             let id = record.id, scheduler = self.scheduler
             Task {
@@ -173,6 +174,7 @@ struct PredictionRoutes {
             await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
+        _ = try await submitted.persisted()
         var current = try await find(record.id, viewer: principal) ?? record
         // Replicate's clients treat any status but "starting" as finished: a wait that runs out
         // answers "starting", and the client polls.
@@ -185,7 +187,7 @@ struct PredictionRoutes {
     /// Checks `input` against the version's spec (throwing `InputErrors`, one per field) and
     /// queues the prediction. The API and the web form both create predictions here.
     func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
-                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true) async throws -> PredictionRecord {
+                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true) async throws -> Submitted {
         let spec = try await spec(of: model, version: version)
         let input = try InputValidator.validate(raw, spec: spec)
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
@@ -196,13 +198,28 @@ struct PredictionRoutes {
         }
         var record = PredictionRecord(
             id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
-            status: "starting", input: String(decoding: try JSON.canonical(raw), as: UTF8.self), output: nil, error: nil, logs: "",
+            status: "starting", input: String(decoding: JSONValue.object(raw).serialized(), as: UTF8.self), output: nil, error: nil, logs: "",
             metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
             webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
         record.accountID = accountID ?? principal.user.id
-        try await store.insert(record)
-        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety)
-        return record
+        // The row is written while the model already runs; the answer and the completion both
+        // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
+        let store = self.store, row = record
+        let insert = Task { try await store.insert(row) }
+        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety, inserted: insert)
+        return Submitted(record: record, insert: insert)
+    }
+
+    /// A queued prediction whose row is being written.
+    struct Submitted {
+        var record: PredictionRecord
+        let insert: Task<Void, any Error>
+
+        /// The record once its row exists.
+        func persisted() async throws -> PredictionRecord {
+            try await insert.value
+            return record
+        }
     }
 
     /// `id`, `owner/name:id` or `owner/name` (latest), or the model of the URL.

@@ -26,9 +26,5 @@ struct PredictionShape {
         ])
     }
 
-    static func date(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text)
-    }
+    static func date(_ text: String) -> Date? { Timestamp.date(text) }
 }

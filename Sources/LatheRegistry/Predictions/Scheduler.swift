@@ -24,6 +24,8 @@ public actor Scheduler {
         var creatorID: String
         /// The prediction as inserted; the scheduler keeps its final state in memory until written.
         var record: PredictionRecord
+        /// The insert of its row, which the completion waits for (nil: the row exists).
+        var inserted: Task<Void, any Error>?
         var input: [String: JSONValue]
         var timeout: TimeInterval
         var checkSafety: Bool
@@ -57,7 +59,7 @@ public actor Scheduler {
     /// Finished predictions whose completion is still being written: waiters answer from here,
     /// and readers look here first, so nobody waits on that write or sees an older row.
     private var unpersisted: [String: PredictionRecord] = [:]
-    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    private var waiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
     private var reaper: Task<Void, Never>?
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to).
     private var bounds: [String: (min: Int, max: Int)] = [:]
@@ -106,11 +108,12 @@ public actor Scheduler {
     // MARK: - Submitting and waiting
 
     /// Queues an inserted prediction; `input` is the validated input it runs with.
-    func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true) async throws {
+    func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true,
+                 inserted: Task<Void, any Error>? = nil) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, input: input, timeout: timeout,
+        queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, inserted: inserted, input: input, timeout: timeout,
                                                 checkSafety: checkSafety, hasWebhook: record.webhook != nil))
         pump(version)
     }
@@ -139,33 +142,36 @@ public actor Scheduler {
         }
     }
 
-    /// Returns when the prediction has finished or `seconds` have passed.
+    /// Returns when the prediction has finished or `seconds` have passed. A waiter is one
+    /// continuation; its timer is left to run out on its own (cancelling it would cost a wake-up
+    /// on the answer's path).
     func wait(for id: String, seconds: TimeInterval) async {
         if completed.contains(id) { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.completion(of: id) }
-            group.addTask { try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000)) }
-            await group.next()
-            group.cancelAll()
+        let token = UUID()
+        Task { [weak self] in
+            try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+            await self?.expire(id, token)
         }
+        await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
     }
 
-    private func completion(of id: String) async {
-        if completed.contains(id) { return }
-        await withCheckedContinuation { waiters[id, default: []].append($0) }
+    private func expire(_ id: String, _ token: UUID) {
+        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume() }
+        if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
     private func finished(_ id: String) {
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
-        for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume() }
+        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume() }
     }
 
     /// Cancels a queued or running prediction.
     func cancel(_ id: String) async throws {
         for (version, queue) in queues {
-            if queue.contains(where: { $0.id == id }) {
+            if let job = queue.first(where: { $0.id == id }) {
                 queues[version] = queue.filter { $0.id != id }
+                _ = try? await job.inserted?.value
                 try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}")
                 await notify("completed", id)
                 finished(id)
@@ -244,6 +250,7 @@ public actor Scheduler {
     private func failQueue(_ version: String, error: String, logs: String) async {
         let jobs = queues.removeValue(forKey: version) ?? []
         for job in jobs {
+            _ = try? await job.inserted?.value
             try? await predictions.complete(job.id, status: "failed", output: nil, error: error, logs: logs, metrics: "{}")
             finished(job.id)
         }
@@ -263,11 +270,18 @@ public actor Scheduler {
         let startedAt = Timestamp.now()
         record.startedAt = startedAt
         if job.hasWebhook {
+            _ = try? await job.inserted?.value
             try? await store.markProcessing(id, at: startedAt)
             await notify("start", id)
         } else {
-            // Off the answer's path; completion sets started_at too, whichever lands first.
-            Task { try? await store.markProcessing(id, at: startedAt) }
+            // Off the answer's path, once the row exists. Readers see "processing" only when the
+            // row says so: a restart fails what was processing and runs what was starting, so a
+            // client must never see processing before it is written.
+            let inserted = job.inserted
+            Task {
+                _ = try? await inserted?.value
+                try? await store.markProcessing(id, at: startedAt)
+            }
         }
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
         let progress = Progress()
@@ -282,7 +296,7 @@ public actor Scheduler {
                 // Streamed items and logs reach the database at most every 200 ms.
                 if let snapshot = progress.add(event) {
                     Task {
-                        try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs)
+                        try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt)
                         if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
                     }
                 }
@@ -292,10 +306,10 @@ public actor Scheduler {
         }
         let output = try? OutputFiles.publish(outcome.output, from: outputs, registry: registry)
         record.status = outcome.status.rawValue
-        record.output = output.flatMap { try? String(decoding: JSON.canonical($0), as: UTF8.self) }
+        record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
         record.logs = outcome.logs
-        record.metrics = String(decoding: (try? JSON.canonical(["predict_time": outcome.predictTime ?? 0])) ?? Data(), as: UTF8.self)
+        record.metrics = String(decoding: JSONValue.object(["predict_time": .number(outcome.predictTime ?? 0)]).serialized(), as: UTF8.self)
         record.completedAt = Timestamp.now()
         running.removeValue(forKey: job.id)
         instance.busy = false
@@ -309,10 +323,14 @@ public actor Scheduler {
         finished(id)
         pump(version)
         pumpWaiting()
+        if let inserted = job.inserted, (try? await inserted.value) == nil {
+            registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
+        }
         try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
                                   metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt)
         unpersisted.removeValue(forKey: id)
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+        try? FileManager.default.removeItem(at: outputs)
         if job.hasWebhook { await notify("completed", job.id) }
     }
 

@@ -139,7 +139,7 @@ extension WebApp {
                                            owner: user.id, registry: registry)
             }
             let record = try await predictions.submit(model: model, version: version, principal: session.principal, input: input, source: "web",
-                                                      accountID: session.acting.id)
+                                                      accountID: session.acting.id).persisted()
             return redirect("/p/\(record.id)")
         } catch let error as InputErrors {
             var errors: [String: String] = [:]

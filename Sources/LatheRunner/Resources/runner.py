@@ -17,8 +17,11 @@ Output files are copied into output_dir and sent as {"$file": NAME}.
 """
 import argparse
 import asyncio
+import array
 import dataclasses
+import fcntl
 import importlib.util
+import select
 import inspect
 import io
 import json
@@ -27,6 +30,7 @@ import pathlib
 import shutil
 import signal
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -117,6 +121,8 @@ class LogCapture:
         self.current = None
         self.sent = 0
         self.synced = threading.Event()
+        self.reading = threading.Lock()
+        self.pending = b""
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
@@ -127,7 +133,8 @@ class LogCapture:
         threading.Thread(target=self.pump, daemon=True).start()
 
     def begin(self, prediction_id):
-        self.sync()
+        # The previous prediction ended with a sync, so what is still unread was written between
+        # predictions (by a background thread): it goes to the new one without another round trip.
         self.current = prediction_id
         self.sent = 0
 
@@ -143,28 +150,49 @@ class LogCapture:
         self.channel.send(type="log", id=self.current, data=text)
 
     def pump(self):
-        pending = b""
+        # Bytes are read only while holding `reading`, so `settle` can tell, under the same lock,
+        # that nothing written so far is still on its way.
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN | select.POLLHUP)
         while True:
-            chunk = os.read(self.read_fd, 65536)
-            if not chunk:
-                self.emit(pending)
+            poller.poll()
+            with self.reading:
+                chunk = os.read(self.read_fd, 65536)
+                if not chunk:
+                    self.emit(self.pending)
+                    self.pending = b""
+                    return
+                self.pending += chunk
+                while True:
+                    at = self.pending.find(SYNC)
+                    if at < 0:
+                        break
+                    self.emit(self.pending[:at])
+                    self.pending = self.pending[at + len(SYNC):]
+                    self.synced.set()
+                # Keep back only what could be the start of a sync marker.
+                cut = self.pending.rfind(b"\x00")
+                if cut < 0:
+                    self.emit(self.pending)
+                    self.pending = b""
+                elif cut > 0:
+                    self.emit(self.pending[:cut])
+                    self.pending = self.pending[cut:]
+
+    def settle(self):
+        """Like `sync`, without the round trip when the pipe is empty and nothing is held back
+        (most predictions print nothing)."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        with self.reading:
+            waiting = array.array("i", [0])
+            fcntl.ioctl(self.read_fd, termios.FIONREAD, waiting, True)
+            if waiting[0] == 0 and not self.pending:
                 return
-            pending += chunk
-            while True:
-                at = pending.find(SYNC)
-                if at < 0:
-                    break
-                self.emit(pending[:at])
-                pending = pending[at + len(SYNC):]
-                self.synced.set()
-            # Keep back only what could be the start of a sync marker.
-            cut = pending.rfind(b"\x00")
-            if cut < 0:
-                self.emit(pending)
-                pending = b""
-            elif cut > 0:
-                self.emit(pending[:cut])
-                pending = pending[cut:]
+        self.sync()
 
     def sync(self):
         """Waits until everything written so far has been forwarded."""
@@ -340,7 +368,7 @@ class Runner:
             if size > OUTPUT_LIMIT:
                 status, output = "failed", None
                 error = "the output is %d bytes, more than the %d-byte limit; return a file (Path) for large results" % (size, OUTPUT_LIMIT)
-        self.capture.sync()
+        self.capture.settle()
         self.canceled.discard(prediction_id)
         self.channel.send(type="done", id=prediction_id, status=status, output=output, error=error,
                           predict_time=round(predict_time, 6))
