@@ -57,7 +57,10 @@ public enum InputFiles {
             throw FieldError(field: field, message: "must be an http(s) URL or a data URI")
         }
         let (temporary, response) = try await URLSession.shared.download(from: url)
-        guard (response as? HTTPURLResponse)?.statusCode == 200 else { throw FieldError(field: field, message: "downloading \(reference) failed") }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 else {
+            throw FieldError(field: field, message: "downloading \(reference) failed: the server answered HTTP \(status); give a URL that serves the file")
+        }
         let size = (try? FileManager.default.attributesOfItem(atPath: temporary.path)[.size] as? Int) ?? 0
         guard size <= maxBytes else { throw FieldError(field: field, message: "\(reference) is larger than \(maxBytes >> 20) MB") }
         let target = folder.appendingPathComponent(url.lastPathComponent.isEmpty ? "input" : url.lastPathComponent)

@@ -35,6 +35,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-instances"), help: "Most instances per version (default 2).")
     var maxInstances: Int?
 
+    @Option(name: .customLong("max-timeout"), help: "Longest a prediction may run, in seconds, whatever its spec's timeout asks (default 1800).")
+    var maxTimeout: Int?
+
     @Option(name: .customLong("data-retention"), help: "Seconds API predictions keep input, output, logs and files (default 3600).")
     var dataRetention: Int?
 
@@ -61,6 +64,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
             if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }
+            if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }
             let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
             try await scheduler.start()
             let metrics = PrometheusCollectorRegistry()

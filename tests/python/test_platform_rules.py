@@ -147,3 +147,67 @@ def test_safety_checker_and_cancel_after(server, tmp_path):
     bad = httpx.post(f"{server.url}/v1/predictions", headers=dict(headers, **{"Cancel-After": "1s"}),
                      json={"version": server.versions["hello"], "input": {"text": "x"}})
     assert bad.status_code == 400
+
+
+def test_http_url_inputs_are_fetched_from_another_host(server):
+    """A file input given as an http(s) URL of another server (here a second loopback server) is
+    fetched by the registry, not by the sandboxed model, which has no network."""
+    import functools
+    import http.server
+    import os
+    import threading
+
+    from conftest import ROOT
+
+    folder = os.path.join(ROOT, "samples", "image")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    handler.log_message = lambda *args: None
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}/example.png"
+        prediction = server.client().predictions.create(version=server.versions["image"], input={"image": url, "effect": "invert"})
+        prediction.wait()
+        assert prediction.status == "succeeded", prediction.error
+        assert "invert" in prediction.logs
+        missing = server.client().predictions.create(version=server.versions["image"], input={"image": url.replace("example", "absent")})
+        missing.wait()
+        assert missing.status == "failed" and "404" in (missing.error or "")
+    finally:
+        other.shutdown()
+
+
+def test_files_over_100_mb_are_refused_with_413(server):
+    content = (b"--x\r\nContent-Disposition: form-data; name=\"content\"; filename=\"big.bin\"\r\n\r\n"
+               + b"\0" * (101 << 20) + b"\r\n--x--\r\n")
+    answer = httpx.post(f"{server.url}/v1/files", content=content, timeout=120,
+                        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 413
+    assert "100 MB" in answer.json()["detail"]
+    listed = httpx.get(f"{server.url}/v1/files", headers={"Authorization": f"Bearer {server.token}"}).json()
+    assert all(item["name"] != "big.bin" for item in listed["results"])
+
+
+def test_operator_max_timeout_caps_a_models_timeout(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import LATHE
+
+    capped = Server("--max-timeout", "2", samples=())
+    try:
+        (tmp_path / "lathe.yaml").write_text(
+            "predict: predict.py:Predictor\ntimeout: 1h\ninputs:\n  seconds: {type: number}\noutput: {type: string}\n")
+        (tmp_path / "predict.py").write_text(
+            "import time\nclass Predictor:\n    def predict(self, seconds: float) -> str:\n        time.sleep(seconds)\n        return 'done'\n")
+        pushed = subprocess.run([LATHE, "push", str(tmp_path), "alice/sleeper", "--json"], env=capped.env, capture_output=True, text=True)
+        assert pushed.returncode == 0, pushed.stderr
+        version = json.loads(pushed.stdout)["version"]
+        started = time.time()
+        prediction = capped.client().predictions.create(version=version, input={"seconds": 60})
+        prediction.wait()
+        assert prediction.status == "failed" and prediction.error == "Prediction timed out"
+        assert time.time() - started < 30
+        assert capped.client().run(f"alice/sleeper:{version}", input={"seconds": 0}) == "done"
+    finally:
+        capped.stop()

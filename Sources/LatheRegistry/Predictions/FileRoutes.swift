@@ -118,6 +118,11 @@ struct FileRoutes {
               let boundary = type.components(separatedBy: "boundary=").last?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) else {
             throw RegistryError(400, "send multipart/form-data with a `content` part")
         }
+        // A declared length over the limit (with room for the multipart framing) is refused before
+        // reading; a chunked body is counted as it streams.
+        if let length = request.headers[.contentLength].flatMap(Int64.init), length > Self.maxBytes + (64 << 10) {
+            throw RegistryError(413, "files must be under 100 MB")
+        }
         let id = PredictionRoutes.newID()
         let target = Self.path(id, registry: registry)
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
