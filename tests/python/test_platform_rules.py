@@ -22,6 +22,7 @@ def test_share_delete_examples_hardware_account(server):
     assert example.status_code == 201
     model = client.models.get("alice/hello")
     assert model.default_example.id == prediction.id
+    assert model.run_count >= 1 and model.cover_image_url is None, "hello's outputs are text: no cover"
     examples = httpx.get(f"{server.url}/v1/models/alice/hello/examples", headers={"Authorization": f"Bearer {server.token}"}).json()
     assert [e["id"] for e in examples["results"]] == [prediction.id]
 

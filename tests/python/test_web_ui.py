@@ -204,7 +204,8 @@ def test_private_models_and_predictions_are_404_to_others(browser, web):
 
 def test_examples_and_explore_cover(browser, web):
     context, page = sign_up(browser, web, "heidi")
-    push(web, create_token(page), os.path.join(ROOT, "samples", "image"), "heidi/filters")
+    token = create_token(page)
+    push(web, token, os.path.join(ROOT, "samples", "image"), "heidi/filters")
     page.goto("/heidi/filters/edit")
     page.get_by_label("Public", exact=True).check()
     page.get_by_label("Description").fill("Photo filters for everyone")
@@ -219,6 +220,10 @@ def test_examples_and_explore_cover(browser, web):
     page.get_by_role("button", name="Add to examples").click()
     page.wait_for_url("**/heidi/filters")
     assert page.locator(".examples img").count() == 1
+    # The API's model object carries the same cover and the run count.
+    model = httpx.get(f"{web.url}/v1/models/heidi/filters", headers={"Authorization": f"Bearer {token}"}).json()
+    assert model["run_count"] == 1 and model["cover_image_url"].endswith(".png")
+    assert httpx.get(model["cover_image_url"]).headers["content-type"] == "image/png"
 
     anonymous = browser.new_context(base_url=web.url)
     visitor = anonymous.new_page()
@@ -226,7 +231,7 @@ def test_examples_and_explore_cover(browser, web):
     card = visitor.locator(".card", has_text="heidi/filters")
     assert card.count() == 1
     assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
-    assert "runs" in card.inner_text()
+    assert re.search(r"\b1 run\b", card.inner_text())
     shot(visitor, "08-explore")
     visitor.goto("/?q=no-such-thing")
     assert visitor.locator(".card").count() == 0

@@ -58,14 +58,19 @@ struct ModelRoutes {
 
     // MARK: - Handlers
 
+    /// The model object, with its run count, default example and cover image (the first
+    /// example's image output, as the web's explore cards show).
     private func shape(_ model: ModelRecord) async throws -> JSONValue {
-        let example = try await PredictionStore(database: registry.database).examples(modelID: model.id).first
-        var json = WireShapes.model(model, latest: try await registry.models.versions(of: model).first, baseURL: registry.baseURL)
-        if let example, case .object(var object) = json {
-            object["default_example"] = PredictionShape(registry: registry).json(example)
-            json = .object(object)
+        let store = PredictionStore(database: registry.database)
+        let examples = try await store.examples(modelID: model.id)
+        guard case .object(var object) = WireShapes.model(model, latest: try await registry.models.versions(of: model).first,
+                                                          baseURL: registry.baseURL) else { return .null }
+        object["run_count"] = .int(try await store.runCount(modelID: model.id))
+        if let example = examples.first { object["default_example"] = PredictionShape(registry: registry).json(example) }
+        if let cover = examples.lazy.compactMap({ PredictionView.image(in: $0, registry: self.registry) }).first {
+            object["cover_image_url"] = .string(cover.hasPrefix("/") ? registry.baseURL + cover : cover)
         }
-        return json
+        return .object(object)
     }
 
     private func readable(_ context: RegistryContext) async throws -> ModelRecord {

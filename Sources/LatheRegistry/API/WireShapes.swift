@@ -18,7 +18,7 @@ enum WireShapes {
             "owner": .string(record.owner), "name": .string(record.name),
             "description": .optional(record.description), "visibility": .string(record.visibility),
             "github_url": .null, "paper_url": .null, "license_url": .optional(record.license), "weights_url": .null,
-            "run_count": .int(0), "cover_image_url": .null, "default_example": .null,
+            "run_count": .int(0), "cover_image_url": .null, "default_example": .null,  // filled in by ModelRoutes
             "latest_version": latest.map(version) ?? .null, "is_official": .bool(false), "created_at": .string(record.createdAt),
         ])
     }

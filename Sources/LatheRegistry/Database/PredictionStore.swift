@@ -82,6 +82,11 @@ public struct PredictionStore: Sendable {
         return try await sql.raw(query).all(decoding: PredictionRecord.self)
     }
 
+    public func runCount(modelID: String) async throws -> Int {
+        struct Row: Decodable { var runs: Int }
+        return try await sql.raw("SELECT COUNT(*) AS runs FROM predictions WHERE model_id = \(bind: modelID)").first(decoding: Row.self)?.runs ?? 0
+    }
+
     /// How many predictions each model has run (for explore cards).
     public func runCounts() async throws -> [String: Int] {
         struct Row: Decodable { var model_id: String; var runs: Int }

@@ -84,7 +84,7 @@ extension WebApp {
             guard try await !registry.models.versions(of: model).isEmpty else { continue }
             let examples = try await predictions.store.examples(modelID: model.id)
             guard let first = examples.first else { continue }
-            var card: [String: Any] = ["repository": model.repository, "description": model.description ?? "", "runs": runs[model.id] ?? 0,
+            var card: [String: Any] = ["repository": model.repository, "description": model.description ?? "", "runs": Self.runs(runs[model.id] ?? 0),
                                        "initial": String(model.name.prefix(1)).uppercased()]
             if let cover = examples.lazy.compactMap({ PredictionView.image(in: $0, registry: registry) }).first ?? PredictionView.image(in: first, registry: registry) {
                 card["cover"] = cover
@@ -103,7 +103,7 @@ extension WebApp {
             "owner": model.owner, "name": model.name, "repository": model.repository, "visibility": model.visibility,
             "description": model.description ?? "", "license": model.license ?? "", "baseURL": registry.baseURL,
             "isOwner": context.principal?.actsFor(model.ownerID) ?? false,
-            "runs": try await predictions.store.runCounts()[model.id] ?? 0,
+            "runs": Self.runs(try await predictions.store.runCount(modelID: model.id)),
             "versions": versions.map { ["id": $0.id, "createdAt": $0.createdAt] },
         ]
         if let readme = model.readme, !readme.isEmpty { data["readme"] = Markdown.html(readme) }
@@ -149,6 +149,8 @@ extension WebApp {
                                        formError: unknown.isEmpty ? "Some inputs need fixing." : unknown.map(\.description).joined(separator: "; "))
         }
     }
+
+    static func runs(_ count: Int) -> String { count == 1 ? "1 run" : "\(count) runs" }
 
     /// The input for the API snippets: defaults, and a placeholder for each required input.
     static func exampleInput(_ spec: ModelSpec) -> String {
