@@ -436,3 +436,38 @@ def test_cancel_filter_paginate_and_delete_model(browser, web):
     page.wait_for_url("**/dashboard")
     assert page.goto("/mike/slow").status == 404
     context.close()
+
+
+def test_sign_in_attempts_are_throttled(browser, web):
+    context, page = sign_up(browser, web, "nina")
+    context.close()
+    with httpx.Client(base_url=web.url) as client:
+        csrf = client.get("/signin").cookies["lathe_csrf"]
+        statuses = [client.post("/signin", data={"username": "nina", "password": f"wrong-{n}", "_csrf": csrf}).status_code for n in range(11)]
+        assert statuses[:10] == [401] * 10 and statuses[10] == 429
+        refused = client.post("/signin", data={"username": "nina", "password": PASSWORD, "_csrf": csrf})
+        assert refused.status_code == 429 and "Retry-After" in refused.headers and "Too many sign-in attempts" in refused.text
+
+
+def test_web_predictions_are_kept_past_the_retention_time(browser):
+    short = Server("--data-retention", "1", samples=())
+    try:
+        context, page = sign_up(browser, short, "olga")
+        token = create_token(page)
+        version = push(short, token, os.path.join(ROOT, "samples", "hello"), "olga/hello")
+        page.goto("/olga/hello")
+        page.get_by_label("text").fill("web")
+        page.get_by_role("button", name="Run").click()
+        page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+        expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)
+        api = httpx.post(f"{short.url}/v1/predictions", json={"version": version, "input": {"text": "api"}},
+                         headers={"Authorization": f"Bearer {token}", "Prefer": "wait"}).json()
+        assert api["output"] == "Hello, api!"
+        time.sleep(7)  # the retention sweep runs every 5 s
+        removed = httpx.get(f"{short.url}/v1/predictions/{api['id']}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert removed["data_removed"] and removed["output"] is None
+        page.reload()
+        assert "Hello, web!" in page.locator("#output").inner_text()
+        context.close()
+    finally:
+        short.stop()

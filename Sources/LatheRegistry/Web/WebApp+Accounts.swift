@@ -9,6 +9,14 @@ extension WebApp {
         }
         web.post("signin") { request, context -> Response in
             let form = try await WebForm.read(request, context: context)
+            let (allowed, _, reset) = await signins.take("signin:" + (form["username"] ?? "").lowercased(), create: true)
+            guard allowed else {
+                var response = pages.page("signin", title: "Sign in", context: context, status: .tooManyRequests,
+                                          ["action": "/signin", "next": Self.safeNext(form["next"]), "username": form["username"] ?? "",
+                                           "formError": "Too many sign-in attempts for this account. Wait \(reset) seconds, then try again."])
+                response.headers[.retryAfter] = String(reset)
+                return response
+            }
             guard let user = try await registry.accounts.verifyPassword(username: form["username"] ?? "", password: form["password"] ?? "") else {
                 return pages.page("signin", title: "Sign in", context: context, status: .unauthorized,
                                   ["action": "/signin", "next": Self.safeNext(form["next"]), "username": form["username"] ?? "",

@@ -19,6 +19,8 @@ struct WebApp {
     let sessions: SessionStore
     let pages: WebRenderer
     let settings: WebSettings
+    /// Sign-in attempts per username: 10 a minute, so passwords cannot be guessed at speed.
+    let signins = RateLimiter(createsPerMinute: 10, requestsPerMinute: 10)
 
     init(registry: Registry, scheduler: Scheduler, predictions: PredictionRoutes, settings: WebSettings) throws {
         self.registry = registry
