@@ -19,6 +19,9 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print streamed output as it is produced (models with iterator outputs).")
     var stream = false
 
+    @Flag(inversion: .prefixedNo, help: "Wait for the outcome (the default); --no-wait prints the new prediction's id and URL and returns.")
+    var wait = true
+
     @Option(name: .shortAndLong, help: "Folder for file outputs (default: the current folder).")
     var output: String?
 
@@ -49,7 +52,13 @@ struct RunCommand: AsyncParsableCommand {
                         values[input.name] = .string(try await client.uploadFile(URL(fileURLWithPath: path)))
                     }
                 }
-                var prediction = try await client.createPrediction(model: name, version: versionID, input: values, wait: !stream)
+                var prediction = try await client.createPrediction(model: name, version: versionID, input: values, wait: wait && !stream)
+                if !wait {
+                    if json { try printJSON(prediction) } else {
+                        print("\(prediction["id"]?.stringValue ?? "?") \(prediction["status"]?.stringValue ?? "") \(prediction["urls"]?["get"]?.stringValue ?? "")")
+                    }
+                    return
+                }
                 if stream, let streamURL = prediction["urls"]?["stream"]?.stringValue {
                     try await client.stream(streamURL) { event, data in
                         if event == "output" && !json { print(data, terminator: spec.output.concatenate == true ? "" : "\n"); fflush(nil) }

@@ -29,8 +29,12 @@ struct RunCommandTests {
         #expect(words.count == 8)
         #expect(streamed.output == words.joined() + "\n")
 
-        let hello = try lathe(["run", "alice/hello", "-i", "text=registry"], home: home, registry: server, token: token)
+        let hello = try lathe(["run", "alice/hello", "--wait", "-i", "text=registry"], home: home, registry: server, token: token)
         #expect(hello.output == "Hello, registry!\n")
+        let queued = try decode(try lathe(["run", "alice/hello", "--no-wait", "--json", "-i", "text=later"], home: home, registry: server, token: token))
+        #expect(queued["id"]?.stringValue?.count == 26)
+        // Answered at once (a warm `hello` may already have finished by then).
+        #expect(["starting", "processing", "succeeded"].contains(queued["status"]?.stringValue ?? ""))
         let invalid = try lathe(["run", "alice/hello", "-i", "txt=registry"], home: home, registry: server, token: token)
         #expect(invalid.status == 1)
         #expect(invalid.stderrText.contains("422") && invalid.stderrText.contains("txt"), "\(invalid.stderrText)")

@@ -69,7 +69,8 @@ struct WebMiddleware: RouterMiddleware {
         context.csrfToken = existing.flatMap { $0.count == 64 ? $0 : nil } ?? SessionStore.randomSecret()
         var response: Response
         do {
-            if request.method == .post, let origin = request.headers[.origin], !Self.sameOrigin(origin, request: request) {
+            if request.method == .post, let origin = request.headers[.origin], !Self.sameOrigin(origin, request: request),
+               origin != Self.origin(of: registry.baseURL) {
                 throw RegistryError(403, "Cross-site form posts are refused.")
             }
             response = try await next(request, context)
@@ -102,8 +103,15 @@ struct WebMiddleware: RouterMiddleware {
         return Cookie(name: name, value: value, maxAge: maxAge, path: "/", secure: secure, httpOnly: true, sameSite: .lax)
     }
 
+    /// `scheme://host[:port]` of the configured base URL (behind a proxy, the public origin).
+    static func origin(of url: String) -> String? {
+        guard let components = URLComponents(string: url), let scheme = components.scheme, let host = components.host else { return nil }
+        return "\(scheme)://\(host)" + (components.port.map { ":\($0)" } ?? "")
+    }
+
+    /// Whether a browser's `Origin` names the host the request was sent to.
     static func sameOrigin(_ origin: String, request: Request) -> Bool {
-        guard let host = URL(string: origin).flatMap({ url in url.host.map { url.port.map { "\($0)" }.map { p in "\(url.host!):\(p)" } ?? $0 } }) else { return false }
-        return host == request.head.authority
+        guard let components = URLComponents(string: origin), let host = components.host else { return false }
+        return (components.port.map { "\(host):\($0)" } ?? host) == request.head.authority
     }
 }
