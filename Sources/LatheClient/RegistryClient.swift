@@ -95,4 +95,14 @@ public final class RegistryClient: Sendable {
                                    expect: [201, 409])
         return reply.status == 201
     }
+
+    /// Gives a model that has no readme yet `text` (the project's README.md on its first push);
+    /// false when it already has one, which is then left as its owners wrote it.
+    public func adoptReadme(_ text: String, model: String) async throws -> Bool {
+        guard try await send(.GET, "/v1/models/\(model)/readme", expect: [200, 404]).status == 404 else { return false }
+        let body = try JSON.canonical(["readme": text])
+        _ = try await send(.PATCH, "/v1/models/\(model)", headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: body)),
+                           expect: [200])
+        return true
+    }
 }

@@ -30,7 +30,8 @@ struct PushCommand: AsyncParsableCommand {
             let project = projectURL(source)
             let store: LocalStore
             let image: LocalStore.Image
-            if FileManager.default.fileExists(atPath: project.appendingPathComponent("lathe.yaml").path) {
+            let fromProject = FileManager.default.fileExists(atPath: project.appendingPathComponent("lathe.yaml").path)
+            if fromProject {
                 let built = try BuildCommand.build(project: project, tag: nil, showProgress: !json)
                 store = built.0
                 image = try store.resolve(built.1)
@@ -52,6 +53,13 @@ struct PushCommand: AsyncParsableCommand {
             let result = try await client.push(image, store: store, repository: name, tag: tag, journal: UploadJournal(home: LocalStore.home),
                                                history: PushHistory(home: LocalStore.home), chunkSize: chunk) { digest, done, total in
                 bar?.update("uploading \(digest.hex.prefix(12))", done: done, total: total)
+            }
+            // A first push brings the project's README.md along as the model page's readme (best
+            // effort: a plain OCI registry has no readme to set).
+            let readme = project.appendingPathComponent("README.md")
+            if fromProject, let text = try? String(contentsOf: readme, encoding: .utf8), !text.isEmpty,
+               (try? await client.adoptReadme(text, model: name)) == true, !json {
+                printError("README.md is now the readme of \(name) (edit it on the model's settings page)")
             }
             if json {
                 try printJSON(result)

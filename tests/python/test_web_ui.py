@@ -90,6 +90,9 @@ def test_sign_up_publish_run_share_delete(browser, web):
     push(web, token, os.path.join(ROOT, "samples", "image"), "carol/image")
     page.goto("/carol/image")
     assert page.locator("h1").inner_text() == "carol / image"
+    # The first push brought the project's README.md along, rendered as Markdown.
+    assert page.locator(".readme h2", has_text="image").count() == 1
+    assert page.locator(".readme code", has_text="grayscale").count() == 1
     # The generated form: a file picker honouring accept, a select of choices, a slider for a
     # small number range, a text field with the spec's max_length, help text from descriptions.
     picker = page.get_by_label("image")
