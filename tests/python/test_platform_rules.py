@@ -212,3 +212,27 @@ def test_operator_max_timeout_caps_a_models_timeout(tmp_path):
         assert capped.client().run(f"alice/sleeper:{version}", input={"seconds": 0}) == "done"
     finally:
         capped.stop()
+
+
+def test_secret_inputs_are_redacted_once_the_prediction_has_run(server, tmp_path):
+    import json
+    import subprocess
+
+    from conftest import LATHE
+
+    (tmp_path / "lathe.yaml").write_text(
+        "predict: predict.py:Predictor\ninputs:\n  key: {type: secret}\n  text: {type: string, default: hi}\noutput: {type: string}\n")
+    (tmp_path / "predict.py").write_text(
+        "class Predictor:\n"
+        "    def predict(self, key, text: str) -> str:\n"
+        "        value = key.get_secret_value() if hasattr(key, 'get_secret_value') else key\n"
+        "        return '%s:%d' % (text, len(value))\n")
+    pushed = subprocess.run([LATHE, "push", str(tmp_path), "alice/secretive", "--json"], env=server.env, capture_output=True, text=True)
+    assert pushed.returncode == 0, pushed.stderr
+    version = json.loads(pushed.stdout)["version"]
+    prediction = server.client().predictions.create(version=version, input={"key": "s3cr3t-value", "text": "len"})
+    prediction.wait()
+    assert prediction.output == "len:12", "the model got the secret"
+    assert prediction.input == {"key": "**********", "text": "len"}
+    stored = httpx.get(f"{server.url}/v1/predictions/{prediction.id}", headers={"Authorization": f"Bearer {server.token}"}).json()
+    assert "s3cr3t" not in json.dumps(stored)

@@ -125,11 +125,13 @@ public struct PredictionStore: Sendable {
     }
 
     /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.
+    /// `input`, when given, replaces the stored input (with its secrets redacted).
     func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
-                  startedAt: String? = nil, completedAt: String? = nil) async throws {
+                  startedAt: String? = nil, completedAt: String? = nil, input: String? = nil) async throws {
         try await sql.raw("""
             UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
-              metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now())
+              metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
+              input = COALESCE(\(bind: input), input)
             WHERE id = \(bind: id) AND status IN ('starting', 'processing')
             """).run()
     }

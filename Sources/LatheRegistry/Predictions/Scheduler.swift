@@ -234,6 +234,15 @@ public actor Scheduler {
         pumpWaiting()
     }
 
+    /// The stored input with every `secret` input's value replaced by asterisks, as Replicate
+    /// shows them; nil when the spec has no secret inputs.
+    static func redactingSecrets(_ input: String?, spec: ModelSpec?) -> String? {
+        let secrets = Set(spec?.inputs.filter { $0.type == .secret }.map(\.name) ?? [])
+        guard !secrets.isEmpty, let input, var values = try? JSONDecoder().decode([String: JSONValue].self, from: Data(input.utf8)) else { return nil }
+        for name in secrets where values[name] != nil && values[name] != .null { values[name] = .string("**********") }
+        return String(decoding: JSONValue.object(values).serialized(), as: UTF8.self)
+    }
+
     /// Tells the operator, and holds off warm boots for a while so a broken model does not loop.
     private func setupFailed(_ version: String, error: String, logs: String) {
         warmRetry[version] = Date().addingTimeInterval(30)
@@ -311,6 +320,9 @@ public actor Scheduler {
         record.logs = outcome.logs
         record.metrics = String(decoding: JSONValue.object(["predict_time": .number(outcome.predictTime ?? 0)]).serialized(), as: UTF8.self)
         record.completedAt = Timestamp.now()
+        // Secrets are needed until the prediction has run (a restart reruns queued ones), not after.
+        let redacted = Self.redactingSecrets(record.input, spec: versions[version]?.config.spec)
+        if let redacted { record.input = redacted }
         running.removeValue(forKey: job.id)
         instance.busy = false
         instance.lastUsed = Date()
@@ -327,7 +339,7 @@ public actor Scheduler {
             registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
         }
         try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
-                                  metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt)
+                                  metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt, input: redacted)
         unpersisted.removeValue(forKey: id)
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
         try? FileManager.default.removeItem(at: outputs)
