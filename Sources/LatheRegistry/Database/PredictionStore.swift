@@ -30,6 +30,17 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
 
     public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(status) }
 
+    /// Seconds from creation to completion (Replicate's `metrics.total_time`).
+    public var totalTime: Double? {
+        guard let created = Timestamp.date(createdAt), let completed = completedAt.flatMap(Timestamp.date) else { return nil }
+        return completed.timeIntervalSince(created)
+    }
+
+    /// The runner's `predict_time`, from the stored metrics.
+    public var predictTime: Double? {
+        metrics.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }?["predict_time"]?.doubleValue
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, model, version, source, status, input, output, error, logs, metrics, shared
         case modelID = "model_id", creatorID = "creator_id", createdAt = "created_at", startedAt = "started_at"

@@ -24,6 +24,14 @@ struct FileRecord: Sendable, Codable {
     }
 }
 
+extension FileRecord {
+    /// A new file, created `now`, expiring a day later.
+    init(id: String, ownerID: String, name: String, contentType: String, size: Int64, sha256: String, metadata: String, now: Date) {
+        self.init(id: id, ownerID: ownerID, name: name, contentType: contentType, size: size, sha256: sha256, metadata: metadata,
+                  createdAt: Timestamp.string(now), expiresAt: Timestamp.string(now.addingTimeInterval(24 * 3600)))
+    }
+}
+
 /// `/v1/files`: multipart upload (streamed to disk, 100 MB at most), list, get, delete. A
 /// prediction input may then name the file's `urls.get`, which the server resolves itself.
 struct FileRoutes {
@@ -43,14 +51,19 @@ struct FileRoutes {
         let target = path(id, registry: registry)
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
         try data.write(to: target)
-        let now = Date()
         let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-        try await registry.database.sql.raw("""
-            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
-            VALUES (\(bind: id), \(bind: owner), \(bind: name), \(bind: contentType), \(bind: Int64(data.count)), \(bind: digest), '{}',
-                    \(bind: Timestamp.string(now)), \(bind: Timestamp.string(now.addingTimeInterval(24 * 3600))))
-            """).run()
+        try await insert(.init(id: id, ownerID: owner, name: name, contentType: contentType, size: Int64(data.count), sha256: digest,
+                               metadata: "{}", now: Date()), sql: registry.database.sql)
         return "\(registry.baseURL)/v1/files/\(id)"
+    }
+
+    /// Records a stored file; uploads live for a day.
+    static func insert(_ file: FileRecord, sql: any SQLDatabase) async throws {
+        try await sql.raw("""
+            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
+            VALUES (\(bind: file.id), \(bind: file.ownerID), \(bind: file.name), \(bind: file.contentType), \(bind: file.size),
+                    \(bind: file.sha256), \(bind: file.metadata), \(bind: file.createdAt), \(bind: file.expiresAt))
+            """).run()
     }
 
     static func path(_ id: String, registry: Registry) -> URL {
@@ -143,16 +156,10 @@ struct FileRoutes {
             try? FileManager.default.removeItem(at: target)
             throw RegistryError(400, "the multipart body has no `content` part")
         }
-        let now = Date()
         let file = FileRecord(id: id, ownerID: principal.user.id, name: state.fields["filename"] ?? state.fileName ?? "file",
                               contentType: state.fields["type"] ?? state.contentType ?? "application/octet-stream", size: state.size,
-                              sha256: state.digest(), metadata: state.fields["metadata"] ?? "{}", createdAt: Timestamp.string(now),
-                              expiresAt: Timestamp.string(now.addingTimeInterval(24 * 3600)))
-        try await sql.raw("""
-            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
-            VALUES (\(bind: file.id), \(bind: file.ownerID), \(bind: file.name), \(bind: file.contentType), \(bind: file.size),
-                    \(bind: file.sha256), \(bind: file.metadata), \(bind: file.createdAt), \(bind: file.expiresAt))
-            """).run()
+                              sha256: state.digest(), metadata: state.fields["metadata"] ?? "{}", now: Date())
+        try await Self.insert(file, sql: sql)
         return try jsonResponse(shape(file), status: .created)
     }
 }

@@ -11,9 +11,7 @@ struct PredictionShape {
         var output = record.dataRemoved ? .null : decode(record.output)
         if inlineFiles { output = OutputFiles.inline(output, registry: registry) }
         var metrics = decode(record.metrics).objectValue ?? [:]
-        if let created = Self.date(record.createdAt), let completed = record.completedAt.flatMap(Self.date) {
-            metrics["total_time"] = .number(completed.timeIntervalSince(created))
-        }
+        if let total = record.totalTime { metrics["total_time"] = .number(total) }
         let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return .object([
             "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
@@ -25,6 +23,4 @@ struct PredictionShape {
                              "stream": .string(base + "/stream")]),
         ])
     }
-
-    static func date(_ text: String) -> Date? { Timestamp.date(text) }
 }

@@ -138,7 +138,7 @@ extension WebApp {
             },
             "webhookSecret": try await scheduler.webhooks.secret(for: user.id),
             "organizations": organizations,
-            "accounts": try await actingChoices(session).map { ["username": $0.username, "current": $0.id == session.acting.id] },
+            "accounts": try await actingOptions(session),
         ]
         values.merge(extra) { $1 }
         return pages.page("account", title: "Account", context: context, status: status, values)

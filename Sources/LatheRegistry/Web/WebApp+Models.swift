@@ -8,7 +8,7 @@ extension WebApp {
         web.get("") { request, context in try await explore(request, context) }
         web.get("new") { _, context in
             let session = try signedIn(context)
-            return pages.page("model_new", title: "New model", context: context, ["accounts": try await ownerChoices(session)])
+            return pages.page("model_new", title: "New model", context: context, ["accounts": try await actingOptions(session)])
         }
         web.post("new") { request, context -> Response in
             let session = try signedIn(context)
@@ -24,7 +24,7 @@ extension WebApp {
                 return redirect("/\(model.repository)")
             } catch let error as RegistryError where error.status == 400 || error.status == 409 {
                 return pages.page("model_new", title: "New model", context: context, status: .unprocessableContent, [
-                    "accounts": try await ownerChoices(session), "formError": error.message, "name": form["name"] ?? "",
+                    "accounts": try await actingOptions(session), "formError": error.message, "name": form["name"] ?? "",
                     "description": form["description"] ?? "",
                 ])
             }
@@ -69,10 +69,6 @@ extension WebApp {
         } catch let error as RegistryError where error.status == 403 {
             throw RegistryError(404, error.message)
         }
-    }
-
-    private func ownerChoices(_ session: WebSession) async throws -> [[String: Any]] {
-        try await actingChoices(session).map { ["username": $0.username, "current": $0.id == session.acting.id] }
     }
 
     /// Public models with a version and an example, newest first; `q` searches names and descriptions.

@@ -64,11 +64,6 @@ extension WebApp {
             spec = try? await predictions.spec(of: model, version: version)
         }
         let mine = Self.mayChange(record, context.principal)
-        let metrics = PredictionView.decode(record.metrics)?.objectValue ?? [:]
-        var total: Double?
-        if let created = PredictionShape.date(record.createdAt), let completed = record.completedAt.flatMap(PredictionShape.date) {
-            total = completed.timeIntervalSince(created)
-        }
         var data: [String: Any] = [
             "id": record.id, "model": record.model, "version": record.version, "shortVersion": String(record.version.prefix(12)),
             "source": record.source, "status": record.status, "createdAt": record.createdAt, "terminal": record.isTerminal,
@@ -81,10 +76,8 @@ extension WebApp {
         if let started = record.startedAt { data["startedAt"] = started }
         if let completed = record.completedAt { data["completedAt"] = completed }
         if let error = record.error { data["error"] = error }
-        if let predict = PredictionView.seconds(metrics["predict_time"].flatMap { if case .number(let n) = $0 { n } else if case .int(let i) = $0 { Double(i) } else { nil } }) {
-            data["predictTime"] = predict
-        }
-        if let total = PredictionView.seconds(total) { data["totalTime"] = total }
+        if let predict = PredictionView.seconds(record.predictTime) { data["predictTime"] = predict }
+        if let total = PredictionView.seconds(record.totalTime) { data["totalTime"] = total }
         return pages.page("prediction", title: "Prediction \(record.id)", context: context, data)
     }
 
@@ -101,9 +94,7 @@ extension WebApp {
             "statuses": ["starting", "processing", "succeeded", "failed", "canceled"].map { ["value": $0, "selected": $0 == status] },
             "model": model, "hasPredictions": !page.isEmpty,
             "predictions": page.map { record -> [String: Any] in
-                let predict = PredictionView.decode(record.metrics)?.objectValue?["predict_time"]
-                var runTime = ""
-                if case .number(let seconds) = predict { runTime = String(format: "%.2f s", seconds) }
+                let runTime = PredictionView.seconds(record.predictTime).map { "\($0) s" } ?? ""
                 return ["id": record.id, "model": record.model, "shortVersion": String(record.version.prefix(12)), "status": record.status,
                         "source": record.source, "createdAt": record.createdAt, "runTime": runTime]
             },

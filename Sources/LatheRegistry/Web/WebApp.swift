@@ -59,6 +59,11 @@ struct WebApp {
         Response(status: .seeOther, headers: [.location: location])
     }
 
+    /// The acting choices as `<select>` options, the current one selected.
+    func actingOptions(_ session: WebSession) async throws -> [[String: Any]] {
+        try await actingChoices(session).map { ["username": $0.username, "current": $0.id == session.acting.id] }
+    }
+
     /// The accounts the user may act as: themselves first, then their organizations.
     func actingChoices(_ session: WebSession) async throws -> [Account] {
         var accounts = [session.principal.user]
