@@ -48,7 +48,12 @@ let package = Package(
         ),
         .target(
             name: "LatheRunner",
-            dependencies: ["LatheSpec", "LatheArchive"],
+            dependencies: [
+                "LatheSpec", "LatheArchive",
+                // Outbound requests on users' behalf (URL inputs, webhooks) pinned to checked addresses (dnsOverride).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
             resources: [.copy("Resources/runner.py")]
         ),
         .target(

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import LatheArchive
+import LatheRunner
+import LatheSpec
 import Logging
 
 /// Everything a request handler needs, passed in rather than global.
@@ -14,6 +16,11 @@ public struct Registry: Sendable {
     public let base: BaseURL
     public var baseURL: String { base.value }
     public var logger: Logger
+    /// Every request made on a user's behalf (URL inputs, webhooks) goes through this, and so
+    /// through the operator's egress policy.
+    public var outbound = OutboundHTTP(policy: EgressPolicy())
+    /// What pushed versions' requirements may name (checked when a manifest is pushed).
+    public var requirements = RequirementPolicy()
 
     public init(database: RegistryDatabase, blobs: BlobFiles, baseURL: String, logger: Logger) {
         self.database = database

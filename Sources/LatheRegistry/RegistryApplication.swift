@@ -10,6 +10,8 @@ public enum RegistryApplication {
     public static func router(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(),
                               metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings()) throws -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
+        let webApp = try WebApp(registry: registry, scheduler: scheduler, predictions: PredictionRoutes(registry: registry, scheduler: scheduler), settings: web)
+        router.add(middleware: FallbackErrorMiddleware(pages: webApp.pages))
         router.add(middleware: LogRequestsMiddleware(.debug))
         if let metrics {
             router.add(middleware: MetricsMiddleware())
@@ -29,7 +31,7 @@ public enum RegistryApplication {
         predictions.add(to: router, v1: v1)
         DeploymentRoutes(registry: registry, scheduler: scheduler, predictions: predictions).add(to: v1)
         FileRoutes(registry: registry).add(to: v1)
-        try WebApp(registry: registry, scheduler: scheduler, predictions: predictions, settings: web).add(to: router)
+        webApp.add(to: router)
         return router
     }
 

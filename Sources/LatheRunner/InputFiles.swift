@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import LatheSpec
 
 /// Puts file inputs where a model can read them, always done by Lathe and never by the sandboxed
@@ -15,26 +12,31 @@ public enum InputFiles {
     public typealias Known = (source: URL, name: String)
 
     /// Localizes every file (and array-of-file) input. `known` resolves references other than
-    /// data URIs and http(s) URLs, or throws a ``FieldError`` when it cannot.
-    public static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL,
+    /// data URIs and http(s) URLs, or throws a ``FieldError`` when it cannot. URLs are fetched
+    /// through `outbound` (its egress policy), all of them within `timeout` seconds; cancelling
+    /// the calling task stops a download.
+    public static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, outbound: OutboundHTTP, timeout: TimeInterval,
                                 known: (_ reference: String, _ field: String) async throws -> Known?) async throws -> [String: JSONValue] {
+        let deadline = Date().addingTimeInterval(timeout)
         var result = values
         for input in spec.inputs where input.type == .file || (input.type == .array && input.items == .file) {
             guard let value = values[input.name], value != .null else { continue }
             if case .array(let items) = value {
                 var localized: [JSONValue] = []
                 for (index, item) in items.enumerated() {
-                    localized.append(.string(try await fetch(item.stringValue ?? "", field: "\(input.name)[\(index)]", directory: directory, known: known)))
+                    localized.append(.string(try await fetch(item.stringValue ?? "", field: "\(input.name)[\(index)]", directory: directory,
+                                                                    outbound: outbound, deadline: deadline, known: known)))
                 }
                 result[input.name] = .array(localized)
             } else {
-                result[input.name] = .string(try await fetch(value.stringValue ?? "", field: input.name, directory: directory, known: known))
+                result[input.name] = .string(try await fetch(value.stringValue ?? "", field: input.name, directory: directory,
+                                                                 outbound: outbound, deadline: deadline, known: known))
             }
         }
         return result
     }
 
-    private static func fetch(_ reference: String, field: String, directory: URL,
+    private static func fetch(_ reference: String, field: String, directory: URL, outbound: OutboundHTTP, deadline: Date,
                               known: (String, String) async throws -> Known?) async throws -> String {
         let folder = directory.appendingPathComponent(UUID().uuidString)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -56,15 +58,17 @@ public enum InputFiles {
         guard let url = URL(string: reference), url.scheme == "http" || url.scheme == "https" else {
             throw FieldError(field: field, message: "must be an http(s) URL or a data URI")
         }
-        let (temporary, response) = try await URLSession.shared.download(from: url)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard status == 200 else {
-            throw FieldError(field: field, message: "downloading \(reference) failed: the server answered HTTP \(status); give a URL that serves the file")
+        let name = url.lastPathComponent.isEmpty || url.lastPathComponent == "/" ? "input" : url.lastPathComponent
+        let target = folder.appendingPathComponent(name)
+        do {
+            try await outbound.download(url, to: target, maxBytes: Int64(maxBytes), timeout: max(0.001, deadline.timeIntervalSinceNow))
+        } catch let error as OutboundError {
+            try? FileManager.default.removeItem(at: folder)
+            throw FieldError(field: field, message: error.description)
+        } catch {
+            try? FileManager.default.removeItem(at: folder)
+            throw error
         }
-        let size = (try? FileManager.default.attributesOfItem(atPath: temporary.path)[.size] as? Int) ?? 0
-        guard size <= maxBytes else { throw FieldError(field: field, message: "\(reference) is larger than \(maxBytes >> 20) MB") }
-        let target = folder.appendingPathComponent(url.lastPathComponent.isEmpty ? "input" : url.lastPathComponent)
-        try FileManager.default.moveItem(at: temporary, to: target)
         return target.path
     }
 }

@@ -33,7 +33,10 @@ public struct PreparedModel: Sendable {
             guard let code = manifest.layers.first(where: { $0.mediaType == MediaType.codeLayer }) else {
                 throw ArchiveError("version \(version.hex.prefix(12)) has no code layer")
             }
-            try SafeExtractor().extract(blobURL(code.digest), to: staging)
+            // Code is small: refuse to unpack past 100 times the layer's size (at least 64 MiB,
+            // at most 1 GiB), whatever the registry let through.
+            let limit = min(max(Int64(64 << 20), code.size.multipliedReportingOverflow(by: 100).partialValue), 1 << 30)
+            try SafeExtractor(maxTotalBytes: limit, maxEntries: 100_000).extract(blobURL(code.digest), to: staging)
             do {
                 for layer in config.layers where layer.role == "weights" {
                     let destination = staging.appendingPathComponent(try safePath(layer.path))
@@ -64,10 +67,12 @@ public struct PreparedModel: Sendable {
         return path
     }
 
-    /// The runner configuration for this model, creating its Python environment if needed.
-    public func configuration(home: URL, workDirectory: URL, sandbox: Sandbox?,
-                              log: (String) -> Void = { _ in }) throws -> ModelProcess.Configuration {
-        let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home, log: log)
+    /// The runner configuration for this model, creating its Python environment if needed (with
+    /// `build`, by default in the model's own sandbox with the default limits and policy).
+    public func configuration(home: URL, workDirectory: URL, sandbox: Sandbox?, build: EnvironmentBuild? = nil,
+                              log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelProcess.Configuration {
+        let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home,
+                                                       build: build ?? EnvironmentBuild(sandbox: sandbox), log: log)
         var configuration = ModelProcess.Configuration(project: directory, entryPoint: spec.predict, environment: environment,
                                                        workDirectory: workDirectory, sandbox: sandbox)
         configuration.safetyChecker = spec.safetyChecker

@@ -14,10 +14,15 @@ public struct PythonEnvironment: Sendable, Codable {
 
     static let marker = "lathe-env.json"
 
-    /// The environment for `requirements` under Python `version`, creating it if needed.
-    /// `log` receives installer output, so a slow first build is not silent.
-    public static func ensure(python version: String, requirements: [String], home: URL,
-                              log: (String) -> Void = { _ in }) throws -> PythonEnvironment {
+    /// The environment for `requirements` under Python `version`, creating it if needed with
+    /// `build` (its sandbox, limits and requirement policy). `log` receives installer output as
+    /// it comes, so a slow first build is not silent. Blocking: call it off the cooperative pool.
+    public static func ensure(python version: String, requirements: [String], home: URL, build: EnvironmentBuild,
+                              log: @escaping @Sendable (String) -> Void = { _ in }) throws -> PythonEnvironment {
+        let problems = build.policy.problems(requirements)
+        guard problems.isEmpty else {
+            throw Diagnostic(nil, problems.joined(separator: "\n"), fix: "list packages from the package index by name in python_packages or requirements")
+        }
         let key = "python=\(version)\n" + requirements.joined(separator: "\n")
         let hash = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined().prefix(20)
         let envs = home.appendingPathComponent("envs")
@@ -35,68 +40,98 @@ public struct PythonEnvironment: Sendable, Codable {
         }
         try? FileManager.default.removeItem(at: root)
         log("Creating Python \(version) environment for \(requirements.isEmpty ? "no packages" : requirements.joined(separator: " "))…\n")
+        // A private package cache per build: a shared one would let one model's build plant files
+        // that another model's environment then installs.
+        let cache = envs.appendingPathComponent(".cache-\(hash)")
+        defer { try? FileManager.default.removeItem(at: cache) }
+        let basePrefix: String
         do {
-            try create(root: root, version: version, requirements: requirements, log: log)
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
+            basePrefix = try create(root: root, cache: cache, version: version, requirements: requirements, build: build, log: log)
         } catch {
             try? FileManager.default.removeItem(at: root)
             throw error
         }
-        let python = root.appendingPathComponent("bin/python")
-        let probe = try ChildProcess.run(python.path, ["-c", "import sys; print(sys.base_prefix)"])
-        let environment = PythonEnvironment(root: root, python: python,
-                                            basePrefix: String(decoding: probe.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        let environment = PythonEnvironment(root: root, python: root.appendingPathComponent("bin/python"), basePrefix: basePrefix)
         try JSONEncoder().encode(environment).write(to: markerURL, options: .atomic)
         return environment
     }
 
-    private static func create(root: URL, version: String, requirements: [String], log: (String) -> Void) throws {
-        let requirementsFile = root.deletingLastPathComponent().appendingPathComponent("\(root.lastPathComponent).requirements.txt")
+    /// Creates the environment in `root` (which exists) and returns its interpreter's base prefix.
+    /// Only trusted programs run outside the sandbox (finding the interpreter); the venv and the
+    /// install, where a package's build code runs, run inside it.
+    private static func create(root: URL, cache: URL, version: String, requirements: [String], build: EnvironmentBuild,
+                               log: @escaping @Sendable (String) -> Void) throws -> String {
+        let requirementsFile = cache.appendingPathComponent("requirements.txt")
         try Data(requirements.joined(separator: "\n").utf8).write(to: requirementsFile)
         defer { try? FileManager.default.removeItem(at: requirementsFile) }
-        var environment = ProcessInfo.processInfo.environment
-        // Never download interpreters at run time: use one that is installed.
-        environment["UV_PYTHON_DOWNLOADS"] = "never"
-        if let uv = try? ChildProcess.resolve("uv") {
-            let venv = try ChildProcess.run(uv, ["venv", "--quiet", "--python", version, root.path], environment: environment)
-            guard venv.status == 0 else {
-                throw Diagnostic(nil, "cannot create a Python \(version) environment: \(venv.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))",
-                                 fix: "install Python \(version), or set python: in lathe.yaml to an installed version (`uv python list --only-installed`)")
+        let uv = (try? ChildProcess.resolve("uv")).flatMap(realExecutable)
+        let python = try interpreter(version, uv: uv)
+        let probe = try ChildProcess.run(python, ["-c", "import sys; print(sys.base_prefix)"])
+        let basePrefix = String(decoding: probe.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+                           // Never download interpreters, never read config files a model could ship.
+                           "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_CACHE_DIR": cache.path,
+                           "PIP_CACHE_DIR": cache.path, "UV_LINK_MODE": "copy", "PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1"]
+        for key in ["UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE"] {
+            if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
+        }
+        let readable = [basePrefix, uv].compactMap { $0 } + [URL(fileURLWithPath: python).deletingLastPathComponent().path]
+        func step(_ command: [String], failure: String, fix: String) throws {
+            let (status, tail) = try build.run(command, environment: environment, writable: [root, cache], readable: readable, log: log)
+            guard status == 0 else {
+                let last = tail.split(separator: "\n").suffix(20).joined(separator: "\n")
+                throw Diagnostic(nil, "\(failure):\n\(last)", fix: fix)
             }
+        }
+        let fix = "check python_packages/requirements in lathe.yaml"
+        if let uv {
+            try step([uv, "venv", "--quiet", "--allow-existing", "--python", python, root.path], failure: "cannot create a Python \(version) environment",
+                     fix: "install Python \(version), or set python: in lathe.yaml to an installed version")
             if !requirements.isEmpty {
-                let install = try ChildProcess.run(uv, ["pip", "install", "--quiet", "--python", root.appendingPathComponent("bin/python").path,
-                                                        "-r", requirementsFile.path], environment: environment)
-                log(install.stderrText)
-                guard install.status == 0 else {
-                    throw Diagnostic(nil, "installing the model's Python packages failed:\n\(install.stderrText)",
-                                     fix: "check python_packages/requirements in lathe.yaml")
-                }
+                try step([uv, "pip", "install", "--python", root.appendingPathComponent("bin/python").path, "-r", requirementsFile.path],
+                         failure: "installing the model's Python packages failed", fix: fix)
             }
-            return
+            return basePrefix
         }
-        let python = try interpreter(version)
-        let venv = try ChildProcess.run(python, ["-m", "venv", root.path])
-        guard venv.status == 0 else {
-            throw Diagnostic(nil, "python -m venv failed: \(venv.stderrText)", fix: "install python3-venv, or install uv (`pip install uv`)")
-        }
+        try step([python, "-m", "venv", root.path], failure: "python -m venv failed", fix: "install python3-venv, or install uv (`pip install uv`)")
         if !requirements.isEmpty {
-            let install = try ChildProcess.run(root.appendingPathComponent("bin/pip").path, ["install", "--quiet", "-r", requirementsFile.path])
-            log(install.stderrText)
-            guard install.status == 0 else {
-                throw Diagnostic(nil, "pip install failed:\n\(install.stderrText)", fix: "check python_packages/requirements in lathe.yaml")
-            }
+            try step([root.appendingPathComponent("bin/pip").path, "install", "--quiet", "-r", requirementsFile.path],
+                     failure: "pip install failed", fix: fix)
         }
+        return basePrefix
     }
 
-    /// `pythonX.Y` on PATH, or `python3` when its version matches.
-    private static func interpreter(_ version: String) throws -> String {
-        if let exact = try? ChildProcess.resolve("python\(version)") { return exact }
+    /// The real program behind a version manager's shim (pyenv's are shell scripts that would
+    /// need the manager inside the sandbox).
+    static func realExecutable(_ path: String) -> String? {
+        guard path.contains("/shims/") else { return URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        guard let found = try? ChildProcess.run("pyenv", ["which", name]), found.status == 0 else { return nil }
+        let real = String(decoding: found.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return real.isEmpty ? nil : real
+    }
+
+    /// The interpreter for `version`: the one uv finds, else `pythonX.Y` on PATH, else `python3`
+    /// when its version matches; always a real binary, never a shim.
+    private static func interpreter(_ version: String, uv: String?) throws -> String {
+        if let uv, let found = try? ChildProcess.run(uv, ["python", "find", version], environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+                                                                                                   "HOME": NSHomeDirectory(), "UV_PYTHON_DOWNLOADS": "never"]),
+           found.status == 0 {
+            let path = String(decoding: found.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if !path.isEmpty, let real = realExecutable(path) { return real }
+        }
+        if let exact = (try? ChildProcess.resolve("python\(version)")).flatMap(realExecutable) { return exact }
         let python3 = try ChildProcess.resolve("python3")
-        let probe = try ChildProcess.run(python3, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        let found = String(decoding: probe.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let probe = try ChildProcess.run(python3, ["-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"])
+        let lines = String(decoding: probe.stdout, as: UTF8.self).split(separator: "\n").map(String.init)
+        let found = lines.first ?? "?"
         guard version.hasPrefix(found) else {
             throw Diagnostic(nil, "Python \(version) is not installed (python3 is \(found))",
                              fix: "install it, or set python: \"\(found)\" in lathe.yaml")
         }
-        return python3
+        return lines.count > 1 ? lines[1] : python3
     }
 }

@@ -26,6 +26,11 @@ public struct Sandbox: Sendable {
     public var bwrap: String
     public var network: Bool
 
+    public init(bwrap: String, network: Bool) {
+        self.bwrap = bwrap
+        self.network = network
+    }
+
     /// System folders every Python needs, bound read-only when they exist.
     static let systemPaths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
     /// The few files of /etc a process needs; the rest (shadow, keys, …) stays hidden.
@@ -60,7 +65,8 @@ public struct Sandbox: Sendable {
     }
 
     /// The full argument list: bwrap's options, then `command`.
-    public func arguments(mounts: Mounts, environment: [String: String], command: [String]) -> [String] {
+    /// `chdir` is where the command starts (the project by default).
+    public func arguments(mounts: Mounts, environment: [String: String], command: [String], chdir: String = Sandbox.projectMount) -> [String] {
         var arguments = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                          "--uid", "65534", "--gid", "65534", "--hostname", "lathe"]
         if network { arguments.append("--share-net") }
@@ -84,7 +90,7 @@ public struct Sandbox: Sendable {
         arguments += ["--ro-bind", mounts.project.path, Self.projectMount]
         // The root bwrap builds is a tmpfs: make it read-only too, so the model writes only to
         // /tmp and its work folder.
-        arguments += ["--remount-ro", "/", "--chdir", Self.projectMount, "--clearenv"]
+        arguments += ["--remount-ro", "/", "--chdir", chdir, "--clearenv"]
         for (key, value) in environment.sorted(by: { $0.key < $1.key }) {
             arguments += ["--setenv", key, value]
         }

@@ -57,7 +57,8 @@ struct PredictCommand: AsyncParsableCommand {
             let work = home.appendingPathComponent("work/\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
-            let localized = try await InputFiles.localize(validated, spec: spec, directory: work.appendingPathComponent("inputs")) { reference, field in
+            let localized = try await InputFiles.localize(validated, spec: spec, directory: work.appendingPathComponent("inputs"),
+                                                          outbound: OutboundHTTP(policy: .unrestricted), timeout: 600) { reference, field in
                 // Anything that is not a URL is a local path (`-i image=@photo.png`).
                 guard !reference.hasPrefix("http://"), !reference.hasPrefix("https://") else { return nil }
                 let source = URL(fileURLWithPath: reference)
@@ -72,8 +73,11 @@ struct PredictCommand: AsyncParsableCommand {
             }
 
             let sandbox = try Sandbox.detect(network: spec.network)
-            let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox) { text in
-                if !json { printError(text, terminator: "") }
+            // The author's own machine: direct references in requirements are theirs to use.
+            let build = EnvironmentBuild(sandbox: sandbox, policy: RequirementPolicy(allowDirectReferences: true))
+            let silent = json
+            let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox, build: build) { text in
+                if !silent { printError(text, terminator: "") }
             }
             let process = ModelProcess(configuration)
             defer { process.terminate() }

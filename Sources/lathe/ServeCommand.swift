@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import LatheRegistry
 import LatheRunner
+import LatheSpec
 import Logging
 import Prometheus
 import CoreMetrics
@@ -50,6 +51,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-signup"), help: "Do not let visitors create accounts on the web (admins still can with `lathe admin user create`).")
     var noSignup = false
 
+    @Option(name: .customLong("allow-outbound"), parsing: .singleValue,
+            help: "A CIDR block (e.g. 10.0.0.0/8) URL inputs and webhooks may reach although it is loopback, private or link-local; repeatable. By default only public addresses are reached.")
+    var allowOutbound: [String] = []
+
+    @Flag(name: .customLong("allow-direct-requirements"), help: "Accept pushed versions whose requirements name URLs, VCS links or local paths (refused by default).")
+    var allowDirectRequirements = false
+
+    @Option(name: .customLong("build-timeout"), help: "Minutes a model's environment build may take (default 15).")
+    var buildTimeout: Int = 15
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -58,9 +69,18 @@ struct ServeCommand: AsyncParsableCommand {
             let settings = try Settings(command: self)
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            let registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
+            var registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
+            registry.outbound = OutboundHTTP(policy: EgressPolicy(allowed: try allowOutbound.map { text in
+                guard let network = IPNetwork(text) else {
+                    throw ValidationError("--allow-outbound \(text) is not a CIDR block; write it like 10.0.0.0/8 or fd00::/8")
+                }
+                return network
+            }))
+            registry.requirements = RequirementPolicy(allowDirectReferences: allowDirectRequirements)
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
+            schedulerSettings.build = EnvironmentBuild(sandbox: schedulerSettings.sandbox, policy: registry.requirements)
+            schedulerSettings.build.timeout = TimeInterval(max(1, buildTimeout)) * 60
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
             if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }

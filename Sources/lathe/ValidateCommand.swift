@@ -40,9 +40,11 @@ struct ValidateCommand: AsyncParsableCommand {
         let prepared = try PreparedModel.project(project, spec: spec)
         let work = LocalStore.home.appendingPathComponent("work/\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
-        let configuration = try prepared.configuration(home: LocalStore.home, workDirectory: work,
-                                                       sandbox: try Sandbox.detect(network: spec.network)) { text in
-            if !json { printError(text, terminator: "") }
+        let sandbox = try Sandbox.detect(network: spec.network)
+        let quiet = json
+        let configuration = try prepared.configuration(home: LocalStore.home, workDirectory: work, sandbox: sandbox,
+                                                       build: EnvironmentBuild(sandbox: sandbox, policy: RequirementPolicy(allowDirectReferences: true))) { text in
+            if !quiet { printError(text, terminator: "") }
         }
         let runner = try ModelProcess.runnerScript()
         let launch = try configuration.launch([configuration.environment.python.path, runner.path, "--entry", spec.predict.description, "--import-only"],

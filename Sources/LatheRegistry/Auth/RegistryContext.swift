@@ -13,6 +13,9 @@ public struct RegistryContext: RequestContext {
     /// The CSRF token every web form must send back as `_csrf` (the `lathe_csrf` cookie's value).
     public var csrfToken = ""
 
+    /// Every JSON body is decoded by one decoder whose errors are sentences (see ``JSONBodyDecoder``).
+    public var requestDecoder: some RequestDecoder { JSONBodyDecoder() }
+
     public init(source: Source) {
         coreContext = .init(source: source)
     }

@@ -127,6 +127,11 @@ public struct PredictionStore: Sendable {
     }
 
     /// Streamed output and logs so far; the first such write also marks the prediction processing.
+    /// Logs of a prediction that is still waiting to start (its model's environment build).
+    func setStartingLogs(_ id: String, logs: String) async throws {
+        try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'starting'").run()
+    }
+
     func updateProgress(_ id: String, output: String?, logs: String, startedAt: String) async throws {
         try await sql.raw("""
             UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = 'processing',

@@ -67,28 +67,34 @@ struct DistributionRoutes {
         guard let size = try await registry.models.blob(digest.description, repository: model.repository), registry.blobs.blobExists(digest) else {
             throw RegistryError(404, "blob \(digest) is not in \(model.repository)", code: "BLOB_UNKNOWN")
         }
-        var headers: HTTPFields = [.contentType: "application/octet-stream", .init("Docker-Content-Digest")!: digest.description,
+        let headers: HTTPFields = [.contentType: "application/octet-stream", .init("Docker-Content-Digest")!: digest.description,
                                    .acceptRanges: "bytes"]
-        var range: ClosedRange<Int>? = nil
-        if let header = request.headers[.range], let parsed = Self.parseRange(header, size: Int(size)) {
+        var range: ClosedRange<Int64>? = nil
+        if let header = request.headers[.range] {
+            guard let parsed = RequestValues.byteRange(header, size: size) else {
+                // A syntactically valid range outside the blob is unsatisfiable; anything else is ignored (RFC 9110).
+                if header.hasPrefix("bytes="), !header.contains(",") {
+                    throw RegistryError(416, "Range \(header.prefix(64)) is outside the blob's \(size) bytes; ask for bytes=START-END within it",
+                                        code: "RANGE_INVALID")
+                }
+                return try await blobResponse(digest, size: size, range: nil, headers: headers, head: head, context: context)
+            }
             range = parsed
-            headers[.contentRange] = "bytes \(parsed.lowerBound)-\(parsed.upperBound)/\(size)"
         }
-        let length = range.map { $0.count } ?? Int(size)
-        headers[.contentLength] = String(length)
-        let status: HTTPResponse.Status = range == nil ? .ok : .partialContent
-        if head { return Response(status: status, headers: headers) }
-        let body = try await FileIO().loadFile(path: registry.blobs.blobPath(digest), range: range ?? 0...max(0, Int(size) - 1), context: context,
-                                               chunkLength: 1 << 20)
-        return Response(status: status, headers: headers, body: size == 0 ? .init() : body)
+        return try await blobResponse(digest, size: size, range: range, headers: headers, head: head, context: context)
     }
 
-    static func parseRange(_ header: String, size: Int) -> ClosedRange<Int>? {
-        guard header.hasPrefix("bytes="), size > 0 else { return nil }
-        let parts = header.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, let start = Int(parts[0]), start < size else { return nil }
-        let end = Int(parts[1]).map { min($0, size - 1) } ?? size - 1
-        return end >= start ? start...end : nil
+    private func blobResponse(_ digest: Digest, size: Int64, range: ClosedRange<Int64>?, headers: HTTPFields, head: Bool,
+                              context: RegistryContext) async throws -> Response {
+        var headers = headers
+        if let range { headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)" }
+        let length = range.map { $0.upperBound - $0.lowerBound + 1 } ?? size
+        headers[.contentLength] = String(length)
+        let status: HTTPResponse.Status = range == nil ? .ok : .partialContent
+        if head || size == 0 { return Response(status: status, headers: headers) }
+        let bytes = range.map { Int($0.lowerBound)...Int($0.upperBound) } ?? 0...Int(size - 1)
+        let body = try await FileIO().loadFile(path: registry.blobs.blobPath(digest), range: bytes, context: context, chunkLength: 1 << 20)
+        return Response(status: status, headers: headers, body: body)
     }
 
     // MARK: - Uploads
@@ -148,11 +154,13 @@ struct DistributionRoutes {
         let size = registry.blobs.uploadSize(id) ?? 0
         if let header = request.headers[.contentRange] {
             // Chunks must arrive in order: the first byte must be the next one expected.
-            let bounds = header.replacingOccurrences(of: "bytes ", with: "").split(separator: "/")[0].split(separator: "-")
-            guard let start = bounds.first.flatMap({ Int64($0) }), start == size else {
+            guard let bounds = RequestValues.contentRange(header) else {
+                throw RegistryError(400, "Content-Range must be START-END (the chunk's first and last byte, like 0-1048575)", code: "BLOB_UPLOAD_INVALID")
+            }
+            guard bounds.start == size else {
                 return Response(status: .rangeNotSatisfiable, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(size)],
                                 body: .init(byteBuffer: ByteBuffer(data: (try? JSONEncoder().encode(OCIErrorBody(errors: [.init(
-                                    code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.first ?? "?") but \(size) bytes were received so far")]))) ?? Data())))
+                                    code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.start) but \(size) bytes were received so far")]))) ?? Data())))
             }
         }
         let received = try await registry.blobs.append(id, body: request.body, at: size)
@@ -286,13 +294,28 @@ struct DistributionRoutes {
         guard manifest.config.size <= 16 << 20, let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: configURL)) else {
             throw RegistryError(400, "the config blob is not a Lathe model config", code: "MANIFEST_INVALID")
         }
+        let refused = registry.requirements.problems(config.requirements)
+        guard refused.isEmpty else {
+            throw RegistryError(400, refused.joined(separator: "; "), code: "MANIFEST_INVALID")
+        }
         guard config.layers.count == manifest.layers.count else {
             throw RegistryError(400, "the config lists \(config.layers.count) layers but the manifest has \(manifest.layers.count)", code: "MANIFEST_INVALID")
         }
         for (layer, descriptor) in zip(config.layers, manifest.layers) {
             let actual: Digest
             if descriptor.mediaType == MediaType.codeLayer {
-                actual = try GzipDigest.uncompressed(URL(fileURLWithPath: registry.blobs.blobPath(descriptor.digest))).0
+                // Code is small: a layer that inflates past 100x its size (or 1 GiB) is a bomb.
+                let limit = min(max(Int64(64 << 20), descriptor.size.multipliedReportingOverflow(by: 100).partialValue), 1 << 30)
+                let inflated: (Digest, Int64)
+                do {
+                    inflated = try GzipDigest.uncompressed(URL(fileURLWithPath: registry.blobs.blobPath(descriptor.digest)), maxBytes: limit)
+                } catch where "\(error)".contains("inflates to more than") {
+                    throw RegistryError(400, "the code layer inflates to more than \(limit >> 20) MiB (over 100 times its compressed size); keep large files in weights:",
+                                        code: "MANIFEST_INVALID")
+                } catch {
+                    throw RegistryError(400, "the code layer is not a valid gzip stream (\(error)); push a layer made by `lathe build`", code: "MANIFEST_INVALID")
+                }
+                actual = inflated.0
             } else {
                 actual = descriptor.digest
             }
@@ -325,7 +348,7 @@ struct DistributionRoutes {
         let (owner, name) = try names(context)
         let model = try await registry.readable(owner: owner, name: name, context: context)
         let query = request.uri.queryParameters
-        let limit = min(query["n"].flatMap { Int($0) } ?? 1000, 1000)
+        let limit = try RequestValues.pageSize(query["n"], name: "n", fallback: 1000, max: 1000)
         let last = query["last"].map(String.init)
         let tags = try await registry.models.tags(repository: model.repository, after: last, limit: limit + 1)
         let page = Array(tags.prefix(limit))

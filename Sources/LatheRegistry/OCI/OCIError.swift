@@ -30,10 +30,8 @@ struct OCIErrorMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as RegistryError {
-            return error.ociResponse()
-        } catch let error as HTTPError where error.status == .notFound {
-            return RegistryError(404, "no such endpoint", code: "UNSUPPORTED").ociResponse()
+        } catch {
+            return RegistryError(from: error, request: request, logger: context.logger).ociResponse()
         }
     }
 }

@@ -7,8 +7,9 @@ import LatheSpec
 /// registry's own URLs are read from disk: files the same user uploaded through /v1/files, and
 /// output files of earlier predictions.
 enum RegistryInputs {
-    static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry) async throws -> [String: JSONValue] {
-        try await InputFiles.localize(values, spec: spec, directory: directory) { reference, field in
+    static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry,
+                         timeout: TimeInterval) async throws -> [String: JSONValue] {
+        try await InputFiles.localize(values, spec: spec, directory: directory, outbound: registry.outbound, timeout: timeout) { reference, field in
             let uploads = registry.baseURL + "/v1/files/"
             if reference.hasPrefix(uploads) {
                 let id = String(reference.dropFirst(uploads.count))

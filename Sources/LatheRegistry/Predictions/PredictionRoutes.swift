@@ -143,11 +143,12 @@ struct PredictionRoutes {
         let body = try await request.decode(as: CreateBody.self, context: context)
         var cancelAfter: TimeInterval?
         if let header = request.headers[.init("Cancel-After")!] {
-            guard let seconds = Self.duration(header), seconds >= 5 else {
-                throw RegistryError(400, "Cancel-After must be a duration of at least 5s, like 30s, 5m or 1h30m")
+            guard let seconds = RequestValues.duration(header, limit: 7 * 86_400), seconds >= 5 else {
+                throw RegistryError(400, "Cancel-After must be a duration from 5s to 7 days, like 30s, 5m or 1h30m")
             }
             cancelAfter = seconds
         }
+        let wait = try RequestValues.preferWait(request.headers[.init("Prefer")!])
         let (model, version): (ModelRecord, VersionRecord)
         if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
         let submitted: Submitted
@@ -164,13 +165,12 @@ struct PredictionRoutes {
         if let seconds = cancelAfter {
             let id = record.id, scheduler = self.scheduler
             Task {
-                try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+                try? await Task.sleep(seconds: seconds)
                 try? await scheduler.cancel(id)
             }
         }
         var inline = false
-        if let prefer = request.headers[.init("Prefer")!], prefer.hasPrefix("wait") {
-            let seconds = prefer.split(separator: "=").last.flatMap { Double($0) }.map { min(max($0, 1), 60) } ?? 60
+        if let seconds = wait {
             await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
@@ -193,8 +193,8 @@ struct PredictionRoutes {
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
             throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
         }
-        if let webhook, URL(string: webhook)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
-            throw RegistryError(400, "webhook must be an http(s) URL")
+        if let webhook, let problem = Webhooks.problem(with: webhook, policy: registry.outbound.policy) {
+            throw RegistryError(400, problem)
         }
         var record = PredictionRecord(
             id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
@@ -316,24 +316,6 @@ struct PredictionRoutes {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         try await writer.finish(nil)
-    }
-
-    /// `30s`, `5m`, `1h30m`, `90` (seconds) → seconds.
-    static func duration(_ text: String) -> TimeInterval? {
-        if let plain = TimeInterval(text) { return plain }
-        var total: TimeInterval = 0, number = ""
-        for character in text {
-            if character.isNumber || character == "." { number.append(character); continue }
-            guard let value = TimeInterval(number) else { return nil }
-            switch character {
-            case "h": total += value * 3600
-            case "m": total += value * 60
-            case "s": total += value
-            default: return nil
-            }
-            number = ""
-        }
-        return number.isEmpty ? total : nil
     }
 
     /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.

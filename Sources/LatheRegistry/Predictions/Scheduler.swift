@@ -14,6 +14,8 @@ public actor Scheduler {
         /// The longest timeout a model may ask for.
         public var maxTimeout: TimeInterval = 30 * 60
         public var sandbox: Sandbox?
+        /// Limits and requirement policy of environment builds (their sandbox is `sandbox`).
+        public var build = EnvironmentBuild(sandbox: nil)
         /// How long API predictions keep their input, output, logs and files.
         public var dataRetention: TimeInterval = 3600
         public init() {}
@@ -55,6 +57,9 @@ public actor Scheduler {
     private var queues: [String: [Job]] = [:]
     private var versions: [String: (manifest: Manifest, config: ModelConfig)] = [:]
     private var running: [String: Instance] = [:]
+    /// Input downloads in flight, by prediction (a cancel stops them).
+    private var downloads: [String: Task<[String: JSONValue], any Error>] = [:]
+    private var canceledDownloads: Set<String> = []
     private var completed: Set<String> = []
     /// Finished predictions whose completion is still being written: waiters answer from here,
     /// and readers look here first, so nobody waits on that write or sees an older row.
@@ -69,7 +74,7 @@ public actor Scheduler {
     public init(registry: Registry, settings: Settings) {
         self.registry = registry
         self.predictions = PredictionStore(database: registry.database)
-        self.webhooks = Webhooks(database: registry.database)
+        self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound)
         self.settings = settings
         self.runtime = registry.blobs.root.appendingPathComponent("runtime")
     }
@@ -149,7 +154,7 @@ public actor Scheduler {
         if completed.contains(id) { return }
         let token = UUID()
         Task { [weak self] in
-            try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+            try? await Task.sleep(seconds: seconds)
             await self?.expire(id, token)
         }
         await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
@@ -177,6 +182,11 @@ public actor Scheduler {
                 finished(id)
                 return
             }
+        }
+        if let download = downloads[id] {
+            canceledDownloads.insert(id)
+            download.cancel()
+            return
         }
         running[id]?.process.cancel(id: id)
     }
@@ -211,11 +221,28 @@ public actor Scheduler {
         guard let (manifest, config) = versions[version], let digest = Digest(parsing: version) else { return }
         let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
         let started = Date()
+        let buildLog = BuildLog()
+        let flusher = Task { [weak self] in
+            // Build output reaches the predictions waiting for this version twice a second.
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 500_000_000)
+                if let text = buildLog.takeIfChanged() { await self?.showBuildLogs(version, text) }
+            }
+        }
+        defer { flusher.cancel() }
         do {
-            let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
-                                                    blobURL: { URL(fileURLWithPath: self.registry.blobs.blobPath($0)) },
-                                                    instances: runtime.appendingPathComponent("instances"))
-            let configuration = try prepared.configuration(home: runtime, workDirectory: work, sandbox: settings.sandbox)
+            let blobs = registry.blobs, runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
+            // Unpacking and building the environment block a thread for as long as they take
+            // (minutes for a large install): they get their own thread, never the actor's.
+            let configuration = try await Self.onOwnThread {
+                let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
+                                                        blobURL: { URL(fileURLWithPath: blobs.blobPath($0)) },
+                                                        instances: runtime.appendingPathComponent("instances"))
+                var environmentBuild = build
+                environmentBuild.sandbox = sandbox
+                return try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild) { buildLog.append($0) }
+            }
+            if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
             let process = ModelProcess(configuration)
             switch try await process.start() {
             case .ready:
@@ -227,11 +254,26 @@ public actor Scheduler {
                 await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
             }
         } catch {
-            setupFailed(version, error: "\(error)", logs: "")
-            await failQueue(version, error: "Model setup failed: \(error)", logs: "")
+            setupFailed(version, error: "\(error)", logs: buildLog.text)
+            await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
         }
         pump(version)
         pumpWaiting()
+    }
+
+    /// Runs blocking work on a thread of its own and returns its result.
+    static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    /// Shows an environment build's output as the logs of the predictions waiting for it.
+    private func showBuildLogs(_ version: String, _ text: String) async {
+        for job in queues[version] ?? [] {
+            _ = try? await job.inserted?.value
+            try? await predictions.setStartingLogs(job.id, logs: text)
+        }
     }
 
     /// The stored input with every `secret` input's value replaced by asterisks, as Replicate
@@ -297,16 +339,29 @@ public actor Scheduler {
         let notifier = job.hasWebhook ? self : nil
         var outcome: PredictionOutcome
         do {
-            let input = try await RegistryInputs.localize(job.input, spec: versions[version]!.config.spec,
-                                                      directory: instance.work.appendingPathComponent("inputs/\(job.id)"), owner: job.creatorID,
-                                                      registry: registry)
-            outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs, timeout: job.timeout,
-                                                        checkSafety: job.checkSafety) { event in
-                // Streamed items and logs reach the database at most every 200 ms.
-                if let snapshot = progress.add(event) {
-                    Task {
-                        try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt)
-                        if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
+            // Downloads count against the prediction's timeout and stop on cancel.
+            let deadline = Date().addingTimeInterval(job.timeout)
+            let spec = versions[version]!.config.spec, directory = instance.work.appendingPathComponent("inputs/\(job.id)")
+            let registry = self.registry, timeout = job.timeout, creator = job.creatorID, raw = job.input
+            let localizing = Task {
+                try await RegistryInputs.localize(raw, spec: spec, directory: directory, owner: creator, registry: registry, timeout: timeout)
+            }
+            downloads[id] = localizing
+            let result = await localizing.result
+            downloads.removeValue(forKey: id)
+            if canceledDownloads.remove(id) != nil {
+                outcome = PredictionOutcome(status: .canceled)
+            } else {
+                let input = try result.get()
+                outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs,
+                                                         timeout: max(0.001, deadline.timeIntervalSinceNow),
+                                                         checkSafety: job.checkSafety) { event in
+                    // Streamed items and logs reach the database at most every 200 ms.
+                    if let snapshot = progress.add(event) {
+                        Task {
+                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt)
+                            if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
+                        }
                     }
                 }
             }
@@ -398,6 +453,30 @@ public actor Scheduler {
     /// Gives every version with queued predictions a chance at freed capacity.
     private func pumpWaiting() {
         for (version, queue) in queues where !queue.isEmpty { pump(version) }
+    }
+}
+
+/// An environment build's output so far (the last 64 KiB), shared with its build thread.
+final class BuildLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buffer = ""
+    private var changed = false
+
+    func append(_ text: String) {
+        lock.withLock {
+            buffer += text
+            if buffer.utf8.count > 128 << 10 { buffer = String(buffer.suffix(64 << 10)) }
+            changed = true
+        }
+    }
+
+    var text: String { lock.withLock { buffer } }
+
+    func takeIfChanged() -> String? {
+        lock.withLock {
+            defer { changed = false }
+            return changed ? buffer : nil
+        }
     }
 }
 

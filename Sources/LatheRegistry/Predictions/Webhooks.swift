@@ -1,8 +1,6 @@
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import LatheRunner
 import LatheSpec
 import SQLKit
 
@@ -12,12 +10,14 @@ import SQLKit
 /// 500 ms; the `completed` event is retried with backoff.
 public actor Webhooks {
     private let sql: any SQLDatabase
+    private let outbound: OutboundHTTP
     private var lastSent: [String: Date] = [:]
     /// Waits between attempts for the completed event.
     var backoff: [TimeInterval] = [1, 2, 4, 8, 16]
 
-    public init(database: RegistryDatabase) {
+    public init(database: RegistryDatabase, outbound: OutboundHTTP) {
         sql = database.sql
+        self.outbound = outbound
     }
 
     /// The account's signing secret, created on first use.
@@ -52,26 +52,37 @@ public actor Webhooks {
         let messageID = "msg_\(record.id)_\(event)"
         let attempts = event == "completed" ? backoff.count + 1 : 1
         let waits = backoff
+        let outbound = self.outbound
         Task.detached {
             for attempt in 0..<attempts {
-                if await Self.post(data, to: url, id: messageID, secret: secret) { return }
-                if attempt < waits.count { try? await Task.sleep(nanoseconds: UInt64(waits[attempt] * 1_000_000_000)) }
+                if await Self.post(data, to: url, id: messageID, secret: secret, outbound: outbound) { return }
+                if attempt < waits.count { try? await Task.sleep(seconds: waits[attempt]) }
             }
         }
     }
 
-    /// One signed POST; true on a 2xx answer.
-    static func post(_ body: Data, to url: URL, id: String, secret: String) async -> Bool {
+    /// One signed POST through the egress policy; true on a 2xx answer.
+    static func post(_ body: Data, to url: URL, id: String, secret: String, outbound: OutboundHTTP) async -> Bool {
         let timestamp = String(Int(Date().timeIntervalSince1970))
-        var request = URLRequest(url: url, timeoutInterval: 10)
-        request.httpMethod = "POST"
-        request.httpBody = body
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue(id, forHTTPHeaderField: "webhook-id")
-        request.setValue(timestamp, forHTTPHeaderField: "webhook-timestamp")
-        request.setValue("v1," + signature(id: id, timestamp: timestamp, body: body, secret: secret), forHTTPHeaderField: "webhook-signature")
-        guard let (_, response) = try? await URLSession.shared.data(for: request), let http = response as? HTTPURLResponse else { return false }
-        return (200..<300).contains(http.statusCode)
+        let headers = [("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", timestamp),
+                       ("webhook-signature", "v1," + signature(id: id, timestamp: timestamp, body: body, secret: secret))]
+        guard let status = try? await outbound.post(url, body: body, headers: headers, timeout: 10) else { return false }
+        return (200..<300).contains(status)
+    }
+
+    /// Why `text` cannot be a webhook URL, or nil when it can: http(s), a host, no credentials,
+    /// and not a literal address the egress policy refuses (names are checked when delivering).
+    static func problem(with text: String, policy: EgressPolicy) -> String? {
+        guard text.utf8.count <= 2048, let components = URLComponents(string: text),
+              let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
+            return "webhook must be an http(s) URL such as https://example.com/hooks/lathe"
+        }
+        guard let host = components.host, !host.isEmpty else { return "webhook \(text.prefix(100)) has no host; give a URL such as https://example.com/hooks/lathe" }
+        guard components.user == nil, components.password == nil else { return "webhook must not carry a user name or password in the URL" }
+        if let literal = IPAddress(host), let reason = policy.refusal(literal) {
+            return "webhook \(host) is not an address this server posts to (\(reason)); use a public host"
+        }
+        return nil
     }
 
     static func signature(id: String, timestamp: String, body: Data, secret: String) -> String {
