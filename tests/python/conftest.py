@@ -75,7 +75,8 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server():
-    running = Server("--idle-timeout", "30")
+    # 127.0.0.2 stands for "another host" (URL inputs, webhook receivers); the rest of loopback stays refused.
+    running = Server("--idle-timeout", "30", "--allow-outbound", "127.0.0.2/32")
     os.environ["REPLICATE_BASE_URL"] = running.url
     os.environ["REPLICATE_API_TOKEN"] = running.token
     os.environ["REPLICATE_POLL_INTERVAL"] = "0.1"

@@ -163,10 +163,10 @@ def test_http_url_inputs_are_fetched_from_another_host(server):
     folder = os.path.join(ROOT, "samples", "image")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
     handler.log_message = lambda *args: None
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{other.server_address[1]}/example.png"
+        url = f"http://127.0.0.2:{other.server_address[1]}/example.png"
         prediction = server.client().predictions.create(version=server.versions["image"], input={"image": url, "effect": "invert"})
         prediction.wait()
         assert prediction.status == "succeeded", prediction.error

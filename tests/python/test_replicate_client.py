@@ -123,10 +123,10 @@ def test_webhooks_are_signed_and_filtered(server):
         def log_message(self, *args):
             pass
 
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook?job=42"
+        url = f"http://127.0.0.2:{receiver.server_address[1]}/hook?job=42"
         prediction = replicate.predictions.create(version=server["versions"]["streamer"],
                                                   input={"max_words": 6, "delay": 0.3},
                                                   webhook=url, webhook_events_filter=["start", "output", "completed"])
@@ -172,11 +172,11 @@ def test_completed_webhook_is_retried_until_delivered(server):
         def log_message(self, *args):
             pass
 
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.2", 0), FlakyReceiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         prediction = replicate.predictions.create(version=server["versions"]["hello"], input={"text": "retry"},
-                                                  webhook=f"http://127.0.0.1:{receiver.server_address[1]}/hook",
+                                                  webhook=f"http://127.0.0.2:{receiver.server_address[1]}/hook",
                                                   webhook_events_filter=["completed"])
         prediction.wait()
         deadline = time.time() + 30

@@ -117,7 +117,8 @@ public struct OutboundHTTP: Sendable {
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow,
                                                      timeout: .init(connect: .seconds(10), read: .seconds(30)),
                                                      decompression: .disabled)
-        configuration.dnsOverride = [host: chosen.description, bare: chosen.description]
+        configuration.dnsOverride[host] = chosen.description
+        configuration.dnsOverride[bare] = chosen.description
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = method
