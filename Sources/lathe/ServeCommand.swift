@@ -36,6 +36,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-instances"), help: "Most instances per version (default 2).")
     var maxInstances: Int?
 
+    @Option(name: .customLong("max-instances-total"), help: "Most model instances on this server in all (default 4).")
+    var maxInstancesTotal: Int?
+
+    @Option(name: .customLong("max-instances-per-account"),
+            help: "Most instances one account's work may hold at once, so others always get a slot (default: total - 1, at least 1).")
+    var maxInstancesPerAccount: Int?
+
+    @Option(name: .customLong("max-warm-per-account"), help: "Most instances one account's deployments may keep warm in all (min_instances summed; default 2).")
+    var maxWarmPerAccount: Int = 2
+
     @Option(name: .customLong("max-timeout"), help: "Longest a prediction may run, in seconds, whatever its spec's timeout asks (default 1800).")
     var maxTimeout: Int?
 
@@ -83,6 +93,9 @@ struct ServeCommand: AsyncParsableCommand {
             schedulerSettings.build.timeout = TimeInterval(max(1, buildTimeout)) * 60
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
+            if let total = maxInstancesTotal { schedulerSettings.maxInstances = Swift.max(1, total) }
+            schedulerSettings.maxInstancesPerAccount = Swift.max(1, maxInstancesPerAccount ?? schedulerSettings.maxInstances - 1)
+            schedulerSettings.maxWarmPerAccount = Swift.max(0, maxWarmPerAccount)
             if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }
             if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }
             let scheduler = Scheduler(registry: registry, settings: schedulerSettings)

@@ -10,7 +10,7 @@ import Testing
 struct AutoscalingTests {
     /// Submits 40 predictions of 200 ms at once and returns seconds until all succeeded.
     func burst(maxInstances: Int) async throws -> (TimeInterval, Int, RegistryServer) {
-        let server = try RegistryServer(arguments: ["--max-instances", String(maxInstances), "--idle-timeout", "2"])
+        let server = try RegistryServer(arguments: ["--max-instances", String(maxInstances), "--max-instances-per-account", "4", "--idle-timeout", "2"])
         let token = try server.user("alice")
         let home = try TestSupport.makeProject([:])
         let version = try pushFixture("sleeper", code: sleeper, server: server, token: token, home: home)

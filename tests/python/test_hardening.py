@@ -400,3 +400,34 @@ def test_environment_builds_run_sandboxed_and_block_nobody_else(tmp_path, server
         permissive.stop()
         if os.path.exists(marker):
             os.remove(marker)
+
+
+# MARK: - 4. Fair capacity
+
+
+def test_one_account_cannot_take_every_instance(tmp_path):
+    crowded = Server("--max-instances-total", "2", "--max-warm-per-account", "2", "--idle-timeout", "300", samples=("hello",))
+    try:
+        bob_env = dict(crowded.env, LATHE_TOKEN=crowded.bob)
+        lathe("push", os.path.join(ROOT, "samples", "hello"), "bob/hello", env=bob_env)
+        body = {"name": "greeter", "model": "alice/hello", "version": crowded.versions["hello"], "hardware": "cpu",
+                "min_instances": 5, "max_instances": 5}
+        too_many = httpx.post(f"{crowded.url}/v1/deployments", json=body, headers=auth(crowded.token))
+        assert too_many.status_code == 400 and "limit of 2 per account" in too_many.json()["detail"], too_many.text
+        created = httpx.post(f"{crowded.url}/v1/deployments", json={**body, "min_instances": 2}, headers=auth(crowded.token))
+        assert created.status_code == 201, created.text
+        second = httpx.post(f"{crowded.url}/v1/deployments", json={**body, "name": "other", "min_instances": 1}, headers=auth(crowded.token))
+        assert second.status_code == 400, "a second deployment may not push the account past its warm limit"
+        deadline = time.time() + 60
+        while crowded.instances() < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert crowded.instances() == 2, "alice's deployment holds every slot:\n" + crowded.log()
+        # Bob's prediction gets a slot: an instance kept warm only for alice's minimum gives way.
+        started = time.time()
+        answer = httpx.post(f"{crowded.url}/v1/models/bob/hello/predictions", json={"input": {"text": "bob"}},
+                            headers={**auth(crowded.bob), "Prefer": "wait=30"}, timeout=60).json()
+        assert answer["status"] == "succeeded" and answer["output"] == "Hello, bob!", answer
+        assert time.time() - started < 20
+        assert crowded.instances() <= 2
+    finally:
+        crowded.stop()

@@ -67,7 +67,7 @@ struct DeploymentRoutes {
         let rows = try await registry.database.sql.raw("SELECT \(unsafeRaw: columns) FROM deployments").all(decoding: DeploymentRecord.self)
         for row in rows {
             guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version) else { continue }
-            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances)
+            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances, account: row.ownerID)
         }
     }
 
@@ -117,6 +117,19 @@ struct DeploymentRoutes {
         }
     }
 
+    /// An account's deployments together keep at most the operator's limit of instances warm.
+    private func withinWarmLimit(owner: String, excluding id: String?, adding minimum: Int) async throws {
+        struct Row: Decodable { var total: Int? }
+        let others = try await sql.raw("""
+            SELECT SUM(min_instances) AS total FROM deployments WHERE owner_id = \(bind: owner) AND id <> \(bind: id ?? "")
+            """).first(decoding: Row.self)?.total ?? 0
+        let limit = await scheduler.warmLimit
+        guard others + minimum <= limit else {
+            throw RegistryError(400, "min_instances: \(minimum) would keep \(others + minimum) instances warm for this account, over the limit of \(limit) per account; "
+                                + "lower min_instances here or on another deployment")
+        }
+    }
+
     private func create(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let principal = try signedIn(context)
         let body = try await request.decode(as: Body.self, context: context)
@@ -130,6 +143,7 @@ struct DeploymentRoutes {
         guard let version = try await registry.models.version(of: model, id: versionID) else { throw RegistryError(404, "version not found in \(model.repository)") }
         let min = body.min_instances ?? 0, max = body.max_instances ?? 1
         try validBounds(min, max)
+        try await withinWarmLimit(owner: principal.user.id, excluding: nil, adding: min)
         let record = DeploymentRecord(id: UUID().uuidString.lowercased(), ownerID: principal.user.id, name: name, modelID: model.id, version: version.id,
                                       hardware: body.hardware ?? "cpu", minInstances: min, maxInstances: max, release: 1,
                                       createdBy: principal.user.id, createdAt: Timestamp.now())
@@ -142,7 +156,8 @@ struct DeploymentRoutes {
         } catch {
             throw RegistryError(409, "you already have a deployment named \(name)")
         }
-        try await scheduler.setBounds(version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, min: min, max: max)
+        try await scheduler.setBounds(version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, min: min, max: max,
+                                      account: record.ownerID)
         return try jsonResponse(try await shape(record), status: .created)
     }
 
@@ -159,6 +174,7 @@ struct DeploymentRoutes {
         if let value = body.max_instances { found.maxInstances = value }
         if let value = body.hardware { found.hardware = value }
         try validBounds(found.minInstances, found.maxInstances)
+        try await withinWarmLimit(owner: found.ownerID, excluding: found.id, adding: found.minInstances)
         found.release += 1
         try await sql.raw("""
             UPDATE deployments SET version = \(bind: found.version), min_instances = \(bind: found.minInstances), max_instances = \(bind: found.maxInstances),
@@ -166,7 +182,7 @@ struct DeploymentRoutes {
             """).run()
         guard let version = try await registry.models.version(of: model, id: found.version) else { throw RegistryError(404, "version not found") }
         try await scheduler.setBounds(version: found.version, manifestDigest: version.manifestDigest, modelID: model.id,
-                                      min: found.minInstances, max: found.maxInstances)
+                                      min: found.minInstances, max: found.maxInstances, account: found.ownerID)
         return try jsonResponse(try await shape(found))
     }
 }

@@ -10,6 +10,11 @@ public actor Scheduler {
     public struct Settings: Sendable {
         public var maxInstancesPerVersion = 2
         public var maxInstances = 4
+        /// Most instances one account's work may hold at once (its predictions' boots and its
+        /// deployments' warm minimums together), so one account cannot take every slot.
+        public var maxInstancesPerAccount = 2
+        /// Most instances one account's deployments may keep warm in all.
+        public var maxWarmPerAccount = 2
         public var idleTimeout: TimeInterval = 300
         /// The longest timeout a model may ask for.
         public var maxTimeout: TimeInterval = 30 * 60
@@ -33,16 +38,21 @@ public actor Scheduler {
         var checkSafety: Bool
         /// Whether the prediction has a webhook (events are not looked up otherwise).
         var hasWebhook: Bool
+        /// The account the prediction runs for (fair share and instance limits count by it).
+        var account: String { record.accountID ?? creatorID }
     }
 
     final class Instance: @unchecked Sendable {
         let process: ModelProcess
         let work: URL
+        /// The account whose work booted it (counted against that account's instance limit).
+        let account: String
         var busy = false
         var lastUsed = Date()
-        init(process: ModelProcess, work: URL) {
+        init(process: ModelProcess, work: URL, account: String) {
             self.process = process
             self.work = work
+            self.account = account
         }
     }
 
@@ -54,6 +64,8 @@ public actor Scheduler {
     private let runtime: URL
     private var pools: [String: [Instance]] = [:]
     private var booting: [String: Int] = [:]
+    /// Boots in flight by the account they are for.
+    private var bootingFor: [String: Int] = [:]
     private var queues: [String: [Job]] = [:]
     private var versions: [String: (manifest: Manifest, config: ModelConfig)] = [:]
     private var running: [String: Instance] = [:]
@@ -66,8 +78,9 @@ public actor Scheduler {
     private var unpersisted: [String: PredictionRecord] = [:]
     private var waiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
     private var reaper: Task<Void, Never>?
-    /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to).
-    private var bounds: [String: (min: Int, max: Int)] = [:]
+    /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
+    /// with the account that owns the deployment.
+    private var bounds: [String: (min: Int, max: Int, account: String)] = [:]
     /// When a version whose setup failed may be booted again just to keep a deployment warm.
     private var warmRetry: [String: Date] = [:]
 
@@ -201,23 +214,39 @@ public actor Scheduler {
             Task { await run(job, on: instance, version: version) }
         }
         let waiting = queues[version]?.count ?? 0
-        var total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
         let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
         let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
-        let wanted = waiting > (booting[version] ?? 0) || mine < (bounds[version]?.min ?? 0)
-        // At global capacity, an idle instance of another version (least recently used, above
-        // its deployment's minimum) makes room, so a waiting version is never starved.
-        if wanted, mine < limit, total >= settings.maxInstances, evictIdle(except: version) {
+        let needWork = waiting > (booting[version] ?? 0)
+        let needWarm = mine < (bounds[version]?.min ?? 0)
+        guard needWork || needWarm, mine < limit else { return }
+        // The new instance is for the account of the first job it will take, or the deployment's.
+        // Work is held to the per-account limit; warm minimums were held to theirs when the
+        // deployment was made.
+        guard let account = needWork ? queues[version]?.dropFirst(booting[version] ?? 0).first?.account : bounds[version]?.account,
+              !needWork || instanceCount(of: account) < settings.maxInstancesPerAccount else { return }
+        var total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
+        // At global capacity, waiting work (never a warm minimum) makes room by stopping an idle
+        // instance of another version, so a waiting account is never starved.
+        if total >= settings.maxInstances {
+            guard needWork, evictIdle(except: version, for: account) else { return }
             total -= 1
         }
-        if wanted, mine < limit, total < settings.maxInstances {
-            booting[version, default: 0] += 1
-            Task { await boot(version) }
-        }
+        booting[version, default: 0] += 1
+        bootingFor[account, default: 0] += 1
+        Task { await boot(version, account: account) }
     }
 
-    private func boot(_ version: String) async {
-        defer { booting[version, default: 1] -= 1 }
+    /// Instances held or being booted for `account`.
+    private func instanceCount(of account: String) -> Int {
+        pools.values.reduce(0) { $0 + $1.filter { $0.account == account }.count } + (bootingFor[account] ?? 0)
+    }
+
+    private func boot(_ version: String, account: String) async {
+        defer {
+            booting[version, default: 1] -= 1
+            bootingFor[account, default: 1] -= 1
+            if bootingFor[account] == 0 { bootingFor.removeValue(forKey: account) }
+        }
         guard let (manifest, config) = versions[version], let digest = Digest(parsing: version) else { return }
         let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
         let started = Date()
@@ -246,7 +275,7 @@ public actor Scheduler {
             let process = ModelProcess(configuration)
             switch try await process.start() {
             case .ready:
-                pools[version, default: []].append(Instance(process: process, work: work))
+                pools[version, default: []].append(Instance(process: process, work: work, account: account))
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))"])
             case .failed(let error, let logs):
                 process.terminate()
@@ -411,22 +440,28 @@ public actor Scheduler {
     }
 
     /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
-    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int) async throws {
+    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)
-        bounds[version] = (min, Swift.max(max, min, 1))
+        bounds[version] = (min, Swift.max(max, min, 1), account)
         pump(version)
     }
+
+    /// The operator's limit on instances one account's deployments keep warm.
+    var warmLimit: Int { settings.maxWarmPerAccount }
 
     func clearBounds(version: String) {
         bounds.removeValue(forKey: version)
     }
 
-    /// Stops the least recently used idle instance of another version; false when there is none.
-    private func evictIdle(except version: String) -> Bool {
-        let candidates = pools.flatMap { entry in
-            entry.value.filter { !$0.busy && entry.key != version && entry.value.count > (bounds[entry.key]?.min ?? 0) }.map { (entry.key, $0) }
-        }
-        guard let (owner, victim) = candidates.min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
+    /// Stops the least recently used idle instance of another version to make room for work of
+    /// `account`; false when there is none. Instances above their deployment's minimum go first;
+    /// then an idle instance kept only for another account's deployment minimum gives way (it is
+    /// booted again when capacity frees).
+    private func evictIdle(except version: String, for account: String) -> Bool {
+        let idle = pools.flatMap { entry in entry.value.filter { !$0.busy && entry.key != version }.map { (entry.key, $0) } }
+        let spare = idle.filter { (pools[$0.0]?.count ?? 0) > (bounds[$0.0]?.min ?? 0) }
+        let warmForOthers = idle.filter { bounds[$0.0].map { $0.account != account } ?? false }
+        guard let (owner, victim) = (spare.isEmpty ? warmForOthers : spare).min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
         victim.process.terminate()
         try? FileManager.default.removeItem(at: victim.work)
         pools[owner]?.removeAll { $0 === victim }
@@ -450,9 +485,15 @@ public actor Scheduler {
         pumpWaiting()
     }
 
-    /// Gives every version with queued predictions a chance at freed capacity.
+    /// Gives every version with queued predictions a chance at freed capacity, fairly: versions
+    /// whose first waiting job's account holds the fewest instances go first, then the oldest.
     private func pumpWaiting() {
-        for (version, queue) in queues where !queue.isEmpty { pump(version) }
+        let waiting = queues.compactMap { entry in entry.value.first.map { (version: entry.key, job: $0) } }
+        let order = waiting.sorted { a, b in
+            let (ca, cb) = (instanceCount(of: a.job.account), instanceCount(of: b.job.account))
+            return ca != cb ? ca < cb : a.job.record.createdAt < b.job.record.createdAt
+        }
+        for entry in order { pump(entry.version) }
     }
 }
 
