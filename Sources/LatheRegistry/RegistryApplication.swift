@@ -38,12 +38,15 @@ public enum RegistryApplication {
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
     /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
+    /// `connectionTimeout` closes a connection that sends nothing for that long: an idle
+    /// keep-alive, a request whose headers have not all arrived, or a body that stalls.
     public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
-                            metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings(),
+                            metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings(), connectionTimeout: Int64 = 30,
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
         Application(
             router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, web: web),
-            configuration: .init(address: .hostname(host, port: port), serverName: "lathe"),
+            server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "lathe", backlog: 1024),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 if registry.baseURL.isEmpty { registry.base.value = "http://\(host):\(bound)" }

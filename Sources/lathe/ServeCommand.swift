@@ -71,12 +71,17 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("build-timeout"), help: "Minutes a model's environment build may take (default 15).")
     var buildTimeout: Int = 15
 
+    @Option(name: .customLong("connection-timeout"),
+            help: "Seconds a connection may send nothing (idle keep-alive, unfinished headers, a stalled body) before it is closed (default 30).")
+    var connectionTimeout: Int = 30
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
     func run() async throws {
         try await guarded {
             let settings = try Settings(command: self)
+            Self.raiseDescriptorLimit()
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             var registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
@@ -105,7 +110,7 @@ struct ServeCommand: AsyncParsableCommand {
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute),
                                                    host: settings.host, port: settings.port, metrics: metrics,
-                                                   web: WebSettings(signupOpen: !noSignup)) { port in
+                                                   web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout)) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)
@@ -120,6 +125,15 @@ struct ServeCommand: AsyncParsableCommand {
             }
             try await registry.database.close()
         }
+    }
+
+    /// Every connection, upload and instance pipe is a descriptor: the soft limit (often 1024 or
+    /// less) is raised to the hard one so that a few hundred idle clients cannot exhaust it.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = min(limit.rlim_max, 1 << 20)
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// Flag, then environment, then config file, then default.

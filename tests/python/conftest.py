@@ -23,7 +23,7 @@ def lathe(*args, env=None, check=True):
 class Server:
     """`lathe serve` on a free loopback port with user alice (and bob) and some samples pushed."""
 
-    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer")):
+    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None):
         self.scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
         data = os.path.join(self.scratch, "data")
         lathe("admin", "user", "create", "alice", "--data", data)
@@ -33,7 +33,7 @@ class Server:
         self.log_path = os.path.join(self.scratch, "serve.log")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "info", *extra],
-                                            stdout=subprocess.PIPE, stderr=log, text=True)
+                                            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=preexec_fn)
         line = self.process.stdout.readline()
         self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
         self.env = dict(os.environ, LATHE_HOME=os.path.join(self.scratch, "home"), LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)

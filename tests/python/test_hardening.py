@@ -431,3 +431,64 @@ def test_one_account_cannot_take_every_instance(tmp_path):
         assert crowded.instances() <= 2
     finally:
         crowded.stop()
+
+
+# MARK: - 7. Connections
+
+
+def test_hundreds_of_idle_and_slow_connections_do_not_stop_predictions():
+    import resource
+
+    def low_descriptor_limit():
+        # As on the machine where 600 connections exhausted a soft limit of 512.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+
+    busy = Server("--connection-timeout", "3", samples=("hello",), preexec_fn=low_descriptor_limit)
+    port = int(busy.url.rsplit(":", 1)[1])
+    idle, slow = [], []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(300):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            slow.append(connection)
+        stop = threading.Event()
+
+        def trickle():
+            # Slow headers: one more header line every half second, never the blank line.
+            while not stop.is_set():
+                for connection in slow:
+                    try:
+                        connection.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+                time.sleep(0.5)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        started = time.time()
+        for index in range(5):
+            answer = httpx.post(f"{busy.url}/v1/models/alice/hello/predictions", json={"input": {"text": str(index)}},
+                                headers={**auth(busy.token), "Prefer": "wait"}, timeout=30).json()
+            assert answer["status"] == "succeeded", answer
+        assert time.time() - started < 30
+        time.sleep(4)
+        stop.set()
+
+        def closed(connection):
+            connection.settimeout(2)
+            try:
+                return connection.recv(1) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except socket.timeout:
+                return False
+
+        assert all(closed(c) for c in idle[:50]), "idle connections are closed after --connection-timeout"
+        assert all(closed(c) for c in slow[:50]), "connections whose headers never finish are closed too"
+        alive(busy)
+    finally:
+        for connection in idle + slow:
+            connection.close()
+        busy.stop()
