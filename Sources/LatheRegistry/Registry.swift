@@ -21,6 +21,8 @@ public struct Registry: Sendable {
     public var outbound = OutboundHTTP(policy: EgressPolicy())
     /// What pushed versions' requirements may name (checked when a manifest is pushed).
     public var requirements = RequirementPolicy()
+    /// The most bytes one account's uploaded files (/v1/files, web forms) may take.
+    public var fileQuota: Int64 = 1 << 30
 
     public init(database: RegistryDatabase, blobs: BlobFiles, baseURL: String, logger: Logger) {
         self.database = database

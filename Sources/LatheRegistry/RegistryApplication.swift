@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import Prometheus
+import ServiceLifecycle
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API), health routes and the web UI at `/`.
 public enum RegistryApplication {
@@ -42,11 +43,13 @@ public enum RegistryApplication {
     /// keep-alive, a request whose headers have not all arrived, or a body that stalls.
     public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
                             metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings(), connectionTimeout: Int64 = 30,
+                            services: [any Service] = [],
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
         Application(
             router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, web: web),
             server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe", backlog: 1024),
+            services: services,
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 if registry.baseURL.isEmpty { registry.base.value = "http://\(host):\(bound)" }

@@ -71,6 +71,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("build-timeout"), help: "Minutes a model's environment build may take (default 15).")
     var buildTimeout: Int = 15
 
+    @Option(name: .customLong("file-quota"), help: "Megabytes of uploaded files (/v1/files) one account may keep (default 1024).")
+    var fileQuota: Int64 = 1024
+
+    @Option(name: .customLong("upload-max-age"), help: "Seconds after which an untouched, unfinished upload (OCI or /v1/files) is removed (default 86400).")
+    var uploadMaxAge: Int = 86_400
+
+    @Option(name: .customLong("housekeeping-interval"), help: "Seconds between sweeps of expired files, abandoned uploads and unused unpacked versions (default 60).")
+    var housekeepingInterval: Int = 60
+
     @Option(name: .customLong("connection-timeout"),
             help: "Seconds a connection may send nothing (idle keep-alive, unfinished headers, a stalled body) before it is closed (default 30).")
     var connectionTimeout: Int = 30
@@ -92,6 +101,7 @@ struct ServeCommand: AsyncParsableCommand {
                 return network
             }))
             registry.requirements = RequirementPolicy(allowDirectReferences: allowDirectRequirements)
+            registry.fileQuota = Swift.max(0, fileQuota).multipliedReportingOverflow(by: 1 << 20).partialValue
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
             schedulerSettings.build = EnvironmentBuild(sandbox: schedulerSettings.sandbox, policy: registry.requirements)
@@ -105,12 +115,16 @@ struct ServeCommand: AsyncParsableCommand {
             if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }
             let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
             try await scheduler.start()
+            var housekeeping = Housekeeping.Settings()
+            housekeeping.uploadMaxAge = TimeInterval(Swift.max(1, uploadMaxAge))
+            housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
             let metrics = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute),
                                                    host: settings.host, port: settings.port, metrics: metrics,
-                                                   web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout)) { port in
+                                                   web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout),
+                                                   services: [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping)]) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

@@ -492,3 +492,82 @@ def test_hundreds_of_idle_and_slow_connections_do_not_stop_predictions():
         for connection in idle + slow:
             connection.close()
         busy.stop()
+
+
+# MARK: - 6. Quotas and cleanup
+
+
+def upload(server, name, size, token=None):
+    files = {"content": (name, b"\1" * size, "application/octet-stream")}
+    return httpx.post(f"{server.url}/v1/files", files=files, headers=auth(token or server.token), timeout=60)
+
+
+def test_disk_is_bounded_quota_expiry_abandoned_uploads_and_unpacked_versions(tmp_path):
+    import sqlite3
+
+    tidy = Server("--file-quota", "1", "--upload-max-age", "2", "--housekeeping-interval", "1", "--idle-timeout", "1", samples=("hello",))
+    data = os.path.join(tidy.scratch, "data")
+    try:
+        first = upload(tidy, "a.bin", 600 << 10)
+        assert first.status_code == 201, first.text
+        second = upload(tidy, "b.bin", 600 << 10)
+        assert second.status_code == 413 and "quota of 1 MB" in second.json()["detail"], second.text
+        assert upload(tidy, "c.bin", 100 << 10, token=tidy.bob).status_code == 201, "quotas are per account"
+
+        # A file past its expires_at is removed, row and bytes.
+        file_id = first.json()["id"]
+        with sqlite3.connect(os.path.join(data, "registry.sqlite")) as database:
+            database.execute("UPDATE files SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (file_id,))
+        # An OCI upload begun and abandoned, and a /v1/files upload cut off mid-body.
+        start = httpx.post(f"{tidy.url}/v2/alice/hello/blobs/uploads/", headers=auth(tidy.token))
+        location = tidy.url + start.headers["location"]
+        assert httpx.patch(location, content=b"x" * 1000, headers={**auth(tidy.token), "Content-Type": "application/octet-stream"}).status_code == 202
+        port = int(tidy.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as cut:
+            cut.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tidy.token.encode()
+                        + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 500000\r\n\r\n"
+                        + b"--b\r\nContent-Disposition: form-data; name=\"content\"; filename=\"cut.bin\"\r\n\r\n" + b"z" * 20000)
+            time.sleep(0.5)
+        # A prediction unpacks hello; its instance stops after the 1 s idle timeout.
+        done = httpx.post(f"{tidy.url}/v1/models/alice/hello/predictions", json={"input": {"text": "x"}},
+                          headers={**auth(tidy.token), "Prefer": "wait"}, timeout=60).json()
+        assert done["status"] == "succeeded"
+        deadline = time.time() + 20
+        instances = os.path.join(data, "runtime", "instances")
+
+        def leftovers():
+            found = []
+            if httpx.get(f"{tidy.url}/v1/files/{file_id}", headers=auth(tidy.token)).status_code != 404:
+                found.append("expired file still listed")
+            if os.path.exists(os.path.join(data, "files", file_id)):
+                found.append("expired file's bytes")
+            found += [f"upload {name}" for name in os.listdir(os.path.join(data, "uploads"))]
+            found += [f"partial {name}" for name in os.listdir(os.path.join(data, "files")) if name.startswith(".partial")]
+            if os.path.isdir(instances):
+                found += [f"unpacked {name}" for name in os.listdir(instances)]
+            return found
+
+        while leftovers() and time.time() < deadline:
+            time.sleep(0.5)
+        assert leftovers() == [], leftovers()
+        status = httpx.get(location, headers=auth(tidy.token))
+        assert status.status_code == 404 and status.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    finally:
+        tidy.stop()
+
+
+def test_code_layer_bombs_are_refused_at_push(tmp_path):
+    project = tmp_path / "bomb"
+    project.mkdir()
+    (project / "lathe.yaml").write_text('python: "3.11"\npredict: predict.py:predict\ninputs:\n  text: {type: string}\noutput: {type: string}\n')
+    (project / "predict.py").write_text("def predict(text: str) -> str:\n    return text\n")
+    with open(project / "zeros.bin", "wb") as zeros:
+        zeros.truncate(300 << 20)  # 300 MB of zeros: a few hundred KB once gzipped
+    bombed = Server(samples=())
+    try:
+        refused = lathe("push", str(project), "alice/bomb", env=bombed.env, check=False)
+        assert refused.returncode != 0 and "inflates to more than" in refused.stderr, refused.stderr
+        assert httpx.get(f"{bombed.url}/v1/models/alice/bomb", headers=auth(bombed.token)).json().get("latest_version") in (None, {}), \
+            "nothing was registered"
+    finally:
+        bombed.stop()

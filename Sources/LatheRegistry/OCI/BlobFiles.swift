@@ -108,6 +108,18 @@ public final class BlobFiles: @unchecked Sendable {
         return size
     }
 
+    /// Uploads whose file has not changed since `date` (abandoned: a live upload's PATCHes keep
+    /// touching it).
+    func uploads(untouchedSince date: Date) -> [String] {
+        let folder = root.appendingPathComponent("uploads")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { name in
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path))?[.modificationDate] as? Date
+            else { return false }
+            return modified < date
+        }
+    }
+
     func discardUpload(_ id: String) {
         try? FileManager.default.removeItem(atPath: uploadPath(id))
         lock.withLock { _ = hashers.removeValue(forKey: id) }

@@ -47,6 +47,7 @@ struct FileRoutes {
     /// Stores a small file given whole (a web form's upload) as `owner`'s, like an upload to
     /// /v1/files; returns the URL a prediction input names it by.
     static func store(_ data: Data, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
+        try await checkQuota(owner: owner, adding: Int64(data.count), registry: registry)
         let id = PredictionRoutes.newID()
         let target = path(id, registry: registry)
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -68,6 +69,48 @@ struct FileRoutes {
 
     static func path(_ id: String, registry: Registry) -> URL {
         registry.blobs.root.appendingPathComponent("files/\(id)")
+    }
+
+    /// Where an upload streams before it is complete (moved to ``path(_:registry:)`` then).
+    static func partialPath(_ id: String, registry: Registry) -> URL {
+        registry.blobs.root.appendingPathComponent("files/.partial-\(id)")
+    }
+
+    /// Ids of files past their expiry.
+    static func expired(before cutoff: String, sql: any SQLDatabase) async throws -> [String] {
+        struct Row: Decodable { var id: String }
+        return try await sql.raw("SELECT id FROM files WHERE expires_at < \(bind: cutoff)").all(decoding: Row.self).map(\.id)
+    }
+
+    static func delete(_ id: String, sql: any SQLDatabase) async throws {
+        try await sql.raw("DELETE FROM files WHERE id = \(bind: id)").run()
+    }
+
+    /// Bytes `owner`'s unexpired files take.
+    static func used(by owner: String, sql: any SQLDatabase) async throws -> Int64 {
+        struct Row: Decodable { var total: Int64? }
+        return try await sql.raw("SELECT SUM(size) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0
+    }
+
+    /// Removes partial uploads left by a crash or a dropped connection.
+    static func removePartialUploads(untouchedSince date: Date, registry: Registry) {
+        let folder = registry.blobs.root.appendingPathComponent("files")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".partial-") {
+            let url = folder.appendingPathComponent(name)
+            if let modified = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date, modified < date {
+                try? FileManager.default.removeItem(at: url)
+            }
+        }
+    }
+
+    /// 413 when `adding` bytes would take `owner` past the operator's quota.
+    static func checkQuota(owner: String, adding: Int64, registry: Registry) async throws {
+        let used = try await used(by: owner, sql: registry.database.sql)
+        let quota = registry.fileQuota
+        guard used + adding <= quota else {
+            throw RegistryError(413, "this upload would take your files to \((used + adding) >> 20) MB, over your quota of \(quota >> 20) MB; "
+                                + "delete files you no longer need (DELETE /v1/files/{id}) or wait for them to expire")
+        }
     }
 
     func add(to v1: RouterGroup<RegistryContext>) {
@@ -136,25 +179,32 @@ struct FileRoutes {
         if let length = request.headers[.contentLength].flatMap(Int64.init), length > Self.maxBytes + (64 << 10) {
             throw RegistryError(413, "files must be under 100 MB")
         }
+        let declared = request.headers[.contentLength].flatMap { RequestValues.count(Substring($0)) } ?? 0
+        try await Self.checkQuota(owner: principal.user.id, adding: max(0, declared - (64 << 10)), registry: registry)
+        let used = try await Self.used(by: principal.user.id, sql: sql)
         let id = PredictionRoutes.newID()
         let target = Self.path(id, registry: registry)
+        // The body streams into a partial file, moved into place only when complete: a dropped
+        // connection leaves nothing that counts (and housekeeping removes the partial file).
+        let partial = Self.partialPath(id, registry: registry)
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let state = UploadState(path: target.path)
+        let state = UploadState(path: partial.path)
         defer { state.close() }
-        let parser = MultipartParser(boundary: boundary)
-        parser.onHeader = { name, value in state.header(name, value) }
-        parser.onBody = { buffer in state.body(&buffer) }
-        parser.onPartComplete = { state.partComplete() }
-        for try await buffer in request.body {
-            try parser.execute(buffer)
-            if state.size > Self.maxBytes {
-                try? FileManager.default.removeItem(at: target)
-                throw RegistryError(413, "files must be under 100 MB")
+        do {
+            let parser = MultipartParser(boundary: boundary)
+            parser.onHeader = { name, value in state.header(name, value) }
+            parser.onBody = { buffer in state.body(&buffer) }
+            parser.onPartComplete = { state.partComplete() }
+            for try await buffer in request.body {
+                try parser.execute(buffer)
+                if state.size > Self.maxBytes { throw RegistryError(413, "files must be under 100 MB") }
+                if used + state.size > registry.fileQuota { try await Self.checkQuota(owner: principal.user.id, adding: state.size, registry: registry) }
             }
-        }
-        guard state.hadContent else {
-            try? FileManager.default.removeItem(at: target)
-            throw RegistryError(400, "the multipart body has no `content` part")
+            guard state.hadContent else { throw RegistryError(400, "the multipart body has no `content` part") }
+            try FileManager.default.moveItem(at: partial, to: target)
+        } catch {
+            try? FileManager.default.removeItem(at: partial)
+            throw error
         }
         let file = FileRecord(id: id, ownerID: principal.user.id, name: state.fields["filename"] ?? state.fileName ?? "file",
                               contentType: state.fields["type"] ?? state.contentType ?? "application/octet-stream", size: state.size,

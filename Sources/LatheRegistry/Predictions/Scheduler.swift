@@ -439,6 +439,16 @@ public actor Scheduler {
         }
     }
 
+    /// Removes unpacked copies of versions that no instance runs or is booting (they are
+    /// unpacked again on the next cold boot), so deleted and unused versions free their space.
+    func removeUnusedUnpackedVersions() {
+        let folder = runtime.appendingPathComponent("instances")
+        let inUse = Set(pools.keys).union(booting.filter { $0.value > 0 }.keys).compactMap { Digest(parsing: $0)?.hex }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where !name.hasPrefix(".") && !inUse.contains(name) {
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+        }
+    }
+
     /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
     func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)

@@ -1,0 +1,56 @@
+import Foundation
+import ServiceLifecycle
+import SQLKit
+
+/// Keeps the disk bounded (issue: "disk fills without bound"): files past their `expires_at`,
+/// uploads of either kind abandoned for longer than `uploadMaxAge`, and unpacked versions no
+/// instance uses are removed every `interval` seconds. Runs as a swift-service-lifecycle service
+/// beside the HTTP server and stops with it.
+public struct Housekeeping: Service {
+    public struct Settings: Sendable {
+        /// An upload (OCI or /v1/files) untouched for this long is abandoned.
+        public var uploadMaxAge: TimeInterval = 24 * 3600
+        public var interval: TimeInterval = 60
+        public init() {}
+    }
+
+    let registry: Registry
+    let scheduler: Scheduler
+    let settings: Settings
+
+    public init(registry: Registry, scheduler: Scheduler, settings: Settings) {
+        self.registry = registry
+        self.scheduler = scheduler
+        self.settings = settings
+    }
+
+    public func run() async throws {
+        // A graceful shutdown cancels the wait between sweeps, so the server stops at once.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await sweep()
+                try await Task.sleep(seconds: settings.interval)
+            }
+        }
+    }
+
+    /// One pass of every sweep (also called by tests through the interval).
+    func sweep() async {
+        let now = Date()
+        do {
+            for file in try await FileRoutes.expired(before: Timestamp.string(now), sql: registry.database.sql) {
+                try? FileManager.default.removeItem(at: FileRoutes.path(file, registry: registry))
+                try await FileRoutes.delete(file, sql: registry.database.sql)
+            }
+        } catch {
+            registry.logger.error("removing expired files failed", metadata: ["error": "\(error)"])
+        }
+        let cutoff = now.addingTimeInterval(-settings.uploadMaxAge)
+        for id in registry.blobs.uploads(untouchedSince: cutoff) {
+            registry.blobs.discardUpload(id)
+            try? await registry.models.deleteUpload(id: id)
+        }
+        FileRoutes.removePartialUploads(untouchedSince: cutoff, registry: registry)
+        await scheduler.removeUnusedUnpackedVersions()
+    }
+}
