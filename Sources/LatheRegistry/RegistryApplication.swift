@@ -8,18 +8,24 @@ import ServiceLifecycle
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API), health routes and the web UI at `/`.
 public enum RegistryApplication {
+    /// `metrics` is served at `/metrics` only to requests bearing `metricsToken` (metrics name
+    /// models and traffic: not for everyone); without a token it is not served on this port.
     public static func router(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(),
-                              metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings()) throws -> Router<RegistryContext> {
+                              metrics: PrometheusCollectorRegistry? = nil, metricsToken: String? = nil,
+                              web: WebSettings = WebSettings()) throws -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
         let webApp = try WebApp(registry: registry, scheduler: scheduler, predictions: PredictionRoutes(registry: registry, scheduler: scheduler), settings: web)
         router.add(middleware: FallbackErrorMiddleware(pages: webApp.pages))
         router.add(middleware: LogRequestsMiddleware(.debug))
         if let metrics {
             router.add(middleware: MetricsMiddleware())
-            router.get("metrics") { _, _ -> Response in
-                var text = [UInt8]()
-                metrics.emit(into: &text)
-                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: text)))
+            if let metricsToken, !metricsToken.isEmpty {
+                router.get("metrics") { request, _ -> Response in
+                    guard let sent = request.headers[.authorization], constantTimeEqual(sent, "Bearer " + metricsToken) else {
+                        throw RegistryError(401, "/metrics needs the operator's metrics token: send Authorization: Bearer <token>")
+                    }
+                    return metricsResponse(metrics)
+                }
             }
         }
         router.add(middleware: AuthMiddleware(accounts: registry.accounts))
@@ -36,17 +42,32 @@ public enum RegistryApplication {
         return router
     }
 
+    static func metricsResponse(_ metrics: PrometheusCollectorRegistry) -> Response {
+        var text = [UInt8]()
+        metrics.emit(into: &text)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: text)))
+    }
+
+    /// `/metrics` alone on its own address (`lathe serve --metrics-listen`), for a scraper on a
+    /// private network; nothing else is served there.
+    public static func metricsApplication(_ metrics: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) -> some Service {
+        let router = Router()
+        router.get("metrics") { _, _ in metricsResponse(metrics) }
+        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "lathe-metrics"), logger: logger)
+    }
+
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
     /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
     /// `connectionTimeout` closes a connection that sends nothing for that long: an idle
     /// keep-alive, a request whose headers have not all arrived, or a body that stalls.
     public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
-                            metrics: PrometheusCollectorRegistry? = nil, web: WebSettings = WebSettings(), connectionTimeout: Int64 = 30,
+                            metrics: PrometheusCollectorRegistry? = nil, metricsToken: String? = nil, web: WebSettings = WebSettings(),
+                            connectionTimeout: Int64 = 30,
                             services: [any Service] = [],
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
         Application(
-            router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, web: web),
+            router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, metricsToken: metricsToken, web: web),
             server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe", backlog: 1024),
             services: services,

@@ -7,6 +7,7 @@ import LatheSpec
 import Logging
 import Prometheus
 import CoreMetrics
+import ServiceLifecycle
 import Yams
 
 struct ServeCommand: AsyncParsableCommand {
@@ -80,6 +81,13 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("housekeeping-interval"), help: "Seconds between sweeps of expired files, abandoned uploads and unused unpacked versions (default 60).")
     var housekeepingInterval: Int = 60
 
+    @Option(name: .customLong("metrics-listen"), help: "HOST:PORT to serve /metrics on, apart from the public port (e.g. 127.0.0.1:9090).")
+    var metricsListen: String?
+
+    @Option(name: .customLong("metrics-token"),
+            help: "Serve /metrics on the public port to requests with Authorization: Bearer TOKEN (env LATHE_METRICS_TOKEN). Without it or --metrics-listen, /metrics is not served.")
+    var metricsToken: String?
+
     @Option(name: .customLong("connection-timeout"),
             help: "Seconds a connection may send nothing (idle keep-alive, unfinished headers, a stalled body) before it is closed (default 30).")
     var connectionTimeout: Int = 30
@@ -90,6 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let settings = try Settings(command: self)
+            let metricsRegistry = PrometheusCollectorRegistry()
             Self.raiseDescriptorLimit()
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -115,16 +124,24 @@ struct ServeCommand: AsyncParsableCommand {
             if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }
             let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
             try await scheduler.start()
+            var services: [any Service] = []
+            if let metricsListen {
+                let parts = metricsListen.split(separator: ":")
+                guard parts.count == 2, let metricsPort = Int(parts[1]), (0...65535).contains(metricsPort) else {
+                    throw ValidationError("--metrics-listen \(metricsListen) is not HOST:PORT, e.g. 127.0.0.1:9090")
+                }
+                services.append(RegistryApplication.metricsApplication(metricsRegistry, host: String(parts[0]), port: metricsPort, logger: logger))
+            }
             var housekeeping = Housekeeping.Settings()
             housekeeping.uploadMaxAge = TimeInterval(Swift.max(1, uploadMaxAge))
             housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
-            let metrics = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute),
-                                                   host: settings.host, port: settings.port, metrics: metrics,
+                                                   host: settings.host, port: settings.port, metrics: metricsRegistry,
+                                                   metricsToken: metricsToken ?? ProcessInfo.processInfo.environment["LATHE_METRICS_TOKEN"],
                                                    web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout),
-                                                   services: [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping)]) { port in
+                                                   services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping)]) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

@@ -163,7 +163,7 @@ struct RegistryTests {
 
     @Test("model listing pages with absolute next links, search, readme, patch and delete")
     func modelAPI() throws {
-        let server = try RegistryServer()
+        let server = try RegistryServer(arguments: ["--metrics-token", "metrics-secret"])
         defer { server.stop() }
         let token = try server.user("alice")
         for index in 0..<30 {
@@ -193,7 +193,8 @@ struct RegistryTests {
         #expect(try server.curl("GET", "/v1/models/alice/m3").0 == 404, "now private")
         #expect(try server.curl("DELETE", "/v1/models/alice/m3", token: token).0 == 204)
         #expect(try server.curl("GET", "/v1/models/alice/m3", token: token).0 == 404)
-        let metrics = try server.curl("GET", "/metrics")
+        let metrics = try server.curl("GET", "/metrics", headers: ["Authorization: Bearer metrics-secret"])
+        #expect(try server.curl("GET", "/metrics").0 == 401, "/metrics needs the operator's token")
         #expect(metrics.0 == 200 && metrics.1.contains("hb_request"), "Prometheus metrics are served")
         server.stop()
         #expect(server.process.terminationStatus == 0, "SIGTERM shuts the server down cleanly")

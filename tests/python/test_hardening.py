@@ -571,3 +571,76 @@ def test_code_layer_bombs_are_refused_at_push(tmp_path):
             "nothing was registered"
     finally:
         bombed.stop()
+
+
+# MARK: - 8. Accounts
+
+
+def browser(server, local="127.0.0.1"):
+    return httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=local), follow_redirects=False, timeout=30)
+
+
+def csrf_of(page):
+    import re
+    return re.search(r'name="_csrf" value="([0-9a-f]+)"', page.text).group(1)
+
+
+def sign_up(server, username, password):
+    client = browser(server)
+    page = client.get("/signup")
+    answer = client.post("/signup", data={"_csrf": csrf_of(page), "username": username, "password": password, "next": "/account"})
+    assert answer.status_code == 303, answer.text[:300]
+    return client
+
+
+def test_sign_in_throttling_timing_next_and_csrf(server):
+    sign_up(server, "carol", "correct horse battery")
+
+    def attempt(client, username, password, next_path="/"):
+        page = client.get("/signin")
+        started = time.time()
+        answer = client.post("/signin", data={"_csrf": csrf_of(page), "username": username, "password": password, "next": next_path})
+        return answer, time.time() - started
+
+    # Unknown users take as long as known ones (bcrypt either way).
+    probe = browser(server, "127.0.0.4")
+    unknown = sorted(attempt(probe, f"nobody{i}", "x")[1] for i in range(5))[2]
+    known = sorted(attempt(probe, "carol", f"wrong{i}")[1] for i in range(2))[0]
+    assert 0.5 < unknown / known < 2, f"unknown user {unknown * 1000:.0f} ms vs known {known * 1000:.0f} ms"
+
+    # An attacker elsewhere hammering carol's password is throttled, with growing delays...
+    attacker = browser(server, "127.0.0.3")
+    statuses = [attempt(attacker, "carol", f"guess{i}")[0].status_code for i in range(11)]
+    assert statuses[-1] == 429 and "Retry-After" in attempt(attacker, "carol", "guess")[0].headers
+    # ...but carol, from her own address, is not locked out.
+    carol = browser(server)
+    answer, _ = attempt(carol, "carol", "correct horse battery", next_path="/%09/evil.example/")
+    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.headers.get("location")
+    for hostile in ["/%09/evil.example", "/\t/evil.example", "//evil.example", "/\\evil.example", "https://evil.example", "/%5Cevil"]:
+        page = carol.get("/signin", params={"next": hostile})
+        assert 'name="next" value="/"' in page.text, hostile
+    assert 'name="next" value="/dashboard?status=failed"' in carol.get("/signin", params={"next": "/dashboard?status=failed"}).text.replace("&amp;", "&")
+
+    # Signed in, a CSRF token planted as a cookie (double-submit) no longer passes.
+    planted = "ab" * 32
+    carol.cookies.set("lathe_csrf", planted)
+    forged = carol.post("/account/tokens", data={"_csrf": planted, "label": "forged"})
+    assert forged.status_code == 403, forged.status_code
+    real = carol.post("/account/tokens", data={"_csrf": csrf_of(carol.get("/account")), "label": "mine"})
+    assert real.status_code in (200, 303), real.status_code
+
+
+def test_metrics_are_not_public():
+    metered = Server("--metrics-token", "s3cret", "--metrics-listen", "127.0.0.1:0", samples=())
+    try:
+        assert httpx.get(f"{metered.url}/metrics").status_code == 401
+        assert httpx.get(f"{metered.url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        scraped = httpx.get(f"{metered.url}/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert scraped.status_code == 200 and "hb_request" in scraped.text
+    finally:
+        metered.stop()
+    plain = Server(samples=())
+    try:
+        assert httpx.get(f"{plain.url}/metrics").status_code == 404, "no token, no listen address: /metrics is not served publicly"
+    finally:
+        plain.stop()

@@ -16,7 +16,11 @@ public struct RegistryContext: RequestContext {
     /// Every JSON body is decoded by one decoder whose errors are sentences (see ``JSONBodyDecoder``).
     public var requestDecoder: some RequestDecoder { JSONBodyDecoder() }
 
-    public init(source: Source) {
+    /// The client's address (the TCP peer), for throttles keyed by where attempts come from.
+    public var clientAddress: String
+
+    public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 }

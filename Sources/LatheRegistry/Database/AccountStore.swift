@@ -125,10 +125,16 @@ public struct AccountStore: Sendable {
     /// Checks a password against its bcrypt hash.
     public func verifyPassword(username: String, password: String) async throws -> Account? {
         struct Row: Decodable { var password_hash: String? }
-        guard let row = try await sql.raw("SELECT password_hash FROM accounts WHERE username = \(bind: username) AND kind = 'user'")
-            .first(decoding: Row.self), let hash = row.password_hash, Bcrypt.verify(password, hash: hash) else { return nil }
+        let row = try await sql.raw("SELECT password_hash FROM accounts WHERE username = \(bind: username) AND kind = 'user'").first(decoding: Row.self)
+        // An unknown user (or one without a password) costs the same bcrypt as a known one, so
+        // the answer's timing does not tell which usernames exist.
+        let hash = row?.password_hash ?? Self.decoyHash
+        guard Bcrypt.verify(password, hash: hash), row?.password_hash != nil else { return nil }
         return try await account(named: username)
     }
+
+    /// A bcrypt hash of a random password at the cost real ones use.
+    static let decoyHash = Bcrypt.hash(UUID().uuidString, cost: 10)
 
     // MARK: - Memberships
 

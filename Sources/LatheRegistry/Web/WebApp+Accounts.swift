@@ -9,7 +9,12 @@ extension WebApp {
         }
         web.post("signin") { request, context -> Response in
             let form = try await WebForm.read(request, context: context)
-            let (allowed, _, reset) = await signins.take("signin:" + (form["username"] ?? "").lowercased(), create: true)
+            // Throttled per client address and username: guessing from one place is slowed, and
+            // nobody elsewhere can lock the user out. Failures add a growing delay (up to 5 s).
+            let key = "signin:\(context.clientAddress):" + (form["username"] ?? "").lowercased()
+            let (allowed, _, reset) = await signins.take(key, create: true)
+            let failures = await signinFailures.count(key)
+            if failures > 2 { try await Task.sleep(seconds: min(5, 0.25 * pow(2, Double(failures - 3)))) }
             guard allowed else {
                 var response = pages.page("signin", title: "Sign in", context: context, status: .tooManyRequests,
                                           ["action": "/signin", "next": Self.safeNext(form["next"]), "username": form["username"] ?? "",
@@ -18,10 +23,12 @@ extension WebApp {
                 return response
             }
             guard let user = try await registry.accounts.verifyPassword(username: form["username"] ?? "", password: form["password"] ?? "") else {
+                await signinFailures.record(key)
                 return pages.page("signin", title: "Sign in", context: context, status: .unauthorized,
                                   ["action": "/signin", "next": Self.safeNext(form["next"]), "username": form["username"] ?? "",
                                    "formError": "That username and password do not match an account."])
             }
+            await signinFailures.clear(key)
             return try await startSession(user, request: request, next: Self.safeNext(form["next"]))
         }
         web.get("signup") { _, context in
@@ -154,9 +161,17 @@ extension WebApp {
         return (organization, try await registry.accounts.role(of: session.principal.user, in: organization) == "owner")
     }
 
-    /// Only same-site paths: `/x`, never `//host` or `/\host`.
+    /// Only a path on this site: it must start with one `/` followed by something other than a
+    /// slash or backslash, and contain no control characters, whitespace or backslashes anywhere
+    /// (browsers drop tabs and newlines, so `/%09/host` would become `//host`), checked on the
+    /// percent-decoded text too.
     static func safeNext(_ value: String?) -> String {
-        guard let value, value.hasPrefix("/"), !value.hasPrefix("//"), !value.hasPrefix("/\\") else { return "/" }
+        guard let value, value.utf8.count <= 2048 else { return "/" }
+        for text in [value, value.removingPercentEncoding ?? "//"] {
+            guard text.hasPrefix("/"), !text.hasPrefix("//"),
+                  !text.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7f || $0 == "\\" || CharacterSet.whitespacesAndNewlines.contains($0) })
+            else { return "/" }
+        }
         return value
     }
 }

@@ -11,6 +11,24 @@ public struct WebSettings: Sendable {
     }
 }
 
+/// Failures per key in the last 15 minutes.
+actor FailureCounter {
+    private var failures: [String: [Date]] = [:]
+
+    func record(_ key: String) {
+        failures[key, default: []].append(Date())
+        if failures.count > 100_000 { failures.removeAll() }
+    }
+
+    func count(_ key: String) -> Int {
+        let recent = (failures[key] ?? []).filter { $0 > Date().addingTimeInterval(-900) }
+        failures[key] = recent.isEmpty ? nil : recent
+        return recent.count
+    }
+
+    func clear(_ key: String) { failures.removeValue(forKey: key) }
+}
+
 /// The web UI at `/` (DESIGN §5): server-rendered pages over the same stores as the API.
 struct WebApp {
     let registry: Registry
@@ -21,6 +39,8 @@ struct WebApp {
     let settings: WebSettings
     /// Sign-in attempts per username: 10 a minute, so passwords cannot be guessed at speed.
     let signins = RateLimiter(createsPerMinute: 10, requestsPerMinute: 10)
+    /// Recent failed sign-ins per client address and username (for the growing delay).
+    let signinFailures = FailureCounter()
 
     init(registry: Registry, scheduler: Scheduler, predictions: PredictionRoutes, settings: WebSettings) throws {
         self.registry = registry

@@ -67,6 +67,12 @@ struct WebMiddleware: RouterMiddleware {
         }
         let existing = cookies[Self.csrfCookie]?.value.filter { $0.isHexDigit }
         context.csrfToken = existing.flatMap { $0.count == 64 ? $0 : nil } ?? SessionStore.randomSecret()
+        let cookieToken = context.csrfToken
+        if let session = context.session {
+            // Signed in, the token is derived from the session itself: a cookie planted by
+            // someone else (a sibling subdomain, a shared browser) cannot stand in for it.
+            context.csrfToken = Self.csrfToken(for: session)
+        }
         var response: Response
         do {
             if request.method == .post, let origin = request.headers[.origin], !Self.sameOrigin(origin, request: request),
@@ -84,13 +90,18 @@ struct WebMiddleware: RouterMiddleware {
         } catch let error as HTTPError {
             response = pages.error(Int(error.status.code), error.body ?? "", context: context)
         }
-        if existing != context.csrfToken {
-            response.setCookie(Self.cookie(Self.csrfCookie, context.csrfToken, request: request, registry: registry))
+        if existing != cookieToken {
+            response.setCookie(Self.cookie(Self.csrfCookie, cookieToken, request: request, registry: registry))
         }
         response.headers[.init("Content-Security-Policy")!] = Self.policy
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"
         response.headers[.init("Referrer-Policy")!] = "same-origin"
         return response
+    }
+
+    /// The CSRF token of a signed-in browser: a hash of its session's stored id hash.
+    static func csrfToken(for session: WebSession) -> String {
+        AccountStore.hash("csrf:" + session.idHash)
     }
 
     /// No inline scripts, no plugins, no framing: a payload that slips into a page still cannot run.
