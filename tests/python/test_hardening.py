@@ -644,3 +644,20 @@ def test_metrics_are_not_public():
         assert httpx.get(f"{plain.url}/metrics").status_code == 404, "no token, no listen address: /metrics is not served publicly"
     finally:
         plain.stop()
+
+
+# MARK: - 9. Pages
+
+
+def test_owner_pages_list_what_the_visitor_may_see(server):
+    anonymous = httpx.get(f"{server.url}/alice")
+    assert anonymous.status_code == 200 and "alice" in anonymous.text
+    assert "alice/hello" not in anonymous.text, "private models are invisible on the owner page"
+    signed_in = sign_up(server, "dave", "correct horse battery")
+    assert "has no models you can see" in signed_in.get("/alice").text
+    httpx.patch(f"{server.url}/v1/models/alice/classifier", json={"visibility": "public"}, headers=auth(server.token))
+    assert "alice/classifier" in httpx.get(f"{server.url}/alice").text
+    page = httpx.get(f"{server.url}/alice/classifier")
+    assert "License: </span>" not in page.text and 'License: <' not in page.text, "no empty license badge"
+    assert httpx.get(f"{server.url}/nobody-at-all").status_code == 404
+    httpx.patch(f"{server.url}/v1/models/alice/classifier", json={"visibility": "private"}, headers=auth(server.token))

@@ -119,10 +119,13 @@ public struct ModelStore: Sendable {
         caches.versions.removeAll()
     }
 
-    /// Public models plus those `viewer` may see, newest first, after the cursor (created_at, id).
-    public func list(viewer: Principal?, search: String? = nil, publicOnly: Bool, after cursor: (String, String)?, limit: Int) async throws -> [ModelRecord] {
+    /// Public models plus those `viewer` may see, newest first, after the cursor (created_at, id);
+    /// only `owner`'s when given.
+    public func list(viewer: Principal?, search: String? = nil, owner: String? = nil, publicOnly: Bool, after cursor: (String, String)?,
+                     limit: Int) async throws -> [ModelRecord] {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE "
         if publicOnly { query = query + "m.visibility = 'public'" } else { query = query + visible(viewer) }
+        if let owner { query = query + " AND a.username = \(bind: owner)" }
         if let search, !search.isEmpty {
             let pattern = "%" + search.lowercased() + "%"
             query = query + " AND (LOWER(m.name) LIKE \(bind: pattern) OR LOWER(a.username) LIKE \(bind: pattern) OR LOWER(COALESCE(m.description, '')) LIKE \(bind: pattern))"

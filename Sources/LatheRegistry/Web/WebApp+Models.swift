@@ -29,6 +29,7 @@ extension WebApp {
                 ])
             }
         }
+        web.get(":owner") { _, context in try await ownerPage(context) }
         web.get(":owner/:name") { _, context in
             try await modelPage(try await readable(context), context: context)
         }
@@ -71,6 +72,21 @@ extension WebApp {
         }
     }
 
+    /// `/{owner}`: a user's or organization's models that the visitor may see (private ones only
+    /// to members); 404 for a name that is no account.
+    private func ownerPage(_ context: RegistryContext) async throws -> Response {
+        let name = try context.parameters.require("owner")
+        guard let account = try await registry.accounts.account(named: name) else { throw RegistryError(404, "no account \(name)") }
+        let runs = try await predictions.store.runCounts()
+        let models = try await registry.models.list(viewer: context.principal, owner: account.username, publicOnly: false, after: nil, limit: 200)
+        let cards: [[String: Any]] = models.map { model in
+            ["repository": model.repository, "description": model.description ?? "", "runs": Self.runs(runs[model.id] ?? 0),
+             "initial": String(model.name.prefix(1)).uppercased(), "private": model.visibility == "private"]
+        }
+        return pages.page("owner", title: account.username, context: context,
+                          ["owner": account.username, "cards": cards, "organization": account.kind == .organization])
+    }
+
     /// Public models with a version and an example, newest first; `q` searches names and descriptions.
     private func explore(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let query = request.uri.queryParameters["q"].map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
@@ -97,12 +113,14 @@ extension WebApp {
         let versions = try await registry.models.versions(of: model)
         var data: [String: Any] = [
             "owner": model.owner, "name": model.name, "repository": model.repository, "visibility": model.visibility,
-            "description": model.description ?? "", "license": model.license ?? "", "baseURL": registry.baseURL,
+            "description": model.description ?? "", "baseURL": registry.baseURL,
             "isOwner": context.principal?.actsFor(model.ownerID) ?? false,
             "runs": Self.runs(try await predictions.store.runCount(modelID: model.id)),
             "versions": versions.map { ["id": $0.id, "createdAt": $0.createdAt] },
         ]
         if let readme = model.readme, !readme.isEmpty { data["readme"] = Markdown.html(readme) }
+        // No badge at all rather than an empty one.
+        if let license = model.license?.trimmingCharacters(in: .whitespaces), !license.isEmpty { data["license"] = license }
         if let formError { data["formError"] = formError }
         if let latest = versions.first {
             let spec = try await predictions.spec(of: model, version: latest)
