@@ -329,7 +329,10 @@ def test_csrf_and_cookie_flags(browser, web):
         forged = client.post("/account/tokens", data={"label": "stolen", "_csrf": cookies["lathe_csrf"]["value"]},
                              headers={"Origin": "https://evil.example"})
         assert forged.status_code == 403
-        assert client.post("/account/tokens", data={"label": "ok", "_csrf": cookies["lathe_csrf"]["value"]}).status_code == 200
+        # Signed in, the token is bound to the session: the cookie's value is not enough, the page's is.
+        assert client.post("/account/tokens", data={"label": "planted", "_csrf": cookies["lathe_csrf"]["value"]}).status_code == 403
+        token = re.search(r'name="_csrf" value="([0-9a-f]+)"', client.get("/account").text).group(1)
+        assert client.post("/account/tokens", data={"label": "ok", "_csrf": token}).status_code == 200
         # Behind TLS (a proxy saying so), the cookies are Secure.
         signin = httpx.get(web.url + "/signin", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" in signin.headers["set-cookie"] and "HttpOnly" in signin.headers["set-cookie"]
@@ -457,7 +460,8 @@ def test_cancel_filter_paginate_and_delete_model(browser, web):
 def test_sign_in_attempts_are_throttled(browser, web):
     context, page = sign_up(browser, web, "nina")
     context.close()
-    with httpx.Client(base_url=web.url) as client:
+    # Failures past the third add a growing delay (up to 5 s each).
+    with httpx.Client(base_url=web.url, timeout=60) as client:
         csrf = client.get("/signin").cookies["lathe_csrf"]
         statuses = [client.post("/signin", data={"username": "nina", "password": f"wrong-{n}", "_csrf": csrf}).status_code for n in range(11)]
         assert statuses[:10] == [401] * 10 and statuses[10] == 429
