@@ -11,9 +11,7 @@ demo: build
 	scripts/demo
 
 test: setup
-	swift build --build-tests
-	swift test --skip-build --no-parallel
-	scripts/pytest
+	scripts/test
 
 bench: setup
 	swift build -c release

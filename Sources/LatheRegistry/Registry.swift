@@ -33,10 +33,11 @@ public struct Registry: Sendable {
         self.logger = logger
     }
 
-    /// Opens the data folder: `registry.sqlite` and the blob files.
-    public static func open(data: URL, baseURL: String, logger: Logger) async throws -> Registry {
+    /// Opens the registry: metadata in PostgreSQL when `database` is a URL, else in
+    /// `registry.sqlite` under `data`; blob files under `data`.
+    public static func open(data: URL, database url: String? = nil, baseURL: String, logger: Logger) async throws -> Registry {
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
-        let database = try await RegistryDatabase.open(path: data.appendingPathComponent("registry.sqlite").path, logger: logger)
+        let database = try await RegistryDatabase.open(url: url, data: data, logger: logger)
         return Registry(database: database, blobs: try BlobFiles(root: data), baseURL: baseURL, logger: logger)
     }
 

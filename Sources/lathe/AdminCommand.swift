@@ -15,6 +15,9 @@ struct AdminCommand: AsyncParsableCommand {
         @Option(help: "The registry's data folder (env LATHE_DATA).")
         var data: String?
 
+        @Option(help: "The registry's PostgreSQL URL, when it runs on one (env LATHE_DATABASE_URL).")
+        var database: String?
+
         /// Opens the data folder, runs `body`, and closes the database whatever happens.
         func withRegistry(_ body: (Registry) async throws -> Void) async throws {
             guard let path = data ?? ProcessInfo.processInfo.environment["LATHE_DATA"] else {
@@ -22,7 +25,8 @@ struct AdminCommand: AsyncParsableCommand {
             }
             var logger = Logger(label: "lathe.admin")
             logger.logLevel = .error
-            let registry = try await Registry.open(data: URL(fileURLWithPath: path), baseURL: "", logger: logger)
+            let url = database ?? ProcessInfo.processInfo.environment["LATHE_DATABASE_URL"]
+            let registry = try await Registry.open(data: URL(fileURLWithPath: path), database: url, baseURL: "", logger: logger)
             do {
                 try await body(registry)
                 try await registry.database.close()

@@ -28,7 +28,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("base-url"), help: "URL clients use to reach this server (default http://HOST:PORT).")
     var baseURL: String?
 
-    @Option(help: "A YAML file with data:, host:, port: and base_url: (flags and environment win).")
+    @Option(help: "PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DB for metadata (env LATHE_DATABASE_URL; default SQLite in --data).")
+    var database: String?
+
+    @Option(help: "A YAML file with data:, host:, port:, base_url: and database: (flags and environment win).")
     var config: String?
 
     @Option(name: .customLong("idle-timeout"), help: "Seconds an idle model instance lives before it is stopped (default 300).")
@@ -102,7 +105,8 @@ struct ServeCommand: AsyncParsableCommand {
             Self.raiseDescriptorLimit()
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            var registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), baseURL: settings.baseURL ?? "", logger: logger)
+            var registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), database: settings.database,
+                                                   baseURL: settings.baseURL ?? "", logger: logger)
             registry.outbound = OutboundHTTP(policy: EgressPolicy(allowed: try allowOutbound.map { text in
                 guard let network = IPNetwork(text) else {
                     throw ValidationError("--allow-outbound \(text) is not a CIDR block; write it like 10.0.0.0/8 or fd00::/8")
@@ -173,13 +177,14 @@ struct ServeCommand: AsyncParsableCommand {
         var host: String
         var port: Int
         var baseURL: String?
+        var database: String?
 
         init(command: ServeCommand) throws {
             let environment = ProcessInfo.processInfo.environment
             var file: [String: Any] = [:]
             if let path = command.config {
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8), let parsed = try Yams.load(yaml: text) as? [String: Any] else {
-                    throw ValidationError("cannot read \(path) as a YAML mapping of data:, host:, port:, base_url:")
+                    throw ValidationError("cannot read \(path) as a YAML mapping of data:, host:, port:, base_url:, database:")
                 }
                 file = parsed
             }
@@ -187,6 +192,7 @@ struct ServeCommand: AsyncParsableCommand {
             host = command.host ?? environment["LATHE_HOST"] ?? file["host"] as? String ?? "127.0.0.1"
             port = command.port ?? environment["LATHE_PORT"].flatMap(Int.init) ?? file["port"] as? Int ?? 8080
             baseURL = command.baseURL ?? environment["LATHE_BASE_URL"] ?? file["base_url"] as? String
+            database = command.database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String
         }
     }
 }

@@ -16,7 +16,12 @@ enum CLI {
 
     @discardableResult
     static func run(_ arguments: [String], home: URL = CLI.home, directory: URL? = nil) throws -> ChildProcess.Result {
-        try TestSupport.run(binary.path, arguments, environment: ["LATHE_HOME": home.path], directory: directory)
+        var environment = ["LATHE_HOME": home.path]
+        // Operator commands on a data folder use that folder's database (PostgreSQL when the tests run on it).
+        if let index = arguments.firstIndex(of: "--data"), index + 1 < arguments.count {
+            environment.merge(try TestDatabase.environment(forData: arguments[index + 1])) { _, new in new }
+        }
+        return try TestSupport.run(binary.path, arguments, environment: environment, directory: directory)
     }
 
     /// Runs `lathe … --json` and decodes its one JSON object.

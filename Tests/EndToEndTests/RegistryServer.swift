@@ -22,6 +22,7 @@ final class RegistryServer: @unchecked Sendable {
         process = Process()
         process.executableURL = CLI.binary
         process.arguments = ["serve", "--data", data.path, "--host", "127.0.0.1", "--port", String(requested), "--log-level", "warning"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(try TestDatabase.environment(forData: data.path)) { _, new in new }
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

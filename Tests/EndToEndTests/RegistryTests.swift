@@ -126,13 +126,15 @@ struct RegistryTests {
         let process = Process()
         process.executableURL = CLI.binary
         process.arguments = ["serve", "--config", folder.appendingPathComponent("lathe.yaml").path, "--log-level", "warning"]
+        process.environment = ProcessInfo.processInfo.environment.merging(try TestDatabase.environment(forData: data.path)) { _, new in new }
         let out = Pipe()
         process.standardOutput = out
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }
         let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
         #expect(line.contains("(data \(data.path))"), "\(line)")
-        #expect(FileManager.default.fileExists(atPath: data.appendingPathComponent("registry.sqlite").path))
+        #expect(FileManager.default.fileExists(atPath: data.appendingPathComponent("registry.sqlite").path) == (TestDatabase.postgres == nil),
+                "SQLite in the data folder unless the database is PostgreSQL")
         try CLI.run(["admin", "user", "create", "alice", "--data", data.path])
         let token = try CLI.run(["admin", "token", "create", "alice", "--data", data.path]).output.trimmingCharacters(in: .whitespacesAndNewlines)
         let port = try #require(line.range(of: #"127\.0\.0\.1:\d+"#, options: .regularExpression).map { String(line[$0].split(separator: ":")[1]) })

@@ -13,6 +13,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LATHE = os.environ.get("LATHE_BIN", os.path.join(ROOT, ".build", "debug", "lathe"))
 
 
+POSTGRES = os.environ.get("LATHE_TEST_POSTGRES", "").rstrip("/")
+
+
+def database_env(data):
+    """LATHE_DATABASE_URL for a data folder: a fresh PostgreSQL database of its own when the tests
+    run on PostgreSQL (LATHE_TEST_POSTGRES, set by scripts/test), nothing on SQLite."""
+    if not POSTGRES:
+        return {}
+    import hashlib
+    name = "p" + hashlib.sha256(os.path.abspath(data).encode()).hexdigest()[:16]
+    subprocess.run(["psql", POSTGRES + "/postgres", "-qtAc", f"CREATE DATABASE {name}"], capture_output=True)
+    return {"LATHE_DATABASE_URL": f"{POSTGRES}/{name}"}
+
+
 def lathe(*args, env=None, check=True):
     result = subprocess.run([LATHE, *args], capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
@@ -26,14 +40,16 @@ class Server:
     def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None):
         self.scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
         data = os.path.join(self.scratch, "data")
-        lathe("admin", "user", "create", "alice", "--data", data)
-        lathe("admin", "user", "create", "bob", "--data", data)
-        self.token = lathe("admin", "token", "create", "alice", "--data", data).stdout.strip()
-        self.bob = lathe("admin", "token", "create", "bob", "--data", data).stdout.strip()
+        self.server_env = dict(os.environ, **database_env(data))
+        lathe("admin", "user", "create", "alice", "--data", data, env=self.server_env)
+        lathe("admin", "user", "create", "bob", "--data", data, env=self.server_env)
+        self.token = lathe("admin", "token", "create", "alice", "--data", data, env=self.server_env).stdout.strip()
+        self.bob = lathe("admin", "token", "create", "bob", "--data", data, env=self.server_env).stdout.strip()
         self.log_path = os.path.join(self.scratch, "serve.log")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "info", *extra],
-                                            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=preexec_fn)
+                                            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=preexec_fn,
+                                            env=self.server_env)
         line = self.process.stdout.readline()
         self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
         self.env = dict(os.environ, LATHE_HOME=os.path.join(self.scratch, "home"), LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)

@@ -516,8 +516,13 @@ def test_disk_is_bounded_quota_expiry_abandoned_uploads_and_unpacked_versions(tm
 
         # A file past its expires_at is removed, row and bytes.
         file_id = first.json()["id"]
-        with sqlite3.connect(os.path.join(data, "registry.sqlite")) as database:
-            database.execute("UPDATE files SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (file_id,))
+        expire = f"UPDATE files SET expires_at = '2000-01-01T00:00:00Z' WHERE id = '{file_id}'"
+        if "LATHE_DATABASE_URL" in tidy.server_env:
+            import subprocess
+            subprocess.run(["psql", tidy.server_env["LATHE_DATABASE_URL"], "-qtAc", expire], check=True)
+        else:
+            with sqlite3.connect(os.path.join(data, "registry.sqlite")) as database:
+                database.execute(expire)
         # An OCI upload begun and abandoned, and a /v1/files upload cut off mid-body.
         start = httpx.post(f"{tidy.url}/v2/alice/hello/blobs/uploads/", headers=auth(tidy.token))
         location = tidy.url + start.headers["location"]

@@ -42,7 +42,7 @@ extension RegistryError {
         case let error as any HTTPResponseError where error.status.code < 500:
             self.init(Int(error.status.code), "the request could not be handled (\(error.status.reasonPhrase))", code: "UNSUPPORTED")
         default:
-            logger.error("request failed", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(String(describing: error).prefix(500))"])
+            logger.error("request failed", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(RegistryDatabase.reason(error))"])
             self.init(500, "the server failed to handle this request; the operator's log has the details", code: "UNKNOWN")
         }
     }

@@ -230,7 +230,7 @@ public struct AccountStore: Sendable {
         }
         guard let row = try await sql.raw("""
             SELECT t.id AS token_id, t.last_used_at, a.id, a.username, a.kind, a.name, a.is_admin, a.created_at,
-              (SELECT GROUP_CONCAT(m.organization_id) FROM memberships m WHERE m.user_id = a.id) AS organizations
+              (SELECT \(unsafeRaw: sql.commaJoined("m.organization_id")) FROM memberships m WHERE m.user_id = a.id) AS organizations
             FROM tokens t JOIN accounts a ON a.id = t.user_id
             WHERE t.token_hash = \(bind: key) AND t.revoked_at IS NULL
             """).first(decoding: Row.self) else { return nil }

@@ -1,41 +1,118 @@
 import Foundation
 import Logging
+import NIOPosix
+import PostgresKit
 import SQLKit
 import SQLiteKit
 
-/// The registry's tables, written against sql-kit so PostgreSQL can stand in for SQLite.
-///
-/// Statements are single and idempotent where possible (`ON CONFLICT`), so no multi-statement
-/// transaction is needed; a version becomes visible only when its row is inserted, last.
+/// The registry's tables on SQLite (one machine, the default) or PostgreSQL (scaled out), with
+/// one sql-kit implementation of every store over both (DESIGN §5). The schema is brought up to
+/// date by versioned migrations recorded in `schema_migrations`, each applied once, in a
+/// transaction, on either database.
 public final class RegistryDatabase: Sendable {
+    /// Which database is behind ``sql``.
+    public enum Kind: String, Sendable { case sqlite, postgres }
+
+    public let kind: Kind
     public let sql: any SQLDatabase
-    private let connection: SQLiteConnection
+    private let closer: @Sendable () async throws -> Void
     /// In-memory copies of hot rows, dropped by the stores' own writes.
     let caches = RegistryCaches()
 
     /// Opens (creating) the SQLite database at `path` and brings its schema up to date.
     public static func open(path: String, logger: Logger) async throws -> RegistryDatabase {
         let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        let database = RegistryDatabase(connection: connection)
+        let database = RegistryDatabase(kind: .sqlite, sql: connection.sql()) { try await connection.close() }
         try await database.migrate()
         return database
     }
 
-    private init(connection: SQLiteConnection) {
-        self.connection = connection
-        self.sql = connection.sql()
+    /// Connects to PostgreSQL at `url` (`postgres://user:password@host:port/database`) and
+    /// brings its schema up to date. A server that cannot be reached is one sentence naming the
+    /// host and port, never the password.
+    public static func open(postgres url: String, logger: Logger, connectionsPerLoop: Int = 4) async throws -> RegistryDatabase {
+        let configuration: SQLPostgresConfiguration
+        do {
+            configuration = try SQLPostgresConfiguration(url: url)
+        } catch {
+            throw RegistryError(400, "the database URL is not postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+        }
+        let components = URLComponents(string: url)
+        let place = "\(components?.host ?? "?"):\(components?.port ?? 5432)"
+        let pool = EventLoopGroupConnectionPool(source: PostgresConnectionSource(sqlConfiguration: configuration),
+                                                maxConnectionsPerEventLoop: connectionsPerLoop, requestTimeout: .seconds(10),
+                                                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+        // The pool is thread-safe (it hands connections out on their event loops); AsyncKit
+        // predates Sendable annotations.
+        let box = PoolBox(pool: pool)
+        let database = RegistryDatabase(kind: .postgres, sql: pool.database(logger: logger).sql()) {
+            try await box.pool.shutdownAsync()
+        }
+        do {
+            _ = try await database.sql.raw("SELECT 1 AS one").all()
+        } catch {
+            try? await box.pool.shutdownAsync()
+            throw RegistryError(503, "cannot reach PostgreSQL at \(place) (\(Self.reason(error))); check that it runs and that the URL's host, port, user and database are right")
+        }
+        try await database.migrate()
+        return database
+    }
+
+    /// The database named by `url` (PostgreSQL) or, without one, SQLite in the data folder.
+    public static func open(url: String?, data: URL, logger: Logger) async throws -> RegistryDatabase {
+        if let url, !url.isEmpty {
+            guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+                throw RegistryError(400, "--database takes a postgres:// URL (SQLite in --data is the default)")
+            }
+            return try await open(postgres: url, logger: logger)
+        }
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        return try await open(path: data.appendingPathComponent("registry.sqlite").path, logger: logger)
+    }
+
+    private init(kind: Kind, sql: any SQLDatabase, closer: @escaping @Sendable () async throws -> Void) {
+        self.kind = kind
+        self.sql = sql
+        self.closer = closer
     }
 
     public func close() async throws {
-        try await connection.close()
+        try await closer()
     }
 
+    /// A connection error in words (PostgresNIO's descriptions can be long and carry the query).
+    static func reason(_ error: any Error) -> String {
+        if let psql = error as? PSQLError {
+            if let message = psql.serverInfo?[.message] {
+                return message + (psql.serverInfo?[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
+            }
+            let underlying = psql.underlying.map { String(describing: $0) } ?? ""
+            if underlying.contains("refused") { return "connection refused" }
+            if psql.code == .connectionError || psql.code == .serverClosedConnection { return "the connection failed: \(underlying.prefix(150))" }
+            return "\(psql.code) \(underlying.prefix(150))"
+        }
+        return String(String(describing: error).prefix(300))
+    }
+
+    /// Runs `body` in one transaction on one connection: committed if it returns, rolled back
+    /// if it throws.
+    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+        try await sql.withSession { session in
+            try await session.raw("BEGIN").run()
+            do {
+                let result = try await body(session)
+                try await session.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await session.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    /// The tables as migration 1 creates them. (SQLite runs with WAL and synchronous=NORMAL:
+    /// consistent across crashes, a power loss may drop the last commits, never corrupt.)
     static let schema = [
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA busy_timeout=5000",
-        // With WAL, NORMAL keeps the database consistent across crashes and skips an fsync per
-        // commit (a power loss may drop the last commits, never corrupt).
-        "PRAGMA synchronous=NORMAL",
         """
         CREATE TABLE IF NOT EXISTS accounts (
           id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, name TEXT,
@@ -82,7 +159,7 @@ public final class RegistryDatabase: Sendable {
           source TEXT NOT NULL, status TEXT NOT NULL, input TEXT, output TEXT, error TEXT, logs TEXT NOT NULL DEFAULT '',
           metrics TEXT, created_at TEXT NOT NULL, started_at TEXT, completed_at TEXT,
           data_removed BOOLEAN NOT NULL DEFAULT FALSE, shared BOOLEAN NOT NULL DEFAULT FALSE,
-          webhook TEXT, webhook_events_filter TEXT)
+          webhook TEXT, webhook_events_filter TEXT, account_id TEXT)
         """,
         "CREATE INDEX IF NOT EXISTS predictions_creator ON predictions (creator_id, created_at)",
         """
@@ -111,20 +188,60 @@ public final class RegistryDatabase: Sendable {
         """,
     ]
 
-    /// Columns added after a table was first created; "duplicate column" on a current database is expected.
-    static let additions = [
-        // The account a prediction runs for: the creator, or an organization the creator acted as.
-        "ALTER TABLE predictions ADD COLUMN account_id TEXT",
+    /// The migrations, in order. Each runs once, in a transaction, and is recorded in
+    /// `schema_migrations`; never edit one that has shipped, add the next.
+    static let migrations: [(version: Int, name: String, run: @Sendable (any SQLDatabase, Kind) async throws -> Void)] = [
+        (1, "initial schema", { sql, _ in
+            for statement in schema { try await sql.raw(SQLQueryString(statement)).run() }
+        }),
+        (2, "predictions.account_id", { sql, kind in
+            // Databases made before migrations existed may have the column already.
+            if (try? await sql.raw("SELECT account_id FROM predictions LIMIT 1").all()) == nil {
+                try await sql.raw("ALTER TABLE predictions ADD COLUMN account_id TEXT").run()
+            }
+        }),
     ]
 
     private func migrate() async throws {
-        for statement in Self.schema {
-            try await sql.raw(SQLQueryString(statement)).run()
+        if kind == .sqlite {
+            // Connection settings, not schema: applied on every open, outside transactions.
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL"] {
+                try await sql.raw(SQLQueryString(pragma)).run()
+            }
         }
-        for statement in Self.additions {
-            try? await sql.raw(SQLQueryString(statement)).run()
+        try await sql.raw("""
+            CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)
+            """).run()
+        struct Row: Decodable { var version: Int }
+        let kind = self.kind
+        for migration in Self.migrations {
+            let applied = try await sql.raw("SELECT version FROM schema_migrations WHERE version = \(bind: migration.version)").all(decoding: Row.self)
+            guard applied.isEmpty else { continue }
+            try await transaction { session in
+                // Replicas starting together: PostgreSQL serializes them on this lock; the loser
+                // finds the migration recorded and skips it.
+                if kind == .postgres { try await session.raw("SELECT pg_advisory_xact_lock(7210001)").run() }
+                let again = try await session.raw("SELECT version FROM schema_migrations WHERE version = \(bind: migration.version)").all(decoding: Row.self)
+                guard again.isEmpty else { return }
+                try await migration.run(session, kind)
+                try await session.raw("""
+                    INSERT INTO schema_migrations (version, name, applied_at) VALUES (\(bind: migration.version), \(bind: migration.name), \(bind: Timestamp.now()))
+                    """).run()
+            }
         }
     }
+}
+
+extension SQLDatabase {
+    /// The aggregate that joins a text column's values with commas: the one place the two
+    /// dialects differ in this schema's queries.
+    func commaJoined(_ column: String) -> String {
+        dialect.name == "postgresql" ? "STRING_AGG(\(column), ',')" : "GROUP_CONCAT(\(column))"
+    }
+}
+
+private struct PoolBox: @unchecked Sendable {
+    let pool: EventLoopGroupConnectionPool<PostgresConnectionSource>
 }
 
 /// Timestamps are stored as ISO-8601 text with milliseconds, which sort as they read.

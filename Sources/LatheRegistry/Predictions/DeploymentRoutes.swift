@@ -121,7 +121,7 @@ struct DeploymentRoutes {
     private func withinWarmLimit(owner: String, excluding id: String?, adding minimum: Int) async throws {
         struct Row: Decodable { var total: Int? }
         let others = try await sql.raw("""
-            SELECT SUM(min_instances) AS total FROM deployments WHERE owner_id = \(bind: owner) AND id <> \(bind: id ?? "")
+            SELECT CAST(SUM(min_instances) AS BIGINT) AS total FROM deployments WHERE owner_id = \(bind: owner) AND id <> \(bind: id ?? "")
             """).first(decoding: Row.self)?.total ?? 0
         let limit = await scheduler.warmLimit
         guard others + minimum <= limit else {

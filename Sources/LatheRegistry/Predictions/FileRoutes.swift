@@ -89,7 +89,7 @@ struct FileRoutes {
     /// Bytes `owner`'s unexpired files take.
     static func used(by owner: String, sql: any SQLDatabase) async throws -> Int64 {
         struct Row: Decodable { var total: Int64? }
-        return try await sql.raw("SELECT SUM(size) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0
+        return try await sql.raw("SELECT CAST(SUM(size) AS BIGINT) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0
     }
 
     /// Removes partial uploads left by a crash or a dropped connection.

@@ -1,0 +1,166 @@
+import Foundation
+import Logging
+import Testing
+@testable import LatheRegistry
+import LatheTestSupport
+
+/// The stores' behaviour, one suite for every database behind them (as distribution's storage
+/// driver suite runs against every driver): SQLite always, PostgreSQL when `LATHE_TEST_POSTGRES`
+/// names a server (scripts/test starts one; CI always has it).
+@Suite("StoreSuite: every store on SQLite and PostgreSQL", .serialized)
+struct StoreSuiteTests {
+    enum Backend: String, CustomTestStringConvertible, CaseIterable {
+        case sqlite, postgres
+        var testDescription: String { rawValue }
+    }
+
+    /// A fresh, migrated database of `backend`; nil (and a note) when PostgreSQL is not configured.
+    static func open(_ backend: Backend) async throws -> RegistryDatabase? {
+        var logger = Logger(label: "store-suite")
+        logger.logLevel = .error
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-store-\(UUID().uuidString)")
+        switch backend {
+        case .sqlite:
+            return try await RegistryDatabase.open(url: nil, data: folder, logger: logger)
+        case .postgres:
+            guard let url = try TestDatabase.databaseURL(forData: folder.path) else {
+                print("StoreSuite: PostgreSQL skipped (set LATHE_TEST_POSTGRES, as scripts/test does)")
+                return nil
+            }
+            return try await RegistryDatabase.open(url: url, data: folder, logger: logger)
+        }
+    }
+
+    @Test("migrations are recorded once and opening again changes nothing", arguments: Backend.allCases)
+    func migrations(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        struct Row: Decodable { var version: Int }
+        let first = try await database.sql.raw("SELECT version FROM schema_migrations ORDER BY version").all(decoding: Row.self).map(\.version)
+        #expect(first == RegistryDatabase.migrations.map(\.version))
+        #expect(database.kind.rawValue == backend.rawValue)
+    }
+
+    @Test("accounts, organizations and tokens", arguments: Backend.allCases)
+    func accounts(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database)
+        let alice = try await accounts.createUser("alice", password: "correct horse")
+        let bob = try await accounts.createUser("bob", password: nil)
+        await #expect(throws: RegistryError.self) { try await accounts.createUser("alice", password: nil) }
+        let acme = try await accounts.createOrganization("acme", owner: alice)
+        try await accounts.setMember(acme, user: bob, role: "member")
+        #expect(try await accounts.role(of: bob, in: acme) == "member")
+        #expect(try await accounts.verifyPassword(username: "alice", password: "correct horse")?.id == alice.id)
+        #expect(try await accounts.verifyPassword(username: "alice", password: "wrong") == nil)
+        #expect(try await accounts.verifyPassword(username: "nobody", password: "x") == nil)
+
+        let (secret, record) = try await accounts.createToken(for: bob, label: "ci")
+        let principal = try #require(try await accounts.authenticate(token: secret))
+        #expect(principal.user.id == bob.id && principal.organizationIDs == [acme.id], "one query joins the user's organizations")
+        #expect(try await accounts.revokeToken(record.id, of: bob))
+        #expect(try await accounts.authenticate(token: secret) == nil, "revoked at once")
+        try await accounts.removeMember(acme, user: bob)
+        #expect(try await accounts.principal(for: bob).organizationIDs.isEmpty)
+    }
+
+    @Test("models: visibility is part of every query, versions, tags, blobs, uploads", arguments: Backend.allCases)
+    func models(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database), models = ModelStore(database: database)
+        let alice = try await accounts.createUser("alice", password: nil)
+        let bob = try await accounts.createUser("bob", password: nil)
+        let secret = try await models.createModel(owner: alice, name: "secret", visibility: "private", description: "hidden", license: nil)
+        _ = try await models.createModel(owner: alice, name: "open", visibility: "public", description: "for all", license: "MIT")
+        let asAlice = try await accounts.principal(for: alice), asBob = try await accounts.principal(for: bob)
+        #expect(try await models.model(owner: "alice", name: "secret", viewer: asBob) == nil)
+        #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice)?.id == secret.id)
+        #expect(try await models.list(viewer: asBob, publicOnly: false, after: nil, limit: 10).map(\.name) == ["open"])
+        #expect(Set(try await models.list(viewer: asAlice, owner: "alice", publicOnly: false, after: nil, limit: 10).map(\.name)) == ["open", "secret"])
+        #expect(try await models.list(viewer: nil, search: "HIDDEN", publicOnly: false, after: nil, limit: 10).isEmpty)
+
+        let digest = "sha256:" + String(repeating: "a", count: 64)
+        try await models.addBlob(digest, size: 5_000_000_000, repository: "alice/secret")
+        #expect(try await models.blob(digest, repository: "alice/secret") == 5_000_000_000, "sizes past 32 bits")
+        #expect(try await models.blob(digest, repository: "alice/open") == nil)
+        try await models.linkBlob(digest, repository: "alice/open")
+        #expect(try await models.blob(digest, repository: "alice/open") != nil)
+        try await models.addManifest(repository: "alice/secret", digest: digest, mediaType: "application/vnd.oci.image.manifest.v1+json", size: 10)
+        try await models.setTag(repository: "alice/secret", tag: "latest", digest: digest)
+        try await models.setTag(repository: "alice/secret", tag: "latest", digest: digest)
+        #expect(try await models.tags(repository: "alice/secret", after: nil, limit: 10) == ["latest"])
+        try await models.addVersion(secret, id: String(repeating: "b", count: 64), manifestDigest: digest, openapiSchema: "{}")
+        #expect(try await models.versions(of: secret).count == 1)
+        #expect(try await models.findVersion(String(repeating: "b", count: 64), viewer: asBob) == nil)
+        try await models.createUpload(id: "u1", repository: "alice/secret", userID: alice.id)
+        #expect(try await models.uploadExists(id: "u1", repository: "alice/secret"))
+        try await models.deleteUpload(id: "u1")
+        #expect(try await !models.uploadExists(id: "u1", repository: "alice/secret"))
+        try await models.deleteModel(secret)
+        #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice) == nil)
+    }
+
+    @Test("predictions: insert, visibility, progress, completion, sharing, retention", arguments: Backend.allCases)
+    func predictions(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database), store = PredictionStore(database: database)
+        let alice = try await accounts.createUser("alice", password: nil)
+        let bob = try await accounts.createUser("bob", password: nil)
+        let record = PredictionRecord(id: "p" + String(repeating: "a", count: 25), modelID: "m", model: "alice/hello", version: "v", creatorID: alice.id,
+                                      source: "api", status: "starting", input: #"{"text":"hi"}"#, output: nil, error: nil, logs: "",
+                                      metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
+                                      webhook: nil, webhookEventsFilter: nil, accountID: nil)
+        try await store.insert(record)
+        let asBob = try await accounts.principal(for: bob), asAlice = try await accounts.principal(for: alice)
+        #expect(try await store.prediction(record.id, viewer: asBob) == nil)
+        #expect(try await store.prediction(record.id, viewer: asAlice)?.status == "starting")
+        try await store.setStartingLogs(record.id, logs: "building…")
+        try await store.updateProgress(record.id, output: #"["a"]"#, logs: "log", startedAt: Timestamp.now())
+        #expect(try await store.prediction(record.id)?.status == "processing")
+        try await store.complete(record.id, status: "succeeded", output: #""done""#, error: nil, logs: "log", metrics: "{}")
+        let done = try #require(try await store.prediction(record.id))
+        #expect(done.status == "succeeded" && done.output == #""done""# && done.completedAt != nil)
+        #expect(try await store.list(viewer: asAlice, after: nil, createdAfter: nil, createdBefore: nil, limit: 10).map(\.id) == [record.id])
+        #expect(try await store.runCounts()["m"] == 1)
+        for expired in try await store.expired(before: "9999") { try await store.removeData(expired.id) }
+        let removed = try #require(try await store.prediction(record.id))
+        #expect(removed.dataRemoved && removed.input == nil && removed.output == nil)
+        try await store.share(record.id)
+        #expect(try await store.prediction(record.id, viewer: asBob)?.shared == true)
+        #expect(try await store.expired(before: "9999").isEmpty, "shared predictions keep their data")
+        try await store.delete(record.id)
+        #expect(try await store.prediction(record.id) == nil)
+    }
+
+    @Test("files, quotas and expiry; deployments' warm sum; sessions; webhook secrets", arguments: Backend.allCases)
+    func filesSessionsAndSecrets(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database)
+        let alice = try await accounts.createUser("alice", password: nil)
+        let old = FileRecord(id: "f1", ownerID: alice.id, name: "a.bin", contentType: "application/octet-stream", size: 3_000_000_000,
+                             sha256: "x", metadata: "{}", createdAt: "2000-01-01T00:00:00.000Z", expiresAt: "2000-01-02T00:00:00.000Z")
+        try await FileRoutes.insert(old, sql: database.sql)
+        try await FileRoutes.insert(.init(id: "f2", ownerID: alice.id, name: "b.bin", contentType: "text/plain", size: 2_000_000_000, sha256: "y",
+                                          metadata: "{}", now: Date()), sql: database.sql)
+        #expect(try await FileRoutes.used(by: alice.id, sql: database.sql) == 5_000_000_000, "SUM over BIGINT decodes on both")
+        #expect(try await FileRoutes.expired(before: Timestamp.now(), sql: database.sql) == ["f1"])
+        try await FileRoutes.delete("f1", sql: database.sql)
+        #expect(try await FileRoutes.used(by: alice.id, sql: database.sql) == 2_000_000_000)
+
+        let sessions = SessionStore(database: database)
+        let secret = try await sessions.create(for: alice)
+        let session = try #require(try await sessions.session(secret: secret))
+        #expect(session.principal.user.id == alice.id)
+        try await sessions.end(session)
+        #expect(try await sessions.session(secret: secret) == nil)
+
+        let webhooks = Webhooks(database: database, outbound: .init(policy: .unrestricted))
+        let first = try await webhooks.secret(for: alice.id)
+        let again = try await webhooks.secret(for: alice.id)
+        #expect(first.hasPrefix("whsec_") && again == first, "created once")
+    }
+}
