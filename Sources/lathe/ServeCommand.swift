@@ -34,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "A YAML file with data:, host:, port:, base_url: and database: (flags and environment win).")
     var config: String?
 
+    @Option(help: "A local folder for model environments, unpacked versions and instance work (default DATA/runtime; replicas that share --data need one each).")
+    var runtime: String?
+
     @Option(name: .customLong("idle-timeout"), help: "Seconds an idle model instance lives before it is stopped (default 300).")
     var idleTimeout: Int?
 
@@ -117,6 +120,7 @@ struct ServeCommand: AsyncParsableCommand {
             registry.fileQuota = Swift.max(0, fileQuota).multipliedReportingOverflow(by: 1 << 20).partialValue
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
+            schedulerSettings.runtime = runtime.map { URL(fileURLWithPath: $0) }
             schedulerSettings.build = EnvironmentBuild(sandbox: schedulerSettings.sandbox, policy: registry.requirements)
             schedulerSettings.build.timeout = TimeInterval(max(1, buildTimeout)) * 60
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
@@ -126,9 +130,16 @@ struct ServeCommand: AsyncParsableCommand {
             schedulerSettings.maxWarmPerAccount = Swift.max(0, maxWarmPerAccount)
             if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }
             if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }
-            let scheduler = Scheduler(registry: registry, settings: schedulerSettings)
-            try await scheduler.start()
+            // Scaled out, replicas hear each other through PostgreSQL; alone, events stay in memory.
+            var events: any PredictionEvents = LocalEvents()
             var services: [any Service] = []
+            if let url = settings.database, registry.database.kind == .postgres {
+                let postgresEvents = try PostgresEvents(url: url, database: registry.database, logger: logger)
+                events = postgresEvents
+                services.append(postgresEvents)
+            }
+            let scheduler = Scheduler(registry: registry, settings: schedulerSettings, events: events)
+            try await scheduler.start()
             if let metricsListen {
                 let parts = metricsListen.split(separator: ":")
                 guard parts.count == 2, let metricsPort = Int(parts[1]), (0...65535).contains(metricsPort) else {
@@ -141,11 +152,13 @@ struct ServeCommand: AsyncParsableCommand {
             housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
-                                                   limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute),
+                                                   limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute,
+                                                                        shared: registry.database.kind == .postgres ? RateCounterStore(database: registry.database) : nil),
                                                    host: settings.host, port: settings.port, metrics: metricsRegistry,
                                                    metricsToken: metricsToken ?? ProcessInfo.processInfo.environment["LATHE_METRICS_TOKEN"],
                                                    web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout),
-                                                   services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping)]) { port in
+                                                   services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping,
+                                                                                   isLeader: { [events] in events.isLeader })]) { port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
                 fflush(nil)

@@ -34,29 +34,82 @@ def lathe(*args, env=None, check=True):
     return result
 
 
-class Server:
-    """`lathe serve` on a free loopback port with user alice (and bob) and some samples pushed."""
+def free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None):
+
+class Server:
+    """`lathe serve` on a free loopback port with user alice (and bob) and some samples pushed.
+    With `replicas=2` (PostgreSQL only): two replicas on one database and one data folder, each
+    with its own runtime folder, behind nginx with deploy/nginx.conf; `url` is nginx's."""
+
+    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None, replicas=1):
         self.scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
-        data = os.path.join(self.scratch, "data")
+        self.data = data = os.path.join(self.scratch, "data")
         self.server_env = dict(os.environ, **database_env(data))
         lathe("admin", "user", "create", "alice", "--data", data, env=self.server_env)
         lathe("admin", "user", "create", "bob", "--data", data, env=self.server_env)
         self.token = lathe("admin", "token", "create", "alice", "--data", data, env=self.server_env).stdout.strip()
         self.bob = lathe("admin", "token", "create", "bob", "--data", data, env=self.server_env).stdout.strip()
-        self.log_path = os.path.join(self.scratch, "serve.log")
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen([LATHE, "serve", "--data", data, "--port", "0", "--log-level", "info", *extra],
-                                            stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=preexec_fn,
-                                            env=self.server_env)
-        line = self.process.stdout.readline()
-        self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", line).group(0)
+        self.nginx = None
+        extra = list(extra)
+        if replicas > 1:
+            assert POSTGRES, "replicas share a PostgreSQL database (LATHE_TEST_POSTGRES)"
+            self.front_port = free_port()
+            extra += ["--base-url", f"http://127.0.0.1:{self.front_port}"]
+        self.replicas = []
+        for index in range(replicas):
+            self.replicas.append(self.start_replica(index, extra, preexec_fn, runtime=replicas > 1))
+        self.process, self.log_path, self.url = self.replicas[0]
+        if replicas > 1:
+            self.start_nginx()
         self.env = dict(os.environ, LATHE_HOME=os.path.join(self.scratch, "home"), LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)
         self.versions = {}
         for sample in samples:
             pushed = json.loads(lathe("push", os.path.join(ROOT, "samples", sample), f"alice/{sample}", "--json", env=self.env).stdout)
             self.versions[sample] = pushed["version"]
+
+    def start_replica(self, index, extra, preexec_fn=None, runtime=False, port=0):
+        """Starts replica `index` (again, on `port`, after a kill) and returns (process, log, url)."""
+        log_path = os.path.join(self.scratch, f"serve-{index}.log" if index else "serve.log")
+        arguments = [LATHE, "serve", "--data", self.data, "--port", str(port), "--log-level", "info", *extra]
+        if runtime:
+            arguments += ["--runtime", os.path.join(self.scratch, f"runtime-{index}")]
+        with open(log_path, "a") as log:
+            process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=preexec_fn, env=self.server_env)
+        line = process.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:\d+", line)
+        if not match:
+            raise AssertionError(f"lathe serve did not start: {line!r}\n" + open(log_path).read()[-3000:])
+        return process, log_path, "http://" + match.group(0)
+
+    def start_nginx(self):
+        """nginx from deploy/nginx.conf, pointed at this cluster's replicas and front port."""
+        with open(os.path.join(ROOT, "deploy", "nginx.conf")) as source:
+            config = source.read()
+        ports = [url.rsplit(":", 1)[1] for _, _, url in self.replicas]
+        config = config.replace("127.0.0.1:8080", f"127.0.0.1:{self.front_port}")
+        config = config.replace("server 127.0.0.1:8081", f"server 127.0.0.1:{ports[0]}")
+        config = config.replace("server 127.0.0.1:8082", f"server 127.0.0.1:{ports[1]}")
+        prefix = os.path.join(self.scratch, "nginx")
+        os.makedirs(prefix, exist_ok=True)
+        with open(os.path.join(prefix, "nginx.conf"), "w") as target:
+            target.write(config)
+        self.nginx = subprocess.Popen(["nginx", "-p", prefix, "-c", os.path.join(prefix, "nginx.conf")],
+                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(prefix, "error.log"), "w"))
+        self.url = f"http://127.0.0.1:{self.front_port}"
+        import time
+        import urllib.request
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nginx did not start: " + open(os.path.join(prefix, "error.log")).read())
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -66,33 +119,43 @@ class Server:
         return replicate.Client(api_token=token or self.token, base_url=self.url)
 
     def log(self):
-        """What the server has logged so far (for assertion messages)."""
-        with open(self.log_path) as log:
-            return log.read()[-4000:]
+        """What the server (every replica) has logged so far (for assertion messages)."""
+        text = ""
+        for _, path, _ in self.replicas:
+            with open(path) as log:
+                text += log.read()[-4000:]
+        return text
 
     def instances(self):
         """How many model processes of this server are running (their command lines name its data folder)."""
-        envs = os.path.join(self.scratch, "data", "runtime", "envs").encode()
+        scratch = self.scratch.encode()
         count = 0
         for pid in os.listdir("/proc"):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    if cmdline.read().split(b"\0")[0].startswith(envs):
+                    command = cmdline.read().split(b"\0")[0]
+                    if command.startswith(scratch) and b"/envs/" in command:
                         count += 1
             except (OSError, ValueError):
                 pass
         return count
 
     def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        for process, _, _ in self.replicas:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        if self.nginx:
+            self.nginx.terminate()
+            self.nginx.wait(timeout=30)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def server():
     # 127.0.0.2 stands for "another host" (URL inputs, webhook receivers); the rest of loopback stays refused.
-    running = Server("--idle-timeout", "30", "--allow-outbound", "127.0.0.2/32")
+    # LATHE_TEST_REPLICAS=2 (with PostgreSQL) runs the suite through nginx in front of two replicas.
+    running = Server("--idle-timeout", "30", "--allow-outbound", "127.0.0.2/32", replicas=int(os.environ.get("LATHE_TEST_REPLICAS", "1")))
     os.environ["REPLICATE_BASE_URL"] = running.url
     os.environ["REPLICATE_API_TOKEN"] = running.token
     os.environ["REPLICATE_POLL_INTERVAL"] = "0.1"

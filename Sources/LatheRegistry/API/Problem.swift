@@ -4,6 +4,7 @@ import NIOFoundationCompat
 import Hummingbird
 import LatheSpec
 import Logging
+import PostgresNIO
 
 extension RegistryError {
     /// The error as Replicate's API shapes it: RFC 7807 problem JSON.
@@ -39,6 +40,13 @@ extension RegistryError {
             default: message = error.body.flatMap { $0.isEmpty ? nil : $0 } ?? "the request could not be handled (\(error.status.reasonPhrase))"
             }
             self.init(code, message, code: code == 404 ? "NAME_UNKNOWN" : "UNSUPPORTED")
+        case let error as PSQLError where [.connectionError, .serverClosedConnection, .unexpectedBackendMessage, .poolClosed].contains(error.code):
+            // PostgreSQL is down or restarting: a retryable 503, not a 500.
+            logger.warning("database unavailable", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(RegistryDatabase.reason(error))"])
+            self.init(503, "the registry's database is unavailable right now; try again in a few seconds", code: "UNAVAILABLE")
+        case let error where String(describing: type(of: error)).contains("ConnectionPool"):
+            logger.warning("database unavailable", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(String(describing: error).prefix(200))"])
+            self.init(503, "the registry's database is unavailable right now; try again in a few seconds", code: "UNAVAILABLE")
         case let error as any HTTPResponseError where error.status.code < 500:
             self.init(Int(error.status.code), "the request could not be handled (\(error.status.reasonPhrase))", code: "UNSUPPORTED")
         default:

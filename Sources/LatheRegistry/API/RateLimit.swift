@@ -14,14 +14,33 @@ public actor RateLimiter {
     let createsPerMinute: Int
     let requestsPerMinute: Int
     private var windows: [String: Window] = [:]
+    /// Counts shared by replicas (PostgreSQL); nil counts in this process's memory.
+    private let shared: RateCounterStore?
 
-    public init(createsPerMinute: Int = 600, requestsPerMinute: Int = 3000) {
+    public init(createsPerMinute: Int = 600, requestsPerMinute: Int = 3000, shared: RateCounterStore? = nil) {
         self.createsPerMinute = createsPerMinute
         self.requestsPerMinute = requestsPerMinute
+        self.shared = shared
     }
 
     /// Counts one request; returns whether it may go on, what is left and seconds to reset.
-    func take(_ key: String, create: Bool) -> (allowed: Bool, remaining: Int, reset: Int) {
+    func take(_ key: String, create: Bool) async -> (allowed: Bool, remaining: Int, reset: Int) {
+        guard let shared else { return takeLocally(key, create: create) }
+        // Minutes aligned to the clock, so every replica counts into the same window.
+        let now = Date().timeIntervalSince1970
+        let start = (now / 60).rounded(.down) * 60
+        let reset = max(1, Int(ceil(start + 60 - now)))
+        let limit = create ? createsPerMinute : requestsPerMinute
+        do {
+            let count = try await shared.increment("\(key):\(create ? "create" : "other")", window: Timestamp.string(Date(timeIntervalSince1970: start)))
+            return (count <= limit, max(0, limit - count), reset)
+        } catch {
+            // The database is what answers the request anyway: do not refuse for this alone.
+            return takeLocally(key, create: create)
+        }
+    }
+
+    private func takeLocally(_ key: String, create: Bool) -> (allowed: Bool, remaining: Int, reset: Int) {
         let now = Date()
         var window = windows[key] ?? Window(start: now)
         if now.timeIntervalSince(window.start) >= 60 { window = Window(start: now) }

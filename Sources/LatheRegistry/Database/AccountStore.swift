@@ -147,12 +147,12 @@ public struct AccountStore: Sendable {
             INSERT INTO memberships (organization_id, user_id, role) VALUES (\(bind: organization.id), \(bind: user.id), \(bind: role))
             ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
             """).run()
-        caches.tokens.removeAll()
+        caches.changed()
     }
 
     public func removeMember(_ organization: Account, user: Account) async throws {
         try await sql.raw("DELETE FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)").run()
-        caches.tokens.removeAll()
+        caches.changed()
     }
 
     /// Members of an organization with their roles.
@@ -199,7 +199,7 @@ public struct AccountStore: Sendable {
         let existing = try await tokens(for: user).first { $0.id == id && $0.revokedAt == nil }
         guard existing != nil else { return false }
         try await sql.raw("UPDATE tokens SET revoked_at = \(bind: Timestamp.now()) WHERE id = \(bind: id) AND user_id = \(bind: user.id)").run()
-        caches.tokens.removeAll()
+        caches.changed()
         return true
     }
 

@@ -38,8 +38,32 @@ final class HotCache<Value: Sendable>: @unchecked Sendable {
     }
 }
 
-/// The caches a registry's stores share (one set per database).
-final class RegistryCaches: Sendable {
+/// The caches a registry's stores share (one set per database). A store that changes what they
+/// hold calls ``changed()``: this process drops them at once and, through the hook set by the
+/// server, every other replica does too (a NOTIFY on PostgreSQL), so a revoked token or a model
+/// made private is refused everywhere within moments, not after `lifetime`.
+final class RegistryCaches: @unchecked Sendable {
+    private let lock = NSLock()
+    private var onChange: (@Sendable () -> Void)?
+
+    /// Called after every local change (set once by the server to tell the other replicas).
+    func setChangeHandler(_ handler: @escaping @Sendable () -> Void) {
+        lock.withLock { onChange = handler }
+    }
+
+    /// This process changed accounts, tokens, memberships, models or versions.
+    func changed() {
+        clear()
+        let handler = lock.withLock { onChange }
+        handler?()
+    }
+
+    /// Another replica changed them.
+    func clear() {
+        tokens.removeAll()
+        versions.removeAll()
+    }
+
     struct CachedToken: Sendable {
         var tokenID: String
         var principal: Principal

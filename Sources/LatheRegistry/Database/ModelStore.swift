@@ -106,7 +106,7 @@ public struct ModelStore: Sendable {
             UPDATE models SET visibility = \(bind: model.visibility), description = \(bind: model.description),
               license = \(bind: model.license), readme = \(bind: model.readme) WHERE id = \(bind: model.id)
             """).run()
-        caches.versions.removeAll()
+        caches.changed()
     }
 
     /// Deletes a model with its versions, tags and manifests (blobs stay for other models).
@@ -116,7 +116,7 @@ public struct ModelStore: Sendable {
             try await sql.raw("DELETE FROM \(unsafeRaw: table) WHERE repository = \(bind: model.repository)").run()
         }
         try await sql.raw("DELETE FROM models WHERE id = \(bind: model.id)").run()
-        caches.versions.removeAll()
+        caches.changed()
     }
 
     /// Public models plus those `viewer` may see, newest first, after the cursor (created_at, id);
@@ -189,12 +189,12 @@ public struct ModelStore: Sendable {
             VALUES (\(bind: model.id), \(bind: id), \(bind: manifestDigest), \(bind: openapiSchema), \(bind: Timestamp.now()))
             ON CONFLICT (model_id, id) DO NOTHING
             """).run()
-        caches.versions.removeAll()
+        caches.changed()
     }
 
     public func deleteVersion(_ model: ModelRecord, id: String) async throws {
         try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)").run()
-        caches.versions.removeAll()
+        caches.changed()
     }
 
     // MARK: - Manifests and tags

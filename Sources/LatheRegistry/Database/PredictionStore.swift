@@ -60,14 +60,23 @@ public struct PredictionStore: Sendable {
 
     static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id"
 
-    public func insert(_ record: PredictionRecord) async throws {
+    /// Inserts a new prediction, already claimed by `claim` (the replica that will run it) or
+    /// waiting for any replica to claim it.
+    public func insert(_ record: PredictionRecord, claim: (replica: String, id: String)? = nil, checkSafety: Bool = true) async throws {
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter,
-                                     account_id)
+                                     account_id, claimed_by, claim_id, lease_until, attempts, check_safety)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt),
-                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID))
+                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID),
+                    \(bind: claim?.replica), \(bind: claim?.id), \(bind: claim.map { _ in PredictionQueue.leaseEnd() }), \(bind: claim == nil ? 0 : 1),
+                    \(bind: checkSafety))
             """).run()
+    }
+
+    /// `AND claim_id = …` when a claim is named: a write from a claim that was lost changes nothing.
+    private func holding(_ claim: String?) -> SQLQueryString {
+        claim.map { " AND claim_id = \(bind: $0)" } ?? ""
     }
 
     /// The prediction if `viewer` created it, belongs to the organization it ran for, or it is shared.
@@ -122,8 +131,10 @@ public struct PredictionStore: Sendable {
         return try await sql.raw(query).all(decoding: PredictionRecord.self)
     }
 
-    func markProcessing(_ id: String, at startedAt: String = Timestamp.now()) async throws {
-        try await sql.raw("UPDATE predictions SET status = 'processing', started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = 'starting'").run()
+    func markProcessing(_ id: String, at startedAt: String = Timestamp.now(), claim: String? = nil) async throws {
+        try await sql.raw("""
+            UPDATE predictions SET status = 'processing', started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = 'starting'\(holding(claim))
+            """).run()
     }
 
     /// Streamed output and logs so far; the first such write also marks the prediction processing.
@@ -132,24 +143,28 @@ public struct PredictionStore: Sendable {
         try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'starting'").run()
     }
 
-    func updateProgress(_ id: String, output: String?, logs: String, startedAt: String) async throws {
+    func updateProgress(_ id: String, output: String?, logs: String, startedAt: String, claim: String? = nil) async throws {
         try await sql.raw("""
             UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = 'processing',
               started_at = COALESCE(started_at, \(bind: startedAt))
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')
+            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
             """).run()
     }
 
     /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.
     /// `input`, when given, replaces the stored input (with its secrets redacted).
+    /// Returns false when nothing was written: the prediction had finished, or `claim` was lost.
+    @discardableResult
     func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
-                  startedAt: String? = nil, completedAt: String? = nil, input: String? = nil) async throws {
-        try await sql.raw("""
+                  startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
+        struct Row: Decodable { var id: String }
+        return try await !sql.raw("""
             UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
               metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
-              input = COALESCE(\(bind: input), input)
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')
-            """).run()
+              input = COALESCE(\(bind: input), input), claimed_by = NULL, lease_until = NULL
+            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
+            RETURNING id
+            """).all(decoding: Row.self).isEmpty
     }
 
     public func share(_ id: String) async throws {

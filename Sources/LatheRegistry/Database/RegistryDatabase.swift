@@ -200,6 +200,24 @@ public final class RegistryDatabase: Sendable {
                 try await sql.raw("ALTER TABLE predictions ADD COLUMN account_id TEXT").run()
             }
         }),
+        (3, "the prediction queue: claims, leases, attempts, cancel requests", { sql, _ in
+            for statement in [
+                "ALTER TABLE predictions ADD COLUMN claim_id TEXT",
+                "ALTER TABLE predictions ADD COLUMN claimed_by TEXT",
+                "ALTER TABLE predictions ADD COLUMN lease_until TEXT",
+                "ALTER TABLE predictions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE predictions ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE",
+                "ALTER TABLE predictions ADD COLUMN check_safety BOOLEAN NOT NULL DEFAULT TRUE",
+                "CREATE INDEX IF NOT EXISTS predictions_queue ON predictions (status, claimed_by, created_at)",
+                "CREATE INDEX IF NOT EXISTS predictions_claims ON predictions (claim_id)",
+            ] { try await sql.raw(SQLQueryString(statement)).run() }
+        }),
+        (4, "rate-limit counters shared by replicas", { sql, _ in
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS rate_counters (
+                  key TEXT NOT NULL, window_start TEXT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (key, window_start))
+                """).run()
+        }),
     ]
 
     private func migrate() async throws {

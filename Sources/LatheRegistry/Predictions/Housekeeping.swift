@@ -18,17 +18,21 @@ public struct Housekeeping: Service {
     let scheduler: Scheduler
     let settings: Settings
 
-    public init(registry: Registry, scheduler: Scheduler, settings: Settings) {
+    /// Whether this replica runs the sweeps now (the leader, scaled out).
+    let isLeader: @Sendable () -> Bool
+
+    public init(registry: Registry, scheduler: Scheduler, settings: Settings, isLeader: @escaping @Sendable () -> Bool = { true }) {
         self.registry = registry
         self.scheduler = scheduler
         self.settings = settings
+        self.isLeader = isLeader
     }
 
     public func run() async throws {
         // A graceful shutdown cancels the wait between sweeps, so the server stops at once.
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                await sweep()
+                if isLeader() { await sweep() } else { await scheduler.removeUnusedUnpackedVersions() }
                 try await Task.sleep(seconds: settings.interval)
             }
         }
@@ -51,6 +55,7 @@ public struct Housekeeping: Service {
             try? await registry.models.deleteUpload(id: id)
         }
         FileRoutes.removePartialUploads(untouchedSince: cutoff, registry: registry)
+        try? await RateCounterStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-120)))
         await scheduler.removeUnusedUnpackedVersions()
     }
 }

@@ -205,8 +205,10 @@ struct PredictionRoutes {
         // The row is written while the model already runs; the answer and the completion both
         // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
         let store = self.store, row = record
-        let insert = Task { try await store.insert(row) }
-        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety, inserted: insert)
+        let claim = await scheduler.newClaim(for: record.id)
+        let insert = Task { try await store.insert(row, claim: claim, checkSafety: checkSafety) }
+        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety, inserted: insert,
+                                    claimID: claim.id)
         return Submitted(record: record, insert: insert)
     }
 

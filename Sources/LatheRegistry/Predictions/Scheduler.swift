@@ -21,6 +21,9 @@ public actor Scheduler {
         public var sandbox: Sandbox?
         /// Limits and requirement policy of environment builds (their sandbox is `sandbox`).
         public var build = EnvironmentBuild(sandbox: nil)
+        /// This machine's folder for environments, unpacked versions and instance work (default
+        /// DATA/runtime). Replicas sharing a data folder each need their own.
+        public var runtime: URL?
         /// How long API predictions keep their input, output, logs and files.
         public var dataRetention: TimeInterval = 3600
         public init() {}
@@ -38,6 +41,8 @@ public actor Scheduler {
         var checkSafety: Bool
         /// Whether the prediction has a webhook (events are not looked up otherwise).
         var hasWebhook: Bool
+        /// The claim this replica holds on the prediction (every write names it).
+        var claimID: String
         /// The account the prediction runs for (fair share and instance limits count by it).
         var account: String { record.accountID ?? creatorID }
     }
@@ -58,6 +63,14 @@ public actor Scheduler {
 
     private let registry: Registry
     private let predictions: PredictionStore
+    /// The shared queue in the database (claims, leases, recovery).
+    private let queue: PredictionQueue
+    /// Events to and from the other replicas, and who runs the singletons.
+    public let events: any PredictionEvents
+    /// This process's name in claims (`claimed_by`).
+    public let replica = "r-" + UUID().uuidString.lowercased().prefix(12)
+    /// The claims this replica holds, by prediction (renewed by the heartbeat).
+    private var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
     public let webhooks: Webhooks
     private let settings: Settings
@@ -84,36 +97,114 @@ public actor Scheduler {
     /// When a version whose setup failed may be booted again just to keep a deployment warm.
     private var warmRetry: [String: Date] = [:]
 
-    public init(registry: Registry, settings: Settings) {
+    public init(registry: Registry, settings: Settings, events: any PredictionEvents = LocalEvents()) {
         self.registry = registry
         self.predictions = PredictionStore(database: registry.database)
+        self.queue = PredictionQueue(database: registry.database)
+        self.events = events
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound)
         self.settings = settings
-        self.runtime = registry.blobs.root.appendingPathComponent("runtime")
+        self.runtime = settings.runtime ?? registry.blobs.root.appendingPathComponent("runtime")
     }
 
-    /// Recovers after a restart (queued predictions run again, in-flight ones fail with a reason)
-    /// and starts the idle reaper.
+    /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
+    /// queued predictions run again, in-flight ones fail with a reason), claims what waits, and
+    /// starts the background loop: idle instances, leases, claims, and — on the leader — lease
+    /// expiry, retention and deployment minimums.
     public func start() async throws {
-        for record in try await predictions.unfinished() {
-            if record.status == "processing" {
-                try await predictions.complete(record.id, status: "failed", output: nil,
-                                               error: "The server restarted while this prediction was running", logs: record.logs, metrics: "{}")
-            } else if let input = record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) {
-                try await enqueue(record, manifestDigest: nil, input: input)
-            }
+        events.subscribe { [weak self] event in await self?.handle(event) }
+        let events = self.events
+        registry.database.caches.setChangeHandler { Task { await events.publish(.cachesChanged) } }
+        if registry.database.kind == .sqlite {
+            let (_, failed) = try await queue.recoverAfterRestart()
+            for id in failed { finished(id) }
         }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
+        await adopt()
         reaper = Task { [weak self] in
             var tick = 0
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
-                await self?.stopIdle()
-                await self?.keepDeploymentsWarm()
+                guard let self else { return }
                 tick += 1
-                if tick % 5 == 0 { await self?.removeExpiredData() }
+                await self.stopIdle()
+                let leader = self.events.isLeader
+                if leader { await self.keepDeploymentsWarm() }
+                if tick % 2 == 0 { await self.heartbeat() }
+                if tick % 5 == 0, leader {
+                    await self.expireLeases()
+                    await self.removeExpiredData()
+                }
             }
         }
+    }
+
+    /// What another replica (or this one) told everyone.
+    private func handle(_ event: RegistryEvent) async {
+        switch event {
+        case .queued: await adopt()
+        case .finished(let id): finished(id)
+        case .cancel(let id): if claims[id] != nil { try? await cancel(id) }
+        case .cachesChanged: registry.database.caches.clear()
+        }
+    }
+
+    /// A claim for a prediction this replica is creating (it runs what it takes in, unless it
+    /// dies: then the lease runs out and another replica claims it).
+    func newClaim(for id: String) -> (replica: String, id: String) {
+        let claim = "\(replica):\(id):1"
+        claims[id] = claim
+        return (replica, claim)
+    }
+
+    /// Claims unclaimed waiting predictions while this replica has room for them.
+    private func adopt() async {
+        let queued = queues.values.reduce(0) { $0 + $1.count }
+        let room = 2 * settings.maxInstances - queued
+        guard room > 0, let claimed = try? await queue.claim(replica: replica, limit: room) else { return }
+        for item in claimed {
+            claims[item.record.id] = item.claimID
+            guard let input = item.record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) else {
+                _ = try? await predictions.complete(item.record.id, status: "failed", output: nil, error: "the prediction's input could not be read",
+                                                    logs: item.record.logs, metrics: "{}", claim: item.claimID)
+                continue
+            }
+            do {
+                try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
+            } catch {
+                _ = try? await predictions.complete(item.record.id, status: "failed", output: nil, error: "\(error)", logs: item.record.logs,
+                                                    metrics: "{}", claim: item.claimID)
+                await publishFinished(item.record.id)
+            }
+        }
+    }
+
+    /// Renews this replica's leases, and stops what someone asked to cancel elsewhere.
+    private func heartbeat() async {
+        let held = Array(claims.values)
+        do {
+            try await queue.renew(held)
+            for id in try await queue.cancelRequested(among: held) { try? await cancel(id) }
+        } catch {
+            registry.logger.warning("could not renew prediction leases", metadata: ["error": "\(RegistryDatabase.reason(error))"])
+        }
+        await adopt()
+    }
+
+    /// The leader requeues or fails the predictions of replicas that stopped renewing.
+    private func expireLeases() async {
+        guard let (requeued, failed) = try? await queue.expireLeases() else { return }
+        for id in failed { await publishFinished(id) }
+        if !requeued.isEmpty {
+            registry.logger.warning("requeued predictions of a lost replica", metadata: ["count": "\(requeued.count)"])
+            await events.publish(.queued)
+        }
+    }
+
+    /// Wakes waiters here and, scaled out, on the other replicas.
+    private func publishFinished(_ id: String) async {
+        finished(id)
+        if registry.database.kind == .postgres { await events.publish(.finished(id)) }
     }
 
     /// Stops every instance (graceful shutdown).
@@ -127,12 +218,12 @@ public actor Scheduler {
 
     /// Queues an inserted prediction; `input` is the validated input it runs with.
     func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true,
-                 inserted: Task<Void, any Error>? = nil) async throws {
+                 inserted: Task<Void, any Error>? = nil, claimID: String) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
         queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, inserted: inserted, input: input, timeout: timeout,
-                                                checkSafety: checkSafety, hasWebhook: record.webhook != nil))
+                                                checkSafety: checkSafety, hasWebhook: record.webhook != nil, claimID: claimID))
         pump(version)
     }
 
@@ -184,17 +275,28 @@ public actor Scheduler {
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume() }
     }
 
-    /// Cancels a queued or running prediction.
+    /// Cancels a queued or running prediction, wherever it is: here, unclaimed in the queue, or
+    /// on another replica (which hears the event, or sees the flag at its next heartbeat).
     func cancel(_ id: String) async throws {
-        for (version, queue) in queues {
-            if let job = queue.first(where: { $0.id == id }) {
-                queues[version] = queue.filter { $0.id != id }
+        for (version, waiting) in queues {
+            if let job = waiting.first(where: { $0.id == id }) {
+                queues[version] = waiting.filter { $0.id != id }
                 _ = try? await job.inserted?.value
-                try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}")
+                try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}", claim: job.claimID)
+                claims.removeValue(forKey: id)
                 await notify("completed", id)
-                finished(id)
+                await publishFinished(id)
                 return
             }
+        }
+        if claims[id] == nil {
+            if try await queue.cancelUnclaimed(id) {
+                await publishFinished(id)
+            } else {
+                try await queue.requestCancel(id)
+                await events.publish(.cancel(id))
+            }
+            return
         }
         if let download = downloads[id] {
             canceledDownloads.insert(id)
@@ -331,8 +433,9 @@ public actor Scheduler {
         let jobs = queues.removeValue(forKey: version) ?? []
         for job in jobs {
             _ = try? await job.inserted?.value
-            try? await predictions.complete(job.id, status: "failed", output: nil, error: error, logs: logs, metrics: "{}")
-            finished(job.id)
+            _ = try? await predictions.complete(job.id, status: "failed", output: nil, error: error, logs: logs, metrics: "{}", claim: job.claimID)
+            claims.removeValue(forKey: job.id)
+            await publishFinished(job.id)
         }
     }
 
@@ -349,9 +452,10 @@ public actor Scheduler {
         record.status = "processing"
         let startedAt = Timestamp.now()
         record.startedAt = startedAt
+        let claim = job.claimID
         if job.hasWebhook {
             _ = try? await job.inserted?.value
-            try? await store.markProcessing(id, at: startedAt)
+            try? await store.markProcessing(id, at: startedAt, claim: claim)
             await notify("start", id)
         } else {
             // Off the answer's path, once the row exists. Readers see "processing" only when the
@@ -360,7 +464,7 @@ public actor Scheduler {
             let inserted = job.inserted
             Task {
                 _ = try? await inserted?.value
-                try? await store.markProcessing(id, at: startedAt)
+                try? await store.markProcessing(id, at: startedAt, claim: claim)
             }
         }
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
@@ -388,7 +492,7 @@ public actor Scheduler {
                     // Streamed items and logs reach the database at most every 200 ms.
                     if let snapshot = progress.add(event) {
                         Task {
-                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt)
+                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt, claim: claim)
                             if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
                         }
                     }
@@ -422,9 +526,17 @@ public actor Scheduler {
         if let inserted = job.inserted, (try? await inserted.value) == nil {
             registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
         }
-        try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
-                                  metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt, input: redacted)
+        let written = (try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
+                                                 metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt,
+                                                 input: redacted, claim: claim)) ?? false
+        if !written {
+            // The lease ran out (this replica stalled) and the prediction was requeued or failed
+            // elsewhere: what was found here is not written over it.
+            registry.logger.warning("late completion refused: the claim was lost", metadata: ["prediction": "\(id)"])
+        }
+        claims.removeValue(forKey: id)
         unpersisted.removeValue(forKey: id)
+        if registry.database.kind == .postgres { await events.publish(.finished(id)) }
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
         try? FileManager.default.removeItem(at: outputs)
         if job.hasWebhook { await notify("completed", job.id) }

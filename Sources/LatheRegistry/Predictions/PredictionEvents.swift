@@ -1,0 +1,153 @@
+import Foundation
+import Logging
+import PostgresKit
+import PostgresNIO
+import ServiceLifecycle
+import SQLKit
+
+/// What replicas tell each other about predictions and shared state.
+public enum RegistryEvent: Sendable, Equatable {
+    /// Predictions wait unclaimed: replicas with room claim them.
+    case queued
+    /// A prediction reached succeeded, failed or canceled (wakes `Prefer: wait` anywhere).
+    case finished(String)
+    /// Someone asked to cancel a prediction (the replica running it stops it).
+    case cancel(String)
+    /// Accounts, tokens, memberships, models or versions changed: drop cached copies.
+    case cachesChanged
+
+    var payload: String {
+        switch self {
+        case .queued: "queued"
+        case .finished(let id): "finished:\(id)"
+        case .cancel(let id): "cancel:\(id)"
+        case .cachesChanged: "caches"
+        }
+    }
+
+    init?(payload: String) {
+        let parts = payload.split(separator: ":", maxSplits: 1).map(String.init)
+        switch (parts.first, parts.count) {
+        case ("queued", 1): self = .queued
+        case ("caches", 1): self = .cachesChanged
+        case ("finished", 2): self = .finished(parts[1])
+        case ("cancel", 2): self = .cancel(parts[1])
+        default: return nil
+        }
+    }
+}
+
+/// The `PredictionEvents` seam (DESIGN §5): events published by any replica reach every
+/// replica's handler (this one's included), and one replica at a time is the leader that runs
+/// the singletons (lease expiry, retention, housekeeping, keeping deployments warm). In memory
+/// on one machine; PostgreSQL `LISTEN/NOTIFY` and an advisory lock when scaled out.
+public protocol PredictionEvents: Sendable {
+    func publish(_ event: RegistryEvent) async
+    func subscribe(_ handler: @escaping @Sendable (RegistryEvent) async -> Void)
+    /// Whether this replica runs the singletons now.
+    var isLeader: Bool { get }
+}
+
+/// One process: events go straight to the handlers, and it is always the leader.
+public final class LocalEvents: PredictionEvents, @unchecked Sendable {
+    private let lock = NSLock()
+    private var handlers: [@Sendable (RegistryEvent) async -> Void] = []
+
+    public init() {}
+
+    public func publish(_ event: RegistryEvent) async {
+        for handler in lock.withLock({ handlers }) { await handler(event) }
+    }
+
+    public func subscribe(_ handler: @escaping @Sendable (RegistryEvent) async -> Void) {
+        lock.withLock { handlers.append(handler) }
+    }
+
+    public var isLeader: Bool { true }
+}
+
+/// Replicas on one PostgreSQL: `NOTIFY lathe_events` carries events, one dedicated connection
+/// per replica `LISTEN`s and holds (or keeps trying to take) the leader's advisory lock; a lost
+/// connection drops the lock, so another replica leads within seconds. Runs as a service.
+public final class PostgresEvents: PredictionEvents, Service, @unchecked Sendable {
+    static let channel = "lathe_events"
+    static let leaderLock = 7_210_002
+
+    private let configuration: PostgresConnection.Configuration
+    private let sql: any SQLDatabase
+    private let logger: Logger
+    private let lock = NSLock()
+    private var handlers: [@Sendable (RegistryEvent) async -> Void] = []
+    private var leader = false
+
+    public init(url: String, database: RegistryDatabase, logger: Logger) throws {
+        configuration = try SQLPostgresConfiguration(url: url).coreConfiguration
+        sql = database.sql
+        self.logger = logger
+    }
+
+    public var isLeader: Bool { lock.withLock { leader } }
+
+    public func subscribe(_ handler: @escaping @Sendable (RegistryEvent) async -> Void) {
+        lock.withLock { handlers.append(handler) }
+    }
+
+    public func publish(_ event: RegistryEvent) async {
+        do {
+            try await sql.raw("SELECT pg_notify(\(bind: Self.channel), \(bind: event.payload))").run()
+        } catch {
+            // Nobody else hears it; this replica still acts on it.
+            logger.warning("could not publish an event", metadata: ["event": "\(event.payload)", "error": "\(RegistryDatabase.reason(error))"])
+            await deliver(event)
+        }
+    }
+
+    private func deliver(_ event: RegistryEvent) async {
+        for handler in lock.withLock({ handlers }) { await handler(event) }
+    }
+
+    public func run() async throws {
+        var connectionID = 0
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            connectionID += 1
+            do {
+                let connection = try await PostgresConnection.connect(configuration: configuration, id: connectionID, logger: logger)
+                defer { lock.withLock { leader = false } }
+                try await cancelWhenGracefulShutdown {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            // Try for the leader's lock every 2 s; held until this connection ends.
+                            while !Task.isCancelled {
+                                if !self.isLeader {
+                                    let rows = try await connection.query("SELECT pg_try_advisory_lock(\(Self.leaderLock)) AS locked", logger: self.logger)
+                                    for try await (locked) in rows.decode(Bool.self) where locked {
+                                        self.lock.withLock { self.leader = true }
+                                        self.logger.info("this replica now runs the singletons (leader)")
+                                    }
+                                }
+                                try await Task.sleep(nanoseconds: 2_000_000_000)
+                            }
+                        }
+                        group.addTask {
+                            try await connection.listen(on: Self.channel) { notifications in
+                                // Anything published while this replica was not listening is caught up by the
+                                // periodic claims and waits' own timers.
+                                await self.deliver(.queued)
+                                for try await notification in notifications {
+                                    if let event = RegistryEvent(payload: notification.payload) { await self.deliver(event) }
+                                }
+                            }
+                        }
+                        try await group.next()
+                        group.cancelAll()
+                    }
+                }
+                try? await connection.close()
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                logger.warning("lost the PostgreSQL events connection; reconnecting", metadata: ["error": "\(RegistryDatabase.reason(error))"])
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+"""Two `lathe serve` replicas on one PostgreSQL and one data folder behave as one registry
+(issue 9): through nginx (deploy/nginx.conf) and replica to replica. Runs only on PostgreSQL
+(scripts/test starts a cluster and sets LATHE_TEST_POSTGRES)."""
+import http.server
+import json
+import os
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import POSTGRES, ROOT, Server, lathe
+
+pytestmark = pytest.mark.skipif(not POSTGRES, reason="replicas need PostgreSQL (set LATHE_TEST_POSTGRES, as scripts/test does)")
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    running = Server("--idle-timeout", "60", "--allow-outbound", "127.0.0.2/32", "--rate-limit-requests", "400",
+                     samples=("hello", "streamer"), replicas=2)
+    yield running
+    running.stop()
+
+
+def replica_urls(cluster):
+    return [url for _, _, url in cluster.replicas]
+
+
+def test_push_to_one_pull_from_the_other_and_resume_an_upload_across(cluster, tmp_path):
+    a, b = replica_urls(cluster)
+    pushed = json.loads(lathe("push", os.path.join(ROOT, "samples", "classifier"), "alice/classifier", "--json",
+                              env=dict(cluster.env, LATHE_REGISTRY=a)).stdout)
+    pulled = lathe("pull", f"alice/classifier:{pushed['version']}", env=dict(cluster.env, LATHE_REGISTRY=b, LATHE_HOME=str(tmp_path / "home")))
+    assert pushed["version"] in pulled.stdout + pulled.stderr
+
+    # A chunked upload begun on A continues on B and completes there.
+    import hashlib
+    blob = os.urandom(3 << 20)
+    start = httpx.post(f"{a}/v2/alice/classifier/blobs/uploads/", headers=auth(cluster.token))
+    location = start.headers["location"]
+    first = httpx.patch(a + location, content=blob[:1 << 20], headers={**auth(cluster.token), "Content-Range": f"0-{(1 << 20) - 1}"})
+    assert first.status_code == 202
+    status = httpx.get(b + location, headers=auth(cluster.token))
+    assert status.status_code == 204 and status.headers["range"] == f"0-{(1 << 20) - 1}"
+    rest = httpx.patch(b + location, content=blob[1 << 20:], headers={**auth(cluster.token), "Content-Range": f"{1 << 20}-{len(blob) - 1}"})
+    assert rest.status_code == 202
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    done = httpx.put(b + location, params={"digest": digest}, headers=auth(cluster.token))
+    assert done.status_code == 201, done.text
+    assert httpx.head(f"{a}/v2/alice/classifier/blobs/{digest}", headers=auth(cluster.token)).status_code == 200
+
+
+def test_a_prediction_is_read_waited_streamed_and_canceled_on_the_other_replica(cluster):
+    a, b = replica_urls(cluster)
+    created = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 8, "delay": 0.25}},
+                         headers=auth(cluster.token)).json()
+    seen = []
+    with httpx.stream("GET", f"{b}/v1/predictions/{created['id']}/stream", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line[7:])
+            if seen and seen[-1] == "done":
+                break
+    assert seen.count("output") >= 3 and seen[-1] == "done", seen
+    read = httpx.get(f"{b}/v1/predictions/{created['id']}", headers=auth(cluster.token)).json()
+    assert read["status"] == "succeeded"
+
+    # Waiting on B for a prediction that runs on A: B wakes when A finishes (NOTIFY), not after a poll.
+    slow = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 40, "delay": 0.25}},
+                      headers=auth(cluster.token)).json()
+    time.sleep(1)
+    started = time.time()
+    canceled = httpx.post(f"{b}/v1/predictions/{slow['id']}/cancel", headers=auth(cluster.token), timeout=30).json()
+    assert canceled["status"] == "canceled", canceled
+    assert time.time() - started < 5, "the cancel reached the replica running it and came back"
+    assert httpx.get(f"{a}/v1/predictions/{slow['id']}", headers=auth(cluster.token)).json()["status"] == "canceled"
+
+
+def test_revoked_tokens_private_models_and_removed_members_are_refused_everywhere_within_a_second(cluster):
+    a, b = replica_urls(cluster)
+    made = httpx.post(f"{a}/v1/tokens", json={"label": "short-lived"}, headers=auth(cluster.bob)).json()
+    token = made["token"]
+    for url in (a, b):  # both replicas have it cached now
+        assert httpx.get(f"{url}/v1/account", headers=auth(token)).status_code == 200
+    assert httpx.delete(f"{a}/v1/tokens/{made['id']}", headers=auth(cluster.bob)).status_code in (200, 204)
+    time.sleep(1)
+    assert httpx.get(f"{b}/v1/account", headers=auth(token)).status_code == 401, "revocation reached the other replica"
+
+    assert httpx.patch(f"{a}/v1/models/alice/hello", json={"visibility": "public"}, headers=auth(cluster.token)).status_code == 200
+    assert httpx.get(f"{b}/v1/models/alice/hello", headers=auth(cluster.bob)).status_code == 200
+    assert httpx.patch(f"{a}/v1/models/alice/hello", json={"visibility": "private"}, headers=auth(cluster.token)).status_code == 200
+    time.sleep(1)
+    assert httpx.get(f"{b}/v1/models/alice/hello", headers=auth(cluster.bob)).status_code == 404, "private at once on the other replica"
+
+    assert httpx.post(f"{a}/v1/organizations", json={"name": "acme"}, headers=auth(cluster.token)).status_code in (200, 201)
+    assert httpx.put(f"{a}/v1/organizations/acme/members/bob", json={"role": "member"}, headers=auth(cluster.token)).status_code in (200, 201, 204)
+    assert httpx.get(f"{b}/v1/organizations/acme/members", headers=auth(cluster.bob)).status_code == 200
+    assert httpx.delete(f"{a}/v1/organizations/acme/members/bob", headers=auth(cluster.token)).status_code in (200, 204)
+    time.sleep(1)
+    assert httpx.get(f"{b}/v1/organizations/acme/members", headers=auth(cluster.bob)).status_code == 404
+
+
+def test_rate_limits_hold_across_replicas(cluster):
+    a, b = replica_urls(cluster)
+    limited = httpx.post(f"{a}/v1/tokens", json={"label": "limits"}, headers=auth(cluster.bob)).json()["token"]
+    statuses = []
+    with httpx.Client() as client:
+        for index in range(420):
+            statuses.append(client.get(f"{(a, b)[index % 2]}/v1/account", headers=auth(limited)).status_code)
+    assert statuses.count(200) <= 400 and 429 in statuses, f"{statuses.count(200)} answered of a 400-a-minute budget over two replicas"
+
+
+def test_a_web_session_made_on_one_works_on_the_other(cluster):
+    a, b = replica_urls(cluster)
+    client = httpx.Client(follow_redirects=False)
+    page = client.get(f"{a}/signup")
+    csrf = re.search(r'name="_csrf" value="([0-9a-f]+)"', page.text).group(1)
+    assert client.post(f"{a}/signup", data={"_csrf": csrf, "username": "wendy", "password": "correct horse battery"}).status_code == 303
+    account = client.get(f"{b}/account")
+    assert account.status_code == 200 and "wendy" in account.text
+    token = re.search(r'name="_csrf" value="([0-9a-f]+)"', account.text).group(1)
+    assert client.post(f"{b}/account/tokens", data={"_csrf": token, "label": "from b"}).status_code in (200, 303)
+
+
+def test_webhooks_are_delivered_once_and_singletons_run_on_one_replica(cluster):
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        ids = []
+        for _ in range(6):
+            ids.append(httpx.post(f"{cluster.url}/v1/models/alice/hello/predictions", json={
+                "input": {"text": "hook"}, "webhook": f"http://127.0.0.2:{receiver.server_address[1]}/hook",
+                "webhook_events_filter": ["completed"]}, headers={**auth(cluster.token), "Prefer": "wait"}).json()["id"])
+        time.sleep(3)
+        completed = [event["id"] for event in received if event["status"] == "succeeded"]
+        assert sorted(completed) == sorted(ids), f"each completed event once: {completed}"
+    finally:
+        receiver.shutdown()
+    leaders = [path for _, path, _ in cluster.replicas if "runs the singletons (leader)" in open(path).read()]
+    assert len(leaders) == 1, f"exactly one leader: {leaders}"
+
+
+def test_kill9_of_a_replica_during_a_burst_loses_no_prediction(cluster):
+    """300 predictions through nginx; one replica is SIGKILLed midway. Every created prediction ends
+    succeeded, failed or canceled within a minute: the other replica requeues the dead one's claims
+    when their leases run out."""
+    created = []
+    lock = threading.Lock()
+
+    def create(index):
+        try:
+            answer = httpx.post(f"{cluster.url}/v1/models/alice/hello/predictions", json={"input": {"text": f"n{index}"}},
+                                headers=auth(cluster.token), timeout=30)
+            if answer.status_code == 201:
+                with lock:
+                    created.append(answer.json()["id"])
+        except httpx.HTTPError:
+            pass  # refused while the replica died: never created, nothing to lose
+
+    victim = cluster.replicas[1][0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(create, index) for index in range(300)]
+        while len(created) < 100:
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        for future in futures:
+            future.result()
+    assert len(created) >= 250, f"only {len(created)} of 300 were created"
+    survivor = replica_urls(cluster)[0]
+    deadline = time.time() + 90
+    pending = set(created)
+    while pending and time.time() < deadline:
+        for prediction in httpx.get(f"{survivor}/v1/predictions", headers=auth(cluster.token)).json()["results"]:
+            pass
+        for identifier in list(pending)[:100]:
+            status = httpx.get(f"{survivor}/v1/predictions/{identifier}", headers=auth(cluster.token)).json()["status"]
+            if status in ("succeeded", "failed", "canceled"):
+                pending.discard(identifier)
+        time.sleep(1)
+    assert not pending, f"{len(pending)} predictions never finished after the replica died:\n" + cluster.log()[-3000:]
+    # Bring the replica back for any test after this one.
+    process, path, url = cluster.start_replica(1, ["--idle-timeout", "60", "--allow-outbound", "127.0.0.2/32", "--rate-limit-requests", "400",
+                                                   "--base-url", cluster.url], runtime=True, port=int(replica_urls(cluster)[1].rsplit(":", 1)[1]))
+    cluster.replicas[1] = (process, path, url)
