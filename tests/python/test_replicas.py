@@ -202,3 +202,33 @@ def test_kill9_of_a_replica_during_a_burst_loses_no_prediction(cluster):
     process, path, url = cluster.start_replica(1, ["--idle-timeout", "60", "--allow-outbound", "127.0.0.2/32", "--rate-limit-requests", "400",
                                                    "--base-url", cluster.url], runtime=True, port=int(replica_urls(cluster)[1].rsplit(":", 1)[1]))
     cluster.replicas[1] = (process, path, url)
+
+
+@pytest.mark.skipif(not os.environ.get("LATHE_TEST_POSTGRES_DIR"), reason="needs the cluster's folder to stop and resume it (scripts/test sets it)")
+def test_restarting_postgresql_gives_503_then_recovers(cluster):
+    import subprocess
+    folder = os.environ["LATHE_TEST_POSTGRES_DIR"]
+    before = httpx.get(f"{cluster.url}/v1/predictions", headers=auth(cluster.token))
+    assert before.status_code == 200
+    subprocess.run([os.path.join(ROOT, "scripts", "postgres"), "stop", folder], check=True)
+    try:
+        answers = []
+        for _ in range(5):
+            answer = httpx.post(f"{cluster.url}/v1/models/alice/hello/predictions", json={"input": {"text": "down"}},
+                                headers=auth(cluster.token), timeout=30)
+            answers.append(answer)
+        assert all(answer.status_code == 503 for answer in answers), [a.status_code for a in answers]
+        assert "database is unavailable" in answers[0].json()["detail"]
+    finally:
+        subprocess.run([os.path.join(ROOT, "scripts", "postgres"), "resume", folder], check=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        answer = httpx.post(f"{cluster.url}/v1/models/alice/hello/predictions", json={"input": {"text": "back"}},
+                            headers={**auth(cluster.token), "Prefer": "wait"}, timeout=60)
+        if answer.status_code == 201 and answer.json()["status"] == "succeeded":
+            break
+        time.sleep(1)
+    assert answer.status_code == 201 and answer.json()["output"] == "Hello, back!", answer.text
+    # Nothing half-written: every prediction listed is a whole row, none stuck half-way.
+    listed = httpx.get(f"{cluster.url}/v1/predictions", headers=auth(cluster.token)).json()["results"]
+    assert all(item["status"] in ("starting", "processing", "succeeded", "failed", "canceled") and item["version"] for item in listed)

@@ -319,7 +319,8 @@ public actor Scheduler {
         let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
         let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
         let needWork = waiting > (booting[version] ?? 0)
-        let needWarm = mine < (bounds[version]?.min ?? 0)
+        // Deployment minimums are kept by the leader only, so replicas do not each keep them.
+        let needWarm = events.isLeader && mine < (bounds[version]?.min ?? 0)
         guard needWork || needWarm, mine < limit else { return }
         // The new instance is for the account of the first job it will take, or the deployment's.
         // Work is held to the per-account limit; warm minimums were held to theirs when the

@@ -38,7 +38,7 @@ struct WebApp {
     let pages: WebRenderer
     let settings: WebSettings
     /// Sign-in attempts per username: 10 a minute, so passwords cannot be guessed at speed.
-    let signins = RateLimiter(createsPerMinute: 10, requestsPerMinute: 10)
+    let signins: RateLimiter
     /// Recent failed sign-ins per client address and username (for the growing delay).
     let signinFailures = FailureCounter()
 
@@ -48,6 +48,9 @@ struct WebApp {
         self.predictions = predictions
         self.sessions = SessionStore(database: registry.database)
         self.pages = try WebRenderer(signupOpen: settings.signupOpen)
+        // Counted in the database when replicas share one, so no replica is a way around it.
+        self.signins = RateLimiter(createsPerMinute: 10, requestsPerMinute: 10,
+                                   shared: registry.database.kind == .postgres ? RateCounterStore(database: registry.database) : nil)
         self.settings = settings
     }
 
