@@ -143,13 +143,28 @@ struct StoreSuiteTests {
         let alice = try await accounts.createUser("alice", password: nil)
         let old = FileRecord(id: "f1", ownerID: alice.id, name: "a.bin", contentType: "application/octet-stream", size: 3_000_000_000,
                              sha256: "x", metadata: "{}", createdAt: "2000-01-01T00:00:00.000Z", expiresAt: "2000-01-02T00:00:00.000Z")
-        try await FileRoutes.insert(old, sql: database.sql)
-        try await FileRoutes.insert(.init(id: "f2", ownerID: alice.id, name: "b.bin", contentType: "text/plain", size: 2_000_000_000, sha256: "y",
-                                          metadata: "{}", now: Date()), sql: database.sql)
-        #expect(try await FileRoutes.used(by: alice.id, sql: database.sql) == 5_000_000_000, "SUM over BIGINT decodes on both")
-        #expect(try await FileRoutes.expired(before: Timestamp.now(), sql: database.sql) == ["f1"])
-        try await FileRoutes.delete("f1", sql: database.sql)
-        #expect(try await FileRoutes.used(by: alice.id, sql: database.sql) == 2_000_000_000)
+        let files = FileStore(database: database)
+        try await files.insert(old)
+        try await files.insert(.init(id: "f2", ownerID: alice.id, name: "b.bin", contentType: "text/plain", size: 2_000_000_000, sha256: "y",
+                                     metadata: "{}", now: Date()))
+        #expect(try await files.used(by: alice.id) == 5_000_000_000, "SUM over BIGINT decodes on both")
+        #expect(try await files.expired(before: Timestamp.now()) == ["f1"])
+        #expect(try await files.file("f2", owner: "someone else") == nil)
+        try await files.delete("f1")
+        #expect(try await files.used(by: alice.id) == 2_000_000_000)
+
+        let deployments = DeploymentStore(database: database)
+        for (index, minimum) in [2, 1].enumerated() {
+            try await deployments.insert(.init(id: "d\(index)", ownerID: alice.id, name: "dep\(index)", modelID: "m", version: "v", hardware: "cpu",
+                                               minInstances: minimum, maxInstances: 3, release: 1, createdBy: alice.id, createdAt: Timestamp.now()))
+        }
+        await #expect(throws: RegistryError.self) {
+            try await deployments.insert(.init(id: "d9", ownerID: alice.id, name: "dep0", modelID: "m", version: "v", hardware: "cpu",
+                                               minInstances: 0, maxInstances: 1, release: 1, createdBy: alice.id, createdAt: Timestamp.now()))
+        }
+        #expect(try await deployments.warmInstances(owner: alice.id, excluding: nil) == 3)
+        #expect(try await deployments.warmInstances(owner: alice.id, excluding: "d0") == 1)
+        #expect(try await deployments.visible(to: alice.id).map(\.name) == ["dep0", "dep1"])
 
         let sessions = SessionStore(database: database)
         let secret = try await sessions.create(for: alice)

@@ -146,6 +146,13 @@ public struct ModelStore: Sendable {
             """).all(decoding: VersionRecord.self)
     }
 
+    /// The manifest digest of version `version` of the model with id `modelID`.
+    func manifestDigest(modelID: String, version: String) async throws -> String? {
+        struct Row: Decodable { var manifest_digest: String }
+        return try await sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: modelID) AND id = \(bind: version)")
+            .first(decoding: Row.self)?.manifest_digest
+    }
+
     public func version(of model: ModelRecord, id: String) async throws -> VersionRecord? {
         try await sql.raw("""
             SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)

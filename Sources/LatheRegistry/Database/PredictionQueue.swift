@@ -112,17 +112,20 @@ public struct PredictionQueue: Sendable {
         return (requeued, failed)
     }
 
-    /// After a restart of the only server (SQLite): what the previous process was running fails
-    /// (it may have had effects), what it had not started is queued again for anyone to claim.
-    func recoverAfterRestart() async throws -> (requeued: [String], failed: [String]) {
+    /// After a restart: what the previous process of `replica` (every replica's, with nil: the
+    /// only server, on SQLite) was running fails (it may have had effects), what it had not
+    /// started is queued again for anyone to claim. Claims of other live replicas are untouched.
+    func recoverAfterRestart(replica: String?) async throws -> (requeued: [String], failed: [String]) {
         struct Row: Decodable { var id: String }
+        let mine: SQLQueryString = replica.map { " AND claimed_by = \(bind: $0)" } ?? ""
         let failed = try await sql.raw("""
             UPDATE predictions SET status = 'failed', completed_at = \(bind: Timestamp.now()), claimed_by = NULL, claim_id = NULL,
               error = 'The server restarted while this prediction was running'
-            WHERE status = 'processing' RETURNING id
+            WHERE status = 'processing'\(mine) RETURNING id
             """).all(decoding: Row.self).map(\.id)
         let requeued = try await sql.raw("""
-            UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL WHERE status = 'starting' AND claimed_by IS NOT NULL RETURNING id
+            UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL
+            WHERE status = 'starting' AND claimed_by IS NOT NULL\(mine) RETURNING id
             """).all(decoding: Row.self).map(\.id)
         return (requeued, failed)
     }

@@ -1,45 +1,19 @@
 import Foundation
 import Hummingbird
 import LatheSpec
-import SQLKit
-
-/// A deployment: a name that pins one version of a model, with instances kept warm.
-struct DeploymentRecord: Sendable, Codable {
-    var id: String
-    var ownerID: String
-    var name: String
-    var modelID: String
-    var version: String
-    var hardware: String
-    var minInstances: Int
-    var maxInstances: Int
-    var release: Int
-    var createdBy: String
-    var createdAt: String
-
-    enum CodingKeys: String, CodingKey {
-        case id, name, version, hardware, release
-        case ownerID = "owner_id", modelID = "model_id", minInstances = "min_instances", maxInstances = "max_instances"
-        case createdBy = "created_by", createdAt = "created_at"
-    }
-}
 
 /// `/v1/deployments…` in Replicate's shapes, and predictions through a deployment.
 struct DeploymentRoutes {
     let registry: Registry
     let scheduler: Scheduler
     let predictions: PredictionRoutes
-    var sql: any SQLDatabase { registry.database.sql }
-    static let columns = "id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at"
+    var store: DeploymentStore { DeploymentStore(database: registry.database) }
 
     func add(to v1: RouterGroup<RegistryContext>) {
         v1.post("deployments") { request, context in try await create(request, context) }
         v1.get("deployments") { _, context in
             let principal = try signedIn(context)
-            let rows = try await sql.raw("""
-                SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: principal.user.id)
-                   OR owner_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: principal.user.id)) ORDER BY created_at
-                """).all(decoding: DeploymentRecord.self)
+            let rows = try await store.visible(to: principal.user.id)
             var results: [JSONValue] = []
             for row in rows { results.append(try await shape(row)) }
             return try jsonResponse(WireShapes.page(results, next: nil))
@@ -48,7 +22,7 @@ struct DeploymentRoutes {
         v1.patch("deployments/:owner/:name") { request, context in try await update(request, context) }
         v1.delete("deployments/:owner/:name") { _, context -> Response in
             let found = try await deployment(context)
-            try await sql.raw("DELETE FROM deployments WHERE id = \(bind: found.id)").run()
+            try await store.delete(found.id)
             await scheduler.clearBounds(version: found.version)
             return Response(status: .noContent)
         }
@@ -64,7 +38,7 @@ struct DeploymentRoutes {
 
     /// Deployments are restored (their minimum instances started) when the server starts.
     static func restore(registry: Registry, scheduler: Scheduler) async throws {
-        let rows = try await registry.database.sql.raw("SELECT \(unsafeRaw: columns) FROM deployments").all(decoding: DeploymentRecord.self)
+        let rows = try await DeploymentStore(database: registry.database).all()
         for row in rows {
             guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version) else { continue }
             try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances, account: row.ownerID)
@@ -79,9 +53,7 @@ struct DeploymentRoutes {
     private func deployment(_ context: RegistryContext) async throws -> DeploymentRecord {
         let principal = try signedIn(context)
         guard let owner = try await registry.accounts.account(named: try context.parameters.require("owner")), principal.actsFor(owner.id),
-              let found = try await sql.raw("""
-                SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: owner.id) AND name = \(bind: try context.parameters.require("name"))
-                """).first(decoding: DeploymentRecord.self) else {
+              let found = try await store.find(owner: owner.id, name: try context.parameters.require("name")) else {
             throw RegistryError(404, "deployment not found")
         }
         return found
@@ -119,10 +91,7 @@ struct DeploymentRoutes {
 
     /// An account's deployments together keep at most the operator's limit of instances warm.
     private func withinWarmLimit(owner: String, excluding id: String?, adding minimum: Int) async throws {
-        struct Row: Decodable { var total: Int? }
-        let others = try await sql.raw("""
-            SELECT CAST(SUM(min_instances) AS BIGINT) AS total FROM deployments WHERE owner_id = \(bind: owner) AND id <> \(bind: id ?? "")
-            """).first(decoding: Row.self)?.total ?? 0
+        let others = try await store.warmInstances(owner: owner, excluding: id)
         let limit = await scheduler.warmLimit
         guard others + minimum <= limit else {
             throw RegistryError(400, "min_instances: \(minimum) would keep \(others + minimum) instances warm for this account, over the limit of \(limit) per account; "
@@ -147,15 +116,7 @@ struct DeploymentRoutes {
         let record = DeploymentRecord(id: UUID().uuidString.lowercased(), ownerID: principal.user.id, name: name, modelID: model.id, version: version.id,
                                       hardware: body.hardware ?? "cpu", minInstances: min, maxInstances: max, release: 1,
                                       createdBy: principal.user.id, createdAt: Timestamp.now())
-        do {
-            try await sql.raw("""
-                INSERT INTO deployments (id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at)
-                VALUES (\(bind: record.id), \(bind: record.ownerID), \(bind: name), \(bind: model.id), \(bind: version.id), \(bind: record.hardware),
-                        \(bind: min), \(bind: max), 1, \(bind: principal.user.id), \(bind: record.createdAt))
-                """).run()
-        } catch {
-            throw RegistryError(409, "you already have a deployment named \(name)")
-        }
+        try await store.insert(record)
         try await scheduler.setBounds(version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, min: min, max: max,
                                       account: record.ownerID)
         return try jsonResponse(try await shape(record), status: .created)
@@ -176,10 +137,7 @@ struct DeploymentRoutes {
         try validBounds(found.minInstances, found.maxInstances)
         try await withinWarmLimit(owner: found.ownerID, excluding: found.id, adding: found.minInstances)
         found.release += 1
-        try await sql.raw("""
-            UPDATE deployments SET version = \(bind: found.version), min_instances = \(bind: found.minInstances), max_instances = \(bind: found.maxInstances),
-              hardware = \(bind: found.hardware), release = \(bind: found.release) WHERE id = \(bind: found.id)
-            """).run()
+        try await store.update(found)
         guard let version = try await registry.models.version(of: model, id: found.version) else { throw RegistryError(404, "version not found") }
         try await scheduler.setBounds(version: found.version, manifestDigest: version.manifestDigest, modelID: model.id,
                                       min: found.minInstances, max: found.maxInstances, account: found.ownerID)

@@ -4,40 +4,13 @@ import Hummingbird
 import LatheSpec
 import MultipartKit
 import NIOCore
-import SQLKit
-
-/// A file uploaded through `/v1/files`.
-struct FileRecord: Sendable, Codable {
-    var id: String
-    var ownerID: String
-    var name: String
-    var contentType: String
-    var size: Int64
-    var sha256: String
-    var metadata: String
-    var createdAt: String
-    var expiresAt: String
-
-    enum CodingKeys: String, CodingKey {
-        case id, name, size, sha256, metadata
-        case ownerID = "owner_id", contentType = "content_type", createdAt = "created_at", expiresAt = "expires_at"
-    }
-}
-
-extension FileRecord {
-    /// A new file, created `now`, expiring a day later.
-    init(id: String, ownerID: String, name: String, contentType: String, size: Int64, sha256: String, metadata: String, now: Date) {
-        self.init(id: id, ownerID: ownerID, name: name, contentType: contentType, size: size, sha256: sha256, metadata: metadata,
-                  createdAt: Timestamp.string(now), expiresAt: Timestamp.string(now.addingTimeInterval(24 * 3600)))
-    }
-}
 
 /// `/v1/files`: multipart upload (streamed to disk, 100 MB at most), list, get, delete. A
 /// prediction input may then name the file's `urls.get`, which the server resolves itself.
 struct FileRoutes {
     let registry: Registry
     static let maxBytes: Int64 = 100 << 20
-    var sql: any SQLDatabase { registry.database.sql }
+    var files: FileStore { FileStore(database: registry.database) }
 
     /// Ids are `PredictionRoutes.newID()`: 26 lowercase base32 characters (never a path).
     static func isID(_ id: String) -> Bool {
@@ -53,18 +26,9 @@ struct FileRoutes {
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
         try data.write(to: target)
         let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-        try await insert(.init(id: id, ownerID: owner, name: name, contentType: contentType, size: Int64(data.count), sha256: digest,
-                               metadata: "{}", now: Date()), sql: registry.database.sql)
+        try await FileStore(database: registry.database).insert(.init(id: id, ownerID: owner, name: name, contentType: contentType,
+                                                                       size: Int64(data.count), sha256: digest, metadata: "{}", now: Date()))
         return "\(registry.baseURL)/v1/files/\(id)"
-    }
-
-    /// Records a stored file; uploads live for a day.
-    static func insert(_ file: FileRecord, sql: any SQLDatabase) async throws {
-        try await sql.raw("""
-            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
-            VALUES (\(bind: file.id), \(bind: file.ownerID), \(bind: file.name), \(bind: file.contentType), \(bind: file.size),
-                    \(bind: file.sha256), \(bind: file.metadata), \(bind: file.createdAt), \(bind: file.expiresAt))
-            """).run()
     }
 
     static func path(_ id: String, registry: Registry) -> URL {
@@ -74,22 +38,6 @@ struct FileRoutes {
     /// Where an upload streams before it is complete (moved to ``path(_:registry:)`` then).
     static func partialPath(_ id: String, registry: Registry) -> URL {
         registry.blobs.root.appendingPathComponent("files/.partial-\(id)")
-    }
-
-    /// Ids of files past their expiry.
-    static func expired(before cutoff: String, sql: any SQLDatabase) async throws -> [String] {
-        struct Row: Decodable { var id: String }
-        return try await sql.raw("SELECT id FROM files WHERE expires_at < \(bind: cutoff)").all(decoding: Row.self).map(\.id)
-    }
-
-    static func delete(_ id: String, sql: any SQLDatabase) async throws {
-        try await sql.raw("DELETE FROM files WHERE id = \(bind: id)").run()
-    }
-
-    /// Bytes `owner`'s unexpired files take.
-    static func used(by owner: String, sql: any SQLDatabase) async throws -> Int64 {
-        struct Row: Decodable { var total: Int64? }
-        return try await sql.raw("SELECT CAST(SUM(size) AS BIGINT) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0
     }
 
     /// Removes partial uploads left by a crash or a dropped connection.
@@ -105,7 +53,7 @@ struct FileRoutes {
 
     /// 413 when `adding` bytes would take `owner` past the operator's quota.
     static func checkQuota(owner: String, adding: Int64, registry: Registry) async throws {
-        let used = try await used(by: owner, sql: registry.database.sql)
+        let used = try await FileStore(database: registry.database).used(by: owner)
         let quota = registry.fileQuota
         guard used + adding <= quota else {
             throw RegistryError(413, "this upload would take your files to \((used + adding) >> 20) MB, over your quota of \(quota >> 20) MB; "
@@ -117,10 +65,7 @@ struct FileRoutes {
         v1.post("files") { request, context in try await upload(request, context) }
         v1.get("files") { _, context in
             let principal = try signedIn(context)
-            let rows = try await sql.raw("""
-                SELECT id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at FROM files
-                WHERE owner_id = \(bind: principal.user.id) ORDER BY created_at DESC LIMIT 100
-                """).all(decoding: FileRecord.self)
+            let rows = try await files.list(owner: principal.user.id)
             return try jsonResponse(WireShapes.page(rows.map(shape), next: nil))
         }
         v1.get("files/:id") { _, context in try jsonResponse(shape(try await owned(context))) }
@@ -131,7 +76,7 @@ struct FileRoutes {
         }
         v1.delete("files/:id") { _, context in
             let file = try await owned(context)
-            try await sql.raw("DELETE FROM files WHERE id = \(bind: file.id)").run()
+            try await files.delete(file.id)
             try? FileManager.default.removeItem(at: Self.path(file.id, registry: registry))
             return Response(status: .noContent)
         }
@@ -144,17 +89,10 @@ struct FileRoutes {
 
     private func owned(_ context: RegistryContext) async throws -> FileRecord {
         let principal = try signedIn(context)
-        guard let file = try await Self.file(try context.parameters.require("id"), owner: principal.user.id, sql: sql) else {
+        guard let file = try await files.file(try context.parameters.require("id"), owner: principal.user.id) else {
             throw RegistryError(404, "file not found")
         }
         return file
-    }
-
-    static func file(_ id: String, owner: String, sql: any SQLDatabase) async throws -> FileRecord? {
-        try await sql.raw("""
-            SELECT id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at FROM files
-            WHERE id = \(bind: id) AND owner_id = \(bind: owner)
-            """).first(decoding: FileRecord.self)
     }
 
     func shape(_ file: FileRecord) -> JSONValue {
@@ -181,7 +119,7 @@ struct FileRoutes {
         }
         let declared = request.headers[.contentLength].flatMap { RequestValues.count(Substring($0)) } ?? 0
         try await Self.checkQuota(owner: principal.user.id, adding: max(0, declared - (64 << 10)), registry: registry)
-        let used = try await Self.used(by: principal.user.id, sql: sql)
+        let used = try await files.used(by: principal.user.id)
         let id = PredictionRoutes.newID()
         let target = Self.path(id, registry: registry)
         // The body streams into a partial file, moved into place only when complete: a dropped
@@ -209,7 +147,7 @@ struct FileRoutes {
         let file = FileRecord(id: id, ownerID: principal.user.id, name: state.fields["filename"] ?? state.fileName ?? "file",
                               contentType: state.fields["type"] ?? state.contentType ?? "application/octet-stream", size: state.size,
                               sha256: state.digest(), metadata: state.fields["metadata"] ?? "{}", now: Date())
-        try await Self.insert(file, sql: sql)
+        try await files.insert(file)
         return try jsonResponse(shape(file), status: .created)
     }
 }

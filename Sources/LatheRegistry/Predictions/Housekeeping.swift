@@ -1,6 +1,5 @@
 import Foundation
 import ServiceLifecycle
-import SQLKit
 
 /// Keeps the disk bounded (issue: "disk fills without bound"): files past their `expires_at`,
 /// uploads of either kind abandoned for longer than `uploadMaxAge`, and unpacked versions no
@@ -42,9 +41,10 @@ public struct Housekeeping: Service {
     func sweep() async {
         let now = Date()
         do {
-            for file in try await FileRoutes.expired(before: Timestamp.string(now), sql: registry.database.sql) {
+            let files = FileStore(database: registry.database)
+            for file in try await files.expired(before: Timestamp.string(now)) {
                 try? FileManager.default.removeItem(at: FileRoutes.path(file, registry: registry))
-                try await FileRoutes.delete(file, sql: registry.database.sql)
+                try await files.delete(file)
             }
         } catch {
             registry.logger.error("removing expired files failed", metadata: ["error": "\(error)"])

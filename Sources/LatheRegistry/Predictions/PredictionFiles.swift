@@ -13,7 +13,7 @@ enum RegistryInputs {
             let uploads = registry.baseURL + "/v1/files/"
             if reference.hasPrefix(uploads) {
                 let id = String(reference.dropFirst(uploads.count))
-                guard let file = try await FileRoutes.file(id, owner: owner, sql: registry.database.sql) else {
+                guard let file = try await FileStore(database: registry.database).file(id, owner: owner) else {
                     throw FieldError(field: field, message: "file \(id) does not exist or is not yours")
                 }
                 return (FileRoutes.path(file.id, registry: registry), file.name)

@@ -99,7 +99,7 @@ struct PredictionRoutes {
         for case .string(let url) in decode(latest.input)?.objectValue?.values.map({ $0 }) ?? [] where url.hasPrefix(uploads) {
             let id = String(url.dropFirst(uploads.count))
             guard FileRoutes.isID(id) else { continue }
-            try await registry.database.sql.raw("DELETE FROM files WHERE id = \(bind: id) AND owner_id = \(bind: latest.creatorID)").run()
+            try await FileStore(database: registry.database).delete(id, owner: latest.creatorID)
             try? FileManager.default.removeItem(at: FileRoutes.path(id, registry: registry))
         }
         try await store.delete(prediction.id)

@@ -67,8 +67,9 @@ public actor Scheduler {
     private let queue: PredictionQueue
     /// Events to and from the other replicas, and who runs the singletons.
     public let events: any PredictionEvents
-    /// This process's name in claims (`claimed_by`).
-    public let replica = "r-" + UUID().uuidString.lowercased().prefix(12)
+    /// This replica's name in claims (`claimed_by`): kept in its runtime folder, so a replica that
+    /// restarts recognizes its own claims and recovers them at once instead of after the lease.
+    public let replica: String
     /// The claims this replica holds, by prediction (renewed by the heartbeat).
     private var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
@@ -105,6 +106,7 @@ public actor Scheduler {
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound)
         self.settings = settings
         self.runtime = settings.runtime ?? registry.blobs.root.appendingPathComponent("runtime")
+        self.replica = Self.replicaID(in: runtime)
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
@@ -115,10 +117,9 @@ public actor Scheduler {
         events.subscribe { [weak self] event in await self?.handle(event) }
         let events = self.events
         registry.database.caches.setChangeHandler { Task { await events.publish(.cachesChanged) } }
-        if registry.database.kind == .sqlite {
-            let (_, failed) = try await queue.recoverAfterRestart()
-            for id in failed { finished(id) }
-        }
+        let (requeued, failed) = try await queue.recoverAfterRestart(replica: registry.database.kind == .sqlite ? nil : replica)
+        for id in failed { await publishFinished(id) }
+        if !requeued.isEmpty { await events.publish(.queued) }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
         await adopt()
         reaper = Task { [weak self] in
@@ -137,6 +138,18 @@ public actor Scheduler {
                 }
             }
         }
+    }
+
+    /// The id stored in `runtime/replica-id`, made on first start.
+    static func replicaID(in runtime: URL) -> String {
+        let file = runtime.appendingPathComponent("replica-id")
+        if let text = try? String(contentsOf: file, encoding: .utf8), text.hasPrefix("r-"), text.count < 64 {
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let id = "r-" + UUID().uuidString.lowercased().prefix(12)
+        try? FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
+        try? Data(id.utf8).write(to: file, options: .atomic)
+        return id
     }
 
     /// What another replica (or this one) told everyone.
@@ -239,10 +252,10 @@ public actor Scheduler {
             if let manifestDigest {
                 digest = manifestDigest
             } else {
-                struct Row: Decodable { var manifest_digest: String }
-                guard let row = try await registry.database.sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: modelID) AND id = \(bind: version)")
-                    .first(decoding: Row.self) else { throw RegistryError(404, "version \(version) is gone") }
-                digest = row.manifest_digest
+                guard let found = try await registry.models.manifestDigest(modelID: modelID, version: version) else {
+                    throw RegistryError(404, "version \(version) is gone")
+                }
+                digest = found
             }
             guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
             let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifestDigest))))
@@ -261,15 +274,30 @@ public actor Scheduler {
             try? await Task.sleep(seconds: seconds)
             await self?.expire(id, token)
         }
+        if registry.database.kind == .postgres, claims[id] == nil {
+            // Running on another replica: its NOTIFY wakes this waiter; a notification lost
+            // while the events connection reconnected is caught by looking at the row each second.
+            let store = predictions
+            Task { [weak self] in
+                let deadline = Date().addingTimeInterval(seconds)
+                while Date() < deadline {
+                    try? await Task.sleep(nanoseconds: 1_000_000_000)
+                    guard let self, await self.isWaiting(id, token) else { return }
+                    if let row = try? await store.prediction(id), row.isTerminal { await self.finished(id); return }
+                }
+            }
+        }
         await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
     }
+
+    private func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
 
     private func expire(_ id: String, _ token: UUID) {
         if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume() }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
-    private func finished(_ id: String) {
+    func finished(_ id: String) {
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume() }

@@ -2,35 +2,26 @@ import Crypto
 import Foundation
 import LatheRunner
 import LatheSpec
-import SQLKit
 
 /// Webhook delivery with Standard Webhooks signatures (Replicate's scheme): `webhook-id`,
 /// `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body`,
 /// keyed by the account's `whsec_` secret. `output` and `logs` events are throttled to one per
 /// 500 ms; the `completed` event is retried with backoff.
 public actor Webhooks {
-    private let sql: any SQLDatabase
+    private let secrets: WebhookSecretStore
     private let outbound: OutboundHTTP
     private var lastSent: [String: Date] = [:]
     /// Waits between attempts for the completed event.
     var backoff: [TimeInterval] = [1, 2, 4, 8, 16]
 
     public init(database: RegistryDatabase, outbound: OutboundHTTP) {
-        sql = database.sql
+        secrets = WebhookSecretStore(database: database)
         self.outbound = outbound
     }
 
     /// The account's signing secret, created on first use.
     public func secret(for accountID: String) async throws -> String {
-        struct Row: Decodable { var secret: String }
-        if let row = try await sql.raw("SELECT secret FROM webhook_secrets WHERE account_id = \(bind: accountID)").first(decoding: Row.self) {
-            return row.secret
-        }
-        var generator = SystemRandomNumberGenerator()
-        let key = Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
-        let secret = "whsec_" + key.base64EncodedString()
-        try await sql.raw("INSERT INTO webhook_secrets (account_id, secret) VALUES (\(bind: accountID), \(bind: secret)) ON CONFLICT (account_id) DO NOTHING").run()
-        return try await self.secret(for: accountID)
+        try await secrets.secret(for: accountID)
     }
 
     /// Sends `event` for a prediction if its filter asks for it. Fire and forget for all but

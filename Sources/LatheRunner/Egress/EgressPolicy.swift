@@ -48,17 +48,7 @@ public struct EgressPolicy: Sendable {
         var cursor = list
         while let entry = cursor {
             defer { cursor = entry.pointee.ifa_next }
-            guard let address = entry.pointee.ifa_addr else { continue }
-            switch Int32(address.pointee.sa_family) {
-            case AF_INET:
-                var v4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
-                result.insert(IPAddress(bytes: withUnsafeBytes(of: &v4) { Array($0) }))
-            case AF_INET6:
-                var v6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
-                result.insert(IPAddress(bytes: withUnsafeBytes(of: &v6) { Array($0) }))
-            default:
-                continue
-            }
+            if let address = entry.pointee.ifa_addr.flatMap(IPAddress.init(socketAddress:)) { result.insert(address) }
         }
         return result
     }
@@ -76,17 +66,7 @@ public struct EgressPolicy: Sendable {
         var cursor = results
         while let entry = cursor {
             defer { cursor = entry.pointee.ai_next }
-            guard let address = entry.pointee.ai_addr else { continue }
-            switch entry.pointee.ai_family {
-            case AF_INET:
-                var v4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
-                addresses.append(IPAddress(bytes: withUnsafeBytes(of: &v4) { Array($0) }))
-            case AF_INET6:
-                var v6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
-                addresses.append(IPAddress(bytes: withUnsafeBytes(of: &v6) { Array($0) }))
-            default:
-                continue
-            }
+            if let address = entry.pointee.ai_addr.flatMap(IPAddress.init(socketAddress:)) { addresses.append(address) }
         }
         return addresses
     }

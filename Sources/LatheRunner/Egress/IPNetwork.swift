@@ -19,6 +19,20 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
 
     public init(bytes: [UInt8]) { self.bytes = bytes }
 
+    /// The address in a `sockaddr_in` or `sockaddr_in6`; nil for other families.
+    init?(socketAddress address: UnsafeMutablePointer<sockaddr>) {
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET:
+            var v4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            bytes = withUnsafeBytes(of: &v4) { Array($0) }
+        case AF_INET6:
+            var v6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+            bytes = withUnsafeBytes(of: &v6) { Array($0) }
+        default:
+            return nil
+        }
+    }
+
     public var isV4: Bool { bytes.count == 4 }
 
     /// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible or NAT64

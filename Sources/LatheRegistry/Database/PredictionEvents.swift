@@ -106,42 +106,56 @@ public final class PostgresEvents: PredictionEvents, Service, @unchecked Sendabl
         for handler in lock.withLock({ handlers }) { await handler(event) }
     }
 
+    /// Holds (or tries for) the leader's lock and delivers notifications until the connection
+    /// fails or the server shuts down.
+    private func listen(on connection: PostgresConnection) async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // Try for the leader's lock every 2 s; held until this connection ends.
+                    while !Task.isCancelled {
+                        if !self.isLeader {
+                            let rows = try await connection.query("SELECT pg_try_advisory_lock(\(Self.leaderLock)) AS locked", logger: self.logger)
+                            for try await (locked) in rows.decode(Bool.self) where locked {
+                                self.lock.withLock { self.leader = true }
+                                self.logger.info("this replica now runs the singletons (leader)")
+                            }
+                        }
+                        try await Task.sleep(nanoseconds: 2_000_000_000)
+                    }
+                }
+                group.addTask {
+                    try await connection.listen(on: Self.channel) { notifications in
+                        // Anything published while this replica was not listening is caught up by the
+                        // periodic claims and the waits' own checks.
+                        await self.deliver(.queued)
+                        for try await notification in notifications {
+                            if let event = RegistryEvent(payload: notification.payload) { await self.deliver(event) }
+                        }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
     public func run() async throws {
         var connectionID = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             connectionID += 1
             do {
                 let connection = try await PostgresConnection.connect(configuration: configuration, id: connectionID, logger: logger)
-                defer { lock.withLock { leader = false } }
-                try await cancelWhenGracefulShutdown {
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            // Try for the leader's lock every 2 s; held until this connection ends.
-                            while !Task.isCancelled {
-                                if !self.isLeader {
-                                    let rows = try await connection.query("SELECT pg_try_advisory_lock(\(Self.leaderLock)) AS locked", logger: self.logger)
-                                    for try await (locked) in rows.decode(Bool.self) where locked {
-                                        self.lock.withLock { self.leader = true }
-                                        self.logger.info("this replica now runs the singletons (leader)")
-                                    }
-                                }
-                                try await Task.sleep(nanoseconds: 2_000_000_000)
-                            }
-                        }
-                        group.addTask {
-                            try await connection.listen(on: Self.channel) { notifications in
-                                // Anything published while this replica was not listening is caught up by the
-                                // periodic claims and waits' own timers.
-                                await self.deliver(.queued)
-                                for try await notification in notifications {
-                                    if let event = RegistryEvent(payload: notification.payload) { await self.deliver(event) }
-                                }
-                            }
-                        }
-                        try await group.next()
-                        group.cancelAll()
-                    }
+                // The connection is closed on every way out (PostgresNIO insists, and a leader's
+                // lock is released at once instead of when the socket times out).
+                do {
+                    try await listen(on: connection)
+                } catch {
+                    lock.withLock { leader = false }
+                    try? await connection.close()
+                    throw error
                 }
+                lock.withLock { leader = false }
                 try? await connection.close()
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }

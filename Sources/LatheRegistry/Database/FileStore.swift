@@ -1,0 +1,80 @@
+import Foundation
+import SQLKit
+
+/// A file uploaded through `/v1/files`.
+struct FileRecord: Sendable, Codable {
+    var id: String
+    var ownerID: String
+    var name: String
+    var contentType: String
+    var size: Int64
+    var sha256: String
+    var metadata: String
+    var createdAt: String
+    var expiresAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, size, sha256, metadata
+        case ownerID = "owner_id", contentType = "content_type", createdAt = "created_at", expiresAt = "expires_at"
+    }
+}
+
+extension FileRecord {
+    /// A new file, created `now`, expiring a day later.
+    init(id: String, ownerID: String, name: String, contentType: String, size: Int64, sha256: String, metadata: String, now: Date) {
+        self.init(id: id, ownerID: ownerID, name: name, contentType: contentType, size: size, sha256: sha256, metadata: metadata,
+                  createdAt: Timestamp.string(now), expiresAt: Timestamp.string(now.addingTimeInterval(24 * 3600)))
+    }
+}
+
+/// Uploaded files' rows (their bytes are the blob store's).
+struct FileStore: Sendable {
+    let sql: any SQLDatabase
+    static let columns = "id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at"
+
+    init(database: RegistryDatabase) {
+        sql = database.sql
+    }
+
+    func insert(_ file: FileRecord) async throws {
+        try await sql.raw("""
+            INSERT INTO files (id, owner_id, name, content_type, size, sha256, metadata, created_at, expires_at)
+            VALUES (\(bind: file.id), \(bind: file.ownerID), \(bind: file.name), \(bind: file.contentType), \(bind: file.size),
+                    \(bind: file.sha256), \(bind: file.metadata), \(bind: file.createdAt), \(bind: file.expiresAt))
+            """).run()
+    }
+
+    /// `owner`'s file `id`; nil for anyone else's.
+    func file(_ id: String, owner: String) async throws -> FileRecord? {
+        try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM files WHERE id = \(bind: id) AND owner_id = \(bind: owner)")
+            .first(decoding: FileRecord.self)
+    }
+
+    /// `owner`'s newest files.
+    func list(owner: String, limit: Int = 100) async throws -> [FileRecord] {
+        try await sql.raw("""
+            SELECT \(unsafeRaw: Self.columns) FROM files WHERE owner_id = \(bind: owner) ORDER BY created_at DESC LIMIT \(bind: limit)
+            """).all(decoding: FileRecord.self)
+    }
+
+    /// Ids of files past their expiry.
+    func expired(before cutoff: String) async throws -> [String] {
+        struct Row: Decodable { var id: String }
+        return try await sql.raw("SELECT id FROM files WHERE expires_at < \(bind: cutoff)").all(decoding: Row.self).map(\.id)
+    }
+
+    /// Deletes the row (only `owner`'s when given).
+    func delete(_ id: String, owner: String? = nil) async throws {
+        if let owner {
+            try await sql.raw("DELETE FROM files WHERE id = \(bind: id) AND owner_id = \(bind: owner)").run()
+        } else {
+            try await sql.raw("DELETE FROM files WHERE id = \(bind: id)").run()
+        }
+    }
+
+    /// Bytes `owner`'s files take.
+    func used(by owner: String) async throws -> Int64 {
+        struct Row: Decodable { var total: Int64? }
+        return try await sql.raw("SELECT CAST(SUM(size) AS BIGINT) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0
+    }
+}
