@@ -22,7 +22,8 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LATHE = os.path.join(ROOT, ".build", "release", "lathe")
+LATHE = next((path for path in (os.path.join(ROOT, ".build-release", "release", "lathe"), os.path.join(ROOT, ".build", "release", "lathe"))
+              if os.path.exists(path)), os.path.join(ROOT, ".build", "release", "lathe"))
 
 
 def post(url, body, headers):

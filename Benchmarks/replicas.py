@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--requests", type=int, default=300)
     options = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="lathe-bench-replicas-")
+    os.chmod(scratch, 0o755)  # the cluster inside runs as the postgres user
     cluster = os.path.join(scratch, "postgres")
     base = subprocess.run([os.path.join(ROOT, "scripts", "postgres"), "start", cluster], capture_output=True, text=True, check=True).stdout.strip()
     server = base.rsplit("/", 1)[0]

@@ -187,11 +187,9 @@ def test_kill9_of_a_replica_during_a_burst_loses_no_prediction(cluster):
             future.result()
     assert len(created) >= 250, f"only {len(created)} of 300 were created"
     survivor = replica_urls(cluster)[0]
-    deadline = time.time() + 90
+    deadline = time.time() + 60
     pending = set(created)
     while pending and time.time() < deadline:
-        for prediction in httpx.get(f"{survivor}/v1/predictions", headers=auth(cluster.token)).json()["results"]:
-            pass
         for identifier in list(pending)[:100]:
             status = httpx.get(f"{survivor}/v1/predictions/{identifier}", headers=auth(cluster.token)).json()["status"]
             if status in ("succeeded", "failed", "canceled"):

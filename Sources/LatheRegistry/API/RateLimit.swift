@@ -23,20 +23,56 @@ public actor RateLimiter {
         self.shared = shared
     }
 
+    /// A key's minute as this replica knows it: the total all replicas had written at the last
+    /// flush, plus what this replica counted since.
+    private struct SharedWindow {
+        var start: String
+        var known = 0
+        var pending = 0
+    }
+    private var sharedWindows: [String: SharedWindow] = [:]
+    private var flushing = false
+
     /// Counts one request; returns whether it may go on, what is left and seconds to reset.
+    /// Scaled out, counts are added to the shared table in batches every 100 ms, off the
+    /// request's path: a replica refuses once what all replicas wrote plus what it counted since
+    /// reaches the limit (other replicas' last 100 ms may overshoot it by that much).
     func take(_ key: String, create: Bool) async -> (allowed: Bool, remaining: Int, reset: Int) {
-        guard let shared else { return takeLocally(key, create: create) }
+        guard shared != nil else { return takeLocally(key, create: create) }
         // Minutes aligned to the clock, so every replica counts into the same window.
         let now = Date().timeIntervalSince1970
-        let start = (now / 60).rounded(.down) * 60
-        let reset = max(1, Int(ceil(start + 60 - now)))
+        let startSeconds = (now / 60).rounded(.down) * 60
+        let reset = max(1, Int(ceil(startSeconds + 60 - now)))
+        let start = Timestamp.string(Date(timeIntervalSince1970: startSeconds))
         let limit = create ? createsPerMinute : requestsPerMinute
-        do {
-            let count = try await shared.increment("\(key):\(create ? "create" : "other")", window: Timestamp.string(Date(timeIntervalSince1970: start)))
-            return (count <= limit, max(0, limit - count), reset)
-        } catch {
-            // The database is what answers the request anyway: do not refuse for this alone.
-            return takeLocally(key, create: create)
+        let counter = "\(key):\(create ? "create" : "other")"
+        var window = sharedWindows[counter].flatMap { $0.start == start ? $0 : nil } ?? SharedWindow(start: start)
+        guard window.known + window.pending < limit else { return (false, 0, reset) }
+        window.pending += 1
+        sharedWindows[counter] = window
+        if !flushing {
+            flushing = true
+            Task { await self.flush() }
+        }
+        return (true, max(0, limit - window.known - window.pending), reset)
+    }
+
+    /// Adds the counts of the last 100 ms to the shared table and learns the totals.
+    private func flush() async {
+        try? await Task.sleep(nanoseconds: 100_000_000)
+        guard let shared else { return }
+        let batch = sharedWindows.filter { $0.value.pending > 0 }
+        for (counter, window) in batch {
+            sharedWindows[counter]?.pending -= window.pending
+            if let total = try? await shared.add(window.pending, to: counter, window: window.start), sharedWindows[counter]?.start == window.start {
+                sharedWindows[counter]?.known = total
+            }
+        }
+        if sharedWindows.count > 100_000 { sharedWindows = sharedWindows.filter { $0.value.pending > 0 } }
+        flushing = false
+        if sharedWindows.values.contains(where: { $0.pending > 0 }) {
+            flushing = true
+            Task { await self.flush() }
         }
     }
 

@@ -53,9 +53,11 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
 /// Predictions: created, advanced by the scheduler, read by their creator (or anyone, once shared).
 public struct PredictionStore: Sendable {
     let sql: any SQLDatabase
+    let kind: RegistryDatabase.Kind
 
     public init(database: RegistryDatabase) {
         sql = database.sql
+        kind = database.kind
     }
 
     static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id"
@@ -154,16 +156,21 @@ public struct PredictionStore: Sendable {
     /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.
     /// `input`, when given, replaces the stored input (with its secrets redacted).
     /// Returns false when nothing was written: the prediction had finished, or `claim` was lost.
+    /// On PostgreSQL the same statement tells every replica (`NOTIFY`), so a finished
+    /// prediction costs one round trip.
     @discardableResult
     func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
                   startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
         struct Row: Decodable { var id: String }
+        let (head, tail): (SQLQueryString, SQLQueryString) = kind == .postgres
+            ? ("WITH done AS (", ") SELECT id, pg_notify(\(bind: PostgresEvents.channel), 'finished:' || id) FROM done")
+            : ("", "")
         return try await !sql.raw("""
-            UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
+            \(head)UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
               metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
               input = COALESCE(\(bind: input), input), claimed_by = NULL, lease_until = NULL
             WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
-            RETURNING id
+            RETURNING id\(tail)
             """).all(decoding: Row.self).isEmpty
     }
 

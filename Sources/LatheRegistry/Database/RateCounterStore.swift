@@ -2,7 +2,7 @@ import Foundation
 import SQLKit
 
 /// Request counts per key and minute, shared by every replica (so a per-account limit holds
-/// whichever replica answers). One upsert per counted request.
+/// whichever replica answers). Replicas add their counts in batches.
 public struct RateCounterStore: Sendable {
     let sql: any SQLDatabase
 
@@ -10,14 +10,14 @@ public struct RateCounterStore: Sendable {
         sql = database.sql
     }
 
-    /// Adds one to `key`'s count in the minute starting at `window` and returns the new count.
-    func increment(_ key: String, window: String) async throws -> Int {
+    /// Adds `amount` to `key`'s count in the minute starting at `window` and returns the new total.
+    func add(_ amount: Int, to key: String, window: String) async throws -> Int {
         struct Row: Decodable { var count: Int }
         return try await sql.raw("""
-            INSERT INTO rate_counters (key, window_start, count) VALUES (\(bind: key), \(bind: window), 1)
-            ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counters.count + 1
+            INSERT INTO rate_counters (key, window_start, count) VALUES (\(bind: key), \(bind: window), \(bind: amount))
+            ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counters.count + \(bind: amount)
             RETURNING count
-            """).first(decoding: Row.self)?.count ?? 1
+            """).first(decoding: Row.self)?.count ?? amount
     }
 
     /// Forgets windows that ended before `cutoff`.

@@ -292,6 +292,8 @@ public actor Scheduler {
 
     private func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
 
+    private func isRunning(_ id: String) -> Bool { running[id] != nil }
+
     private func expire(_ id: String, _ token: UUID) {
         if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume() }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
@@ -490,9 +492,12 @@ public actor Scheduler {
             // Off the answer's path, once the row exists. Readers see "processing" only when the
             // row says so: a restart fails what was processing and runs what was starting, so a
             // client must never see processing before it is written.
+            // A prediction that is done within 50 ms is written once, by its completion.
             let inserted = job.inserted
-            Task {
+            Task { [weak self] in
                 _ = try? await inserted?.value
+                try? await Task.sleep(nanoseconds: 50_000_000)
+                guard await self?.isRunning(id) == true else { return }
                 try? await store.markProcessing(id, at: startedAt, claim: claim)
             }
         }
@@ -565,7 +570,6 @@ public actor Scheduler {
         }
         claims.removeValue(forKey: id)
         unpersisted.removeValue(forKey: id)
-        if registry.database.kind == .postgres { await events.publish(.finished(id)) }
         try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
         try? FileManager.default.removeItem(at: outputs)
         if job.hasWebhook { await notify("completed", job.id) }
