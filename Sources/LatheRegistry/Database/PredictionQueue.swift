@@ -129,10 +129,4 @@ public struct PredictionQueue: Sendable {
             """).all(decoding: Row.self).map(\.id)
         return (requeued, failed)
     }
-
-    /// Unclaimed waiting predictions (for tests and metrics).
-    func waitingCount() async throws -> Int {
-        struct Row: Decodable { var count: Int }
-        return try await sql.raw("SELECT COUNT(*) AS count FROM predictions WHERE status = 'starting' AND claimed_by IS NULL").first(decoding: Row.self)?.count ?? 0
-    }
 }

@@ -210,10 +210,4 @@ public struct PredictionStore: Sendable {
             FROM predictions p JOIN examples e ON e.prediction_id = p.id WHERE e.model_id = \(bind: modelID) ORDER BY e.created_at
             """).all(decoding: PredictionRecord.self)
     }
-
-    /// Predictions left unfinished by a previous run of the server.
-    func unfinished() async throws -> [PredictionRecord] {
-        try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at")
-            .all(decoding: PredictionRecord.self)
-    }
 }
