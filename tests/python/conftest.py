@@ -34,6 +34,36 @@ def lathe(*args, env=None, check=True):
     return result
 
 
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.2 (what the tests treat as another host) that answers 200 to every
+    POST and records it as (lower-cased headers, body text); use it with `with`."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.server.shutdown()
+
+
 def free_port():
     import socket
     with socket.socket() as probe:

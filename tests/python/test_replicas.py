@@ -1,7 +1,6 @@
 """Two `lathe serve` replicas on one PostgreSQL and one data folder behave as one registry
 (issue 9): through nginx (deploy/nginx.conf) and replica to replica. Runs only on PostgreSQL
 (scripts/test starts a cluster and sets LATHE_TEST_POSTGRES)."""
-import http.server
 import json
 import os
 import re
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import POSTGRES, ROOT, Server, lathe
+from conftest import POSTGRES, ROOT, Server, WebhookReceiver, lathe
 
 pytestmark = pytest.mark.skipif(not POSTGRES, reason="replicas need PostgreSQL (set LATHE_TEST_POSTGRES, as scripts/test does)")
 
@@ -131,30 +130,15 @@ def test_a_web_session_made_on_one_works_on_the_other(cluster):
 
 
 def test_webhooks_are_delivered_once_and_singletons_run_on_one_replica(cluster):
-    received = []
-
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    try:
+    with WebhookReceiver() as receiver:
         ids = []
         for _ in range(6):
             ids.append(httpx.post(f"{cluster.url}/v1/models/alice/hello/predictions", json={
-                "input": {"text": "hook"}, "webhook": f"http://127.0.0.2:{receiver.server_address[1]}/hook",
+                "input": {"text": "hook"}, "webhook": f"{receiver.url}/hook",
                 "webhook_events_filter": ["completed"]}, headers={**auth(cluster.token), "Prefer": "wait"}).json()["id"])
         time.sleep(3)
-        completed = [event["id"] for event in received if event["status"] == "succeeded"]
+        completed = [json.loads(body)["id"] for _, body in receiver.received if json.loads(body)["status"] == "succeeded"]
         assert sorted(completed) == sorted(ids), f"each completed event once: {completed}"
-    finally:
-        receiver.shutdown()
     leaders = [path for _, path, _ in cluster.replicas if "runs the singletons (leader)" in open(path).read()]
     assert len(leaders) == 1, f"exactly one leader: {leaders}"
 

@@ -107,26 +107,14 @@ def test_every_sample_runs(server):
 
 
 def test_webhooks_are_signed_and_filtered(server):
-    import http.server
     import json
-    import threading
 
-    received = []
+    from conftest import WebhookReceiver
 
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = WebhookReceiver()
+    received = receiver.received
     try:
-        url = f"http://127.0.0.2:{receiver.server_address[1]}/hook?job=42"
+        url = f"{receiver.url}/hook?job=42"
         prediction = replicate.predictions.create(version=server["versions"]["streamer"],
                                                   input={"max_words": 6, "delay": 0.3},
                                                   webhook=url, webhook_events_filter=["start", "output", "completed"])
@@ -151,7 +139,7 @@ def test_webhooks_are_signed_and_filtered(server):
         else:
             raise AssertionError("a tampered body must not validate")
     finally:
-        receiver.shutdown()
+        receiver.__exit__()
 
 
 def test_completed_webhook_is_retried_until_delivered(server):
