@@ -24,37 +24,64 @@ public actor RateLimiter {
     }
 
     /// A key's minute as this replica knows it: the total all replicas had written at the last
-    /// flush, plus what this replica counted since.
+    /// flush, what this replica counted since, and the total of the minute before.
     private struct SharedWindow {
         var start: String
         var known = 0
         var pending = 0
+        var previous = 0
     }
     private var sharedWindows: [String: SharedWindow] = [:]
     private var flushing = false
 
     /// Counts one request; returns whether it may go on, what is left and seconds to reset.
-    /// Scaled out, counts are added to the shared table in batches every 100 ms, off the
-    /// request's path: a replica refuses once what all replicas wrote plus what it counted since
-    /// reaches the limit (other replicas' last 100 ms may overshoot it by that much).
+    ///
+    /// Scaled out, counts live in a table every replica adds to, in clock-aligned minutes; the
+    /// minute before still weighs in proportion to how much of it the last 60 s cover (a sliding
+    /// estimate, so a burst across a minute boundary is not let through twice). Far from the
+    /// limit, counts are added in batches every 100 ms, off the request's path; from half the
+    /// limit on, every request adds its count at once and is decided on the exact total.
     func take(_ key: String, create: Bool) async -> (allowed: Bool, remaining: Int, reset: Int) {
-        guard shared != nil else { return takeLocally(key, create: create) }
-        // Minutes aligned to the clock, so every replica counts into the same window.
+        guard let shared else { return takeLocally(key, create: create) }
         let now = Date().timeIntervalSince1970
         let startSeconds = (now / 60).rounded(.down) * 60
         let reset = max(1, Int(ceil(startSeconds + 60 - now)))
         let start = Timestamp.string(Date(timeIntervalSince1970: startSeconds))
         let limit = create ? createsPerMinute : requestsPerMinute
         let counter = "\(key):\(create ? "create" : "other")"
-        var window = sharedWindows[counter].flatMap { $0.start == start ? $0 : nil } ?? SharedWindow(start: start)
-        guard window.known + window.pending < limit else { return (false, 0, reset) }
+        var window = sharedWindows[counter] ?? SharedWindow(start: start)
+        if window.start != start {
+            let minuteBefore = Timestamp.string(Date(timeIntervalSince1970: startSeconds - 60))
+            window = SharedWindow(start: start, previous: window.start == minuteBefore ? window.known + window.pending : 0)
+        }
+        let carried = Int((Double(window.previous) * (1 - (now - startSeconds) / 60)).rounded(.up))
+        guard carried + window.known + window.pending < limit else {
+            sharedWindows[counter] = window
+            return (false, 0, reset)
+        }
+        if 2 * (carried + window.known + window.pending + 1) >= limit {
+            // Near the limit: add now (with anything not yet flushed) and decide on the total.
+            let amount = window.pending + 1
+            window.pending = 0
+            sharedWindows[counter] = window
+            guard let total = try? await shared.add(amount, to: counter, window: start) else { return takeLocally(key, create: create) }
+            learn(total, for: counter, window: start)
+            return (carried + total <= limit, max(0, limit - carried - total), reset)
+        }
         window.pending += 1
         sharedWindows[counter] = window
         if !flushing {
             flushing = true
             Task { await self.flush() }
         }
-        return (true, max(0, limit - window.known - window.pending), reset)
+        return (true, max(0, limit - carried - window.known - window.pending), reset)
+    }
+
+    /// Records a total read back from the table (never lowering what is known).
+    private func learn(_ total: Int, for counter: String, window start: String) {
+        guard var window = sharedWindows[counter], window.start == start else { return }
+        window.known = max(window.known, total)
+        sharedWindows[counter] = window
     }
 
     /// Adds the counts of the last 100 ms to the shared table and learns the totals.
@@ -64,8 +91,8 @@ public actor RateLimiter {
         let batch = sharedWindows.filter { $0.value.pending > 0 }
         for (counter, window) in batch {
             sharedWindows[counter]?.pending -= window.pending
-            if let total = try? await shared.add(window.pending, to: counter, window: window.start), sharedWindows[counter]?.start == window.start {
-                sharedWindows[counter]?.known = total
+            if let total = try? await shared.add(window.pending, to: counter, window: window.start) {
+                learn(total, for: counter, window: window.start)
             }
         }
         if sharedWindows.count > 100_000 { sharedWindows = sharedWindows.filter { $0.value.pending > 0 } }

@@ -154,7 +154,8 @@ struct PredictionRoutes {
         let submitted: Submitted
         do {
             submitted = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
-                                      webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true)
+                                      webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true,
+                                      deferInsert: wait != nil && body.webhook == nil)
         } catch let error as InputErrors {
             let detail = error.fields.map(\.description).joined(separator: "; ")
             let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
@@ -186,8 +187,12 @@ struct PredictionRoutes {
 
     /// Checks `input` against the version's spec (throwing `InputErrors`, one per field) and
     /// queues the prediction. The API and the web form both create predictions here.
+    /// With `deferInsert` (a `Prefer: wait` request: the client learns the id only from the
+    /// answer), a prediction that finishes within 50 ms is written once, finished, instead of
+    /// inserted and then completed.
     func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
-                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true) async throws -> Submitted {
+                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
+                deferInsert: Bool = false) async throws -> Submitted {
         let spec = try await spec(of: model, version: version)
         let input = try InputValidator.validate(raw, spec: spec)
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
@@ -206,7 +211,18 @@ struct PredictionRoutes {
         // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
         let store = self.store, row = record
         let claim = await scheduler.newClaim(for: record.id)
-        let insert = Task { try await store.insert(row, claim: claim, checkSafety: checkSafety) }
+        let scheduler = self.scheduler
+        let insert = Task { () async throws -> Bool in
+            if deferInsert {
+                await scheduler.wait(for: row.id, seconds: 0.05)
+                if let done = await scheduler.pending(row.id), done.isTerminal {
+                    try await store.insertFinished(done, checkSafety: checkSafety)
+                    return true
+                }
+            }
+            try await store.insert(row, claim: claim, checkSafety: checkSafety)
+            return false
+        }
         try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety, inserted: insert,
                                     claimID: claim.id)
         return Submitted(record: record, insert: insert)
@@ -215,11 +231,12 @@ struct PredictionRoutes {
     /// A queued prediction whose row is being written.
     struct Submitted {
         var record: PredictionRecord
-        let insert: Task<Void, any Error>
+        /// The row's insert; true when it wrote the finished prediction.
+        let insert: Task<Bool, any Error>
 
         /// The record once its row exists.
         func persisted() async throws -> PredictionRecord {
-            try await insert.value
+            _ = try await insert.value
             return record
         }
     }

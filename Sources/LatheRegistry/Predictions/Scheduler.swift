@@ -35,7 +35,8 @@ public actor Scheduler {
         /// The prediction as inserted; the scheduler keeps its final state in memory until written.
         var record: PredictionRecord
         /// The insert of its row, which the completion waits for (nil: the row exists).
-        var inserted: Task<Void, any Error>?
+        /// (Its value is true when the insert wrote the finished prediction: nothing to complete.)
+        var inserted: Task<Bool, any Error>?
         var input: [String: JSONValue]
         var timeout: TimeInterval
         var checkSafety: Bool
@@ -231,7 +232,7 @@ public actor Scheduler {
 
     /// Queues an inserted prediction; `input` is the validated input it runs with.
     func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true,
-                 inserted: Task<Void, any Error>? = nil, claimID: String) async throws {
+                 inserted: Task<Bool, any Error>? = nil, claimID: String) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
@@ -557,12 +558,19 @@ public actor Scheduler {
         finished(id)
         pump(version)
         pumpWaiting()
-        if let inserted = job.inserted, (try? await inserted.value) == nil {
-            registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
+        var insertedFinished = false
+        if let inserted = job.inserted {
+            switch await inserted.result {
+            case .success(let finished): insertedFinished = finished
+            case .failure: registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
+            }
         }
-        let written = (try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
+        var written = insertedFinished
+        if !written {
+            written = (try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
                                                  metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt,
                                                  input: redacted, claim: claim)) ?? false
+        }
         if !written {
             // The lease ran out (this replica stalled) and the prediction was requeued or failed
             // elsewhere: what was found here is not written over it.
