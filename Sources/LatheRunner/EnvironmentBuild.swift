@@ -71,11 +71,13 @@ public struct EnvironmentBuild: Sendable {
         // Time and disk are watched from here; the sandbox's PID namespace dies with bwrap.
         let started = Date()
         var violation: String?
+        var tick = 0
         while process.isRunning {
             Thread.sleep(forTimeInterval: 0.5)
+            tick += 1
             if Date().timeIntervalSince(started) > timeout {
                 violation = "the environment build took longer than \(Int(timeout / 60)) minutes and was stopped"
-            } else if Int(Date().timeIntervalSince(started) * 2) % 4 == 0, Self.size(of: writable) > diskBytes {
+            } else if tick % 4 == 0, Self.size(of: writable) > diskBytes {  // the folders are walked every 2 s
                 violation = "the environment grew past \(diskBytes >> 30) GB and its build was stopped"
             }
             if violation != nil {

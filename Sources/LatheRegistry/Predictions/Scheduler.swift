@@ -178,16 +178,16 @@ public actor Scheduler {
         guard room > 0, let claimed = try? await queue.claim(replica: replica, limit: room) else { return }
         for item in claimed {
             claims[item.record.id] = item.claimID
-            guard let input = item.record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) else {
-                _ = try? await predictions.complete(item.record.id, status: "failed", output: nil, error: "the prediction's input could not be read",
-                                                    logs: item.record.logs, metrics: "{}", claim: item.claimID)
-                continue
-            }
             do {
+                guard let input = item.record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) else {
+                    throw RegistryError(500, "the prediction's input could not be read")
+                }
                 try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
             } catch {
+                // One way out for a claimed prediction that cannot run: failed, claim released, waiters woken.
                 _ = try? await predictions.complete(item.record.id, status: "failed", output: nil, error: "\(error)", logs: item.record.logs,
                                                     metrics: "{}", claim: item.claimID)
+                claims.removeValue(forKey: item.record.id)
                 await publishFinished(item.record.id)
             }
         }
