@@ -53,8 +53,11 @@ struct FileRoutes {
 
     /// 413 when `adding` bytes would take `owner` past the operator's quota.
     static func checkQuota(owner: String, adding: Int64, registry: Registry) async throws {
-        let used = try await FileStore(database: registry.database).used(by: owner)
-        let quota = registry.fileQuota
+        try checkQuota(used: try await FileStore(database: registry.database).used(by: owner), adding: adding, quota: registry.fileQuota)
+    }
+
+    /// 413 when `adding` bytes to `used` would pass `quota`.
+    static func checkQuota(used: Int64, adding: Int64, quota: Int64) throws {
         guard used + adding <= quota else {
             throw RegistryError(413, "this upload would take your files to \((used + adding) >> 20) MB, over your quota of \(quota >> 20) MB; "
                                 + "delete files you no longer need (DELETE /v1/files/{id}) or wait for them to expire")
@@ -118,8 +121,9 @@ struct FileRoutes {
             throw RegistryError(413, "files must be under 100 MB")
         }
         let declared = request.headers[.contentLength].flatMap { RequestValues.count(Substring($0)) } ?? 0
-        try await Self.checkQuota(owner: principal.user.id, adding: max(0, declared - (64 << 10)), registry: registry)
+        // Read once: the declared length is checked before the body, the streamed size as it grows.
         let used = try await files.used(by: principal.user.id)
+        try Self.checkQuota(used: used, adding: max(0, declared - (64 << 10)), quota: registry.fileQuota)
         let id = PredictionRoutes.newID()
         let target = Self.path(id, registry: registry)
         // The body streams into a partial file, moved into place only when complete: a dropped
@@ -136,7 +140,7 @@ struct FileRoutes {
             for try await buffer in request.body {
                 try parser.execute(buffer)
                 if state.size > Self.maxBytes { throw RegistryError(413, "files must be under 100 MB") }
-                if used + state.size > registry.fileQuota { try await Self.checkQuota(owner: principal.user.id, adding: state.size, registry: registry) }
+                try Self.checkQuota(used: used, adding: state.size, quota: registry.fileQuota)
             }
             guard state.hadContent else { throw RegistryError(400, "the multipart body has no `content` part") }
             try FileManager.default.moveItem(at: partial, to: target)
