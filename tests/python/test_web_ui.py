@@ -78,6 +78,13 @@ def push(web, token, folder, target):
     return json.loads(pushed.stdout)["version"]
 
 
+def wait_image_loaded(page, image):
+    """Waits until an image has loaded and decoded. The page's load event does not wait for a
+    lazy cover or an output added by script; a broken image stays at naturalWidth 0 and fails."""
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                           arg=image.element_handle(), timeout=15_000)
+
+
 def test_sign_up_publish_run_share_delete(browser, web):
     context, page = sign_up(browser, web, "carol")
     shot(page, "01-account")
@@ -120,7 +127,7 @@ def test_sign_up_publish_run_share_delete(browser, web):
     image = page.locator(".output img")
     image.wait_for(timeout=90_000)
     assert page.locator("#status").inner_text() == "succeeded"
-    assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+    wait_image_loaded(page, image)
     assert "invert at 0.50" in page.locator("#logs").inner_text()
     shot(page, "03-prediction")
 
@@ -233,7 +240,7 @@ def test_examples_and_explore_cover(browser, web):
     visitor.goto("/?q=photo")
     card = visitor.locator(".card", has_text="heidi/filters")
     assert card.count() == 1
-    assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    wait_image_loaded(visitor, card.locator("img"))
     assert re.search(r"\b1 run\b", card.inner_text())
     shot(visitor, "08-explore")
     visitor.goto("/?q=no-such-thing")
