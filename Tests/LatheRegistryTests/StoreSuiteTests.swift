@@ -118,9 +118,25 @@ struct StoreSuiteTests {
         #expect(try await store.prediction(record.id, viewer: asBob) == nil)
         #expect(try await store.prediction(record.id, viewer: asAlice)?.status == "starting")
         try await store.setStartingLogs(record.id, logs: "building…")
-        try await store.updateProgress(record.id, output: #"["a"]"#, logs: "log", startedAt: Timestamp.now())
+        #expect(try await store.snapshot(record.id)?.seq == 0)
+        try await store.updateProgress(record.id, output: #"["a"]"#, logs: "log", delta: .init(output: [.string("a")], logs: "log"), startedAt: Timestamp.now())
         #expect(try await store.prediction(record.id)?.status == "processing")
+        // The row and its newest event are read together; the events after it are the deltas.
+        let (row, seq) = try #require(try await store.snapshot(record.id))
+        #expect(row.output == #"["a"]"# && seq > 0)
+        try await store.updateProgress(record.id, output: #"["a","b"]"#, logs: "log\nmore", delta: .init(output: [.string("b")], logs: "\nmore"),
+                                       startedAt: Timestamp.now())
+        // A write from a claim that is not the prediction's changes nothing and logs nothing.
+        try await store.updateProgress(record.id, output: #"["x"]"#, logs: "x", delta: .init(output: [.string("x")], logs: "x"),
+                                       startedAt: Timestamp.now(), claim: "someone-else")
         try await store.complete(record.id, status: "succeeded", output: #""done""#, error: nil, logs: "log", metrics: "{}")
+        let changes = try await store.changes(of: record.id, after: seq)
+        #expect(changes.map(\.kind) == [.progress, .done])
+        #expect(changes.first?.items == [.string("b")] && changes.first?.logs == "\nmore")
+        #expect(try await store.changes(of: record.id, after: changes[1].seq).isEmpty)
+        // A second completion is refused and logs no second `done`.
+        #expect(try await store.complete(record.id, status: "failed", output: nil, error: "late", logs: "", metrics: "{}") == false)
+        #expect(try await store.changes(of: record.id, after: seq).count == 2)
         let done = try #require(try await store.prediction(record.id))
         #expect(done.status == "succeeded" && done.output == #""done""# && done.completedAt != nil)
         #expect(try await store.list(viewer: asAlice, after: nil, createdAfter: nil, createdBefore: nil, limit: 10).map(\.id) == [record.id])
@@ -128,6 +144,7 @@ struct StoreSuiteTests {
         for expired in try await store.expired(before: "9999") { try await store.removeData(expired.id) }
         let removed = try #require(try await store.prediction(record.id))
         #expect(removed.dataRemoved && removed.input == nil && removed.output == nil)
+        #expect(try await store.changes(of: record.id, after: 0).isEmpty)
         try await store.share(record.id)
         #expect(try await store.prediction(record.id, viewer: asBob)?.shared == true)
         #expect(try await store.expired(before: "9999").isEmpty, "shared predictions keep their data")

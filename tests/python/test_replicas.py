@@ -61,16 +61,23 @@ def test_a_prediction_is_read_waited_streamed_and_canceled_on_the_other_replica(
     a, b = replica_urls(cluster)
     created = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 8, "delay": 0.25}},
                          headers=auth(cluster.token)).json()
-    seen = []
+    seen, items, arrived = [], [], {}
     with httpx.stream("GET", f"{b}/v1/predictions/{created['id']}/stream", timeout=60) as stream:
         for line in stream.iter_lines():
             if line.startswith("event: "):
                 seen.append(line[7:])
+                arrived.setdefault(seen[-1], time.monotonic())
+            elif line.startswith("data: ") and seen[-1] == "output":
+                items.append(line[6:])
             if seen and seen[-1] == "done":
                 break
     assert seen.count("output") >= 3 and seen[-1] == "done", seen
+    # Followed through the event log as A writes it: in pieces (the first word well before the
+    # end of a 2 s prediction), each word once and in order.
+    assert arrived["done"] - arrived["output"] > 0.8, arrived
     read = httpx.get(f"{b}/v1/predictions/{created['id']}", headers=auth(cluster.token)).json()
     assert read["status"] == "succeeded"
+    assert items == read["output"], (items, read["output"])
 
     # Waiting on B for a prediction that runs on A: B wakes when A finishes (NOTIFY), not after a poll.
     slow = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 40, "delay": 0.25}},

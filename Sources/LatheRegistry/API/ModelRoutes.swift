@@ -49,7 +49,7 @@ struct ModelRoutes {
             guard let version = try await registry.models.version(of: model, id: id) else { throw RegistryError(404, "version not found in \(model.repository)") }
             try await registry.models.deleteVersion(model, id: id)
             try await registry.models.deleteManifest(repository: model.repository, digest: version.manifestDigest)
-            if let newest = try await registry.models.versions(of: model).first {
+            if let newest = try await registry.models.latestVersion(of: model) {
                 try await registry.models.setTag(repository: model.repository, tag: "latest", digest: newest.manifestDigest)
             }
             return Response(status: .noContent)
@@ -63,7 +63,7 @@ struct ModelRoutes {
     private func shape(_ model: ModelRecord) async throws -> JSONValue {
         let store = PredictionStore(database: registry.database)
         let examples = try await store.examples(modelID: model.id)
-        guard case .object(var object) = WireShapes.model(model, latest: try await registry.models.versions(of: model).first,
+        guard case .object(var object) = WireShapes.model(model, latest: try await registry.models.latestVersion(of: model),
                                                           baseURL: registry.baseURL) else { return .null }
         object["run_count"] = .int(try await store.runCount(modelID: model.id))
         if let example = examples.first { object["default_example"] = PredictionShape(registry: registry).json(example) }

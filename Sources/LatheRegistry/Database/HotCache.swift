@@ -62,6 +62,8 @@ final class RegistryCaches: @unchecked Sendable {
     func clear() {
         tokens.removeAll()
         versions.removeAll()
+        models.removeAll()
+        latestVersions.removeAll()
     }
 
     struct CachedToken: Sendable {
@@ -75,4 +77,8 @@ final class RegistryCaches: @unchecked Sendable {
     let tokens = HotCache<CachedToken>()
     /// Version id → every model holding it, newest first (visibility is checked per viewer).
     let versions = HotCache<[(ModelRecord, VersionRecord)]>()
+    /// "owner/name" → the model, whatever its visibility (checked per viewer).
+    let models = HotCache<ModelRecord>()
+    /// Model id → its newest version.
+    let latestVersions = HotCache<VersionRecord>()
 }

@@ -59,12 +59,20 @@ public struct ModelStore: Sendable {
         return "(m.visibility = 'public' OR m.owner_id = \(bind: user) OR m.owner_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: user)))"
     }
 
-    /// The model `owner/name` if `viewer` may see it.
+    /// The model `owner/name` if `viewer` may see it. Every request naming a model asks this, so
+    /// the row comes from the cache when it can (any change to models, accounts or memberships
+    /// clears it on every replica) and visibility is checked here against the viewer's memberships.
     public func model(owner: String, name: String, viewer: Principal?) async throws -> ModelRecord? {
-        try await sql.raw("""
-            SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id
-            WHERE a.username = \(bind: owner) AND m.name = \(bind: name) AND \(visible(viewer))
-            """).first(decoding: ModelRecord.self)
+        let key = owner + "/" + name
+        let model: ModelRecord
+        if let cached = caches.models.get(key) {
+            model = cached
+        } else {
+            guard let found = try await anyModel(owner: owner, name: name) else { return nil }
+            caches.models.set(key, found)
+            model = found
+        }
+        return model.isPublic || viewer?.actsFor(model.ownerID) == true ? model : nil
     }
 
     /// A model by id (internal: deployments and predictions already passed their checks).
@@ -144,6 +152,17 @@ public struct ModelStore: Sendable {
             SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id)
             ORDER BY created_at DESC, id DESC
             """).all(decoding: VersionRecord.self)
+    }
+
+    /// The newest version of a model (what a prediction by model name runs), from the cache when it can.
+    public func latestVersion(of model: ModelRecord) async throws -> VersionRecord? {
+        if let cached = caches.latestVersions.get(model.id) { return cached }
+        guard let latest = try await sql.raw("""
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id)
+            ORDER BY created_at DESC, id DESC LIMIT 1
+            """).first(decoding: VersionRecord.self) else { return nil }
+        caches.latestVersions.set(model.id, latest)
+        return latest
     }
 
     /// The manifest digest of version `version` of the model with id `modelID`.

@@ -11,6 +11,8 @@ public enum RegistryEvent: Sendable, Equatable {
     case queued
     /// A prediction reached succeeded, failed or canceled (wakes `Prefer: wait` anywhere).
     case finished(String)
+    /// A running prediction's progress was written (wakes streams following it).
+    case progress(String)
     /// Someone asked to cancel a prediction (the replica running it stops it).
     case cancel(String)
     /// Accounts, tokens, memberships, models or versions changed: drop cached copies.
@@ -21,6 +23,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case .queued: "queued"
         case .finished(let id): "finished:\(id)"
         case .cancel(let id): "cancel:\(id)"
+        case .progress(let id): "progress:\(id)"
         case .cachesChanged: "caches"
         }
     }
@@ -32,6 +35,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case ("caches", 1): self = .cachesChanged
         case ("finished", 2): self = .finished(parts[1])
         case ("cancel", 2): self = .cancel(parts[1])
+        case ("progress", 2): self = .progress(parts[1])
         default: return nil
         }
     }

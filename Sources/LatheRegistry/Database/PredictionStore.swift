@@ -55,9 +55,12 @@ public struct PredictionStore: Sendable {
     let sql: any SQLDatabase
     let kind: RegistryDatabase.Kind
 
+    let gate: SerialGate
+
     public init(database: RegistryDatabase) {
         sql = database.sql
         kind = database.kind
+        gate = database.sqliteGate
     }
 
     static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id"
@@ -90,7 +93,7 @@ public struct PredictionStore: Sendable {
     }
 
     /// `AND claim_id = …` when a claim is named: a write from a claim that was lost changes nothing.
-    private func holding(_ claim: String?) -> SQLQueryString {
+    func holding(_ claim: String?) -> SQLQueryString {
         claim.map { " AND claim_id = \(bind: $0)" } ?? ""
     }
 
@@ -152,39 +155,9 @@ public struct PredictionStore: Sendable {
             """).run()
     }
 
-    /// Streamed output and logs so far; the first such write also marks the prediction processing.
     /// Logs of a prediction that is still waiting to start (its model's environment build).
     func setStartingLogs(_ id: String, logs: String) async throws {
         try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'starting'").run()
-    }
-
-    func updateProgress(_ id: String, output: String?, logs: String, startedAt: String, claim: String? = nil) async throws {
-        try await sql.raw("""
-            UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = 'processing',
-              started_at = COALESCE(started_at, \(bind: startedAt))
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
-            """).run()
-    }
-
-    /// Records the outcome; `startedAt` fills `started_at` when the processing update has not landed yet.
-    /// `input`, when given, replaces the stored input (with its secrets redacted).
-    /// Returns false when nothing was written: the prediction had finished, or `claim` was lost.
-    /// On PostgreSQL the same statement tells every replica (`NOTIFY`), so a finished
-    /// prediction costs one round trip.
-    @discardableResult
-    func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
-                  startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
-        struct Row: Decodable { var id: String }
-        let (head, tail): (SQLQueryString, SQLQueryString) = kind == .postgres
-            ? ("WITH done AS (", ") SELECT id, pg_notify(\(bind: PostgresEvents.channel), 'finished:' || id) FROM done")
-            : ("", "")
-        return try await !sql.raw("""
-            \(head)UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
-              metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
-              input = COALESCE(\(bind: input), input), claimed_by = NULL, lease_until = NULL
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
-            RETURNING id\(tail)
-            """).all(decoding: Row.self).isEmpty
     }
 
     public func share(_ id: String) async throws {
@@ -193,6 +166,7 @@ public struct PredictionStore: Sendable {
 
     public func delete(_ id: String) async throws {
         try await sql.raw("DELETE FROM examples WHERE prediction_id = \(bind: id)").run()
+        try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
         try await sql.raw("DELETE FROM predictions WHERE id = \(bind: id)").run()
     }
 
@@ -207,6 +181,7 @@ public struct PredictionStore: Sendable {
 
     func removeData(_ id: String) async throws {
         try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
+        try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
     }
 
     public func addExample(modelID: String, predictionID: String) async throws {

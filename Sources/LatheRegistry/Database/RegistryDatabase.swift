@@ -18,6 +18,10 @@ public final class RegistryDatabase: Sendable {
     private let closer: @Sendable () async throws -> Void
     /// In-memory copies of hot rows, dropped by the stores' own writes.
     let caches = RegistryCaches()
+    /// SQLite is one connection that concurrent tasks share, so a `BEGIN` there would take in
+    /// other tasks' statements: writes that must be seen together (a prediction's row and its
+    /// event) and the reads of both pass this gate instead.
+    let sqliteGate = SerialGate()
 
     /// Opens (creating) the SQLite database at `path` and brings its schema up to date.
     public static func open(path: String, logger: Logger) async throws -> RegistryDatabase {
@@ -218,6 +222,15 @@ public final class RegistryDatabase: Sendable {
                   key TEXT NOT NULL, window_start TEXT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (key, window_start))
                 """).run()
         }),
+        (5, "prediction events: the append-only log streams follow", { sql, kind in
+            let key = kind == .postgres ? "seq BIGSERIAL PRIMARY KEY" : "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS prediction_events (
+                  \(unsafeRaw: key), prediction_id TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, created_at TEXT NOT NULL)
+                """).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS prediction_events_by_prediction ON prediction_events (prediction_id, seq)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS prediction_events_by_time ON prediction_events (created_at)").run()
+        }),
     ]
 
     private func migrate() async throws {
@@ -273,4 +286,23 @@ enum Timestamp {
     static func string(_ date: Date) -> String { style.format(date) }
 
     static func date(_ text: String) -> Date? { try? style.parse(text) }
+}
+
+/// Runs one body at a time, in the order they arrive (an async mutex).
+actor SerialGate {
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if busy {
+            await withCheckedContinuation { waiting.append($0) }
+        } else {
+            busy = true
+        }
+        defer {
+            // Handed straight to the next in line, so `busy` stays true.
+            if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+        }
+        return try await body()
+    }
 }

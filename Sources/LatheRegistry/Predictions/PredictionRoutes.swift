@@ -244,7 +244,7 @@ struct PredictionRoutes {
     /// `id`, `owner/name:id` or `owner/name` (latest), or the model of the URL.
     private func resolve(_ text: String?, model given: ModelRecord?, context: RegistryContext) async throws -> (ModelRecord, VersionRecord) {
         if let given {
-            guard let latest = try await registry.models.versions(of: given).first else { throw RegistryError(404, "\(given.repository) has no versions yet") }
+            guard let latest = try await registry.models.latestVersion(of: given) else { throw RegistryError(404, "\(given.repository) has no versions yet") }
             return (given, latest)
         }
         guard let text, !text.isEmpty else { throw RegistryError(400, "version is required: a version id, owner/name:id or owner/name") }
@@ -260,7 +260,7 @@ struct PredictionRoutes {
         if text.contains("/") {
             let parts = text.split(separator: "/").map(String.init)
             let model = try await registry.readable(owner: parts[0], name: parts.count > 1 ? parts[1] : "", context: context)
-            guard let latest = try await registry.models.versions(of: model).first else { throw RegistryError(404, "\(model.repository) has no versions yet") }
+            guard let latest = try await registry.models.latestVersion(of: model) else { throw RegistryError(404, "\(model.repository) has no versions yet") }
             return (model, latest)
         }
         guard let found = try await registry.models.findVersion(text, viewer: context.principal) else { throw RegistryError(404, "version \(text) not found") }
@@ -294,6 +294,9 @@ struct PredictionRoutes {
 
     /// Server-sent events: `output` per new item, `logs` per new log text, then `error` (on
     /// failure) and `done`; a comment every 15 s keeps proxies from closing the connection.
+    /// The stream starts from the row and follows the prediction's event log, woken when
+    /// progress is written (here, or on another replica by `NOTIFY`); without a wake-up for a
+    /// second it reads the row again, which also covers a notification lost in a reconnect.
     private func stream(_ id: String, to writer: inout any ResponseBodyWriter) async throws {
         var sentItems = 0, sentLogs = 0, event = 0, lastWrite = Date()
         func send(_ name: String, _ data: String) async throws {
@@ -302,37 +305,64 @@ struct PredictionRoutes {
             try await writer.write(ByteBuffer(string: "event: \(name)\nid: \(id):\(event)\n\(lines)\n\n"))
             lastWrite = Date()
         }
+        func sendItems(_ items: ArraySlice<JSONValue>) async throws {
+            for item in items {
+                try await send("output", item.stringValue ?? String(decoding: (try? JSON.canonical(item)) ?? Data(), as: UTF8.self))
+            }
+            sentItems += items.count
+        }
+        let signals = scheduler.signals
+        let follower = signals.follow(id)
+        defer { signals.stop(follower, following: id) }
+        var readRow = true, seq: Int64 = 0
         while true {
-            guard let record = try await store.prediction(id) else { break }
-            let output = record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
-            if case .array(let items) = output, items.count > sentItems {
-                for item in items[sentItems...] {
-                    let text = item.stringValue ?? String(decoding: (try? JSON.canonical(item)) ?? Data(), as: UTF8.self)
-                    try await send("output", text)
+            if readRow {
+                // Everything the row holds that was not sent yet; events up to `seq` are in it.
+                guard let (record, newest) = try await store.snapshot(id) else { break }
+                seq = newest
+                let output = record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+                if case .array(let items) = output, items.count > sentItems { try await sendItems(items[sentItems...]) }
+                if record.logs.utf8.count > sentLogs {
+                    try await send("logs", String(decoding: Array(record.logs.utf8)[sentLogs...], as: UTF8.self))
+                    sentLogs = record.logs.utf8.count
                 }
-                sentItems = items.count
-            }
-            if record.logs.utf8.count > sentLogs {
-                let fresh = String(decoding: Array(record.logs.utf8)[sentLogs...], as: UTF8.self)
-                try await send("logs", fresh)
-                sentLogs = record.logs.utf8.count
-            }
-            if record.isTerminal {
-                // A model without an iterator output streams its one output at the end.
-                if let output, output != .null, output.arrayValue == nil, sentItems == 0 {
-                    try await send("output", output.stringValue ?? String(decoding: try JSON.canonical(output), as: UTF8.self))
+                if record.isTerminal {
+                    // A model without an iterator output streams its one output at the end.
+                    if let output, output != .null, output.arrayValue == nil, sentItems == 0 {
+                        try await send("output", output.stringValue ?? String(decoding: try JSON.canonical(output), as: UTF8.self))
+                    }
+                    if record.status == "failed" {
+                        try await send("error", String(decoding: try JSON.canonical(["detail": record.error ?? "prediction failed"]), as: UTF8.self))
+                    }
+                    try await send("done", record.status == "canceled" ? #"{"reason":"canceled"}"# : "{}")
+                    break
                 }
-                if record.status == "failed" {
-                    try await send("error", String(decoding: try JSON.canonical(["detail": record.error ?? "prediction failed"]), as: UTF8.self))
-                }
-                try await send("done", record.status == "canceled" ? #"{"reason":"canceled"}"# : "{}")
-                break
             }
             if Date().timeIntervalSince(lastWrite) > 15 {
                 try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 lastWrite = Date()
             }
-            try await Task.sleep(nanoseconds: 50_000_000)
+            guard await signals.next(follower, seconds: 1) else {
+                readRow = true
+                continue
+            }
+            let changes = try await store.changes(of: id, after: seq)
+            // Woken with nothing logged: finished some other way (a lease expired, canceled in
+            // the queue), so the row says what happened.
+            readRow = changes.isEmpty
+            for change in changes {
+                seq = change.seq
+                switch change.kind {
+                case .progress:
+                    try await sendItems(change.items[...])
+                    if !change.logs.isEmpty {
+                        try await send("logs", change.logs)
+                        sentLogs += change.logs.utf8.count
+                    }
+                case .done:
+                    readRow = true
+                }
+            }
         }
         try await writer.finish(nil)
     }

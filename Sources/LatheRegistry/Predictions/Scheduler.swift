@@ -75,6 +75,8 @@ public actor Scheduler {
     private var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
     public let webhooks: Webhooks
+    /// Wakes streams following a prediction when its progress is written or it finishes.
+    let signals = PredictionSignals()
     private let settings: Settings
     private let runtime: URL
     private var pools: [String: [Instance]] = [:]
@@ -158,6 +160,7 @@ public actor Scheduler {
         switch event {
         case .queued: await adopt()
         case .finished(let id): finished(id)
+        case .progress(let id): signals.changed(id)
         case .cancel(let id): if claims[id] != nil { try? await cancel(id) }
         case .cachesChanged: registry.database.caches.clear()
         }
@@ -301,6 +304,7 @@ public actor Scheduler {
     }
 
     func finished(_ id: String) {
+        signals.changed(id)
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume() }
@@ -526,8 +530,12 @@ public actor Scheduler {
                                                          checkSafety: job.checkSafety) { event in
                     // Streamed items and logs reach the database at most every 200 ms.
                     if let snapshot = progress.add(event) {
-                        Task {
-                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, startedAt: startedAt, claim: claim)
+                        // Written in order (each write appends the delta to the event log).
+                        let signals = self.signals
+                        progress.write {
+                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, delta: snapshot.delta,
+                                                            startedAt: startedAt, claim: claim)
+                            signals.changed(id)
                             if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
                         }
                     }
@@ -691,8 +699,12 @@ final class Progress: @unchecked Sendable {
     private var items: [JSONValue] = []
     /// Nothing is saved during the first 200 ms: quick predictions write only their result.
     private var saved = Date()
+    /// How much of `items` and `logs` (UTF-8 bytes) earlier snapshots held.
+    private var savedItems = 0, savedLogBytes = 0
+    /// The last write, which the next one waits for (writes land in order).
+    private var lastWrite: Task<Void, Never>?
 
-    func add(_ event: RunnerEvent) -> (output: String?, logs: String)? {
+    func add(_ event: RunnerEvent) -> (output: String?, logs: String, delta: ProgressDelta)? {
         lock.lock(); defer { lock.unlock() }
         switch event {
         case .log(let text): logs += text
@@ -701,6 +713,20 @@ final class Progress: @unchecked Sendable {
         guard Date().timeIntervalSince(saved) > 0.2 else { return nil }
         saved = Date()
         let output = items.isEmpty ? nil : (try? JSON.canonical(JSONValue.array(items))).map { String(decoding: $0, as: UTF8.self) }
-        return (output, logs)
+        let logBytes = Array(logs.utf8)
+        let delta = ProgressDelta(output: Array(items[savedItems...]), logs: String(decoding: logBytes[savedLogBytes...], as: UTF8.self))
+        savedItems = items.count
+        savedLogBytes = logBytes.count
+        return (output, logs, delta)
+    }
+
+    /// Runs `body` after every write started before it.
+    func write(_ body: @escaping @Sendable () async -> Void) {
+        lock.lock(); defer { lock.unlock() }
+        let previous = lastWrite
+        lastWrite = Task {
+            await previous?.value
+            await body()
+        }
     }
 }
