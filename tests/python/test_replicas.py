@@ -168,6 +168,16 @@ def test_kill9_of_a_replica_during_a_burst_loses_no_prediction(cluster):
             pass  # refused while the replica died: never created, nothing to lose
 
     victim = cluster.replicas[1][0]
+    # A prediction that has produced output on the victim cannot run again: once its lease runs
+    # out it fails, and the surviving leader sends its `completed` webhook.
+    receiver = WebhookReceiver()
+    doomed = httpx.post(f"{replica_urls(cluster)[1]}/v1/models/alice/streamer/predictions",
+                        json={"input": {"max_words": 400, "delay": 0.25}, "webhook": f"{receiver.url}/hook",
+                              "webhook_events_filter": ["completed"]}, headers=auth(cluster.token)).json()["id"]
+    deadline = time.time() + 30
+    while not httpx.get(f"{cluster.url}/v1/predictions/{doomed}", headers=auth(cluster.token)).json().get("output"):
+        assert time.time() < deadline, "the streamer never produced output"
+        time.sleep(0.2)
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(create, index) for index in range(300)]
         while len(created) < 100:
@@ -187,6 +197,12 @@ def test_kill9_of_a_replica_during_a_burst_loses_no_prediction(cluster):
                 pending.discard(identifier)
         time.sleep(1)
     assert not pending, f"{len(pending)} predictions never finished after the replica died:\n" + cluster.log()[-3000:]
+    deadline = time.time() + 45
+    while not any(json.loads(body)["id"] == doomed for _, body in receiver.received) and time.time() < deadline:
+        time.sleep(0.5)
+    receiver.server.shutdown()
+    hooks = [json.loads(body) for _, body in receiver.received if json.loads(body)["id"] == doomed]
+    assert len(hooks) == 1 and hooks[0]["status"] == "failed" and "lost" in hooks[0]["error"], hooks
     # Bring the replica back for any test after this one.
     process, path, url = cluster.start_replica(1, ["--idle-timeout", "60", "--allow-outbound", "127.0.0.2/32", "--rate-limit-requests", "400",
                                                    "--base-url", cluster.url], runtime=True, port=int(replica_urls(cluster)[1].rsplit(":", 1)[1]))

@@ -121,7 +121,10 @@ public actor Scheduler {
         let events = self.events
         registry.database.caches.setChangeHandler { Task { await events.publish(.cachesChanged) } }
         let (requeued, failed) = try await queue.recoverAfterRestart(replica: registry.database.kind == .sqlite ? nil : replica)
-        for id in failed { await publishFinished(id) }
+        for id in failed {
+            await publishFinished(id)
+            await notify("completed", id)
+        }
         if !requeued.isEmpty { await events.publish(.queued) }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
         await adopt()
@@ -211,7 +214,11 @@ public actor Scheduler {
     /// The leader requeues or fails the predictions of replicas that stopped renewing.
     private func expireLeases() async {
         guard let (requeued, failed) = try? await queue.expireLeases() else { return }
-        for id in failed { await publishFinished(id) }
+        for id in failed {
+            await publishFinished(id)
+            // The replica that ran it is gone, so the leader sends its last webhook.
+            await notify("completed", id)
+        }
         if !requeued.isEmpty {
             registry.logger.warning("requeued predictions of a lost replica", metadata: ["count": "\(requeued.count)"])
             await events.publish(.queued)
