@@ -152,6 +152,28 @@ struct StoreSuiteTests {
         #expect(try await store.prediction(record.id) == nil)
     }
 
+    @Test("sign-in attempts: 10 in any minute, refused ones not kept, failures until a success", arguments: Backend.allCases)
+    func signinAttempts(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let store = SigninAttemptStore(database: database)
+        let start = Date()
+        for second in 0..<10 {
+            let (allowed, oldest, _) = try await store.attempt("k", limit: 10, now: start.addingTimeInterval(Double(second)))
+            #expect(allowed && oldest.map { abs($0.timeIntervalSince(start)) < 0.01 } == true)
+            try await store.failed("k", now: start.addingTimeInterval(Double(second)))
+        }
+        let refused = try await store.attempt("k", limit: 10, now: start.addingTimeInterval(30))
+        #expect(!refused.allowed && refused.failures == 10)
+        #expect(try await store.attempt("other", limit: 10, now: start.addingTimeInterval(30)).allowed, "per key")
+        // The window slides: at 60.5 s the first attempt has left it (the refused one was not kept).
+        #expect(try await store.attempt("k", limit: 10, now: start.addingTimeInterval(60.5)).allowed)
+        try await store.succeeded("k")
+        #expect(try await store.attempt("k", limit: 10, now: start.addingTimeInterval(62)).failures == 0)
+        try await store.removeOld(before: Timestamp.string(start.addingTimeInterval(1000)))
+        #expect(try await store.attempt("k", limit: 10, now: start.addingTimeInterval(1000)).oldest.map { $0 > start.addingTimeInterval(999) } == true)
+    }
+
     @Test("files, quotas and expiry; deployments' warm sum; sessions; webhook secrets", arguments: Backend.allCases)
     func filesSessionsAndSecrets(_ backend: Backend) async throws {
         guard let database = try await Self.open(backend) else { return }

@@ -136,6 +136,17 @@ def test_a_web_session_made_on_one_works_on_the_other(cluster):
     assert client.post(f"{b}/account/tokens", data={"_csrf": token, "label": "from b"}).status_code in (200, 303)
 
 
+def test_sign_in_attempts_are_counted_across_replicas(cluster):
+    """A guesser whose attempts the load balancer spreads over both replicas still gets 10 a minute."""
+    statuses = []
+    for index in range(11):
+        url = replica_urls(cluster)[index % 2]
+        client = httpx.Client(follow_redirects=False, timeout=30)  # failures add a growing delay (up to 5 s)
+        csrf = re.search(r'name="_csrf" value="([0-9a-f]+)"', client.get(f"{url}/signin").text).group(1)
+        statuses.append(client.post(f"{url}/signin", data={"_csrf": csrf, "username": "alice", "password": f"guess{index}"}).status_code)
+    assert statuses == [401] * 10 + [429], statuses
+
+
 def test_webhooks_are_delivered_once_and_singletons_run_on_one_replica(cluster):
     with WebhookReceiver() as receiver:
         ids = []

@@ -231,6 +231,10 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("CREATE INDEX IF NOT EXISTS prediction_events_by_prediction ON prediction_events (prediction_id, seq)").run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS prediction_events_by_time ON prediction_events (created_at)").run()
         }),
+        (6, "web sign-in attempts shared by replicas", { sql, _ in
+            try await sql.raw("CREATE TABLE IF NOT EXISTS signin_attempts (key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS signin_attempts_by_key ON signin_attempts (key, at)").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -56,6 +56,7 @@ public struct Housekeeping: Service {
         }
         FileRoutes.removePartialUploads(untouchedSince: cutoff, registry: registry)
         try? await RateCounterStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-120)))
+        try? await SigninAttemptStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-900)))
         // Streams start from the row, so the event log only has to reach back a few minutes.
         try? await PredictionStore(database: registry.database).removeEvents(before: Timestamp.string(now.addingTimeInterval(-600)))
         await scheduler.removeUnusedUnpackedVersions()

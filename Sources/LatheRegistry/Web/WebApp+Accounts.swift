@@ -12,8 +12,9 @@ extension WebApp {
             // Throttled per client address and username: guessing from one place is slowed, and
             // nobody elsewhere can lock the user out. Failures add a growing delay (up to 5 s).
             let key = "signin:\(context.clientAddress):" + (form["username"] ?? "").lowercased()
-            let (allowed, _, reset) = await signins.take(key, create: true)
-            let failures = await signinFailures.count(key)
+            // 10 attempts in any 60 s, so passwords cannot be guessed at speed.
+            let (allowed, oldest, failures) = try await signins.attempt(key, limit: 10)
+            let reset = max(1, Int((oldest ?? Date()).addingTimeInterval(60).timeIntervalSinceNow.rounded(.up)))
             if failures > 2 { try await Task.sleep(seconds: min(5, 0.25 * pow(2, Double(failures - 3)))) }
             guard allowed else {
                 var response = pages.page("signin", title: "Sign in", context: context, status: .tooManyRequests,
@@ -23,12 +24,12 @@ extension WebApp {
                 return response
             }
             guard let user = try await registry.accounts.verifyPassword(username: form["username"] ?? "", password: form["password"] ?? "") else {
-                await signinFailures.record(key)
+                try await signins.failed(key)
                 return pages.page("signin", title: "Sign in", context: context, status: .unauthorized,
                                   ["action": "/signin", "next": Self.safeNext(form["next"]), "username": form["username"] ?? "",
                                    "formError": "That username and password do not match an account."])
             }
-            await signinFailures.clear(key)
+            try await signins.succeeded(key)
             return try await startSession(user, request: request, next: Self.safeNext(form["next"]))
         }
         web.get("signup") { _, context in

@@ -11,24 +11,6 @@ public struct WebSettings: Sendable {
     }
 }
 
-/// Failures per key in the last 15 minutes.
-actor FailureCounter {
-    private var failures: [String: [Date]] = [:]
-
-    func record(_ key: String) {
-        failures[key, default: []].append(Date())
-        if failures.count > 100_000 { failures.removeAll() }
-    }
-
-    func count(_ key: String) -> Int {
-        let recent = (failures[key] ?? []).filter { $0 > Date().addingTimeInterval(-900) }
-        failures[key] = recent.isEmpty ? nil : recent
-        return recent.count
-    }
-
-    func clear(_ key: String) { failures.removeValue(forKey: key) }
-}
-
 /// The web UI at `/` (DESIGN §5): server-rendered pages over the same stores as the API.
 struct WebApp {
     let registry: Registry
@@ -37,10 +19,8 @@ struct WebApp {
     let sessions: SessionStore
     let pages: WebRenderer
     let settings: WebSettings
-    /// Sign-in attempts per username: 10 a minute, so passwords cannot be guessed at speed.
-    let signins: RateLimiter
-    /// Recent failed sign-ins per client address and username (for the growing delay).
-    let signinFailures = FailureCounter()
+    /// Sign-in attempts and failures per client address and username, on every replica alike.
+    let signins: SigninAttemptStore
 
     init(registry: Registry, scheduler: Scheduler, predictions: PredictionRoutes, settings: WebSettings) throws {
         self.registry = registry
@@ -48,9 +28,7 @@ struct WebApp {
         self.predictions = predictions
         self.sessions = SessionStore(database: registry.database)
         self.pages = try WebRenderer(signupOpen: settings.signupOpen)
-        // Counted per replica: a 60 s window from the first attempt, which the shared minute
-        // counters can only estimate (the growing delay also lives here).
-        self.signins = RateLimiter(createsPerMinute: 10, requestsPerMinute: 10)
+        self.signins = SigninAttemptStore(database: registry.database)
         self.settings = settings
     }
 
