@@ -73,6 +73,9 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                // The S3 blob store's requests (SigV4-signed, streamed).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 // Streaming multipart parser for /v1/files (bodies up to 100 MB go to disk, not memory).
@@ -111,7 +114,11 @@ let package = Package(
         .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
-        .testTarget(name: "LatheRegistryTests", dependencies: ["LatheRegistry", "LatheSpec"]),
+        .testTarget(name: "LatheRegistryTests", dependencies: [
+            "LatheRegistry", "LatheSpec", "LatheArchive",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Drives the built `lathe` executable as a user would.
         .testTarget(name: "EndToEndTests", dependencies: ["lathe", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
     ]

@@ -60,7 +60,13 @@ extension RegistryClient {
     private func download(repository: String, descriptor: Descriptor, into store: LocalStore) async throws {
         var request = HTTPClientRequest(url: url("/v2/\(repository)/blobs/\(descriptor.digest)"))
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        let response = try await http.execute(request, timeout: .seconds(3600))
+        var response = try await http.execute(request, timeout: .seconds(3600))
+        if [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") {
+            // Object storage serves the blob from a presigned URL: followed once, without the
+            // registry's token (it is for the registry only, and S3 refuses a second credential).
+            request = HTTPClientRequest(url: url(location))
+            response = try await http.execute(request, timeout: .seconds(3600))
+        }
         guard response.status.code == 200 else {
             let body = try await response.body.collect(upTo: 1 << 20)
             throw Failure(method: "GET", url: request.url, status: Int(response.status.code),

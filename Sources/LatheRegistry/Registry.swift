@@ -10,7 +10,17 @@ public struct Registry: Sendable {
     public var database: RegistryDatabase
     public var accounts: AccountStore
     public var models: ModelStore
-    public var blobs: BlobFiles
+    /// Registry blobs, uploaded files and output files (the `BlobStore` seam).
+    public var blobs: any BlobStore
+    /// This machine's own folder (environments, unpacked versions, instance work, partial
+    /// uploads, the blob cache); replicas never share it.
+    public var runtime: URL
+    /// Work in progress under ``runtime``: partial uploads, files being fetched.
+    public var scratch: URL { runtime.appendingPathComponent("tmp") }
+    /// Registry blobs as local files, for unpacking versions and checking code layers.
+    public var blobCache: BlobCache
+    /// Whether blob downloads are answered with a redirect to the store where it has one.
+    public var blobRedirect = true
     /// The URL clients reach the server at (for absolute `next` links and model URLs); known
     /// only once the server is listening when it was started on port 0.
     public let base: BaseURL
@@ -24,21 +34,27 @@ public struct Registry: Sendable {
     /// The most bytes one account's uploaded files (/v1/files, web forms) may take.
     public var fileQuota: Int64 = 1 << 30
 
-    public init(database: RegistryDatabase, blobs: BlobFiles, baseURL: String, logger: Logger) {
+    public init(database: RegistryDatabase, blobs: any BlobStore, runtime: URL, baseURL: String, logger: Logger) {
         self.database = database
         self.accounts = AccountStore(database: database)
         self.models = ModelStore(database: database)
         self.blobs = blobs
+        self.runtime = runtime
+        self.blobCache = BlobCache(store: blobs, folder: runtime.appendingPathComponent("blob-cache"))
         self.base = BaseURL(baseURL)
         self.logger = logger
     }
 
     /// Opens the registry: metadata in PostgreSQL when `database` is a URL, else in
-    /// `registry.sqlite` under `data`; blob files under `data`.
-    public static func open(data: URL, database url: String? = nil, baseURL: String, logger: Logger) async throws -> Registry {
+    /// `registry.sqlite` under `data`; blobs in `blobs` when given, else files under `data`;
+    /// this machine's own files under `runtime` (default `data/runtime`).
+    public static func open(data: URL, database url: String? = nil, blobs: (any BlobStore)? = nil, runtime: URL? = nil,
+                            baseURL: String, logger: Logger) async throws -> Registry {
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let runtime = runtime ?? data.appendingPathComponent("runtime")
+        try FileManager.default.createDirectory(at: runtime.appendingPathComponent("tmp"), withIntermediateDirectories: true)
         let database = try await RegistryDatabase.open(url: url, data: data, logger: logger)
-        return Registry(database: database, blobs: try BlobFiles(root: data), baseURL: baseURL, logger: logger)
+        return Registry(database: database, blobs: try blobs ?? FilesystemBlobStore(root: data), runtime: runtime, baseURL: baseURL, logger: logger)
     }
 
     // MARK: - Access decisions shared by /v1 and /v2

@@ -7,8 +7,8 @@ import Logging
 struct AdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
-        abstract: "Manage users, organizations and tokens in a registry's data folder.",
-        subcommands: [User.self, Token.self, Organization.self]
+        abstract: "Manage users, organizations and tokens in a registry's data folder; collect unreferenced blobs.",
+        subcommands: [User.self, Token.self, Organization.self, GC.self]
     )
 
     struct DataOption: ParsableArguments {
@@ -18,6 +18,8 @@ struct AdminCommand: AsyncParsableCommand {
         @Option(help: "The registry's PostgreSQL URL, when it runs on one (env LATHE_DATABASE_URL).")
         var database: String?
 
+        @OptionGroup var blobOptions: BlobOptions
+
         /// Opens the data folder, runs `body`, and closes the database whatever happens.
         func withRegistry(_ body: (Registry) async throws -> Void) async throws {
             guard let path = data ?? ProcessInfo.processInfo.environment["LATHE_DATA"] else {
@@ -26,13 +28,42 @@ struct AdminCommand: AsyncParsableCommand {
             var logger = Logger(label: "lathe.admin")
             logger.logLevel = .error
             let url = database ?? ProcessInfo.processInfo.environment["LATHE_DATABASE_URL"]
-            let registry = try await Registry.open(data: URL(fileURLWithPath: path), database: url, baseURL: "", logger: logger)
+            let data = URL(fileURLWithPath: path)
+            // A runtime folder of this command's own: it may run beside servers on the same data.
+            let runtime = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-admin-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: runtime) }
+            let blobs = try blobOptions.store(runtime: runtime)
+            try await blobs?.check()
+            let registry = try await Registry.open(data: data, database: url, blobs: blobs, runtime: runtime, baseURL: "", logger: logger)
             do {
                 try await body(registry)
                 try await registry.database.close()
             } catch {
                 try? await registry.database.close()
                 throw error
+            }
+        }
+    }
+
+    struct GC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gc",
+            abstract: "Remove blobs, files and outputs nothing refers to (older than the grace period).",
+            discussion: "Registry blobs no manifest names (deleted models and versions; weights another model shares stay), "
+                + "uploaded files whose row is gone, output files no prediction names. Safe while the server runs.")
+        @Flag(help: "Print what would be removed; remove nothing.") var dryRun = false
+        @Option(help: "Seconds an unreferenced object must be old before it goes (spares pushes in flight).") var grace: Double = 3600
+        @OptionGroup var data: DataOption
+
+        func run() async throws {
+            try await guarded {
+                try await data.withRegistry { registry in
+                    let report = try await GarbageCollector(registry: registry, grace: max(0, grace)).collect(dryRun: dryRun)
+                    for item in report.removed { print("\(dryRun ? "would remove" : "removed") \(item.key) (\(item.size) bytes)") }
+                    let megabytes = String(format: "%.1f", Double(report.bytes) / 1_048_576)
+                    print(dryRun ? "would remove \(report.removed.count) objects, freeing \(megabytes) MiB (\(report.bytes) bytes)"
+                                 : "removed \(report.removed.count) objects, freed \(megabytes) MiB (\(report.bytes) bytes)")
+                }
             }
         }
     }

@@ -87,6 +87,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("housekeeping-interval"), help: "Seconds between sweeps of expired files, abandoned uploads and unused unpacked versions (default 60).")
     var housekeepingInterval: Int = 60
 
+    @OptionGroup var blobOptions: BlobOptions
+
+    @Option(name: .customLong("blob-redirect"), help: "Answer blob downloads from S3 with a 307 to a presigned URL (true, the default) or stream them through the server (false).")
+    var blobRedirect: Bool = true
+
+    @Option(name: .customLong("gc-interval"), help: "Seconds between collections of blobs, files and outputs nothing refers to (default 3600; 0 turns them off; `lathe admin gc` runs one by hand).")
+    var gcInterval: Int = 3600
+
     @Option(name: .customLong("metrics-listen"), help: "HOST:PORT to serve /metrics on, apart from the public port (e.g. 127.0.0.1:9090).")
     var metricsListen: String?
 
@@ -108,8 +116,14 @@ struct ServeCommand: AsyncParsableCommand {
             Self.raiseDescriptorLimit()
             var logger = Logger(label: "lathe.registry")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            var registry = try await Registry.open(data: URL(fileURLWithPath: settings.data), database: settings.database,
-                                                   baseURL: settings.baseURL ?? "", logger: logger)
+            let data = URL(fileURLWithPath: settings.data)
+            let runtimeFolder = runtime.map { URL(fileURLWithPath: $0) } ?? data.appendingPathComponent("runtime")
+            let blobs = try blobOptions.store(runtime: runtimeFolder, file: settings.file)
+            // Unreachable storage or refused credentials: one clear line now, not on the first push.
+            try await blobs?.check()
+            var registry = try await Registry.open(data: data, database: settings.database, blobs: blobs,
+                                                   runtime: runtimeFolder, baseURL: settings.baseURL ?? "", logger: logger)
+            registry.blobRedirect = blobRedirect
             registry.outbound = OutboundHTTP(policy: EgressPolicy(allowed: try allowOutbound.map { text in
                 guard let network = IPNetwork(text) else {
                     throw ValidationError("--allow-outbound \(text) is not a CIDR block; write it like 10.0.0.0/8 or fd00::/8")
@@ -150,6 +164,7 @@ struct ServeCommand: AsyncParsableCommand {
             var housekeeping = Housekeeping.Settings()
             housekeeping.uploadMaxAge = TimeInterval(Swift.max(1, uploadMaxAge))
             housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
+            housekeeping.collectionInterval = gcInterval > 0 ? TimeInterval(gcInterval) : nil
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute,
@@ -158,9 +173,9 @@ struct ServeCommand: AsyncParsableCommand {
                                                    metricsToken: metricsToken ?? ProcessInfo.processInfo.environment["LATHE_METRICS_TOKEN"],
                                                    web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout),
                                                    services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping,
-                                                                                   isLeader: { [events] in events.isLeader })]) { port in
+                                                                                   isLeader: { [events] in events.isLeader })]) { [host = settings.host, folder = settings.data] port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
-                print("lathe registry listening on http://\(settings.host):\(port) (data \(settings.data))")
+                print("lathe registry listening on http://\(host):\(port) (data \(folder))")
                 fflush(nil)
             }
             do {
@@ -191,6 +206,8 @@ struct ServeCommand: AsyncParsableCommand {
         var port: Int
         var baseURL: String?
         var database: String?
+        /// The config file's mapping (blob store keys are read from it too).
+        var file: [String: Any] = [:]
 
         init(command: ServeCommand) throws {
             let environment = ProcessInfo.processInfo.environment
@@ -206,6 +223,7 @@ struct ServeCommand: AsyncParsableCommand {
             port = command.port ?? environment["LATHE_PORT"].flatMap(Int.init) ?? file["port"] as? Int ?? 8080
             baseURL = command.baseURL ?? environment["LATHE_BASE_URL"] ?? file["base_url"] as? String
             database = command.database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String
+            self.file = file
         }
     }
 }

@@ -33,11 +33,7 @@ struct InterruptedPushTests {
         try push.run()
 
         // Wait until a good part of the weights has arrived, then kill the registry outright.
-        let uploads = server.data.appendingPathComponent("uploads")
-        func received() -> Int {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: uploads.path)) ?? []
-            return names.compactMap { try? FileManager.default.attributesOfItem(atPath: uploads.appendingPathComponent($0).path)[.size] as? Int }.max() ?? 0
-        }
+        func received() -> Int { TestDatabase.uploadedBytes(forData: server.data) }
         let deadline = Date().addingTimeInterval(120)
         while received() < 300 << 20, Date() < deadline, push.isRunning { usleep(20_000) }
         server.kill9()

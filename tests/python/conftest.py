@@ -16,15 +16,24 @@ LATHE = os.environ.get("LATHE_BIN", os.path.join(ROOT, ".build", "debug", "lathe
 POSTGRES = os.environ.get("LATHE_TEST_POSTGRES", "").rstrip("/")
 
 
+# An S3 endpoint (SeaweedFS started by scripts/test) with bucket "lathe": blobs go there instead of --data.
+S3 = os.environ.get("LATHE_TEST_S3", "").rstrip("/")
+
+
 def database_env(data):
-    """LATHE_DATABASE_URL for a data folder: a fresh PostgreSQL database of its own when the tests
-    run on PostgreSQL (LATHE_TEST_POSTGRES, set by scripts/test), nothing on SQLite."""
-    if not POSTGRES:
-        return {}
+    """The environment a data folder's server and admin commands share: LATHE_DATABASE_URL, a
+    fresh PostgreSQL database of its own when the tests run on PostgreSQL (LATHE_TEST_POSTGRES,
+    set by scripts/test); LATHE_BLOBS, a fresh prefix in the S3 bucket when they run on S3
+    (LATHE_TEST_S3). Nothing on the embedded defaults."""
     import hashlib
     name = "p" + hashlib.sha256(os.path.abspath(data).encode()).hexdigest()[:16]
-    subprocess.run(["psql", POSTGRES + "/postgres", "-qtAc", f"CREATE DATABASE {name}"], capture_output=True)
-    return {"LATHE_DATABASE_URL": f"{POSTGRES}/{name}"}
+    env = {}
+    if POSTGRES:
+        subprocess.run(["psql", POSTGRES + "/postgres", "-qtAc", f"CREATE DATABASE {name}"], capture_output=True)
+        env["LATHE_DATABASE_URL"] = f"{POSTGRES}/{name}"
+    if S3:
+        env.update(LATHE_BLOBS=f"s3://lathe/{name}", LATHE_S3_ENDPOINT=S3, AWS_ACCESS_KEY_ID="lathetest", AWS_SECRET_ACCESS_KEY="lathetestsecret")
+    return env
 
 
 def lathe(*args, env=None, check=True):

@@ -73,6 +73,12 @@ struct FileStore: Sendable {
     }
 
     /// Bytes `owner`'s files take.
+    /// Every file's id (what garbage collection keeps under `files/`).
+    func allIDs() async throws -> Set<String> {
+        struct Row: Decodable { var id: String }
+        return Set(try await sql.raw("SELECT id FROM files").all(decoding: Row.self).map(\.id))
+    }
+
     func used(by owner: String) async throws -> Int64 {
         struct Row: Decodable { var total: Int64? }
         return try await sql.raw("SELECT CAST(SUM(size) AS BIGINT) AS total FROM files WHERE owner_id = \(bind: owner)").first(decoding: Row.self)?.total ?? 0

@@ -277,11 +277,45 @@ public struct ModelStore: Sendable {
     // MARK: - Blobs
 
     public func addBlob(_ digest: String, size: Int64, repository: String) async throws {
+        let now = Timestamp.now()
         try await sql.raw("""
-            INSERT INTO blobs (digest, size, created_at) VALUES (\(bind: digest), \(bind: size), \(bind: Timestamp.now()))
-            ON CONFLICT (digest) DO NOTHING
+            INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (\(bind: digest), \(bind: size), \(bind: now), \(bind: now))
+            ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at
             """).run()
         try await linkBlob(digest, repository: repository)
+    }
+
+    // MARK: - Garbage collection (see GarbageCollector)
+
+    /// A push named the blob (it asked whether it exists, mounted it, or a manifest refers to
+    /// it): a collection spares it for its grace period. Written at most every 10 minutes.
+    public func touchBlob(_ digest: String) async throws {
+        let now = Date()
+        try await sql.raw("""
+            UPDATE blobs SET touched_at = \(bind: Timestamp.string(now))
+            WHERE digest = \(bind: digest) AND (touched_at IS NULL OR touched_at < \(bind: Timestamp.string(now.addingTimeInterval(-600))))
+            """).run()
+    }
+
+    /// Every manifest's digest (of every repository), or only those stored after `since`.
+    func manifestDigests(since: String? = nil) async throws -> Set<String> {
+        struct Row: Decodable { var digest: String }
+        var query: SQLQueryString = "SELECT DISTINCT digest FROM manifests"
+        if let since { query = query + " WHERE created_at >= \(bind: since)" }
+        return Set(try await sql.raw(query).all(decoding: Row.self).map(\.digest))
+    }
+
+    /// Forgets a blob nobody touched since `cutoff` (its row and its repository links), in one
+    /// conditional statement: false when a push touched it meanwhile, so it must stay.
+    func forgetBlob(_ digest: String, untouchedSince cutoff: String) async throws -> Bool {
+        struct Row: Decodable { var digest: String }
+        try await sql.raw("""
+            DELETE FROM blobs WHERE digest = \(bind: digest) AND COALESCE(touched_at, created_at) < \(bind: cutoff)
+            """).run()
+        let exists = try await sql.raw("SELECT digest FROM blobs WHERE digest = \(bind: digest)").all(decoding: Row.self)
+        guard exists.isEmpty else { return false }
+        try await sql.raw("DELETE FROM repository_blobs WHERE digest = \(bind: digest)").run()
+        return true
     }
 
     public func linkBlob(_ digest: String, repository: String) async throws {

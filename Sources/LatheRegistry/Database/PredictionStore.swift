@@ -184,6 +184,12 @@ public struct PredictionStore: Sendable {
         try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
     }
 
+    /// The outputs that name files (what garbage collection keeps under `outputs/`).
+    func outputsNamingFiles() async throws -> [String] {
+        struct Row: Decodable { var output: String }
+        return try await sql.raw("SELECT output FROM predictions WHERE output LIKE '%/files/%'").all(decoding: Row.self).map(\.output)
+    }
+
     public func addExample(modelID: String, predictionID: String) async throws {
         try await sql.raw("""
             INSERT INTO examples (model_id, prediction_id, created_at) VALUES (\(bind: modelID), \(bind: predictionID), \(bind: Timestamp.now()))

@@ -235,6 +235,10 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("CREATE TABLE IF NOT EXISTS signin_attempts (key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL)").run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS signin_attempts_by_key ON signin_attempts (key, at)").run()
         }),
+        (7, "blobs.touched_at: when a push last named a blob (garbage collection spares recent ones)", { sql, _ in
+            try await sql.raw("ALTER TABLE blobs ADD COLUMN touched_at TEXT").run()
+            try await sql.raw("UPDATE blobs SET touched_at = created_at").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -64,9 +64,12 @@ struct DistributionRoutes {
         // A malformed digest is the caller's mistake whatever the repository: 400 first.
         let digest = try digest(try context.parameters.require("digest"))
         let model = try await registry.readable(owner: owner, name: name, context: context)
-        guard let size = try await registry.models.blob(digest.description, repository: model.repository), registry.blobs.blobExists(digest) else {
+        guard let size = try await registry.models.blob(digest.description, repository: model.repository),
+              try await registry.blobs.size(of: .blob(digest)) != nil else {
             throw RegistryError(404, "blob \(digest) is not in \(model.repository)", code: "BLOB_UNKNOWN")
         }
+        // A pusher asks before skipping an upload: garbage collection must spare what it was told exists.
+        if head { try await registry.models.touchBlob(digest.description) }
         let headers: HTTPFields = [.contentType: "application/octet-stream", .init("Docker-Content-Digest")!: digest.description,
                                    .acceptRanges: "bytes"]
         var range: ClosedRange<Int64>? = nil
@@ -92,9 +95,11 @@ struct DistributionRoutes {
         headers[.contentLength] = String(length)
         let status: HTTPResponse.Status = range == nil ? .ok : .partialContent
         if head || size == 0 { return Response(status: status, headers: headers) }
-        let bytes = range.map { Int($0.lowerBound)...Int($0.upperBound) } ?? 0...Int(size - 1)
-        let body = try await FileIO().loadFile(path: registry.blobs.blobPath(digest), range: bytes, context: context, chunkLength: 1 << 20)
-        return Response(status: status, headers: headers, body: body)
+        // Object storage serves the bytes itself (a presigned URL; clients send Range again there).
+        if registry.blobRedirect, let url = try await registry.blobs.redirectURL(for: .blob(digest), expires: 900, downloadName: nil) {
+            return Response(status: .temporaryRedirect, headers: [.location: url.absoluteString, .init("Docker-Content-Digest")!: digest.description])
+        }
+        return Response(status: status, headers: headers, body: registry.blobs.responseBody(.blob(digest), range: range))
     }
 
     // MARK: - Uploads
@@ -111,17 +116,18 @@ struct DistributionRoutes {
                let source = try? await registry.readable(owner: String(from[..<slash]), name: String(from[from.index(after: slash)...]), context: context),
                try await registry.models.blob(digest.description, repository: source.repository) != nil {
                 try await registry.models.linkBlob(digest.description, repository: repository)
+                try await registry.models.touchBlob(digest.description)
                 return Response(status: .created, headers: [.location: "/v2/\(repository)/blobs/\(digest)",
                                                             .init("Docker-Content-Digest")!: digest.description])
             }
         }
         let id = UUID().uuidString.lowercased()
-        try registry.blobs.createUpload(id)
+        try await registry.blobs.createUpload(id)
         try await registry.models.createUpload(id: id, repository: repository, userID: context.principal!.user.id)
         if let expected = query["digest"].map(String.init) {
             // Single POST with the whole blob.
             let digest = try digest(expected)
-            _ = try await registry.blobs.append(id, body: request.body, at: 0)
+            _ = try await registry.blobs.append(id, body: request.body, at: 0, limit: .max)
             return try await complete(id, digest: digest, repository: repository)
         }
         return Response(status: .accepted, headers: [
@@ -134,7 +140,7 @@ struct DistributionRoutes {
         let (owner, name) = try names(context)
         _ = try await registry.writable(owner: owner, name: name, context: context)
         let id = try context.parameters.require("id")
-        guard try await registry.models.uploadExists(id: id, repository: "\(owner)/\(name)"), registry.blobs.uploadSize(id) != nil else {
+        guard try await registry.models.uploadExists(id: id, repository: "\(owner)/\(name)"), try await registry.blobs.uploadSize(id) != nil else {
             throw RegistryError(404, "upload \(id) is unknown or finished", code: "BLOB_UPLOAD_UNKNOWN")
         }
         return (owner, name, id)
@@ -144,14 +150,14 @@ struct DistributionRoutes {
 
     private func uploadStatus(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let (owner, name, id) = try await upload(context)
-        let size = registry.blobs.uploadSize(id) ?? 0
+        let size = try await registry.blobs.uploadSize(id) ?? 0
         return Response(status: .noContent, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(size),
                                                       .init("Docker-Upload-UUID")!: id])
     }
 
     private func patchUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let (owner, name, id) = try await upload(context)
-        let size = registry.blobs.uploadSize(id) ?? 0
+        let size = try await registry.blobs.uploadSize(id) ?? 0
         if let header = request.headers[.contentRange] {
             // Chunks must arrive in order: the first byte must be the next one expected.
             guard let bounds = RequestValues.contentRange(header) else {
@@ -163,7 +169,7 @@ struct DistributionRoutes {
                                     code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.start) but \(size) bytes were received so far")]))) ?? Data())))
             }
         }
-        let received = try await registry.blobs.append(id, body: request.body, at: size)
+        let received = try await registry.blobs.append(id, body: request.body, at: size, limit: .max)
         return Response(status: .accepted, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(received),
                                                      .init("Docker-Upload-UUID")!: id])
     }
@@ -174,17 +180,17 @@ struct DistributionRoutes {
             throw RegistryError(400, "PUT needs ?digest=sha256:…", code: "DIGEST_INVALID")
         }
         let digest = try digest(expected)
-        let size = registry.blobs.uploadSize(id) ?? 0
-        _ = try await registry.blobs.append(id, body: request.body, at: size)
+        let size = try await registry.blobs.uploadSize(id) ?? 0
+        _ = try await registry.blobs.append(id, body: request.body, at: size, limit: .max)
         return try await complete(id, digest: digest, repository: "\(owner)/\(name)")
     }
 
     private func complete(_ id: String, digest: Digest, repository: String) async throws -> Response {
         let size: Int64
         do {
-            size = try registry.blobs.finishUpload(id, expected: digest)
+            size = try await registry.blobs.finishUpload(id, as: digest)
         } catch {
-            registry.blobs.discardUpload(id)
+            try? await registry.blobs.discardUpload(id)
             try await registry.models.deleteUpload(id: id)
             throw error
         }
@@ -196,7 +202,7 @@ struct DistributionRoutes {
 
     private func cancelUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let (_, _, id) = try await upload(context)
-        registry.blobs.discardUpload(id)
+        try await registry.blobs.discardUpload(id)
         try await registry.models.deleteUpload(id: id)
         return Response(status: .noContent)
     }
@@ -227,7 +233,7 @@ struct DistributionRoutes {
         let headers: HTTPFields = [.contentType: row.mediaType, .contentLength: String(row.size),
                                    .init("Docker-Content-Digest")!: row.digest, .eTag: "\"\(row.digest)\""]
         if head { return Response(status: .ok, headers: headers) }
-        let data = try Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(try digest(row.digest))))
+        let data = try await registry.blobs.data(.blob(try digest(row.digest)))
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
     }
 
@@ -267,7 +273,7 @@ struct DistributionRoutes {
                                                           description: config.spec.description, license: config.spec.license)
         }
         guard let model else { throw RegistryError(500, "model missing") }
-        _ = try registry.blobs.writeSmallBlob(data)
+        try await registry.blobs.storeBlob(data)
         try await registry.models.addManifest(repository: repository, digest: digest.description, mediaType: manifest.mediaType, size: data.count)
         if !reference.hasPrefix("sha256:") {
             try await registry.models.setTag(repository: repository, tag: reference, digest: digest.description)
@@ -285,13 +291,16 @@ struct DistributionRoutes {
     /// match what was uploaded (the code layer is inflated and hashed).
     private func verify(_ manifest: Manifest, repository: String) async throws -> ModelConfig {
         for descriptor in [manifest.config] + manifest.layers {
+            // Touched before it is checked: a collection running now either sees it touched
+            // and keeps it, or removed it already and the check fails (the client pushes it again).
+            try await registry.models.touchBlob(descriptor.digest.description)
             guard try await registry.models.blob(descriptor.digest.description, repository: repository) != nil,
-                  registry.blobs.blobExists(descriptor.digest) else {
+                  try await registry.blobs.size(of: .blob(descriptor.digest)) != nil else {
                 throw RegistryError(400, "blob \(descriptor.digest) named by the manifest was not uploaded to \(repository)", code: "MANIFEST_BLOB_UNKNOWN")
             }
         }
-        let configURL = URL(fileURLWithPath: registry.blobs.blobPath(manifest.config.digest))
-        guard manifest.config.size <= 16 << 20, let config = try? JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: configURL)) else {
+        guard manifest.config.size <= 16 << 20, let configData = try? await registry.blobs.data(.blob(manifest.config.digest)),
+              let config = try? JSONDecoder().decode(ModelConfig.self, from: configData) else {
             throw RegistryError(400, "the config blob is not a Lathe model config", code: "MANIFEST_INVALID")
         }
         let refused = registry.requirements.problems(config.requirements)
@@ -308,7 +317,7 @@ struct DistributionRoutes {
                 let limit = min(max(Int64(64 << 20), descriptor.size.multipliedReportingOverflow(by: 100).partialValue), 1 << 30)
                 let inflated: (Digest, Int64)
                 do {
-                    inflated = try GzipDigest.uncompressed(URL(fileURLWithPath: registry.blobs.blobPath(descriptor.digest)), maxBytes: limit)
+                    inflated = try GzipDigest.uncompressed(try await registry.blobCache.file(for: descriptor.digest), maxBytes: limit)
                 } catch where "\(error)".contains("inflates to more than") {
                     throw RegistryError(400, "the code layer inflates to more than \(limit >> 20) MiB (over 100 times its compressed size); keep large files in weights:",
                                         code: "MANIFEST_INVALID")

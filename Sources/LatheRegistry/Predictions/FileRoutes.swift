@@ -22,27 +22,22 @@ struct FileRoutes {
     static func store(_ data: Data, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
         try await checkQuota(owner: owner, adding: Int64(data.count), registry: registry)
         let id = PredictionRoutes.newID()
-        let target = path(id, registry: registry)
-        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try data.write(to: target)
+        guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
+        try await registry.blobs.store(key, data: data)
         let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         try await FileStore(database: registry.database).insert(.init(id: id, ownerID: owner, name: name, contentType: contentType,
                                                                        size: Int64(data.count), sha256: digest, metadata: "{}", now: Date()))
         return "\(registry.baseURL)/v1/files/\(id)"
     }
 
-    static func path(_ id: String, registry: Registry) -> URL {
-        registry.blobs.root.appendingPathComponent("files/\(id)")
-    }
-
-    /// Where an upload streams before it is complete (moved to ``path(_:registry:)`` then).
+    /// Where an upload streams before it is complete (on this machine; stored in the blob store then).
     static func partialPath(_ id: String, registry: Registry) -> URL {
-        registry.blobs.root.appendingPathComponent("files/.partial-\(id)")
+        registry.scratch.appendingPathComponent("files/.partial-\(id)")
     }
 
     /// Removes partial uploads left by a crash or a dropped connection.
     static func removePartialUploads(untouchedSince date: Date, registry: Registry) {
-        let folder = registry.blobs.root.appendingPathComponent("files")
+        let folder = registry.scratch.appendingPathComponent("files")
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".partial-") {
             let url = folder.appendingPathComponent(name)
             if let modified = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date, modified < date {
@@ -74,13 +69,15 @@ struct FileRoutes {
         v1.get("files/:id") { _, context in try jsonResponse(shape(try await owned(context))) }
         v1.get("files/:id/download") { _, context -> Response in
             let file = try await owned(context)
-            let body = try await FileIO().loadFile(path: Self.path(file.id, registry: registry).path, context: context)
-            return Response(status: .ok, headers: OutputFiles.headers(type: file.contentType), body: body)
+            guard let key = BlobKey.file(file.id), let size = try await registry.blobs.size(of: key) else { throw RegistryError(404, "file not found") }
+            var headers = OutputFiles.headers(type: file.contentType)
+            headers[.contentLength] = String(size)
+            return Response(status: .ok, headers: headers, body: registry.blobs.responseBody(key))
         }
         v1.delete("files/:id") { _, context in
             let file = try await owned(context)
             try await files.delete(file.id)
-            try? FileManager.default.removeItem(at: Self.path(file.id, registry: registry))
+            if let key = BlobKey.file(file.id) { try? await registry.blobs.delete(key) }
             return Response(status: .noContent)
         }
     }
@@ -125,11 +122,11 @@ struct FileRoutes {
         let used = try await files.used(by: principal.user.id)
         try Self.checkQuota(used: used, adding: max(0, declared - (64 << 10)), quota: registry.fileQuota)
         let id = PredictionRoutes.newID()
-        let target = Self.path(id, registry: registry)
-        // The body streams into a partial file, moved into place only when complete: a dropped
-        // connection leaves nothing that counts (and housekeeping removes the partial file).
+        guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
+        // The body streams into a partial file, stored only when complete: a dropped connection
+        // leaves nothing that counts (and housekeeping removes the partial file).
         let partial = Self.partialPath(id, registry: registry)
-        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: partial.deletingLastPathComponent(), withIntermediateDirectories: true)
         let state = UploadState(path: partial.path)
         defer { state.close() }
         do {
@@ -143,7 +140,8 @@ struct FileRoutes {
                 try Self.checkQuota(used: used, adding: state.size, quota: registry.fileQuota)
             }
             guard state.hadContent else { throw RegistryError(400, "the multipart body has no `content` part") }
-            try FileManager.default.moveItem(at: partial, to: target)
+            state.close()
+            try await registry.blobs.store(key, from: partial)
         } catch {
             try? FileManager.default.removeItem(at: partial)
             throw error
@@ -207,7 +205,14 @@ final class UploadState: @unchecked Sendable {
 
     func digest() -> String { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
 
-    func close() { Foundation.close(fd) }
+    private var closed = false
+
+    /// Closes the file (once; later calls do nothing).
+    func close() {
+        guard !closed else { return }
+        closed = true
+        Foundation.close(fd)
+    }
 
     static func parameter(_ key: String, in header: String) -> String? {
         for part in header.split(separator: ";") {

@@ -10,6 +10,8 @@ public struct Housekeeping: Service {
         /// An upload (OCI or /v1/files) untouched for this long is abandoned.
         public var uploadMaxAge: TimeInterval = 24 * 3600
         public var interval: TimeInterval = 60
+        /// Seconds between garbage collections of the blob store (nil: never).
+        public var collectionInterval: TimeInterval? = 3600
         public init() {}
     }
 
@@ -30,10 +32,28 @@ public struct Housekeeping: Service {
     public func run() async throws {
         // A graceful shutdown cancels the wait between sweeps, so the server stops at once.
         try? await cancelWhenGracefulShutdown {
+            // The first collection waits one interval: a server that just started has nothing to free.
+            var lastCollection = Date()
             while !Task.isCancelled {
                 if isLeader() { await sweep() } else { await scheduler.removeUnusedUnpackedVersions() }
+                if let every = settings.collectionInterval, isLeader(), Date().timeIntervalSince(lastCollection) >= every {
+                    lastCollection = Date()
+                    await collectGarbage()
+                }
                 try await Task.sleep(seconds: settings.interval)
             }
+        }
+    }
+
+    /// Removes what nothing refers to from the blob store (the leader only: one at a time).
+    func collectGarbage() async {
+        do {
+            let report = try await GarbageCollector(registry: registry).collect()
+            if !report.removed.isEmpty {
+                registry.logger.info("garbage collection", metadata: ["removed": "\(report.removed.count)", "bytes": "\(report.bytes)"])
+            }
+        } catch {
+            registry.logger.error("garbage collection failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -43,15 +63,15 @@ public struct Housekeeping: Service {
         do {
             let files = FileStore(database: registry.database)
             for file in try await files.expired(before: Timestamp.string(now)) {
-                try? FileManager.default.removeItem(at: FileRoutes.path(file, registry: registry))
+                if let key = BlobKey.file(file) { try? await registry.blobs.delete(key) }
                 try await files.delete(file)
             }
         } catch {
             registry.logger.error("removing expired files failed", metadata: ["error": "\(error)"])
         }
         let cutoff = now.addingTimeInterval(-settings.uploadMaxAge)
-        for id in registry.blobs.uploads(untouchedSince: cutoff) {
-            registry.blobs.discardUpload(id)
+        for id in (try? await registry.blobs.uploads(untouchedSince: cutoff)) ?? [] {
+            try? await registry.blobs.discardUpload(id)
             try? await registry.models.deleteUpload(id: id)
         }
         FileRoutes.removePartialUploads(untouchedSince: cutoff, registry: registry)

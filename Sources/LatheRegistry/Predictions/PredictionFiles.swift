@@ -4,8 +4,8 @@ import LatheRunner
 import LatheSpec
 
 /// File inputs on the registry: besides data URIs and http(s) URLs (``InputFiles``), the
-/// registry's own URLs are read from disk: files the same user uploaded through /v1/files, and
-/// output files of earlier predictions.
+/// registry's own URLs are read from its blob store: files the same user uploaded through
+/// /v1/files, and output files of earlier predictions.
 enum RegistryInputs {
     static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry,
                          timeout: TimeInterval) async throws -> [String: JSONValue] {
@@ -13,18 +13,35 @@ enum RegistryInputs {
             let uploads = registry.baseURL + "/v1/files/"
             if reference.hasPrefix(uploads) {
                 let id = String(reference.dropFirst(uploads.count))
-                guard let file = try await FileStore(database: registry.database).file(id, owner: owner) else {
+                guard let file = try await FileStore(database: registry.database).file(id, owner: owner), let key = BlobKey.file(file.id) else {
                     throw FieldError(field: field, message: "file \(id) does not exist or is not yours")
                 }
-                return (FileRoutes.path(file.id, registry: registry), file.name)
+                return (try await localCopy(key, in: directory, registry: registry), file.name)
             }
-            return OutputFiles.localPath(for: reference, registry: registry).map { ($0, $0.lastPathComponent) }
+            guard let key = OutputFiles.key(for: reference, registry: registry), try await registry.blobs.size(of: key) != nil else { return nil }
+            return (try await localCopy(key, in: directory, registry: registry), (key.path as NSString).lastPathComponent)
         }
+    }
+
+    /// The object as a local file: the store's own, or a copy fetched into `directory`.
+    static func localCopy(_ key: BlobKey, in directory: URL, registry: Registry) async throws -> URL {
+        if let local = registry.blobs.localFile(key) { return local }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let target = directory.appendingPathComponent(".fetched-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: target.path, contents: nil), let handle = FileHandle(forWritingAtPath: target.path) else {
+            throw RegistryError(500, "cannot write \(target.path)")
+        }
+        defer { try? handle.close() }
+        try await registry.blobs.read(key, range: nil) { buffer in
+            try buffer.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
+        }
+        return target
     }
 }
 
-/// Output files leave the instance for `DATA/outputs/<random token>/<name>` and are served at
-/// `/files/<token>/<name>`: unguessable URLs, no token needed (as Replicate's delivery URLs).
+/// Output files leave the instance for the blob store at `outputs/<random token>/<name>` and
+/// are served at `/files/<token>/<name>`: unguessable URLs, no token needed (as Replicate's
+/// delivery URLs).
 enum OutputFiles {
     static func mediaType(_ name: String) -> String { MediaTypes.type(forFileName: name) }
 
@@ -35,62 +52,80 @@ enum OutputFiles {
          .init("X-Content-Type-Options")!: "nosniff"]
     }
 
-    static func folder(_ registry: Registry) -> URL { registry.blobs.root.appendingPathComponent("outputs") }
-
-    /// Replaces `{"$file": NAME}` with the file's public URL.
-    static func publish(_ value: JSONValue?, from directory: URL, registry: Registry) throws -> JSONValue? {
+    /// Replaces `{"$file": NAME}` with the file's public URL, storing the file.
+    static func publish(_ value: JSONValue?, from directory: URL, registry: Registry) async throws -> JSONValue? {
         guard let value else { return nil }
         switch value {
         case .object(let object):
-            if object.count == 1, let name = object["$file"]?.stringValue, (name as NSString).lastPathComponent == name {
+            if object.count == 1, let name = object["$file"]?.stringValue, BlobKey.isPlainName(name) {
                 var bytes = [UInt8](repeating: 0, count: 24)
                 for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
                 let token = bytes.map { String(format: "%02x", $0) }.joined()
-                let target = folder(registry).appendingPathComponent(token)
-                try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
-                try FileManager.default.moveItem(at: directory.appendingPathComponent(name), to: target.appendingPathComponent(name))
+                guard let key = BlobKey.output(token: token, name: name) else { return .null }
+                try await registry.blobs.store(key, from: directory.appendingPathComponent(name))
                 let encoded = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
                 return .string("\(registry.baseURL)/files/\(token)/\(encoded)")
             }
-            return .object(try object.mapValues { try publish($0, from: directory, registry: registry) ?? .null })
+            var published: [String: JSONValue] = [:]
+            for (field, item) in object { published[field] = try await publish(item, from: directory, registry: registry) ?? .null }
+            return .object(published)
         case .array(let items):
-            return .array(try items.map { try publish($0, from: directory, registry: registry) ?? .null })
+            var published: [JSONValue] = []
+            for item in items { published.append(try await publish(item, from: directory, registry: registry) ?? .null) }
+            return .array(published)
         default:
             return value
         }
     }
 
-    /// The file behind one of this registry's `/files/` URLs.
-    static func localPath(for url: String, registry: Registry) -> URL? {
-        let prefix = registry.baseURL + "/files/"
-        guard url.hasPrefix(prefix) else { return nil }
-        let parts = url.dropFirst(prefix.count).split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
-        guard parts.count == 2, parts[0].count == 48, parts[0].allSatisfy(\.isHexDigit), !parts[1].contains("/"), parts[1] != "..", parts[1] != "." else { return nil }
-        let path = folder(registry).appendingPathComponent(parts[0]).appendingPathComponent(parts[1])
-        return FileManager.default.fileExists(atPath: path.path) ? path : nil
+    /// The object behind one of this registry's `/files/` URLs. Without a registry, any URL
+    /// whose path is `/files/<token>/<name>` (for garbage collection, which must keep every
+    /// output a prediction names whatever base URL it was made under).
+    static func key(for url: String, registry: Registry?) -> BlobKey? {
+        let rest: Substring
+        if let registry {
+            let prefix = registry.baseURL + "/files/"
+            guard url.hasPrefix(prefix) else { return nil }
+            rest = url.dropFirst(prefix.count)
+        } else {
+            guard let path = URL(string: url)?.path, path.hasPrefix("/files/") else { return nil }
+            rest = Substring(path.dropFirst("/files/".count).addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? "")
+        }
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
+        guard parts.count == 2 else { return nil }
+        return BlobKey.output(token: parts[0], name: parts[1])
     }
 
-    /// Deletes the output files a prediction's output names.
-    static func delete(in value: JSONValue?, registry: Registry) {
+    /// Every output file a prediction's output names.
+    static func keys(in value: JSONValue?, registry: Registry?) -> [BlobKey] {
         switch value {
-        case .string(let text):
-            if let path = localPath(for: text, registry: registry) { try? FileManager.default.removeItem(at: path.deletingLastPathComponent()) }
-        case .array(let items): items.forEach { delete(in: $0, registry: registry) }
-        case .object(let object): object.values.forEach { delete(in: $0, registry: registry) }
-        default: break
+        case .string(let text): return key(for: text, registry: registry).map { [$0] } ?? []
+        case .array(let items): return items.flatMap { keys(in: $0, registry: registry) }
+        case .object(let object): return object.values.flatMap { keys(in: $0, registry: registry) }
+        default: return []
         }
     }
 
+    /// Deletes the output files a prediction's output names.
+    static func delete(in value: JSONValue?, registry: Registry) async {
+        for key in keys(in: value, registry: registry) { try? await registry.blobs.delete(key) }
+    }
+
     /// For `Prefer: wait` answers: small files of ours inline as data URIs (as Replicate's sync mode).
-    static func inline(_ value: JSONValue, registry: Registry, limit: Int = 1 << 20) -> JSONValue {
+    static func inline(_ value: JSONValue, registry: Registry, limit: Int = 1 << 20) async -> JSONValue {
         switch value {
         case .string(let text):
-            guard let path = localPath(for: text, registry: registry),
-                  let size = try? FileManager.default.attributesOfItem(atPath: path.path)[.size] as? Int, size <= limit,
-                  let data = FileManager.default.contents(atPath: path.path) else { return value }
-            return .string("data:\(mediaType(path.lastPathComponent));base64,\(data.base64EncodedString())")
-        case .array(let items): return .array(items.map { inline($0, registry: registry, limit: limit) })
-        case .object(let object): return .object(object.mapValues { inline($0, registry: registry, limit: limit) })
+            guard let key = key(for: text, registry: registry), let size = try? await registry.blobs.size(of: key), size <= limit,
+                  let data = try? await registry.blobs.data(key, limit: limit) else { return value }
+            return .string("data:\(mediaType((key.path as NSString).lastPathComponent));base64,\(data.base64EncodedString())")
+        case .array(let items):
+            var inlined: [JSONValue] = []
+            for item in items { inlined.append(await inline(item, registry: registry, limit: limit)) }
+            return .array(inlined)
+        case .object(let object):
+            var inlined: [String: JSONValue] = [:]
+            for (field, item) in object { inlined[field] = await inline(item, registry: registry, limit: limit) }
+            return .object(inlined)
         default: return value
         }
     }

@@ -74,11 +74,13 @@ struct PredictionRoutes {
         }
         router.get("files/:token/:name") { _, context -> Response in
             let token = try context.parameters.require("token"), name = try context.parameters.require("name")
-            guard let path = OutputFiles.localPath(for: "\(registry.baseURL)/files/\(token)/\(name)", registry: registry) else {
+            guard let key = BlobKey.output(token: token, name: name), let size = try await registry.blobs.size(of: key) else {
                 throw HTTPError(.notFound)
             }
-            let body = try await FileIO().loadFile(path: path.path, context: context)
-            return Response(status: .ok, headers: OutputFiles.headers(type: OutputFiles.mediaType(path.lastPathComponent)), body: body)
+            // Streamed through the server (never a redirect): the sandboxing headers must apply.
+            var headers = OutputFiles.headers(type: OutputFiles.mediaType(name))
+            headers[.contentLength] = String(size)
+            return Response(status: .ok, headers: headers, body: registry.blobs.responseBody(key))
         }
     }
 
@@ -94,13 +96,13 @@ struct PredictionRoutes {
         try await stop(prediction)
         let latest = try await current(prediction.id) ?? prediction
         func decode(_ text: String?) -> JSONValue? { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } }
-        OutputFiles.delete(in: decode(latest.output), registry: registry)
+        await OutputFiles.delete(in: decode(latest.output), registry: registry)
         let uploads = "\(registry.baseURL)/v1/files/"
         for case .string(let url) in decode(latest.input)?.objectValue?.values.map({ $0 }) ?? [] where url.hasPrefix(uploads) {
             let id = String(url.dropFirst(uploads.count))
             guard FileRoutes.isID(id) else { continue }
             try await FileStore(database: registry.database).delete(id, owner: latest.creatorID)
-            try? FileManager.default.removeItem(at: FileRoutes.path(id, registry: registry))
+            if let key = BlobKey.file(id) { try? await registry.blobs.delete(key) }
         }
         try await store.delete(prediction.id)
     }
@@ -180,7 +182,7 @@ struct PredictionRoutes {
         // Replicate's clients treat any status but "starting" as finished: a wait that runs out
         // answers "starting", and the client polls.
         if inline && !current.isTerminal { current.status = "starting" }
-        var response = try jsonResponse(PredictionShape(registry: registry).json(current, inlineFiles: inline), status: .created)
+        var response = try jsonResponse((inline ? await PredictionShape(registry: registry).jsonInliningFiles(current) : PredictionShape(registry: registry).json(current)), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
     }
@@ -276,9 +278,8 @@ struct PredictionRoutes {
 
     private func loadSpec(version: VersionRecord) async throws -> ModelSpec {
         guard let digest = Digest(parsing: version.manifestDigest) else { throw RegistryError(500, "bad manifest digest") }
-        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(digest))))
-        let config = manifest.config.digest
-        return try JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(config)))).spec
+        let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
+        return try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))).spec
     }
 
     private func list(_ request: Request, _ context: RegistryContext) async throws -> Response {

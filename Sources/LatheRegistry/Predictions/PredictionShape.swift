@@ -6,10 +6,19 @@ struct PredictionShape {
     let registry: Registry
 
     /// Replicate's prediction object.
-    func json(_ record: PredictionRecord, inlineFiles: Bool = false) -> JSONValue {
-        func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
-        var output = record.dataRemoved ? .null : decode(record.output)
-        if inlineFiles { output = OutputFiles.inline(output, registry: registry) }
+    func json(_ record: PredictionRecord) -> JSONValue {
+        json(record, output: record.dataRemoved ? .null : Self.decode(record.output))
+    }
+
+    /// The same, with small output files of this registry inline as data URIs (`Prefer: wait`).
+    func jsonInliningFiles(_ record: PredictionRecord) async -> JSONValue {
+        json(record, output: record.dataRemoved ? .null : await OutputFiles.inline(Self.decode(record.output), registry: registry))
+    }
+
+    private static func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
+
+    private func json(_ record: PredictionRecord, output: JSONValue) -> JSONValue {
+        func decode(_ text: String?) -> JSONValue { Self.decode(text) }
         var metrics = decode(record.metrics).objectValue ?? [:]
         if let total = record.totalTime { metrics["total_time"] = .number(total) }
         let base = "\(registry.baseURL)/v1/predictions/\(record.id)"

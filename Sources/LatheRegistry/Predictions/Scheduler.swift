@@ -108,7 +108,7 @@ public actor Scheduler {
         self.events = events
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound)
         self.settings = settings
-        self.runtime = settings.runtime ?? registry.blobs.root.appendingPathComponent("runtime")
+        self.runtime = settings.runtime ?? registry.runtime
         self.replica = Self.replicaID(in: runtime)
     }
 
@@ -269,8 +269,8 @@ public actor Scheduler {
                 digest = found
             }
             guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
-            let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifestDigest))))
-            let config = try JSONDecoder().decode(ModelConfig.self, from: Data(contentsOf: URL(fileURLWithPath: registry.blobs.blobPath(manifest.config.digest))))
+            let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(manifestDigest)))
+            let config = try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest)))
             versions[version] = (manifest, config)
         }
     }
@@ -405,12 +405,16 @@ public actor Scheduler {
         }
         defer { flusher.cancel() }
         do {
-            let blobs = registry.blobs, runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
+            let runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
+            // The layers as local files (the store's own, or verified copies in the blob cache).
+            var files: [Digest: URL] = [:]
+            for layer in manifest.layers { files[layer.digest] = try await registry.blobCache.file(for: layer.digest) }
+            let layerFiles = files
             // Unpacking and building the environment block a thread for as long as they take
             // (minutes for a large install): they get their own thread, never the actor's.
             let configuration = try await Self.onOwnThread {
                 let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
-                                                        blobURL: { URL(fileURLWithPath: blobs.blobPath($0)) },
+                                                        blobURL: { layerFiles[$0] ?? URL(fileURLWithPath: "/nonexistent") },
                                                         instances: runtime.appendingPathComponent("instances"))
                 var environmentBuild = build
                 environmentBuild.sandbox = sandbox
@@ -551,7 +555,7 @@ public actor Scheduler {
         } catch {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
         }
-        let output = try? OutputFiles.publish(outcome.output, from: outputs, registry: registry)
+        let output = try? await OutputFiles.publish(outcome.output, from: outputs, registry: registry)
         record.status = outcome.status.rawValue
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
@@ -602,7 +606,7 @@ public actor Scheduler {
     private func removeExpiredData() async {
         let cutoff = Timestamp.string(Date().addingTimeInterval(-settings.dataRetention))
         for record in (try? await predictions.expired(before: cutoff)) ?? [] {
-            OutputFiles.delete(in: record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }, registry: registry)
+            await OutputFiles.delete(in: record.output.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }, registry: registry)
             try? await predictions.removeData(record.id)
         }
     }

@@ -1,0 +1,211 @@
+import Foundation
+import LatheArchive
+import NIOCore
+
+/// The file-system ``BlobStore``: objects are files under a root folder (`DATA/blobs/sha256/<hex>`,
+/// `DATA/files/<id>`, `DATA/outputs/<token>/<name>`), uploads are files in `DATA/uploads/`.
+/// Replicas on several machines share it by mounting one folder.
+///
+/// Uploads are appended in place, hashed as they stream; a finished upload is renamed into the
+/// blob folder only when its digest matches, so a blob file is always complete and correct.
+public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
+    public let root: URL
+    private let lock = NSLock()
+    /// Running SHA-256 of uploads in progress, so a chunk is hashed once as it arrives. After a
+    /// restart (or on another replica) the state is rebuilt by reading what was already received.
+    private var hashers: [String: DigestWriter] = [:]
+
+    public init(root: URL) throws {
+        self.root = root
+        for folder in ["blobs/sha256", "uploads", "files", "outputs"] {
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+    }
+
+    private func url(_ key: BlobKey) -> URL { root.appendingPathComponent(key.path) }
+
+    /// Upload ids are the registry's own (UUIDs); anything else names no upload.
+    private func uploadPath(_ id: String) throws -> String {
+        guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == "-") }) else {
+            throw RegistryError(404, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
+        }
+        return root.appendingPathComponent("uploads/\(id)").path
+    }
+
+    // MARK: Objects
+
+    public func size(of key: BlobKey) async throws -> Int64? {
+        var info = stat()
+        guard stat(url(key).path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int64(info.st_size)
+    }
+
+    public func read(_ key: BlobKey, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
+        let fd = open(url(key).path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError(404, "\(key) does not exist", code: "BLOB_UNKNOWN") }
+        defer { close(fd) }
+        var position = range?.lowerBound ?? 0
+        let end = range.map { $0.upperBound + 1 } ?? Int64.max
+        let chunk = 1 << 20
+        while position < end {
+            let wanted = Int(min(Int64(chunk), end - position))
+            var buffer = ByteBufferAllocator().buffer(capacity: wanted)
+            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { bytes in
+                max(0, pread(fd, bytes.baseAddress, wanted, off_t(position)))
+            }
+            if count == 0 { break }
+            position += Int64(count)
+            try await write(buffer)
+        }
+    }
+
+    public func store(_ key: BlobKey, from file: URL) async throws {
+        let target = url(key)
+        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+        if rename(file.path, target.path) == 0 { return }
+        // Another file system: copy beside the target, then rename (readers never see a part).
+        let temporary = root.appendingPathComponent("uploads/.store-\(UUID().uuidString)")
+        try FileManager.default.copyItem(at: file, to: temporary)
+        guard rename(temporary.path, target.path) == 0 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw RegistryError(500, "cannot store \(key): \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
+        }
+        try? FileManager.default.removeItem(at: file)
+    }
+
+    public func delete(_ key: BlobKey) async throws {
+        let target = url(key)
+        try? FileManager.default.removeItem(at: target)
+        // An output's token folder goes with its last file.
+        if key.path.hasPrefix("outputs/") { rmdir(target.deletingLastPathComponent().path) }
+    }
+
+    public func list(under prefix: String) async throws -> [BlobListing] {
+        var found: [BlobListing] = []
+        let base = root.appendingPathComponent(prefix)
+        guard let walker = FileManager.default.enumerator(at: base, includingPropertiesForKeys: [.fileSizeKey, .contentModificationDateKey, .isRegularFileKey]) else {
+            return []
+        }
+        let rootPath = root.standardizedFileURL.path + "/"
+        for case let file as URL in walker {
+            let values = try? file.resourceValues(forKeys: [.fileSizeKey, .contentModificationDateKey, .isRegularFileKey])
+            guard values?.isRegularFile == true else { continue }
+            let path = String(file.standardizedFileURL.path.dropFirst(rootPath.count))
+            guard let key = BlobKey.parse(path) else { continue }
+            found.append(BlobListing(key: key, size: Int64(values?.fileSize ?? 0), modified: values?.contentModificationDate ?? .distantPast))
+        }
+        return found
+    }
+
+    public func redirectURL(for key: BlobKey, expires: TimeInterval, downloadName: String?) async throws -> URL? { nil }
+
+    public func localFile(_ key: BlobKey) -> URL? {
+        let path = url(key)
+        return FileManager.default.fileExists(atPath: path.path) ? path : nil
+    }
+
+    // MARK: Uploads
+
+    public func uploadSize(_ id: String) async throws -> Int64? {
+        var info = stat()
+        guard stat(try uploadPath(id), &info) == 0 else { return nil }
+        return Int64(info.st_size)
+    }
+
+    public func createUpload(_ id: String) async throws {
+        guard FileManager.default.createFile(atPath: try uploadPath(id), contents: nil) else {
+            throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
+        }
+        lock.withLock { hashers[id] = DigestWriter() }
+    }
+
+    public func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
+        where Body.Element == ByteBuffer {
+        var hasher = try resumeHasher(id, size: offset)
+        let fd = open(try uploadPath(id), O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        defer { close(fd) }
+        var position = offset
+        do {
+            for try await buffer in body {
+                let (sum, overflow) = position.addingReportingOverflow(Int64(buffer.readableBytes))
+                if overflow || sum - offset > limit {
+                    throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID")
+                }
+                try buffer.withUnsafeReadableBytes { bytes in
+                    var written = 0
+                    while written < bytes.count {
+                        let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(position) + off_t(written))
+                        if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot write upload", code: "BLOB_UPLOAD_INVALID") }
+                        written += count
+                    }
+                    hasher.update(bytes)
+                }
+                position = sum
+            }
+        } catch {
+            // Keep what arrived: the client resumes from the upload's size. The hash of a partial
+            // write is unknown here, so it is rebuilt from the file on the next request.
+            ftruncate(fd, off_t(position))
+            lock.withLock { _ = hashers.removeValue(forKey: id) }
+            throw error
+        }
+        lock.withLock { hashers[id] = hasher }
+        return position
+    }
+
+    /// The running hash for an upload of `size` bytes, reading the file when the server restarted.
+    private func resumeHasher(_ id: String, size: Int64) throws -> DigestWriter {
+        if let hasher = lock.withLock({ hashers[id] }), hasher.count == size { return hasher }
+        var hasher = DigestWriter()
+        let fd = open(try uploadPath(id), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var remaining = size
+        while remaining > 0 {
+            let count = Foundation.read(fd, buffer.baseAddress, min(buffer.count, Int(remaining)))
+            if count <= 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            remaining -= Int64(count)
+        }
+        return hasher
+    }
+
+    public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
+        guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        let actual = try resumeHasher(id, size: size).finalize()
+        guard actual == expected else {
+            // The upload ends here: its bytes are not what the client meant to send.
+            try await discardUpload(id)
+            throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
+        }
+        if try await self.size(of: .blob(expected)) == nil {
+            guard rename(try uploadPath(id), url(.blob(expected)).path) == 0 else {
+                throw RegistryError(500, "cannot store blob: \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
+            }
+        } else {
+            // Already there: touch it, so a collection running now sees it as fresh.
+            utimes(url(.blob(expected)).path, nil)
+        }
+        try await discardUpload(id)
+        return size
+    }
+
+    public func uploads(untouchedSince date: Date) async throws -> [String] {
+        let folder = root.appendingPathComponent("uploads")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { name in
+            guard !name.hasPrefix("."),
+                  let modified = (try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path))?[.modificationDate] as? Date
+            else { return false }
+            return modified < date
+        }
+    }
+
+    public func discardUpload(_ id: String) async throws {
+        try? FileManager.default.removeItem(atPath: try uploadPath(id))
+        lock.withLock { _ = hashers.removeValue(forKey: id) }
+    }
+}

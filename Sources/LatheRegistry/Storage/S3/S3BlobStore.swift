@@ -1,0 +1,382 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import LatheArchive
+import NIOCore
+import NIOHTTP1
+
+/// The S3 ``BlobStore``: objects at `PREFIX/<key>` in one bucket of any S3-compatible storage
+/// (AWS, SeaweedFS, MinIO), so replicas and workers on any machine reach the same blobs.
+///
+/// An OCI chunked upload is an S3 multipart upload: each request's bytes are spooled to a local
+/// file (never memory) and sent as parts of at least `partSize`; what is left over when a
+/// request ends (less than a part) is kept as the object `uploads/<id>/tail`, and the parts
+/// uploaded so far in `uploads/<id>/state`, so the next chunk may arrive at any replica. The
+/// digest is computed while the bytes stream in; a replica that did not see the earlier chunks
+/// checks the assembled object instead.
+public final class S3BlobStore: BlobStore, @unchecked Sendable {
+    /// Parts of a multipart upload (S3's minimum is 5 MiB for all but the last).
+    public static let partSize: Int64 = 8 << 20
+    /// Objects up to this size are stored with one PUT; larger ones in parts.
+    public var singlePutLimit: Int64 = 64 << 20
+
+    let client: S3Client
+    let prefix: String
+    let spool: URL
+    private let lock = NSLock()
+    private var hashers: [String: DigestWriter] = [:]
+
+    /// - Parameters:
+    ///   - location: `s3://BUCKET/PREFIX` (the prefix may be empty).
+    ///   - endpoint: the storage's URL (path-style addressing).
+    ///   - spool: a local folder for upload parts in progress.
+    public init(location: String, endpoint: URL, region: String, credentials: SigV4.Credentials, spool: URL) throws {
+        guard location.hasPrefix("s3://") else { throw RegistryError(400, "--blobs takes s3://BUCKET/PREFIX (files under --data are the default)") }
+        let rest = location.dropFirst("s3://".count)
+        let parts = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard let bucket = parts.first, !bucket.isEmpty,
+              bucket.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }) else {
+            throw RegistryError(400, "\(location) names no valid bucket: write s3://BUCKET/PREFIX with a lowercase bucket name")
+        }
+        guard endpoint.scheme == "http" || endpoint.scheme == "https", endpoint.host != nil else {
+            throw RegistryError(400, "--s3-endpoint \(endpoint) is not an http(s) URL")
+        }
+        var prefix = parts.count > 1 ? parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "/")) : ""
+        if !prefix.isEmpty { prefix += "/" }
+        self.prefix = prefix
+        self.spool = spool
+        try FileManager.default.createDirectory(at: spool, withIntermediateDirectories: true)
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(10), read: .seconds(120))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+        client = S3Client(endpoint: endpoint, bucket: bucket, signer: SigV4(credentials: credentials, region: region),
+                          http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
+    }
+
+    deinit { try? client.http.syncShutdown() }
+
+    /// One clear line when the bucket cannot be used (unreachable, wrong credentials, no bucket).
+    public func check() async throws {
+        let response = try await client.send(.GET, nil, query: [("list-type", "2"), ("max-keys", "1"), ("prefix", prefix)])
+        guard response.status == .ok else { throw try await client.failure(response, method: .GET, key: prefix) }
+        _ = try? await response.body.collect(upTo: 1 << 20)
+    }
+
+    /// S3's `LastModified`, with or without fractional seconds.
+    static func date(_ text: String) -> Date? {
+        (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text))
+    }
+
+    private func objectKey(_ key: BlobKey) -> String { prefix + key.path }
+    private func uploadKey(_ id: String, _ name: String) throws -> String {
+        guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == "-") }) else {
+            throw RegistryError(404, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
+        }
+        return prefix + "uploads/\(id)/\(name)"
+    }
+
+    // MARK: Objects
+
+    public func size(of key: BlobKey) async throws -> Int64? {
+        try await size(ofObject: objectKey(key))
+    }
+
+    private func size(ofObject key: String) async throws -> Int64? {
+        let response = try await client.call(.HEAD, key, accept: [200, 404])
+        guard response.status == .ok else { return nil }
+        return response.headers.first(name: "Content-Length").flatMap { Int64($0) }
+    }
+
+    public func read(_ key: BlobKey, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
+        try await read(object: objectKey(key), range: range, into: write)
+    }
+
+    private func read(object key: String, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
+        let headers = range.map { ["Range": "bytes=\($0.lowerBound)-\($0.upperBound)"] } ?? [:]
+        let response = try await client.call(.GET, key, headers: headers, accept: [200, 206, 404])
+        guard response.status != .notFound else { throw RegistryError(404, "\(key) does not exist", code: "BLOB_UNKNOWN") }
+        for try await buffer in response.body { try await write(buffer) }
+    }
+
+    public func store(_ key: BlobKey, from file: URL) async throws {
+        try await store(object: objectKey(key), from: file)
+        try? FileManager.default.removeItem(at: file)
+    }
+
+    private func store(object key: String, from file: URL) async throws {
+        let size = Int64((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.int64Value ?? 0)
+        if size <= singlePutLimit {
+            _ = try await client.call(.PUT, key, headers: ["Content-Length": String(size)],
+                                      body: FileChunks(path: file.path, offset: 0, length: size).body, payloadHash: SigV4.unsignedPayload)
+            return
+        }
+        let uploadID = try await startMultipart(key)
+        do {
+            var parts: [Part] = []
+            var offset: Int64 = 0
+            while offset < size {
+                let length = min(Self.partSize, size - offset)
+                parts.append(try await uploadPart(key, uploadID: uploadID, number: parts.count + 1, file: file.path, offset: offset, length: length))
+                offset += length
+            }
+            try await completeMultipart(key, uploadID: uploadID, parts: parts)
+        } catch {
+            _ = try? await client.send(.DELETE, key, query: [("uploadId", uploadID)])
+            throw error
+        }
+    }
+
+    public func delete(_ key: BlobKey) async throws {
+        _ = try await client.call(.DELETE, objectKey(key), accept: [200, 204, 404])
+    }
+
+    public func list(under prefix: String) async throws -> [BlobListing] {
+        var found: [BlobListing] = []
+        var token: String?
+        repeat {
+            var query = [("list-type", "2"), ("prefix", self.prefix + prefix)]
+            if let token { query.append(("continuation-token", token)) }
+            let data = try await client.collect(.GET, nil, query: query)
+            for item in S3XML.records("Contents", in: data, fields: ["Key", "Size", "LastModified"]) {
+                guard let name = item["Key"], name.hasPrefix(self.prefix), let key = BlobKey.parse(String(name.dropFirst(self.prefix.count))) else { continue }
+                // Unknown times count as new: never collected on a guess.
+                let modified = item["LastModified"].flatMap(Self.date) ?? .distantFuture
+                found.append(BlobListing(key: key, size: Int64(item["Size"] ?? "") ?? 0, modified: modified))
+            }
+            token = S3XML.value("IsTruncated", in: data) == "true" ? S3XML.value("NextContinuationToken", in: data) : nil
+        } while token != nil
+        return found
+    }
+
+    public func redirectURL(for key: BlobKey, expires: TimeInterval, downloadName: String?) async throws -> URL? {
+        var url = client.url(objectKey(key))
+        if let downloadName {
+            let disposition = "attachment; filename*=UTF-8''" + SigV4.encode(downloadName)
+            url = client.url(objectKey(key), query: [("response-content-disposition", disposition)])
+        }
+        return client.signer.presign(url: url, expires: Int(max(1, min(expires, 7 * 86400))))
+    }
+
+    public func localFile(_ key: BlobKey) -> URL? { nil }
+
+    // MARK: Multipart
+
+    struct Part: Codable, Sendable { var number: Int; var etag: String; var size: Int64 }
+
+    /// What other replicas need to continue an upload.
+    struct UploadState: Codable, Sendable {
+        var uploadID: String
+        var parts: [Part] = []
+        var tail: Int64 = 0
+        var size: Int64 { parts.reduce(tail) { $0 + $1.size } }
+    }
+
+    private func startMultipart(_ key: String) async throws -> String {
+        let data = try await client.collect(.POST, key, query: [("uploads", "")])
+        guard let id = S3XML.value("UploadId", in: data), !id.isEmpty else {
+            throw RegistryError(503, "the blob store did not start a multipart upload for \(key)", code: "UNAVAILABLE")
+        }
+        return id
+    }
+
+    private func uploadPart(_ key: String, uploadID: String, number: Int, file: String, offset: Int64, length: Int64) async throws -> Part {
+        let response = try await client.call(.PUT, key, query: [("partNumber", String(number)), ("uploadId", uploadID)],
+                                             headers: ["Content-Length": String(length)],
+                                             body: FileChunks(path: file, offset: offset, length: length).body, payloadHash: SigV4.unsignedPayload)
+        guard let etag = response.headers.first(name: "ETag") else {
+            throw RegistryError(503, "the blob store answered part \(number) of \(key) without an ETag", code: "UNAVAILABLE")
+        }
+        _ = try? await response.body.collect(upTo: 1 << 20)
+        return Part(number: number, etag: etag, size: length)
+    }
+
+    private func completeMultipart(_ key: String, uploadID: String, parts: [Part]) async throws {
+        let xml = "<CompleteMultipartUpload>" + parts.map { "<Part><PartNumber>\($0.number)</PartNumber><ETag>\($0.etag)</ETag></Part>" }.joined()
+            + "</CompleteMultipartUpload>"
+        let body = Data(xml.utf8)
+        let data = try await client.collect(.POST, key, query: [("uploadId", uploadID)], headers: ["Content-Length": String(body.count)],
+                                            body: .bytes(ByteBuffer(data: body)), payloadHash: SigV4.hex(SHA256.hash(data: body)))
+        // S3 can answer 200 with an error in the body.
+        if let code = S3XML.value("Code", in: data) {
+            throw RegistryError(503, "the blob store could not assemble \(key): \(code) \(S3XML.value("Message", in: data) ?? "")", code: "UNAVAILABLE")
+        }
+    }
+
+    private func loadState(_ id: String) async throws -> UploadState? {
+        let response = try await client.call(.GET, try uploadKey(id, "state"), accept: [200, 404])
+        guard response.status == .ok else { return nil }
+        let data = Data(buffer: try await response.body.collect(upTo: 4 << 20))
+        return try JSONDecoder().decode(UploadState.self, from: data)
+    }
+
+    private func saveState(_ id: String, _ state: UploadState) async throws {
+        let data = try JSONEncoder().encode(state)
+        _ = try await client.call(.PUT, try uploadKey(id, "state"), headers: ["Content-Length": String(data.count)],
+                                  body: .bytes(ByteBuffer(data: data)), payloadHash: SigV4.hex(SHA256.hash(data: data)))
+    }
+
+    // MARK: Uploads
+
+    public func createUpload(_ id: String) async throws {
+        let state = UploadState(uploadID: try await startMultipart(try uploadKey(id, "data")))
+        try await saveState(id, state)
+        lock.withLock { hashers[id] = DigestWriter() }
+    }
+
+    public func uploadSize(_ id: String) async throws -> Int64? {
+        try await loadState(id)?.size
+    }
+
+    public func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
+        where Body.Element == ByteBuffer {
+        guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        guard state.size == offset else {
+            throw RegistryError(416, "upload \(id) has \(state.size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
+        }
+        let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
+        // The digest so far, when this process saw every byte; else it is checked at the end.
+        var hasher = lock.withLock { hashers.removeValue(forKey: id) }.flatMap { $0.count == offset ? $0 : nil }
+        let file = spool.appendingPathComponent("\(id)-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: file.path, contents: nil) else { throw RegistryError(500, "cannot spool upload \(id)") }
+        let fd = open(file.path, O_RDWR | O_CLOEXEC)
+        defer {
+            close(fd)
+            try? FileManager.default.removeItem(at: file)
+        }
+        var spooled: Int64 = 0
+        func spoolBytes(_ buffer: ByteBuffer) throws {
+            try buffer.withUnsafeReadableBytes { bytes in
+                var written = 0
+                while written < bytes.count {
+                    let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(spooled) + off_t(written))
+                    if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot spool upload \(id)") }
+                    written += count
+                }
+            }
+            spooled += Int64(buffer.readableBytes)
+        }
+        // The tail left by the last request comes first.
+        if state.tail > 0 {
+            try await read(object: tailKey, range: nil) { try spoolBytes($0) }
+        }
+        var received = offset
+        /// Sends what is spooled as the next part and starts the spool again.
+        func flushPart() async throws {
+            state.parts.append(try await uploadPart(dataKey, uploadID: state.uploadID, number: state.parts.count + 1, file: file.path,
+                                                    offset: 0, length: spooled))
+            state.tail = 0
+            spooled = 0
+            ftruncate(fd, 0)
+        }
+        do {
+            for try await buffer in body {
+                let (sum, overflow) = received.addingReportingOverflow(Int64(buffer.readableBytes))
+                if overflow || sum - offset > limit { throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID") }
+                try spoolBytes(buffer)
+                buffer.withUnsafeReadableBytes { hasher?.update($0) }
+                received = sum
+                if spooled >= Self.partSize { try await flushPart() }
+            }
+        } catch {
+            // Keep what arrived, so the client can resume from the upload's size.
+            try? await keepTail(id, state: &state, key: tailKey, file: file, length: spooled)
+            throw error
+        }
+        try await keepTail(id, state: &state, key: tailKey, file: file, length: spooled)
+        if let hasher { lock.withLock { hashers[id] = hasher } }
+        return received
+    }
+
+    /// Stores the spool's leftover (less than a part) as the upload's tail and saves the state.
+    private func keepTail(_ id: String, state: inout UploadState, key: String, file: URL, length: Int64) async throws {
+        if length > 0 {
+            _ = try await client.call(.PUT, key, headers: ["Content-Length": String(length)],
+                                      body: FileChunks(path: file.path, offset: 0, length: length).body, payloadHash: SigV4.unsignedPayload)
+        }
+        state.tail = length
+        try await saveState(id, state)
+    }
+
+    public func finishUpload(_ id: String, as expected: LatheArchive.Digest) async throws -> Int64 {
+        guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        let total = state.size
+        let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
+        let hasher = lock.withLock { hashers[id] }.flatMap { $0.count == total ? $0 : nil }
+        let assembled: String
+        if state.parts.isEmpty {
+            // Smaller than a part: the tail is the whole blob.
+            assembled = tailKey
+            if state.tail == 0 {
+                let empty = spool.appendingPathComponent("\(id)-empty")
+                FileManager.default.createFile(atPath: empty.path, contents: nil)
+                defer { try? FileManager.default.removeItem(at: empty) }
+                try await store(object: tailKey, from: empty)
+            }
+        } else {
+            if state.tail > 0 {
+                let file = spool.appendingPathComponent("\(id)-last-\(UUID().uuidString)")
+                FileManager.default.createFile(atPath: file.path, contents: nil)
+                defer { try? FileManager.default.removeItem(at: file) }
+                let handle = try FileHandle(forWritingTo: file)
+                try await read(object: tailKey, range: nil) { buffer in try buffer.withUnsafeReadableBytes { try handle.write(contentsOf: $0) } }
+                try handle.close()
+                state.parts.append(try await uploadPart(dataKey, uploadID: state.uploadID, number: state.parts.count + 1, file: file.path,
+                                                        offset: 0, length: state.tail))
+            }
+            try await completeMultipart(dataKey, uploadID: state.uploadID, parts: state.parts)
+            assembled = dataKey
+        }
+        let actual: LatheArchive.Digest
+        if let hasher {
+            actual = hasher.finalize()
+        } else {
+            var reader = DigestWriter()
+            try await read(object: assembled, range: nil) { buffer in buffer.withUnsafeReadableBytes { reader.update($0) } }
+            actual = reader.finalize()
+        }
+        guard actual == expected else {
+            // The upload ends here: its bytes are not what the client meant to send.
+            try? await discardUpload(id)
+            throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
+        }
+        let target = objectKey(.blob(expected))
+        if try await size(ofObject: target) == nil {
+            // Copied inside the storage: the bytes do not pass through the server again.
+            let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": "/" + client.bucket + "/" + SigV4.encode(assembled, keepSlash: true)])
+            if let code = S3XML.value("Code", in: data) {
+                throw RegistryError(503, "the blob store could not copy \(assembled): \(code)", code: "UNAVAILABLE")
+            }
+        }
+        try await discardUpload(id)
+        return total
+    }
+
+    public func discardUpload(_ id: String) async throws {
+        if let state = try? await loadState(id) {
+            _ = try? await client.send(.DELETE, try uploadKey(id, "data"), query: [("uploadId", state.uploadID)])
+        }
+        for name in ["data", "tail", "state"] {
+            _ = try? await client.call(.DELETE, try uploadKey(id, name), accept: [200, 204, 404])
+        }
+        lock.withLock { _ = hashers.removeValue(forKey: id) }
+    }
+
+    public func uploads(untouchedSince date: Date) async throws -> [String] {
+        var ids: [String] = []
+        var token: String?
+        repeat {
+            var query = [("list-type", "2"), ("prefix", prefix + "uploads/")]
+            if let token { query.append(("continuation-token", token)) }
+            let data = try await client.collect(.GET, nil, query: query)
+            for item in S3XML.records("Contents", in: data, fields: ["Key", "LastModified"]) {
+                guard let key = item["Key"], key.hasSuffix("/state"),
+                      let modified = item["LastModified"].flatMap(Self.date), modified < date else { continue }
+                let parts = key.dropFirst(prefix.count).split(separator: "/")
+                if parts.count == 3 { ids.append(String(parts[1])) }
+            }
+            token = S3XML.value("IsTruncated", in: data) == "true" ? S3XML.value("NextContinuationToken", in: data) : nil
+        } while token != nil
+        return ids
+    }
+}
+

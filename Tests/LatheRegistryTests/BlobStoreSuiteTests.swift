@@ -1,0 +1,207 @@
+import AsyncHTTPClient
+import Foundation
+import LatheArchive
+@testable import LatheRegistry
+import NIOCore
+import Testing
+
+/// The one suite every ``BlobStore`` passes (as distribution's storage-driver suite): objects,
+/// ranges, listings, resumable uploads continued by another instance (another replica), digest
+/// checks, and the local cache's verification of what it fetched.
+@Suite("BlobStoreSuite: every blob store backend")
+struct BlobStoreSuiteTests {
+    enum Backend: String, CaseIterable, CustomTestStringConvertible {
+        case filesystem, s3
+        var testDescription: String { rawValue }
+    }
+
+    /// S3 runs where an endpoint with bucket `lathe` is given (scripts/test starts SeaweedFS).
+    static let s3Endpoint = ProcessInfo.processInfo.environment["LATHE_TEST_S3"].flatMap(URL.init(string:))
+
+    /// A fresh, empty store of the backend, and a second handle on the same storage (what
+    /// another replica would open); nil when the backend is not available here.
+    static func open(_ backend: Backend) throws -> (any BlobStore, any BlobStore)? {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("blobstore-\(UUID().uuidString)")
+        switch backend {
+        case .filesystem:
+            return (try FilesystemBlobStore(root: scratch), try FilesystemBlobStore(root: scratch))
+        case .s3:
+            guard let endpoint = s3Endpoint else { return nil }
+            // A prefix of its own in the shared bucket: every run starts empty.
+            let location = "s3://lathe/suite-\(UUID().uuidString.lowercased())"
+            func store(_ name: String) throws -> S3BlobStore {
+                let store = try S3BlobStore(location: location, endpoint: endpoint, region: "us-east-1",
+                                            credentials: .init(accessKey: "lathetest", secretKey: "lathetestsecret"),
+                                            spool: scratch.appendingPathComponent(name))
+                // Small enough that the suite's objects go up in parts too.
+                store.singlePutLimit = 9 << 20
+                return store
+            }
+            return (try store("a"), try store("b"))
+        }
+    }
+
+    /// `count` bytes that differ from MiB to MiB (built from one MiB: quick in debug builds).
+    static func bytes(_ count: Int, seed: UInt8 = 7) -> Data {
+        let block = Data((0..<Swift.min(count, 1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) })
+        var data = Data(capacity: count)
+        var index: UInt8 = 0
+        while data.count < count {
+            var piece = block.prefix(count - data.count)
+            piece[piece.startIndex] = index
+            index &+= 1
+            data.append(piece)
+        }
+        return data
+    }
+
+    static func read(_ store: any BlobStore, _ key: BlobKey, _ range: ClosedRange<Int64>? = nil) async throws -> Data {
+        var data = Data()
+        try await store.read(key, range: range) { data.append(contentsOf: $0.readableBytesView) }
+        return data
+    }
+
+    struct Body: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        let chunks: [Data]
+        struct AsyncIterator: AsyncIteratorProtocol {
+            var remaining: [Data]
+            mutating func next() async throws -> ByteBuffer? {
+                guard !remaining.isEmpty else { return nil }
+                return ByteBuffer(data: remaining.removeFirst())
+            }
+        }
+        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks) }
+    }
+
+    @Test("objects: store, size, whole and ranged reads, list, replace, delete", arguments: Backend.allCases)
+    func objects(_ backend: Backend) async throws {
+        guard let (store, _) = try Self.open(backend) else { return }
+        let data = Self.bytes(3 << 20)
+        let digest = try await store.storeBlob(data)
+        #expect(digest == Digest.of(data))
+        #expect(try await store.size(of: .blob(digest)) == Int64(data.count))
+        #expect(try await Self.read(store, .blob(digest)) == data)
+        #expect(try await Self.read(store, .blob(digest), 5...9) == data[5...9])
+        let tail = Int64(data.count - 10)...Int64(data.count - 1)
+        #expect(try await Self.read(store, .blob(digest), tail) == data.suffix(10))
+        let file = try #require(BlobKey.file("abcdefghijklmnopqrstuvwxyz"))
+        try await store.store(file, data: Data("first".utf8))
+        try await store.store(file, data: Data("second".utf8))
+        #expect(try await store.data(file) == Data("second".utf8))
+        #expect(try await store.list(under: "files/").map(\.key) == [file])
+        #expect(try await store.list(under: "files/").first?.size == 6)
+        #expect(try await store.list(under: "blobs/").map(\.key) == [.blob(digest)])
+        try await store.delete(file)
+        try await store.delete(file)  // absent: nothing happens
+        #expect(try await store.size(of: file) == nil)
+        await #expect(throws: RegistryError.self) { _ = try await Self.read(store, file) }
+    }
+
+    @Test("uploads: chunks, resumed by another instance, wrong digest refused, right digest committed", arguments: Backend.allCases)
+    func uploads(_ backend: Backend) async throws {
+        guard let (store, other) = try Self.open(backend) else { return }
+        // Three parts and a tail, the second chunk continued by the other instance.
+        let data = Self.bytes(27 << 20, seed: 3)
+        let id = UUID().uuidString.lowercased()
+        try await store.createUpload(id)
+        #expect(try await store.uploadSize(id) == 0)
+        let first = data.prefix(12 << 20), second = data.suffix(from: 12 << 20)
+        #expect(try await store.append(id, body: Body(chunks: [first.prefix(1 << 20), first.suffix(from: 1 << 20)]), at: 0, limit: .max) == Int64(first.count))
+        // Another replica continues the upload: it knows its size and rebuilds the running digest.
+        #expect(try await other.uploadSize(id) == Int64(first.count))
+        #expect(try await other.append(id, body: Body(chunks: [Data(second)]), at: Int64(first.count), limit: .max) == Int64(data.count))
+        #expect(try await other.finishUpload(id, as: Digest.of(data)) == Int64(data.count))
+        #expect(try await store.uploadSize(id) == nil, "a finished upload is gone")
+        #expect(try await Self.read(store, .blob(Digest.of(data))) == data)
+        // Bytes that do not match the digest the client names never become that blob; the upload ends.
+        let wrong = UUID().uuidString.lowercased()
+        try await store.createUpload(wrong)
+        _ = try await store.append(wrong, body: Body(chunks: [Data("not what was promised".utf8)]), at: 0, limit: .max)
+        let promised = Digest.of(Data("what was promised".utf8))
+        await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(wrong, as: promised) }
+        #expect(try await store.size(of: .blob(promised)) == nil)
+        #expect(try await store.uploadSize(wrong) == nil)
+        // A body over the limit is refused and what arrived before it is kept for a retry.
+        let limited = UUID().uuidString.lowercased()
+        try await store.createUpload(limited)
+        await #expect(throws: RegistryError.self) { _ = try await store.append(limited, body: Body(chunks: [Self.bytes(100)]), at: 0, limit: 10) }
+        try await store.discardUpload(limited)
+        #expect(try await store.uploadSize(limited) == nil)
+        // An id that is not one of ours names no upload (never a path).
+        await #expect(throws: RegistryError.self) { try await store.createUpload("../../etc/passwd") }
+    }
+
+    @Test("S3: presigned downloads, one clear error for refused credentials, 503 when unreachable")
+    func s3Specifics() async throws {
+        guard let endpoint = Self.s3Endpoint, let (store, _) = try Self.open(.s3) else { return }
+        let data = Self.bytes(1 << 20, seed: 9)
+        let digest = try await store.storeBlob(data)
+        let url = try #require(try await store.redirectURL(for: .blob(digest), expires: 60, downloadName: nil))
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url.absoluteString), timeout: .seconds(30))
+        #expect(response.status == .ok)
+        #expect(Data(buffer: try await response.body.collect(upTo: 4 << 20)) == data, "the presigned URL needs no other credential")
+
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("blobstore-\(UUID().uuidString)")
+        let refused = try S3BlobStore(location: "s3://lathe/x", endpoint: endpoint, region: "us-east-1",
+                                      credentials: .init(accessKey: "lathetest", secretKey: "not-the-secret"), spool: spool)
+        let error = await #expect(throws: RegistryError.self) { try await refused.check() }
+        #expect(error?.message.contains("SignatureDoesNotMatch") == true || error?.message.contains("Access") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("not-the-secret") == false, "the secret is never shown")
+
+        // Nothing listens on port 9 (discard) of loopback: the store answers 503, so clients retry.
+        let gone = try S3BlobStore(location: "s3://lathe/x", endpoint: URL(string: "http://127.0.0.1:9")!, region: "us-east-1",
+                                   credentials: .init(accessKey: "a", secretKey: "b"), spool: spool)
+        let unreachable = await #expect(throws: RegistryError.self) { _ = try await gone.size(of: .blob(digest)) }
+        #expect(unreachable?.status == 503)
+    }
+
+    @Test("keys are built from checked parts only")
+    func keys() {
+        #expect(BlobKey.file("../escape") == nil && BlobKey.file("") == nil)
+        #expect(BlobKey.output(token: String(repeating: "a", count: 48), name: "..") == nil)
+        #expect(BlobKey.output(token: "short", name: "x.png") == nil)
+        let output = BlobKey.output(token: String(repeating: "a", count: 48), name: "x.png")
+        #expect(output != nil && BlobKey.parse(output!.path) == output)
+        #expect(BlobKey.parse("blobs/sha256/../../x") == nil && BlobKey.parse("uploads/x") == nil)
+    }
+
+    @Test("the blob cache keeps fetched blobs only when their bytes match the digest", arguments: Backend.allCases)
+    func cacheVerifies(_ backend: Backend) async throws {
+        guard let (store, _) = try Self.open(backend) else { return }
+        let remote = WithoutLocalFiles(base: store)
+        let good = try await store.storeBlob(Self.bytes(100_000))
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("blobcache-\(UUID().uuidString)")
+        let cache = BlobCache(store: remote, folder: folder)
+        let file = try await cache.file(for: good)
+        #expect(try Data(contentsOf: file) == Self.bytes(100_000))
+        // Bytes altered in storage under the digest's name are never handed out as the blob.
+        let altered = Digest.of(Data("what the digest promises".utf8))
+        try await store.store(.blob(altered), data: Data("something else".utf8))
+        await #expect(throws: RegistryError.self) { _ = try await cache.file(for: altered) }
+        #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("sha256/\(altered.hex)").path))
+    }
+}
+
+/// A store seen as a remote one would be: no local files, so readers go through the cache.
+struct WithoutLocalFiles: BlobStore {
+    let base: any BlobStore
+    func size(of key: BlobKey) async throws -> Int64? { try await base.size(of: key) }
+    func read(_ key: BlobKey, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
+        try await base.read(key, range: range, into: write)
+    }
+    func store(_ key: BlobKey, from file: URL) async throws { try await base.store(key, from: file) }
+    func delete(_ key: BlobKey) async throws { try await base.delete(key) }
+    func list(under prefix: String) async throws -> [BlobListing] { try await base.list(under: prefix) }
+    func redirectURL(for key: BlobKey, expires: TimeInterval, downloadName: String?) async throws -> URL? { nil }
+    func localFile(_ key: BlobKey) -> URL? { nil }
+    func createUpload(_ id: String) async throws { try await base.createUpload(id) }
+    func uploadSize(_ id: String) async throws -> Int64? { try await base.uploadSize(id) }
+    func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
+        where Body.Element == ByteBuffer {
+        try await base.append(id, body: body, at: offset, limit: limit)
+    }
+    func finishUpload(_ id: String, as digest: Digest) async throws -> Int64 { try await base.finishUpload(id, as: digest) }
+    func discardUpload(_ id: String) async throws { try await base.discardUpload(id) }
+    func uploads(untouchedSince date: Date) async throws -> [String] { try await base.uploads(untouchedSince: date) }
+}
