@@ -40,7 +40,8 @@ struct AuthorizationMatrixTests {
             try check("GET", "/v2/\(model)/manifests/latest", expect: expect)
             try check("GET", "/v2/\(model)/manifests/\(manifest)", expect: expect)
             try check("HEAD", "/v2/\(model)/manifests/latest", expect: expect)
-            try check("GET", "/v2/\(model)/blobs/\(blob)", expect: expect)
+            // With blobs in S3 an allowed GET is a 307 to a presigned URL; a refused one is still 404.
+            try check("GET", "/v2/\(model)/blobs/\(blob)", expect: TestDatabase.s3 == nil ? expect : expect.mapValues { $0 == 200 ? 307 : $0 })
             try check("HEAD", "/v2/\(model)/blobs/\(blob)", expect: expect)
         }
         // Writes: anonymous must authenticate; outsiders see the private model as missing and

@@ -98,6 +98,15 @@ struct StoreSuiteTests {
         #expect(try await models.uploadExists(id: "u1", repository: "alice/secret"))
         try await models.deleteUpload(id: "u1")
         #expect(try await !models.uploadExists(id: "u1", repository: "alice/secret"))
+        // Garbage collection: the manifests are the roots; a blob a push touched after the
+        // cutoff is not forgotten, an untouched one is (with its repository links).
+        #expect(try await models.manifestDigests() == [digest])
+        #expect(try await models.manifestDigests(since: "9999").isEmpty)
+        #expect(try await !models.forgetBlob(digest, untouchedSince: "2000-01-01T00:00:00.000Z"), "touched just now")
+        #expect(try await models.blob(digest, repository: "alice/open") != nil)
+        try await models.touchBlob(digest)  // within 10 minutes of the last touch: no write, no change
+        #expect(try await models.forgetBlob(digest, untouchedSince: Timestamp.string(Date().addingTimeInterval(60))))
+        #expect(try await models.blob(digest, repository: "alice/open") == nil)
         try await models.deleteModel(secret)
         #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice) == nil)
     }

@@ -85,10 +85,10 @@ class Server:
     With `replicas=2` (PostgreSQL only): two replicas on one database and one data folder, each
     with its own runtime folder, behind nginx with deploy/nginx.conf; `url` is nginx's."""
 
-    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None, replicas=1):
+    def __init__(self, *extra, samples=("hello", "classifier", "image", "streamer"), preexec_fn=None, replicas=1, env=None):
         self.scratch = tempfile.mkdtemp(prefix="lathe-pytest-")
         self.data = data = os.path.join(self.scratch, "data")
-        self.server_env = dict(os.environ, **database_env(data))
+        self.server_env = {**os.environ, **database_env(data), **(env or {})}
         lathe("admin", "user", "create", "alice", "--data", data, env=self.server_env)
         lathe("admin", "user", "create", "bob", "--data", data, env=self.server_env)
         self.token = lathe("admin", "token", "create", "alice", "--data", data, env=self.server_env).stdout.strip()

@@ -106,3 +106,112 @@ def test_gc_removes_orphans_a_crash_left(tmp_path):
         assert os.path.exists(fresh), "younger than the grace period: kept"
     finally:
         server.stop()
+
+
+class Proxy:
+    """A TCP proxy on loopback in front of the S3 endpoint that the test can cut and restore."""
+
+    def __init__(self, target):
+        import socket
+        import threading
+        host, port = target.split("//", 1)[1].split(":")
+        self.target = (host, int(port))
+        self.connections = []
+        self.lock = threading.Lock()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.open()
+
+    def open(self):
+        import socket
+        import threading
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def accept(self, listener):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def pump(source, sink):
+        import socket
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Refuses new connections and drops the open ones (the storage is gone)."""
+        import socket
+        # shutdown() first: a bare close() leaves the thread blocked in accept() accepting.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                    connection.close()
+                except OSError:
+                    pass
+            self.connections = []
+
+
+@pytest.mark.skipif(not S3, reason="needs the S3 endpoint (LATHE_TEST_S3, set by scripts/test)")
+def test_s3_refused_credentials_and_an_outage(tmp_path):
+    # Wrong credentials: one clear line at start, a non-zero exit, the secret never shown.
+    data = str(tmp_path / "refused")
+    env = dict(os.environ, LATHE_BLOBS="s3://lathe/refused", LATHE_S3_ENDPOINT=S3, AWS_ACCESS_KEY_ID="lathetest",
+               AWS_SECRET_ACCESS_KEY="not-the-secret")
+    refused = lathe("serve", "--data", data, "--port", "0", env=env, check=False)
+    assert refused.returncode != 0
+    assert "refused" in refused.stderr and "lathe" in refused.stderr and "not-the-secret" not in refused.stderr + refused.stdout, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) <= 2, refused.stderr
+
+    proxy = Proxy(S3)
+    server = Server("--gc-interval", "0", samples=("hello",), env={"LATHE_S3_ENDPOINT": proxy.url})
+    try:
+        pushed = server.versions["hello"]
+        assert pushed
+        proxy.cut()
+        # The storage is gone: blob reads and pushes answer 503 with what to do, nothing is half-registered.
+        manifest = httpx.get(f"{server.url}/v2/alice/hello/manifests/latest", headers={**auth(server.token),
+                             "Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=30)
+        assert manifest.status_code == 503 and "cannot be reached" in manifest.text, manifest.text
+        failed = lathe("push", project(tmp_path, "outage"), "alice/outage", "--json", env=server.env, check=False)
+        assert failed.returncode != 0 and "503" in failed.stderr, failed.stderr
+        assert httpx.get(f"{server.url}/v1/models/alice/outage", headers=auth(server.token), timeout=30).status_code == 404
+        # Back again: the same push goes through and the model runs.
+        proxy.open()
+        again = lathe("push", project(tmp_path, "outage-again"), "alice/outage", "--json", env=server.env, check=False)
+        assert again.returncode == 0, again.stderr
+        answer = httpx.post(f"{server.url}/v1/models/alice/outage/predictions", json={"input": {"max_words": 2}},
+                            headers={**auth(server.token), "Prefer": "wait=60"}, timeout=90).json()
+        assert answer["status"] == "succeeded", answer
+    finally:
+        server.stop()
+        proxy.cut()

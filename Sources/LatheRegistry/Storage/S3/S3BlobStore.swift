@@ -47,7 +47,8 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         self.spool = spool
         try FileManager.default.createDirectory(at: spool, withIntermediateDirectories: true)
         var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(10), read: .seconds(120))
+        // A refused connection is retried until the connect timeout: short, so an outage answers 503 quickly.
+        configuration.timeout = .init(connect: .seconds(3), read: .seconds(120))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
         client = S3Client(endpoint: endpoint, bucket: bucket, signer: SigV4(credentials: credentials, region: region),
                           http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
