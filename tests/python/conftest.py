@@ -36,6 +36,23 @@ def database_env(data):
     return env
 
 
+def stored_keys(server, prefix):
+    """Keys under `prefix` ("files/", "uploads/", …) in a server's blob store: files under its data
+    folder, or objects under its prefix in the S3 bucket (listed with curl's SigV4)."""
+    blobs = server.server_env.get("LATHE_BLOBS")
+    if blobs:
+        import urllib.parse
+        base = blobs[len("s3://lathe/"):].rstrip("/") + "/"
+        listing = subprocess.run(["curl", "-sf", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "lathetest:lathetestsecret",
+                                  f"{S3}/lathe?list-type=2&prefix={urllib.parse.quote(base + prefix, safe='')}"],
+                                 capture_output=True, text=True, check=True).stdout
+        return [key[len(base):] for key in re.findall(r"<Key>([^<]+)</Key>", listing)]
+    found = []
+    for root, _, names in os.walk(os.path.join(server.data, prefix)):
+        found += [os.path.relpath(os.path.join(root, name), server.data) for name in names]
+    return found
+
+
 def lathe(*args, env=None, check=True):
     result = subprocess.run([LATHE, *args], capture_output=True, text=True, env=env)
     if check and result.returncode != 0:

@@ -17,7 +17,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import LATHE, ROOT, Server, lathe
+from conftest import LATHE, ROOT, Server, lathe, stored_keys
 
 EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==")
 
@@ -544,10 +544,12 @@ def test_disk_is_bounded_quota_expiry_abandoned_uploads_and_unpacked_versions(tm
             found = []
             if httpx.get(f"{tidy.url}/v1/files/{file_id}", headers=auth(tidy.token)).status_code != 404:
                 found.append("expired file still listed")
-            if os.path.exists(os.path.join(data, "files", file_id)):
+            if f"files/{file_id}" in stored_keys(tidy, "files/"):
                 found.append("expired file's bytes")
-            found += [f"upload {name}" for name in os.listdir(os.path.join(data, "uploads"))]
-            found += [f"partial {name}" for name in os.listdir(os.path.join(data, "files")) if name.startswith(".partial")]
+            found += [f"upload {name}" for name in stored_keys(tidy, "uploads/")]
+            # A /v1/files upload streams into the replica's own runtime folder until it is complete.
+            partials = os.path.join(data, "runtime", "tmp", "files")
+            found += [f"partial {name}" for name in (os.listdir(partials) if os.path.isdir(partials) else [])]
             if os.path.isdir(instances):
                 found += [f"unpacked {name}" for name in os.listdir(instances)]
             return found
