@@ -88,11 +88,24 @@ def main():
                     peaks[kind] = max(peaks[kind], server.peak_rss_mib())
                 finally:
                     server.stop()
+        # The storage's own speed: the same weights file uploaded by the AWS CLI (parallel
+        # multipart) to the same gateway, when the CLI is installed.
+        aws_times = []
+        if shutil.which("aws"):
+            aws_env = dict(os.environ, AWS_ACCESS_KEY_ID="lathetest", AWS_SECRET_ACCESS_KEY="lathetestsecret")
+            for index in range(args.runs):
+                seconds, _ = run(["aws", "--endpoint-url", s3, "s3", "cp", "--quiet", os.path.join(project, "weights", "model.bin"),
+                                  f"s3://lathe/aws-{index}"], env=aws_env)
+                aws_times.append(seconds)
         median = {key: statistics.median(values) for key, values in times.items()}
         print(f"{args.size_mib} MiB of weights over loopback, median of {args.runs} (SeaweedFS {s3}):")
         for step in ("push", "pull"):
             files, s3_time = median[("files", step)], median[("s3", step)]
             print(f"  {step}: files {files:.2f}s, S3 {s3_time:.2f}s, ratio {s3_time / files:.2f}x (bar <= 1.5x)")
+        if aws_times:
+            aws = statistics.median(aws_times)
+            print(f"  the gateway's own speed: aws s3 cp of the weights {aws:.2f}s = {aws / median[('files', 'push')]:.2f}x the files push; "
+                  f"lathe push to S3 is {median[('s3', 'push')] / aws:.2f}x that")
         streamed = median[("s3-streamed", "pull")]
         print(f"  pull from S3: 307 to a presigned URL {median[('s3', 'pull')]:.2f}s, streamed through the server {streamed:.2f}s, "
               f"ratio {median[('s3', 'pull')] / streamed:.2f}x")

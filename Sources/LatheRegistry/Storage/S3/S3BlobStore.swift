@@ -237,55 +237,96 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
         // The digest so far, when this process saw every byte; else it is checked at the end.
         var hasher = lock.withLock { hashers.removeValue(forKey: id) }.flatMap { $0.count == offset ? $0 : nil }
-        let file = spool.appendingPathComponent("\(id)-\(UUID().uuidString)")
-        guard FileManager.default.createFile(atPath: file.path, contents: nil) else { throw RegistryError(500, "cannot spool upload \(id)") }
-        let fd = open(file.path, O_RDWR | O_CLOEXEC)
-        defer {
-            close(fd)
-            try? FileManager.default.removeItem(at: file)
-        }
-        var spooled: Int64 = 0
-        func spoolBytes(_ buffer: ByteBuffer) throws {
-            try buffer.withUnsafeReadableBytes { bytes in
-                var written = 0
-                while written < bytes.count {
-                    let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(spooled) + off_t(written))
-                    if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot spool upload \(id)") }
-                    written += count
-                }
-            }
-            spooled += Int64(buffer.readableBytes)
-        }
+        var spool = try SpoolFile(folder: self.spool, id: id)
+        defer { spool.discard() }
         // The tail left by the last request comes first.
         if state.tail > 0 {
-            try await read(object: tailKey, range: nil) { try spoolBytes($0) }
+            try await read(object: tailKey, range: nil) { try spool.write($0) }
+        }
+        // Full parts go up while the next ones arrive, a few at a time, each from its own file.
+        var inFlight: [Task<Part, Error>] = []
+        var failure: Error?
+        /// Records the oldest part in flight once it is up (in order: the parts stay contiguous).
+        func settleOldest() async {
+            let task = inFlight.removeFirst()
+            switch await task.result {
+            case .success(let part) where failure == nil: state.parts.append(part)
+            case .success: break
+            case .failure(let error): failure = failure ?? error
+            }
         }
         var received = offset
-        /// Sends what is spooled as the next part and starts the spool again.
-        func flushPart() async throws {
-            state.parts.append(try await uploadPart(dataKey, uploadID: state.uploadID, number: state.parts.count + 1, file: file.path,
-                                                    offset: 0, length: spooled))
-            state.tail = 0
-            spooled = 0
-            ftruncate(fd, 0)
-        }
         do {
             for try await buffer in body {
                 let (sum, overflow) = received.addingReportingOverflow(Int64(buffer.readableBytes))
                 if overflow || sum - offset > limit { throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID") }
-                try spoolBytes(buffer)
+                try spool.write(buffer)
                 buffer.withUnsafeReadableBytes { hasher?.update($0) }
                 received = sum
-                if spooled >= Self.partSize { try await flushPart() }
+                if spool.size >= Self.partSize {
+                    let full = spool, number = state.parts.count + inFlight.count + 1, uploadID = state.uploadID
+                    spool = try SpoolFile(folder: self.spool, id: id)
+                    inFlight.append(Task {
+                        defer { full.discard() }
+                        return try await self.uploadPart(dataKey, uploadID: uploadID, number: number, file: full.url.path, offset: 0, length: full.size)
+                    })
+                    if inFlight.count >= Self.partsInFlight { await settleOldest() }
+                    if let failure { throw failure }
+                }
             }
         } catch {
-            // Keep what arrived, so the client can resume from the upload's size.
-            try? await keepTail(id, state: &state, key: tailKey, file: file, length: spooled)
+            while !inFlight.isEmpty { await settleOldest() }
+            // Keep what arrived in order, so the client can resume from the upload's size; bytes
+            // after a part that failed are dropped (the client sends them again).
+            if failure == nil { try? await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size) } else {
+                state.tail = 0
+                try? await saveState(id, state)
+            }
             throw error
         }
-        try await keepTail(id, state: &state, key: tailKey, file: file, length: spooled)
+        while !inFlight.isEmpty { await settleOldest() }
+        if let failure {
+            state.tail = 0
+            try? await saveState(id, state)
+            throw failure
+        }
+        try await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size)
         if let hasher { lock.withLock { hashers[id] = hasher } }
         return received
+    }
+
+    /// Parts uploaded at once while a request streams in.
+    static let partsInFlight = 4
+
+    /// A local file a part is gathered in (on disk, never in memory).
+    struct SpoolFile: @unchecked Sendable {
+        let url: URL
+        let fd: Int32
+        private(set) var size: Int64 = 0
+
+        init(folder: URL, id: String) throws {
+            url = folder.appendingPathComponent("\(id)-\(UUID().uuidString)")
+            fd = open(url.path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw RegistryError(500, "cannot spool upload \(id) in \(folder.path)") }
+        }
+
+        mutating func write(_ buffer: ByteBuffer) throws {
+            let (fd, start) = (self.fd, size)
+            try buffer.withUnsafeReadableBytes { bytes in
+                var written = 0
+                while written < bytes.count {
+                    let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(start) + off_t(written))
+                    if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot write to the upload spool") }
+                    written += count
+                }
+            }
+            size += Int64(buffer.readableBytes)
+        }
+
+        func discard() {
+            close(fd)
+            unlink(url.path)
+        }
     }
 
     /// Stores the spool's leftover (less than a part) as the upload's tail and saves the state.
