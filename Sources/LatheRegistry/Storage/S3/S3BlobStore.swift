@@ -350,14 +350,14 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             assembled = tailKey
             if state.tail == 0 {
                 let empty = spool.appendingPathComponent("\(id)-empty")
-                FileManager.default.createFile(atPath: empty.path, contents: nil)
+                _ = FileManager.default.createFile(atPath: empty.path, contents: nil)
                 defer { try? FileManager.default.removeItem(at: empty) }
                 try await store(object: tailKey, from: empty)
             }
         } else {
             if state.tail > 0 {
                 let file = spool.appendingPathComponent("\(id)-last-\(UUID().uuidString)")
-                FileManager.default.createFile(atPath: file.path, contents: nil)
+                _ = FileManager.default.createFile(atPath: file.path, contents: nil)
                 defer { try? FileManager.default.removeItem(at: file) }
                 let handle = try FileHandle(forWritingTo: file)
                 try await read(object: tailKey, range: nil) { buffer in try buffer.withUnsafeReadableBytes { try handle.write(contentsOf: $0) } }
