@@ -8,7 +8,6 @@ Usage: python3 Benchmarks/blobs.py [--size-mib 512] [--runs 3]   (after a releas
 """
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -20,36 +19,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATHE = next((path for path in (os.path.join(ROOT, ".build-release", "release", "lathe"), os.path.join(ROOT, ".build", "release", "lathe"))
               if os.path.exists(path)), None)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from registry import Server  # noqa: E402
 from toolchain import make_project, run  # noqa: E402
 
 
-class Server:
-    """`lathe serve` on its own data folder, with blobs in files or under a fresh S3 prefix."""
-
-    def __init__(self, scratch, s3=None, redirect=True):
-        self.data = tempfile.mkdtemp(dir=scratch, prefix="data-")
-        self.env = dict(os.environ)
-        if s3:
-            self.env.update(LATHE_BLOBS=f"s3://lathe/bench-{uuid.uuid4().hex[:12]}", LATHE_S3_ENDPOINT=s3,
-                            AWS_ACCESS_KEY_ID="lathetest", AWS_SECRET_ACCESS_KEY="lathetestsecret")
-        subprocess.run([LATHE, "admin", "user", "create", "bench", "--data", self.data], check=True, stdout=subprocess.DEVNULL, env=self.env)
-        self.token = subprocess.run([LATHE, "admin", "token", "create", "bench", "--data", self.data], check=True,
-                                    capture_output=True, text=True, env=self.env).stdout.strip()
-        self.process = subprocess.Popen([LATHE, "serve", "--data", self.data, "--port", "0", "--log-level", "error",
-                                         "--blob-redirect", "true" if redirect else "false"], stdout=subprocess.PIPE, text=True, env=self.env)
-        self.url = "http://" + re.search(r"127\.0\.0\.1:\d+", self.process.stdout.readline()).group(0)
-
-    def peak_rss_mib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait()
-        shutil.rmtree(self.data, ignore_errors=True)
+def server_for(scratch, s3=None, redirect=True):
+    """`lathe serve` with blobs in files, or under a fresh prefix of the S3 bucket."""
+    env = {}
+    if s3:
+        env = dict(LATHE_BLOBS=f"s3://lathe/bench-{uuid.uuid4().hex[:12]}", LATHE_S3_ENDPOINT=s3,
+                   AWS_ACCESS_KEY_ID="lathetest", AWS_SECRET_ACCESS_KEY="lathetestsecret")
+    return Server(scratch, env=env, extra=["--blob-redirect", "true" if redirect else "false"], lathe=LATHE)
 
 
 def main():
@@ -73,7 +53,7 @@ def main():
         peaks = {kind: 0.0 for kind in kinds}
         for _ in range(args.runs):
             for kind, options in kinds.items():
-                server = Server(scratch, **options)
+                server = server_for(scratch, **options)
                 try:
                     for name in ("uploads.json", "pushed.json"):
                         if os.path.exists(os.path.join(home, name)):

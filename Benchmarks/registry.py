@@ -21,13 +21,17 @@ from toolchain import make_project, run  # noqa: E402
 
 
 class Server:
-    def __init__(self, scratch):
+    """`lathe serve` on a fresh data folder; `env` and `extra` add settings (Benchmarks/blobs.py)."""
+
+    def __init__(self, scratch, env=None, extra=(), lathe=None):
+        lathe = lathe or LATHE
         self.data = tempfile.mkdtemp(dir=scratch, prefix="data-")
-        subprocess.run([LATHE, "admin", "user", "create", "bench", "--data", self.data], check=True, stdout=subprocess.DEVNULL)
-        self.token = subprocess.run([LATHE, "admin", "token", "create", "bench", "--data", self.data], check=True,
-                                    capture_output=True, text=True).stdout.strip()
-        self.process = subprocess.Popen([LATHE, "serve", "--data", self.data, "--port", "0", "--log-level", "error"],
-                                        stdout=subprocess.PIPE, text=True)
+        self.env = dict(os.environ, **(env or {}))
+        subprocess.run([lathe, "admin", "user", "create", "bench", "--data", self.data], check=True, stdout=subprocess.DEVNULL, env=self.env)
+        self.token = subprocess.run([lathe, "admin", "token", "create", "bench", "--data", self.data], check=True,
+                                    capture_output=True, text=True, env=self.env).stdout.strip()
+        self.process = subprocess.Popen([lathe, "serve", "--data", self.data, "--port", "0", "--log-level", "error", *extra],
+                                        stdout=subprocess.PIPE, text=True, env=self.env)
         line = self.process.stdout.readline()
         self.port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
         self.url = f"http://127.0.0.1:{self.port}"

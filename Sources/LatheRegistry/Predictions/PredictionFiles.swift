@@ -82,16 +82,16 @@ enum OutputFiles {
     /// whose path is `/files/<token>/<name>` (for garbage collection, which must keep every
     /// output a prediction names whatever base URL it was made under).
     static func key(for url: String, registry: Registry?) -> BlobKey? {
-        let rest: Substring
+        let parts: [String]
         if let registry {
             let prefix = registry.baseURL + "/files/"
             guard url.hasPrefix(prefix) else { return nil }
-            rest = url.dropFirst(prefix.count)
+            parts = url.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
         } else {
+            // URL.path is already decoded; a name never holds a "/".
             guard let path = URL(string: url)?.path, path.hasPrefix("/files/") else { return nil }
-            rest = Substring(path.dropFirst("/files/".count).addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? "")
+            parts = path.dropFirst("/files/".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         }
-        let parts = rest.split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
         guard parts.count == 2 else { return nil }
         return BlobKey.output(token: parts[0], name: parts[1])
     }

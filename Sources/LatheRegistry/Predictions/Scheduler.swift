@@ -724,10 +724,10 @@ final class Progress: @unchecked Sendable {
         guard Date().timeIntervalSince(saved) > 0.2 else { return nil }
         saved = Date()
         let output = items.isEmpty ? nil : (try? JSON.canonical(JSONValue.array(items))).map { String(decoding: $0, as: UTF8.self) }
-        let logBytes = Array(logs.utf8)
-        let delta = ProgressDelta(output: Array(items[savedItems...]), logs: String(decoding: logBytes[savedLogBytes...], as: UTF8.self))
+        // Logs only grow by whole texts, so the saved length is a character boundary.
+        let delta = ProgressDelta(output: Array(items[savedItems...]), logs: String(decoding: logs.utf8.dropFirst(savedLogBytes), as: UTF8.self))
         savedItems = items.count
-        savedLogBytes = logBytes.count
+        savedLogBytes = logs.utf8.count
         return (output, logs, delta)
     }
 

@@ -54,7 +54,11 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                           http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration))
     }
 
-    deinit { try? client.http.syncShutdown() }
+    deinit {
+        // Not syncShutdown: a deinit may run on one of the client's own event loops, where that traps.
+        let http = client.http
+        Task { try? await http.shutdown() }
+    }
 
     /// One clear line when the bucket cannot be used (unreachable, wrong credentials, no bucket).
     public func check() async throws {
@@ -132,17 +136,23 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     }
 
     public func list(under prefix: String) async throws -> [BlobListing] {
-        var found: [BlobListing] = []
+        try await objects(under: self.prefix + prefix).compactMap { object in
+            BlobKey.parse(String(object.key.dropFirst(self.prefix.count))).map { BlobListing(key: $0, size: object.size, modified: object.modified) }
+        }
+    }
+
+    /// Every object whose key starts with `prefix` (bucket-relative), page after page. Unknown
+    /// times count as new: nothing is collected on a guess.
+    private func objects(under prefix: String) async throws -> [(key: String, size: Int64, modified: Date)] {
+        var found: [(key: String, size: Int64, modified: Date)] = []
         var token: String?
         repeat {
-            var query = [("list-type", "2"), ("prefix", self.prefix + prefix)]
+            var query = [("list-type", "2"), ("prefix", prefix)]
             if let token { query.append(("continuation-token", token)) }
             let data = try await client.collect(.GET, nil, query: query)
             for item in S3XML.records("Contents", in: data, fields: ["Key", "Size", "LastModified"]) {
-                guard let name = item["Key"], name.hasPrefix(self.prefix), let key = BlobKey.parse(String(name.dropFirst(self.prefix.count))) else { continue }
-                // Unknown times count as new: never collected on a guess.
-                let modified = item["LastModified"].flatMap(Self.date) ?? .distantFuture
-                found.append(BlobListing(key: key, size: Int64(item["Size"] ?? "") ?? 0, modified: modified))
+                guard let key = item["Key"], key.hasPrefix(prefix) else { continue }
+                found.append((key, Int64(item["Size"] ?? "") ?? 0, item["LastModified"].flatMap(Self.date) ?? .distantFuture))
             }
             token = S3XML.value("IsTruncated", in: data) == "true" ? S3XML.value("NextContinuationToken", in: data) : nil
         } while token != nil
@@ -356,14 +366,11 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             }
         } else {
             if state.tail > 0 {
-                let file = spool.appendingPathComponent("\(id)-last-\(UUID().uuidString)")
-                _ = FileManager.default.createFile(atPath: file.path, contents: nil)
-                defer { try? FileManager.default.removeItem(at: file) }
-                let handle = try FileHandle(forWritingTo: file)
-                try await read(object: tailKey, range: nil) { buffer in try buffer.withUnsafeReadableBytes { try handle.write(contentsOf: $0) } }
-                try handle.close()
-                state.parts.append(try await uploadPart(dataKey, uploadID: state.uploadID, number: state.parts.count + 1, file: file.path,
-                                                        offset: 0, length: state.tail))
+                var last = try SpoolFile(folder: spool, id: id)
+                defer { last.discard() }
+                try await read(object: tailKey, range: nil) { try last.write($0) }
+                state.parts.append(try await uploadPart(dataKey, uploadID: state.uploadID, number: state.parts.count + 1, file: last.url.path,
+                                                        offset: 0, length: last.size))
             }
             try await completeMultipart(dataKey, uploadID: state.uploadID, parts: state.parts)
             assembled = dataKey
@@ -404,21 +411,10 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     }
 
     public func uploads(untouchedSince date: Date) async throws -> [String] {
-        var ids: [String] = []
-        var token: String?
-        repeat {
-            var query = [("list-type", "2"), ("prefix", prefix + "uploads/")]
-            if let token { query.append(("continuation-token", token)) }
-            let data = try await client.collect(.GET, nil, query: query)
-            for item in S3XML.records("Contents", in: data, fields: ["Key", "LastModified"]) {
-                guard let key = item["Key"], key.hasSuffix("/state"),
-                      let modified = item["LastModified"].flatMap(Self.date), modified < date else { continue }
-                let parts = key.dropFirst(prefix.count).split(separator: "/")
-                if parts.count == 3 { ids.append(String(parts[1])) }
-            }
-            token = S3XML.value("IsTruncated", in: data) == "true" ? S3XML.value("NextContinuationToken", in: data) : nil
-        } while token != nil
-        return ids
+        // An upload's state is rewritten by every request, so its time is the upload's last activity.
+        try await objects(under: prefix + "uploads/").compactMap { object in
+            let parts = object.key.dropFirst(prefix.count).split(separator: "/")
+            return parts.count == 3 && parts[2] == "state" && object.modified < date ? String(parts[1]) : nil
+        }
     }
 }
-
