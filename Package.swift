@@ -99,8 +99,10 @@ let package = Package(
             name: "LatheTemplates",
             path: "Templates",
             exclude: [],
-            resources: [.copy("python"), .copy("streaming")]
+            resources: [.copy("python"), .copy("streaming"), .copy("ci")]
         ),
+        // Stamps `lathe` with the VERSION file and the commit it is built from (`lathe --version`, /healthz, /metrics).
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .executableTarget(
             name: "lathe",
             dependencies: [
@@ -108,7 +110,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            plugins: ["BuildInfo"]
         ),
         .target(name: "LatheTestSupport", dependencies: ["LatheSpec"], path: "Tests/LatheTestSupport"),
         .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec", "LatheTestSupport"]),

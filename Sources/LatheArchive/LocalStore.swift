@@ -17,10 +17,15 @@ public final class LocalStore: @unchecked Sendable {
 
     public let root: URL
 
-    /// `$LATHE_HOME` or `~/.lathe`.
+    /// `$LATHE_HOME`, else `$HOME/.lathe`, else the account's home folder's `.lathe`.
+    /// (`$HOME` first, as shells do: a service account's passwd entry may name `/nonexistent`.)
     public static var home: URL {
-        if let value = ProcessInfo.processInfo.environment["LATHE_HOME"], !value.isEmpty {
+        let environment = ProcessInfo.processInfo.environment
+        if let value = environment["LATHE_HOME"], !value.isEmpty {
             return URL(fileURLWithPath: value)
+        }
+        if let value = environment["HOME"], !value.isEmpty {
+            return URL(fileURLWithPath: value).appendingPathComponent(".lathe")
         }
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".lathe")
     }

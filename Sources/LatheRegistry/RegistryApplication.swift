@@ -12,7 +12,7 @@ public enum RegistryApplication {
     /// models and traffic: not for everyone); without a token it is not served on this port.
     public static func router(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(),
                               metrics: PrometheusCollectorRegistry? = nil, metricsToken: String? = nil,
-                              web: WebSettings = WebSettings()) throws -> Router<RegistryContext> {
+                              web: WebSettings = WebSettings(), build: BuildVersion = .unknown) throws -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
         let webApp = try WebApp(registry: registry, scheduler: scheduler, predictions: PredictionRoutes(registry: registry, scheduler: scheduler), settings: web)
         router.add(middleware: FallbackErrorMiddleware(pages: webApp.pages))
@@ -29,7 +29,10 @@ public enum RegistryApplication {
             }
         }
         router.add(middleware: AuthMiddleware(accounts: registry.accounts))
-        router.get("healthz") { _, _ in "ok" }
+        let health = try JSONEncoder().encode(HealthReport(version: build.version, commit: build.commit))
+        router.get("healthz") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: health)))
+        }
         DistributionRoutes(registry: registry).add(to: router)
         let v1 = router.group("v1").add(middleware: ProblemMiddleware()).add(middleware: RateLimitMiddleware(limiter: limiter))
         AccountRoutes(registry: registry).add(to: v1)
@@ -63,11 +66,11 @@ public enum RegistryApplication {
     /// keep-alive, a request whose headers have not all arrived, or a body that stalls.
     public static func make(_ registry: Registry, scheduler: Scheduler, limiter: RateLimiter = RateLimiter(), host: String, port: Int,
                             metrics: PrometheusCollectorRegistry? = nil, metricsToken: String? = nil, web: WebSettings = WebSettings(),
-                            connectionTimeout: Int64 = 30,
+                            connectionTimeout: Int64 = 30, build: BuildVersion = .unknown,
                             services: [any Service] = [],
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
         Application(
-            router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, metricsToken: metricsToken, web: web),
+            router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, metricsToken: metricsToken, web: web, build: build),
             server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe", backlog: 1024),
             services: services,

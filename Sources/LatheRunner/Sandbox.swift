@@ -59,9 +59,20 @@ public struct Sandbox: Sendable {
     private static func works(_ bwrap: String) -> Bool {
         lock.lock(); defer { lock.unlock() }
         if let known = checked[bwrap] { return known }
-        let result = (try? ChildProcess.run(bwrap, ["--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"]))?.status == 0
+        let result = trial(bwrap) == nil
         checked[bwrap] = result
         return result
+    }
+
+    /// Runs `true` in every namespace a model gets. Nil when that works, else bubblewrap's own
+    /// complaint (for `lathe doctor`).
+    public static func trial(_ bwrap: String) -> String? {
+        guard let result = try? ChildProcess.run(bwrap, ["--ro-bind", "/", "/", "--unshare-all", "--proc", "/proc", "--dev", "/dev", "--die-with-parent", "true"]) else {
+            return "\(bwrap) could not be started"
+        }
+        if result.status == 0 { return nil }
+        let text = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "exit status \(result.status)" : String(text.split(separator: "\n").last ?? "")
     }
 
     /// The full argument list: bwrap's options, then `command`.

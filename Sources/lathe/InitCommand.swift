@@ -6,7 +6,7 @@ import LatheTemplates
 struct InitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
-        abstract: "Write a working model project (lathe.yaml, predict.py, a CI workflow), or convert a Cog project."
+        abstract: "Write a working model project (lathe.yaml, predict.py, a CI publish pipeline), or convert a Cog project."
     )
 
     @Argument(help: "The project folder (created if missing).")
@@ -14,6 +14,9 @@ struct InitCommand: AsyncParsableCommand {
 
     @Option(help: "Template to start from: \(Templates.names.joined(separator: ", ")).")
     var template: String = "python"
+
+    @Option(help: "The publish pipeline to write: github (.github/workflows/lathe.yml), gitlab (.gitlab-ci.yml) or none.")
+    var ci: Templates.CI = .github
 
     @Flag(name: .customLong("from-cog"), help: "Convert cog.yaml and its predictor in DIRECTORY into lathe.yaml.")
     var fromCog = false
@@ -44,7 +47,7 @@ struct InitCommand: AsyncParsableCommand {
                 return
             }
             let name = project.lastPathComponent.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }
-            let written = try Templates.write(template, to: project, replacing: ["{{name}}": String(name)], force: force)
+            let written = try Templates.write(template, to: project, ci: ci, replacing: ["{{name}}": String(name)], force: force)
             for (path, wasWritten) in written {
                 print(wasWritten ? "wrote \(path)" : "skipped \(path) (exists; --force overwrites)")
             }
@@ -52,3 +55,5 @@ struct InitCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension Templates.CI: ExpressibleByArgument {}

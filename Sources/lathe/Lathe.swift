@@ -5,10 +5,10 @@ import ArgumentParser
 struct Lathe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Package machine-learning models into content-addressed archives, and run them.",
-        version: "0.1.0",
+        version: "\(BuildInfo.version) (commit \(BuildInfo.commit))",
         subcommands: [
             InitCommand.self, ValidateCommand.self, SchemaCommand.self, BuildCommand.self, PredictCommand.self,
-            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, AdminCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self, RunCommand.self,
+            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, AdminCommand.self, DoctorCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self, RunCommand.self,
         ]
     )
 }

@@ -166,12 +166,14 @@ struct ServeCommand: AsyncParsableCommand {
             housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
             housekeeping.collectionInterval = gcInterval > 0 ? TimeInterval(gcInterval) : nil
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+            metricsRegistry.makeGauge(name: "lathe_build_info", labels: [("version", BuildInfo.version), ("commit", BuildInfo.commit)]).set(Int64(1))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute,
                                                                         shared: registry.database.kind == .postgres ? RateCounterStore(database: registry.database) : nil),
                                                    host: settings.host, port: settings.port, metrics: metricsRegistry,
                                                    metricsToken: metricsToken ?? ProcessInfo.processInfo.environment["LATHE_METRICS_TOKEN"],
                                                    web: WebSettings(signupOpen: !noSignup), connectionTimeout: Int64(connectionTimeout),
+                                                   build: BuildVersion(version: BuildInfo.version, commit: BuildInfo.commit),
                                                    services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping,
                                                                                    isLeader: { [events] in events.isLeader })]) { [host = settings.host, folder = settings.data] port in
                 // Tests and scripts read this line to learn the port when started with --port 0.

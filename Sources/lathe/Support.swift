@@ -17,6 +17,22 @@ func fail(_ error: any Error) -> ExitCode {
     case let error as CleanExit:
         printError("\(error)")
         return .success
+    case let error as CocoaError where error.filePath != nil:
+        // Foundation's own text ("You don't have permission.") names neither the file nor a way out.
+        let path = error.filePath ?? ""
+        let reason = switch error.code {
+        case .fileWriteNoPermission, .fileReadNoPermission: "permission denied"
+        case .fileNoSuchFile, .fileReadNoSuchFile: "no such file or folder"
+        case .fileWriteOutOfSpace: "the disk is full"
+        case .fileWriteVolumeReadOnly: "the file system is read-only"
+        default: "\(error.code)"
+        }
+        let home = LocalStore.home.path
+        let fix = path.hasPrefix(home) || home.hasPrefix(path)
+            ? "Lathe keeps its store and environments in \(home): set LATHE_HOME (or HOME) to a folder you can write"
+            : "check that the path exists and that this user may write it"
+        printError("error: \(Diagnostic(nil, "cannot use \(path): \(reason)", fix: fix))")
+        return .failure
     default:
         for line in String(describing: error).split(separator: "\n", omittingEmptySubsequences: false) {
             printError("error: \(line)")

@@ -34,7 +34,7 @@ public final class RegistryDatabase: Sendable {
     /// Connects to PostgreSQL at `url` (`postgres://user:password@host:port/database`) and
     /// brings its schema up to date. A server that cannot be reached is one sentence naming the
     /// host and port, never the password.
-    public static func open(postgres url: String, logger: Logger, connectionsPerLoop: Int = 4) async throws -> RegistryDatabase {
+    public static func open(postgres url: String, logger: Logger, connectionsPerLoop: Int = 4, migrate: Bool = true) async throws -> RegistryDatabase {
         let configuration: SQLPostgresConfiguration
         do {
             configuration = try SQLPostgresConfiguration(url: url)
@@ -58,8 +58,19 @@ public final class RegistryDatabase: Sendable {
             try? await box.pool.shutdownAsync()
             throw RegistryError(503, "cannot reach PostgreSQL at \(place) (\(Self.reason(error))); check that it runs and that the URL's host, port, user and database are right")
         }
-        try await database.migrate()
+        if migrate { try await database.migrate() }
         return database
+    }
+
+    /// The newest migration applied to this database (0 for an empty one) and the newest this
+    /// build knows; `lathe doctor` reports both without changing anything.
+    public func schemaVersions() async throws -> (applied: Int, known: Int) {
+        struct Row: Decodable { var version: Int? }
+        let known = Self.migrations.last?.version ?? 0
+        guard let rows = try? await sql.raw("SELECT MAX(version) AS version FROM schema_migrations").all(decoding: Row.self) else {
+            return (0, known)
+        }
+        return (rows.first?.version ?? 0, known)
     }
 
     /// The database named by `url` (PostgreSQL) or, without one, SQLite in the data folder.

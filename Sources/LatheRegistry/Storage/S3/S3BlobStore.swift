@@ -20,6 +20,9 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     /// Objects up to this size are stored with one PUT; larger ones in parts.
     public var singlePutLimit: Int64 = 64 << 20
 
+    /// `s3://BUCKET/PREFIX` as the operator wrote it, and the storage's URL (for reports; no secrets).
+    public let location: String
+    public let endpoint: URL
     let client: S3Client
     let prefix: String
     let spool: URL
@@ -44,6 +47,8 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         var prefix = parts.count > 1 ? parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "/")) : ""
         if !prefix.isEmpty { prefix += "/" }
         self.prefix = prefix
+        self.location = location
+        self.endpoint = endpoint
         self.spool = spool
         try FileManager.default.createDirectory(at: spool, withIntermediateDirectories: true)
         var configuration = HTTPClient.Configuration()
