@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
-            resources: [.copy("Resources/runner.py")]
+            resources: [.copy("Resources/runner.py"), .copy("Resources/egress_forwarder.py")]
         ),
         .target(
             name: "LatheRegistry",

@@ -5,13 +5,18 @@ import LatheSpec
 /// sandbox as models, as an unprivileged user, seeing the system read-only, its own environment
 /// folder and a private package cache as the only writable places, a private /tmp, nothing of
 /// Lathe's data; with a time limit, an address-space limit and a disk limit. A package's build
-/// backend (setup.py, any sdist) therefore runs with no more rights than a model.
+/// backend (setup.py, any sdist) therefore runs with no more rights than a model. Its network is a
+/// namespace of its own: the package index and public hosts are reached only through
+/// ``BuildProxy``, which applies the egress policy, so build code cannot reach this machine's
+/// loopback services, private networks or a cloud metadata address.
 public struct EnvironmentBuild: Sendable {
-    /// The sandbox builds run in (network shared: the installer needs the package index); nil
-    /// runs them unconfined (only when the operator chose `LATHE_SANDBOX=none`).
+    /// The sandbox builds run in; nil runs them unconfined (only when the operator chose
+    /// `LATHE_SANDBOX=none`).
     public var sandbox: Sandbox?
     /// What requirements may name.
     public var policy = RequirementPolicy()
+    /// Where a build may connect besides the package index (the registry's `--allow-outbound`).
+    public var egress = EgressPolicy()
     public var timeout: TimeInterval = 15 * 60
     /// Address-space limit of the installer and everything it starts.
     public var memoryBytes: Int64 = 8 << 30
@@ -23,13 +28,35 @@ public struct EnvironmentBuild: Sendable {
         self.policy = policy
     }
 
+    /// Builds on an author's own machine (`lathe predict`, `lathe validate --import`): the
+    /// requirements are the author's, so direct references and any address are theirs to use;
+    /// the build is still sandboxed and still goes out through the proxy.
+    public static func authorsOwn(sandbox: Sandbox?) -> EnvironmentBuild {
+        var build = EnvironmentBuild(sandbox: sandbox, policy: RequirementPolicy(allowDirectReferences: true))
+        build.egress = .unrestricted
+        return build
+    }
+
     /// Runs one installer step with the limits, streaming its output to `log` line by line.
     /// `writable` are the folders it may write (bound read-write inside the sandbox);
     /// `readable` are extra read-only binds (the interpreter, the installer binary).
-    func run(_ command: [String], environment: [String: String], writable: [URL], readable: [String],
+    /// `python` (a real interpreter, readable inside) runs the forwarder to the build's proxy.
+    func run(_ command: [String], python: String, environment: [String: String], writable: [URL], readable: [String],
              log: @escaping @Sendable (String) -> Void) throws -> (status: Int32, tail: String) {
         var arguments = command
-        var executable = command[0]
+        var readable = readable
+        var proxy: BuildProxy?
+        defer { proxy?.stop() }
+        if sandbox != nil {
+            guard let forwarder = Bundle.module.url(forResource: "egress_forwarder", withExtension: "py")?.path else {
+                throw Diagnostic(nil, "egress_forwarder.py is missing from Lathe's resources", fix: "reinstall Lathe")
+            }
+            let started = try BuildProxy(policy: egress, indexHosts: BuildProxy.indexHosts(environment: environment), log: log)
+            proxy = started
+            readable += [forwarder, started.socketPath]
+            arguments = [python, forwarder, started.socketPath, "--"] + arguments
+        }
+        var executable = arguments[0]
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") {
             // RLIMIT_AS bounds memory; RLIMIT_FSIZE bounds any one file the build writes.
             arguments = ["/usr/bin/prlimit", "--as=\(memoryBytes)", "--fsize=\(diskBytes)", "--"] + arguments
@@ -37,7 +64,7 @@ public struct EnvironmentBuild: Sendable {
         }
         if let sandbox {
             var build = sandbox
-            build.network = true
+            build.network = false  // only loopback inside; out through the proxy
             let mounts = Sandbox.Mounts(project: writable[0], readOnly: readable, writable: writable.map(\.path))
             arguments = build.arguments(mounts: mounts, environment: environment, command: arguments, chdir: writable[0].path)
             executable = sandbox.bwrap

@@ -75,12 +75,12 @@ public struct PythonEnvironment: Sendable, Codable {
                            "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_CACHE_DIR": cache.path,
                            "PIP_CACHE_DIR": cache.path, "UV_LINK_MODE": "copy", "PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1"]
         for key in ["UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
-                    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE"] {
+                    "SSL_CERT_FILE"] {
             if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
         }
         let readable = [basePrefix, uv].compactMap { $0 } + [URL(fileURLWithPath: python).deletingLastPathComponent().path]
         func step(_ command: [String], failure: String, fix: String) throws {
-            let (status, tail) = try build.run(command, environment: environment, writable: [root, cache], readable: readable, log: log)
+            let (status, tail) = try build.run(command, python: python, environment: environment, writable: [root, cache], readable: readable, log: log)
             guard status == 0 else {
                 let last = tail.split(separator: "\n").suffix(20).joined(separator: "\n")
                 throw Diagnostic(nil, "\(failure):\n\(last)", fix: fix)

@@ -73,8 +73,7 @@ struct PredictCommand: AsyncParsableCommand {
             }
 
             let sandbox = try Sandbox.detect(network: spec.network)
-            // The author's own machine: direct references in requirements are theirs to use.
-            let build = EnvironmentBuild(sandbox: sandbox, policy: RequirementPolicy(allowDirectReferences: true))
+            let build = EnvironmentBuild.authorsOwn(sandbox: sandbox)
             let silent = json
             let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox, build: build) { text in
                 if !silent { printError(text, terminator: "") }

@@ -136,6 +136,7 @@ struct ServeCommand: AsyncParsableCommand {
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
             schedulerSettings.runtime = runtime.map { URL(fileURLWithPath: $0) }
             schedulerSettings.build = EnvironmentBuild(sandbox: schedulerSettings.sandbox, policy: registry.requirements)
+            schedulerSettings.build.egress = registry.outbound.policy
             schedulerSettings.build.timeout = TimeInterval(max(1, buildTimeout)) * 60
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }

@@ -43,7 +43,7 @@ struct ValidateCommand: AsyncParsableCommand {
         let sandbox = try Sandbox.detect(network: spec.network)
         let quiet = json
         let configuration = try prepared.configuration(home: LocalStore.home, workDirectory: work, sandbox: sandbox,
-                                                       build: EnvironmentBuild(sandbox: sandbox, policy: RequirementPolicy(allowDirectReferences: true))) { text in
+                                                       build: EnvironmentBuild.authorsOwn(sandbox: sandbox)) { text in
             if !quiet { printError(text, terminator: "") }
         }
         let runner = try ModelProcess.runnerScript()

@@ -324,16 +324,29 @@ def test_downloads_stop_on_cancel_and_size_and_leave_nothing(server, tmp_path):
 # MARK: - 1. Environment builds run sandboxed
 
 
-def evil_sdist(marker, data_folder):
-    """An sdist whose setup.py, run by any installer, tries to leave marks on the host."""
+def evil_sdist(marker, data_folder, registry_port):
+    """An sdist whose setup.py, run by any installer, tries to leave marks on the host and to reach
+    the registry's own port on loopback and the cloud metadata address, directly and through the
+    proxy the installer was given."""
     setup = f"""
-import os, time
+import os, socket, time, urllib.request
 print("EVIL-BUILD-RAN", flush=True)
 for path in [{marker!r}, {os.path.join(data_folder, "evil-was-here")!r}]:
     try:
         open(path, "w").write("owned")
     except OSError as error:
         print("could not write", path, error, flush=True)
+for host, port in [("127.0.0.1", {registry_port}), ("169.254.169.254", 80)]:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print("EVIL-NET direct", host, "connected", flush=True)
+    except OSError as error:
+        print("EVIL-NET direct", host, "failed", error, flush=True)
+    try:
+        answer = urllib.request.urlopen(f"http://{{host}}:{{port}}/healthz", timeout=5).read()
+        print("EVIL-NET proxy", host, "READ", answer[:40], flush=True)
+    except Exception as error:
+        print("EVIL-NET proxy", host, "failed", error, flush=True)
 time.sleep(12)
 raise SystemExit("evil build gives up")
 """
@@ -353,10 +366,12 @@ def test_environment_builds_run_sandboxed_and_block_nobody_else(tmp_path, server
     folder.mkdir()
     project = tmp_path / "evil"
     project.mkdir()
-    permissive = Server("--allow-direct-requirements", samples=("hello",))
+    # The operator allows direct requirements and the file server on 127.0.0.2 (another host here).
+    permissive = Server("--allow-direct-requirements", "--allow-outbound", "127.0.0.2/32", samples=("hello",))
     outside = serve_folder(str(folder))
     try:
-        (folder / "evil-0.1.tar.gz").write_bytes(evil_sdist(marker, os.path.join(permissive.scratch, "data")))
+        registry_port = int(permissive.url.rsplit(":", 1)[1])
+        (folder / "evil-0.1.tar.gz").write_bytes(evil_sdist(marker, os.path.join(permissive.scratch, "data"), registry_port))
         url = f"http://127.0.0.2:{outside.server_address[1]}/evil-0.1.tar.gz"
         (project / "lathe.yaml").write_text(f'python: "3.11"\npython_packages: ["evil @ {url}"]\npredict: predict.py:predict\n'
                                             "inputs:\n  text: {type: string}\noutput: {type: string}\n")
@@ -393,6 +408,14 @@ def test_environment_builds_run_sandboxed_and_block_nobody_else(tmp_path, server
         # A failed build fails the waiting prediction with its last lines (the build's own output).
         assert state["status"] == "failed" and "evil build gives up" in state["error"], state
         assert "EVIL-BUILD-RAN" in state["error"] + (state["logs"] or ""), state
+        # The build's network is its own: nothing of this machine answers directly, and the proxy
+        # the installer uses refuses loopback and the metadata address with a sentence.
+        output = state["error"] + (state["logs"] or "")
+        for host in ["127.0.0.1", "169.254.169.254"]:
+            assert f"EVIL-NET direct {host} failed" in output, output
+            assert f"EVIL-NET proxy {host} failed HTTP Error 403" in output, output
+        assert "READ" not in output and "connected" not in output, output
+        assert f"egress: refused 127.0.0.1:{registry_port}" in output, output
         assert not os.path.exists(marker), "build code wrote to the host's /tmp"
         assert not os.path.exists(os.path.join(permissive.scratch, "data", "evil-was-here")), "build code wrote into the server's data"
     finally:
