@@ -168,22 +168,23 @@ public final class BuildProxy: @unchecked Sendable {
     }
 
     private static func connect(_ descriptor: Int32, _ address: IPAddress, _ port: Int) -> Bool {
+        func attempt<Address>(_ socketAddress: inout Address) -> Bool {
+            withUnsafePointer(to: &socketAddress) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<Address>.size)) }
+            } == 0
+        }
         if address.isV4 {
             var socketAddress = sockaddr_in()
             socketAddress.sin_family = sa_family_t(AF_INET)
             socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
             withUnsafeMutableBytes(of: &socketAddress.sin_addr) { $0.copyBytes(from: address.bytes) }
-            return withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            } == 0
+            return attempt(&socketAddress)
         }
         var socketAddress = sockaddr_in6()
         socketAddress.sin6_family = sa_family_t(AF_INET6)
         socketAddress.sin6_port = in_port_t(UInt16(port).bigEndian)
         withUnsafeMutableBytes(of: &socketAddress.sin6_addr) { $0.copyBytes(from: address.bytes) }
-        return withUnsafePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-        } == 0
+        return attempt(&socketAddress)
     }
 
     private func answer(_ client: Int32, _ status: Int, _ sentence: String) {
