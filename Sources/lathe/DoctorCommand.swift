@@ -5,7 +5,6 @@ import LatheRegistry
 import LatheRunner
 import LatheSpec
 import Logging
-import Yams
 
 /// `lathe doctor`: what this machine has of what Lathe needs, one line per check, each failing
 /// one with what to do. Exits 1 when something required is missing, so scripts can gate on it.
@@ -132,17 +131,15 @@ struct DoctorCommand: AsyncParsableCommand {
     // MARK: The server's stores
 
     func serverChecks() async -> [DoctorCheck] {
-        let environment = ProcessInfo.processInfo.environment
-        var file: [String: Any] = [:]
-        if let config {
-            guard let text = try? String(contentsOfFile: config, encoding: .utf8), let parsed = try? Yams.load(yaml: text) as? [String: Any] else {
-                return [DoctorCheck("config", .failed, "cannot read \(config) as a YAML mapping", fix: "check the path and its YAML")]
-            }
-            file = parsed
+        let settings: ServeCommand.Settings
+        do {
+            settings = try ServeCommand.Settings(data: data, database: database, config: config)
+        } catch {
+            return [DoctorCheck("config", .failed, "\(error)", fix: "check the path and its YAML")]
         }
-        let dataFolder = URL(fileURLWithPath: data ?? environment["LATHE_DATA"] ?? file["data"] as? String ?? "lathe-data")
+        let dataFolder = URL(fileURLWithPath: settings.data)
         var checks: [DoctorCheck] = []
-        if let url = database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String, !url.isEmpty {
+        if let url = settings.database, !url.isEmpty {
             checks.append(await Self.postgres(url))
         } else {
             checks.append(Self.writable(dataFolder, name: "database", what: "SQLite at \(dataFolder.appendingPathComponent("registry.sqlite").path)"))
@@ -150,7 +147,7 @@ struct DoctorCommand: AsyncParsableCommand {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-doctor-\(getpid())")
         defer { try? FileManager.default.removeItem(at: scratch) }
         do {
-            if let store = try blobOptions.store(runtime: scratch, file: file) {
+            if let store = try blobOptions.store(runtime: scratch, file: settings.file) {
                 do {
                     try await store.check()
                     checks.append(DoctorCheck("blob store", .ok, "\(store.location) at \(store.endpoint.absoluteString) answers"))

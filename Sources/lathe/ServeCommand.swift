@@ -213,19 +213,25 @@ struct ServeCommand: AsyncParsableCommand {
         var file: [String: Any] = [:]
 
         init(command: ServeCommand) throws {
+            try self.init(data: command.data, host: command.host, port: command.port, baseURL: command.baseURL,
+                          database: command.database, config: command.config)
+        }
+
+        /// Also what `lathe doctor --server` checks: the stores a server with these flags would use.
+        init(data: String?, host: String? = nil, port: Int? = nil, baseURL: String? = nil, database: String?, config: String?) throws {
             let environment = ProcessInfo.processInfo.environment
             var file: [String: Any] = [:]
-            if let path = command.config {
+            if let path = config {
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8), let parsed = try Yams.load(yaml: text) as? [String: Any] else {
                     throw ValidationError("cannot read \(path) as a YAML mapping of data:, host:, port:, base_url:, database:")
                 }
                 file = parsed
             }
-            data = command.data ?? environment["LATHE_DATA"] ?? file["data"] as? String ?? "lathe-data"
-            host = command.host ?? environment["LATHE_HOST"] ?? file["host"] as? String ?? "127.0.0.1"
-            port = command.port ?? environment["LATHE_PORT"].flatMap(Int.init) ?? file["port"] as? Int ?? 8080
-            baseURL = command.baseURL ?? environment["LATHE_BASE_URL"] ?? file["base_url"] as? String
-            database = command.database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String
+            self.data = data ?? environment["LATHE_DATA"] ?? file["data"] as? String ?? "lathe-data"
+            self.host = host ?? environment["LATHE_HOST"] ?? file["host"] as? String ?? "127.0.0.1"
+            self.port = port ?? environment["LATHE_PORT"].flatMap(Int.init) ?? file["port"] as? Int ?? 8080
+            self.baseURL = baseURL ?? environment["LATHE_BASE_URL"] ?? file["base_url"] as? String
+            self.database = database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String
             self.file = file
         }
     }
