@@ -41,12 +41,19 @@ def scratch():
     return folder
 
 
+def swift_toolchain():
+    """The folder of the Swift toolchain the tests were built with (/opt/swift here), or None."""
+    swift = shutil.which("swift")
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(swift)))) if swift else None
+
+
 def without_swift(command, cwd, env=None, user=None):
     """Runs `command` as on a machine with no Swift and no Lathe checkout: a clean environment
-    with the system PATH, and /opt/swift and this checkout hidden behind empty folders (bubblewrap
-    over the whole root, so everything else is as it is). `user` runs it as that uid instead."""
+    with the system PATH, and the Swift toolchain and this checkout hidden behind empty folders
+    (bubblewrap over the whole root, so everything else is as it is). `user` runs it as that uid."""
     environment = {"PATH": SYSTEM_PATH, "HOME": cwd, "LANG": "C.UTF-8", **(env or {})}
-    wrapper = ["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/opt/swift", "--tmpfs", ROOT, "--chdir", cwd, "--"]
+    hidden = [folder for folder in [swift_toolchain(), ROOT] if folder and folder != "/"]
+    wrapper = ["bwrap", "--dev-bind", "/", "/", *[part for folder in hidden for part in ("--tmpfs", folder)], "--chdir", cwd, "--"]
     if user is not None:
         wrapper += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
     return subprocess.run(wrapper + ["env", "-i", *[f"{k}={v}" for k, v in environment.items()], *command],
