@@ -94,6 +94,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `lathe worker`: runs models for a registry that decides (DESIGN §6), over HTTP only.
+        .target(
+            name: "LatheWorker",
+            dependencies: [
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
         // `lathe init` templates live at the top of the repository (DESIGN §2).
         .target(
             name: "LatheTemplates",
@@ -106,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "lathe",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheRegistry", "LatheClient",
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheRegistry", "LatheClient", "LatheWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

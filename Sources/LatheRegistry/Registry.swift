@@ -33,6 +33,8 @@ public struct Registry: Sendable {
     public var requirements = RequirementPolicy()
     /// The most bytes one account's uploaded files (/v1/files, web forms) may take.
     public var fileQuota: Int64 = 1 << 30
+    /// The remote workers this server decides for (shared by every copy of this value).
+    public let fleet = WorkerFleet()
 
     public init(database: RegistryDatabase, blobs: any BlobStore, runtime: URL, baseURL: String, logger: Logger) {
         self.database = database
@@ -62,6 +64,14 @@ public struct Registry: Sendable {
     /// A model the caller may read, or 404 (private models are invisible, never 403).
     func readable(owner: String, name: String, context: RegistryContext) async throws -> ModelRecord {
         if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)", code: "UNAUTHORIZED") }
+        if let worker = context.worker {
+            // A worker reads a model's versions only while it was asked to run one of them.
+            guard let model = try await models.anyModel(owner: owner, name: name),
+                  model.isPublic || fleet.mayPull(tokenID: worker.id, modelID: model.id) else {
+                throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+            }
+            return model
+        }
         guard let model = try await models.model(owner: owner, name: name, viewer: context.principal) else {
             throw RegistryError.notFound("model \(owner)/\(name) does not exist")
         }

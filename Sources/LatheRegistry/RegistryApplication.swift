@@ -28,12 +28,13 @@ public enum RegistryApplication {
                 }
             }
         }
-        router.add(middleware: AuthMiddleware(accounts: registry.accounts))
+        router.add(middleware: AuthMiddleware(accounts: registry.accounts, workers: WorkerTokenStore(database: registry.database)))
         let health = try JSONEncoder().encode(HealthReport(version: build.version, commit: build.commit))
         router.get("healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: health)))
         }
         DistributionRoutes(registry: registry).add(to: router)
+        WorkerRoutes(fleet: registry.fleet, logger: registry.logger).add(to: router)
         let v1 = router.group("v1").add(middleware: ProblemMiddleware()).add(middleware: RateLimitMiddleware(limiter: limiter))
         AccountRoutes(registry: registry).add(to: v1)
         ModelRoutes(registry: registry).add(to: v1)

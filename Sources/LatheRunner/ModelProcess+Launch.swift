@@ -23,6 +23,7 @@ extension ModelProcess.Configuration {
             if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
         }
         if let weights { environment["LATHE_WEIGHTS"] = weights }
+        environment.merge(gpus.environment) { _, gpu in gpu }
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
         guard let sandbox else {
             environment["HOME"] = workDirectory.path
@@ -34,7 +35,8 @@ extension ModelProcess.Configuration {
             readOnly: [self.environment.root.path, self.environment.basePrefix] + extraReadOnly + readOnlyPaths,
             writable: [workDirectory.path])
         // bwrap gets an empty environment of its own; --setenv passes ours inside.
-        return Launch(executable: sandbox.bwrap, arguments: sandbox.arguments(mounts: mounts, environment: environment, command: command),
+        return Launch(executable: sandbox.bwrap, arguments: sandbox.arguments(mounts: mounts, environment: environment, command: command,
+                                                                                      devices: gpus.devices),
                       environment: [:], directory: project)
     }
 }

@@ -25,6 +25,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var safetyChecker: EntryPoint?
         /// Most processes a sandboxed model may have at once before it is stopped.
         public var maxProcesses = 64
+        /// Whole GPUs this instance was given (their device nodes and `CUDA_VISIBLE_DEVICES`).
+        public var gpus = GPUAccess(devices: [], environment: [:])
 
         public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
             self.project = project

@@ -77,7 +77,9 @@ public struct Sandbox: Sendable {
 
     /// The full argument list: bwrap's options, then `command`.
     /// `chdir` is where the command starts (the project by default).
-    public func arguments(mounts: Mounts, environment: [String: String], command: [String], chdir: String = Sandbox.projectMount) -> [String] {
+    /// `devices` are device nodes bound in besides bwrap's minimal /dev (an instance's GPUs).
+    public func arguments(mounts: Mounts, environment: [String: String], command: [String], chdir: String = Sandbox.projectMount,
+                          devices: [String] = []) -> [String] {
         var arguments = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                          "--uid", "65534", "--gid", "65534", "--hostname", "lathe"]
         if network { arguments.append("--share-net") }
@@ -92,6 +94,7 @@ public struct Sandbox: Sendable {
             }
         }
         arguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for device in devices { arguments += ["--dev-bind", device, device] }
         for path in mounts.readOnly where fileManager.fileExists(atPath: path) {
             arguments += ["--ro-bind", path, path]
         }

@@ -8,7 +8,7 @@ struct AdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
         abstract: "Manage users, organizations and tokens in a registry's data folder; collect unreferenced blobs.",
-        subcommands: [User.self, Token.self, Organization.self, GC.self]
+        subcommands: [User.self, Token.self, WorkerToken.self, Organization.self, GC.self]
     )
 
     struct DataOption: ParsableArguments {
@@ -106,6 +106,58 @@ struct AdminCommand: AsyncParsableCommand {
                             throw ValidationError("no user named \(name); create it with `lathe admin user create \(name)`")
                         }
                         print(try await registry.accounts.createToken(for: user, label: label).secret)
+                    }
+                }
+            }
+        }
+    }
+
+    struct WorkerToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "worker-token", abstract: "Tokens for `lathe worker` (they open only the worker protocol).",
+            subcommands: [Create.self, List.self, Revoke.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Create a worker token and print it (and nothing else); it is stored hashed.")
+            @Option(help: "A name to recognise the token by.") var name: String = "worker"
+            @OptionGroup var data: DataOption
+
+            func run() async throws {
+                try await guarded {
+                    try await data.withRegistry { registry in
+                        print(try await WorkerTokenStore(database: registry.database).create(name: name).secret)
+                    }
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "ls", abstract: "List worker tokens (never their secrets).")
+            @OptionGroup var data: DataOption
+
+            func run() async throws {
+                try await guarded {
+                    try await data.withRegistry { registry in
+                        for token in try await WorkerTokenStore(database: registry.database).list() {
+                            print("\(token.id)\t\(token.name)\tcreated \(token.createdAt)\(token.revokedAt.map { "\trevoked \($0)" } ?? "")")
+                        }
+                    }
+                }
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke a worker token by id: workers using it are refused from then on.")
+            @Argument(help: "The token's id (from `lathe admin worker-token ls`).") var id: String
+            @OptionGroup var data: DataOption
+
+            func run() async throws {
+                try await guarded {
+                    try await data.withRegistry { registry in
+                        guard try await WorkerTokenStore(database: registry.database).revoke(id) else {
+                            throw ValidationError("no live worker token \(id); `lathe admin worker-token ls` lists them")
+                        }
+                        print("revoked \(id)")
                     }
                 }
             }

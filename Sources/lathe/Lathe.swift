@@ -8,7 +8,7 @@ struct Lathe: AsyncParsableCommand {
         version: "\(BuildInfo.version) (commit \(BuildInfo.commit))",
         subcommands: [
             InitCommand.self, ValidateCommand.self, SchemaCommand.self, BuildCommand.self, PredictCommand.self,
-            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, AdminCommand.self, DoctorCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self, RunCommand.self,
+            ImagesCommand.self, InspectCommand.self, RmCommand.self, ServeCommand.self, WorkerCommand.self, AdminCommand.self, DoctorCommand.self, LoginCommand.self, PushCommand.self, PullCommand.self, RunCommand.self,
         ]
     )
 }

@@ -43,12 +43,21 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-instances"), help: "Most instances per version (default 2).")
     var maxInstances: Int?
 
-    @Option(name: .customLong("max-instances-total"), help: "Most model instances on this server in all (default 4).")
+    @Option(name: .customLong("max-instances-total"), help: "Most model instances the embedded worker runs (default 4).")
     var maxInstancesTotal: Int?
 
     @Option(name: .customLong("max-instances-per-account"),
-            help: "Most instances one account's work may hold at once, so others always get a slot (default: total - 1, at least 1).")
+            help: "Most instances one account's work may hold at once across the fleet, so others always get a slot (default: the fleet's capacity - 1, at least 1).")
     var maxInstancesPerAccount: Int?
+
+    @Flag(name: .customLong("no-worker"), help: "Run no models here: an API-only server whose `lathe worker`s run them.")
+    var noWorker = false
+
+    @Option(name: .customLong("worker-lost-after"), help: "Seconds a remote worker may stay silent before its predictions run elsewhere (default 30).")
+    var workerLostAfter: Double = 30
+
+    @Option(name: .customLong("hardware-wait"), help: "Seconds a prediction waits for hardware no worker offers before it fails (default 600).")
+    var hardwareWait: Double = 600
 
     @Option(name: .customLong("max-warm-per-account"), help: "Most instances one account's deployments may keep warm in all (min_instances summed; default 2).")
     var maxWarmPerAccount: Int = 2
@@ -141,7 +150,12 @@ struct ServeCommand: AsyncParsableCommand {
             if let idle = idleTimeout { schedulerSettings.idleTimeout = TimeInterval(idle) }
             if let max = maxInstances { schedulerSettings.maxInstancesPerVersion = max }
             if let total = maxInstancesTotal { schedulerSettings.maxInstances = Swift.max(1, total) }
-            schedulerSettings.maxInstancesPerAccount = Swift.max(1, maxInstancesPerAccount ?? schedulerSettings.maxInstances - 1)
+            schedulerSettings.maxInstancesPerAccount = maxInstancesPerAccount.map { Swift.max(1, $0) }
+            schedulerSettings.embeddedWorker = !noWorker
+            schedulerSettings.hardwareWait = Swift.max(0, hardwareWait)
+            var fleetSettings = WorkerFleet.Settings()
+            fleetSettings.lostAfter = Swift.max(1, workerLostAfter)
+            registry.fleet.settings = fleetSettings
             schedulerSettings.maxWarmPerAccount = Swift.max(0, maxWarmPerAccount)
             if let retention = dataRetention { schedulerSettings.dataRetention = TimeInterval(retention) }
             if let maxTimeout { schedulerSettings.maxTimeout = TimeInterval(maxTimeout) }

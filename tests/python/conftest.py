@@ -196,7 +196,12 @@ class Server:
                 pass
         return count
 
+    def worker_token(self, name="test"):
+        return lathe("admin", "worker-token", "create", "--name", name, "--data", self.data, env=self.server_env).stdout.strip()
+
     def stop(self):
+        for worker in getattr(self, "workers", []):
+            worker.kill()
         for process, _, _ in self.replicas:
             if process.poll() is None:
                 process.terminate()
@@ -207,11 +212,80 @@ class Server:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+class Worker:
+    """`lathe worker` for `server`: its own data folder, only HTTP to the server. `netns` runs it in
+    that network namespace (then `registry` is the server's URL as seen from there)."""
+
+    def __init__(self, server, name, *extra, token=None, netns=None, registry=None):
+        self.name = name
+        self.data = os.path.join(server.scratch, f"worker-{name}")
+        self.log_path = os.path.join(server.scratch, f"worker-{name}.log")
+        self.token = token or server.worker_token(name)
+        self.registry = registry or server.url
+        self.extra = list(extra)
+        self.netns = netns
+        self.process = None
+        if not hasattr(server, "workers"):
+            server.workers = []
+        server.workers.append(self)
+        self.start()
+
+    def start(self, wait=True):
+        import time
+        before = self.registrations()
+        command = [LATHE, "worker", "--registry", self.registry, "--data", self.data, "--name", self.name, *self.extra]
+        if self.netns:
+            command = ["ip", "netns", "exec", self.netns, *command]
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "LATHE_WORKER_TOKEN": self.token})
+        deadline = time.time() + 30
+        while wait and self.registrations() == before:
+            if self.process.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"lathe worker {self.name} did not register:\n" + self.log())
+            time.sleep(0.05)
+
+    def registrations(self):
+        return self.log().count("registered as")
+
+    def log(self):
+        try:
+            with open(self.log_path) as log:
+                return log.read()
+        except OSError:
+            return ""
+
+    def instances(self):
+        """Model processes this worker runs (their command lines name its data folder)."""
+        folder = self.data.encode()
+        count = 0
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().split(b"\0")[0]
+                    if command.startswith(folder) and b"/envs/" in command:
+                        count += 1
+            except (OSError, ValueError):
+                pass
+        return count
+
+    def kill(self, signal=9):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal)
+            if signal in (9, 15):
+                self.process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def server():
     # 127.0.0.2 stands for "another host" (URL inputs, webhook receivers); the rest of loopback stays refused.
     # LATHE_TEST_REPLICAS=2 (with PostgreSQL) runs the suite through nginx in front of two replicas.
-    running = Server("--idle-timeout", "30", "--allow-outbound", "127.0.0.2/32", replicas=int(os.environ.get("LATHE_TEST_REPLICAS", "1")))
+    # LATHE_TEST_WORKERS=2 runs it on an API-only server (--no-worker) with two `lathe worker`s.
+    workers = int(os.environ.get("LATHE_TEST_WORKERS", "0"))
+    extra = ["--no-worker", "--max-instances-per-account", "8", "--max-instances", "4"] if workers else []
+    running = Server("--idle-timeout", "30", "--allow-outbound", "127.0.0.2/32", *extra, replicas=int(os.environ.get("LATHE_TEST_REPLICAS", "1")))
+    for index in range(workers):
+        Worker(running, f"w{index + 1}", "--max-instances", "4")
     os.environ["REPLICATE_BASE_URL"] = running.url
     os.environ["REPLICATE_API_TOKEN"] = running.token
     os.environ["REPLICATE_POLL_INTERVAL"] = "0.1"

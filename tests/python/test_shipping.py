@@ -95,6 +95,7 @@ def test_the_tarball_runs_predict_without_swift_or_the_checkout(dist, unpacked):
     for need in ["libarchive13", "bubblewrap", "python3", "uv", "lathe doctor"]:
         assert need in readme
     assert os.path.exists(os.path.join(unpacked, "lathe", "share", "lathe", "deploy", "lathe-serve.service"))
+    assert os.path.exists(os.path.join(unpacked, "lathe", "share", "lathe", "deploy", "lathe-worker.service"))
 
 
 def test_dist_is_the_same_bytes_twice_with_a_checksum(dist):
@@ -224,7 +225,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(dist):
     prefix = os.path.join(folder, "usr")
     installed = subprocess.run([os.path.join(ROOT, "scripts", "package"), "install", prefix], capture_output=True, text=True, timeout=3600)
     assert installed.returncode == 0, installed.stderr[-2000:]
-    for name in ["lathe-serve.service"]:
+    for name in ["lathe-serve.service", "lathe-worker.service"]:
         unit = open(os.path.join(ROOT, "deploy", name)).read()
         for setting in ["User=lathe", "ProtectSystem=strict", "PrivateTmp=yes", "Restart=on-failure", "EnvironmentFile=", "NoNewPrivileges=yes"]:
             assert setting in unit, f"{name} lacks {setting}"

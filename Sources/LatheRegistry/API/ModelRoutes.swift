@@ -66,6 +66,7 @@ struct ModelRoutes {
         guard case .object(var object) = WireShapes.model(model, latest: try await registry.models.latestVersion(of: model),
                                                           baseURL: registry.baseURL) else { return .null }
         object["run_count"] = .int(try await store.runCount(modelID: model.id))
+        object["hardware"] = .string(model.hardware)
         if let example = examples.first { object["default_example"] = PredictionShape(registry: registry).json(example) }
         if let cover = examples.lazy.compactMap({ PredictionView.image(in: $0, registry: self.registry) }).first {
             object["cover_image_url"] = .string(cover.hasPrefix("/") ? registry.baseURL + cover : cover)
@@ -99,7 +100,8 @@ struct ModelRoutes {
             throw RegistryError(403, "you may not create models for \(body.owner)")
         }
         let model = try await registry.models.createModel(owner: owner, name: body.name, visibility: body.visibility,
-                                                          description: body.description, license: body.license ?? body.license_url)
+                                                          description: body.description, license: body.license ?? body.license_url,
+                                                          hardware: body.hardware ?? "cpu")
         return try jsonResponse(try await shape(model), status: .created)
     }
 
@@ -109,6 +111,7 @@ struct ModelRoutes {
         var license: String?
         var license_url: String?
         var visibility: String?
+        var hardware: String?
     }
 
     private func update(_ request: Request, _ context: RegistryContext) async throws -> Response {
@@ -120,6 +123,10 @@ struct ModelRoutes {
         if let value = body.visibility {
             guard value == "public" || value == "private" else { throw RegistryError(400, "visibility must be public or private") }
             model.visibility = value
+        }
+        if let value = body.hardware {
+            guard ModelStore.isValidSKU(value) else { throw RegistryError(400, "hardware must be a SKU such as cpu or gpu-a100 (GET /v1/hardware lists them)") }
+            model.hardware = value
         }
         try await registry.models.updateModel(model)
         return try jsonResponse(try await shape(model))

@@ -6,6 +6,8 @@ public struct RegistryContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The caller, when a valid token came with the request.
     public var principal: Principal?
+    /// The worker token a `lathe worker` sent (worker protocol and `/v2` pulls only).
+    public var worker: WorkerTokenRecord?
     /// True when the request carried credentials that were not valid (never silently anonymous).
     public var rejectedCredentials = false
     /// The browser session on web pages (its principal is also set as `principal`).

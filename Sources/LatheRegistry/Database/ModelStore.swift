@@ -11,13 +11,15 @@ public struct ModelRecord: Sendable, Codable, Hashable {
     public var description: String?
     public var license: String?
     public var readme: String?
+    /// The hardware SKU its predictions run on (`cpu`, a label a worker offers, `gpu-…`).
+    public var hardware: String = "cpu"
     public var createdAt: String
 
     public var repository: String { "\(owner)/\(name)" }
     public var isPublic: Bool { visibility == "public" }
 
     enum CodingKeys: String, CodingKey {
-        case id, owner, name, visibility, description, license, readme
+        case id, owner, name, visibility, description, license, readme, hardware
         case ownerID = "owner_id"
         case createdAt = "created_at"
     }
@@ -51,7 +53,7 @@ public struct ModelStore: Sendable {
         caches = database.caches
     }
 
-    static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.created_at"
+    static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.hardware, m.created_at"
 
     /// `visible` restricts rows to public models and those `viewer` may act for.
     private func visible(_ viewer: Principal?) -> SQLQueryString {
@@ -90,7 +92,11 @@ public struct ModelStore: Sendable {
             """).first(decoding: ModelRecord.self)
     }
 
-    public func createModel(owner: Account, name: String, visibility: String, description: String?, license: String?) async throws -> ModelRecord {
+    public func createModel(owner: Account, name: String, visibility: String, description: String?, license: String?,
+                            hardware: String = "cpu") async throws -> ModelRecord {
+        guard Self.isValidSKU(hardware) else {
+            throw RegistryError(400, "hardware \"\(hardware.prefix(64))\" is not a SKU: use lowercase letters, digits and '-' (for example cpu or gpu-a100); GET /v1/hardware lists what the fleet offers")
+        }
         guard AccountStore.isValidName(name) else {
             throw RegistryError(400, "\"\(name)\" is not a valid model name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
         }
@@ -101,10 +107,11 @@ public struct ModelStore: Sendable {
             throw RegistryError(409, "the model name \(owner.username)/\(name) is taken")
         }
         let record = ModelRecord(id: UUID().uuidString.lowercased(), ownerID: owner.id, owner: owner.username, name: name, visibility: visibility,
-                                 description: description, license: license, readme: nil, createdAt: Timestamp.now())
+                                 description: description, license: license, readme: nil, hardware: hardware, createdAt: Timestamp.now())
         try await sql.raw("""
-            INSERT INTO models (id, owner_id, name, visibility, description, license, created_at)
-            VALUES (\(bind: record.id), \(bind: owner.id), \(bind: name), \(bind: visibility), \(bind: description), \(bind: license), \(bind: record.createdAt))
+            INSERT INTO models (id, owner_id, name, visibility, description, license, hardware, created_at)
+            VALUES (\(bind: record.id), \(bind: owner.id), \(bind: name), \(bind: visibility), \(bind: description), \(bind: license),
+                    \(bind: hardware), \(bind: record.createdAt))
             """).run()
         return record
     }
@@ -112,9 +119,15 @@ public struct ModelStore: Sendable {
     public func updateModel(_ model: ModelRecord) async throws {
         try await sql.raw("""
             UPDATE models SET visibility = \(bind: model.visibility), description = \(bind: model.description),
-              license = \(bind: model.license), readme = \(bind: model.readme) WHERE id = \(bind: model.id)
+              license = \(bind: model.license), readme = \(bind: model.readme), hardware = \(bind: model.hardware) WHERE id = \(bind: model.id)
             """).run()
         caches.changed()
+    }
+
+    /// A hardware SKU: 1–64 lowercase letters, digits and '-', starting with a letter.
+    public static func isValidSKU(_ text: String) -> Bool {
+        guard let first = text.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), text.utf8.count <= 64 else { return false }
+        return text.utf8.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") }
     }
 
     /// Deletes a model with its versions, tags and manifests (blobs stay for other models).

@@ -250,6 +250,13 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("ALTER TABLE blobs ADD COLUMN touched_at TEXT").run()
             try await sql.raw("UPDATE blobs SET touched_at = created_at").run()
         }),
+        (8, "worker tokens (stored hashed) and the hardware a model asks for", { sql, _ in
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS worker_tokens (
+                  id TEXT PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
+                """).run()
+            try await sql.raw("ALTER TABLE models ADD COLUMN hardware TEXT NOT NULL DEFAULT 'cpu'").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -41,7 +41,8 @@ struct DeploymentRoutes {
         let rows = try await DeploymentStore(database: registry.database).all()
         for row in rows {
             guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version) else { continue }
-            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances, account: row.ownerID)
+            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances, account: row.ownerID,
+                                          hardware: row.hardware)
         }
     }
 
@@ -99,6 +100,12 @@ struct DeploymentRoutes {
         }
     }
 
+    private func validHardware(_ sku: String?) throws {
+        if let sku, !ModelStore.isValidSKU(sku) {
+            throw RegistryError(400, "hardware must be a SKU such as cpu or gpu-a100 (GET /v1/hardware lists what the fleet offers)")
+        }
+    }
+
     private func create(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let principal = try signedIn(context)
         let body = try await request.decode(as: Body.self, context: context)
@@ -112,13 +119,14 @@ struct DeploymentRoutes {
         guard let version = try await registry.models.version(of: model, id: versionID) else { throw RegistryError(404, "version not found in \(model.repository)") }
         let min = body.min_instances ?? 0, max = body.max_instances ?? 1
         try validBounds(min, max)
+        try validHardware(body.hardware)
         try await withinWarmLimit(owner: principal.user.id, excluding: nil, adding: min)
         let record = DeploymentRecord(id: UUID().uuidString.lowercased(), ownerID: principal.user.id, name: name, modelID: model.id, version: version.id,
-                                      hardware: body.hardware ?? "cpu", minInstances: min, maxInstances: max, release: 1,
+                                      hardware: body.hardware ?? model.hardware, minInstances: min, maxInstances: max, release: 1,
                                       createdBy: principal.user.id, createdAt: Timestamp.now())
         try await store.insert(record)
         try await scheduler.setBounds(version: version.id, manifestDigest: version.manifestDigest, modelID: model.id, min: min, max: max,
-                                      account: record.ownerID)
+                                      account: record.ownerID, hardware: record.hardware)
         return try jsonResponse(try await shape(record), status: .created)
     }
 
@@ -133,6 +141,7 @@ struct DeploymentRoutes {
         }
         if let value = body.min_instances { found.minInstances = value }
         if let value = body.max_instances { found.maxInstances = value }
+        try validHardware(body.hardware)
         if let value = body.hardware { found.hardware = value }
         try validBounds(found.minInstances, found.maxInstances)
         try await withinWarmLimit(owner: found.ownerID, excluding: found.id, adding: found.minInstances)
@@ -140,7 +149,7 @@ struct DeploymentRoutes {
         try await store.update(found)
         guard let version = try await registry.models.version(of: model, id: found.version) else { throw RegistryError(404, "version not found") }
         try await scheduler.setBounds(version: found.version, manifestDigest: version.manifestDigest, modelID: model.id,
-                                      min: found.minInstances, max: found.maxInstances, account: found.ownerID)
+                                      min: found.minInstances, max: found.maxInstances, account: found.ownerID, hardware: found.hardware)
         return try jsonResponse(try await shape(found))
     }
 }

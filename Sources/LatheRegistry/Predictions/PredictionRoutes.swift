@@ -51,7 +51,8 @@ struct PredictionRoutes {
             return try jsonResponse(WireShapes.page(examples.map { PredictionShape(registry: registry).json($0) }, next: nil))
         }
         v1.get("hardware") { _, _ in
-            try jsonResponse(.array([.object(["sku": .string("cpu"), "name": .string("CPU")])]))
+            // What the fleet offers now: the embedded worker's and every registered worker's SKUs.
+            try jsonResponse(.array(await scheduler.hardwareOffered().map { .object(["sku": .string($0.sku), "name": .string($0.name)]) }))
         }
         v1.get("webhooks/default/secret") { _, context in
             guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
@@ -225,7 +226,7 @@ struct PredictionRoutes {
             try await store.insert(row, claim: claim, checkSafety: checkSafety)
             return false
         }
-        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, input: input, checkSafety: checkSafety, inserted: insert,
+        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, model: model, input: input, checkSafety: checkSafety, inserted: insert,
                                     claimID: claim.id)
         return Submitted(record: record, insert: insert)
     }

@@ -4,15 +4,24 @@ import LatheRunner
 import LatheSpec
 import Logging
 
-/// Runs predictions on instances: one queue per version, instances cold-booted on demand up to a
-/// per-version and a global limit, stopped again after an idle time (DESIGN §6).
+/// Decides where predictions run (DESIGN §6): one queue per version, instances cold-booted on
+/// demand up to a per-version and a per-account limit, on the embedded worker or a remote one
+/// that offers the version's hardware (preferring one that has the version warm or cached),
+/// stopped again after an idle time.
 public actor Scheduler {
     public struct Settings: Sendable {
         public var maxInstancesPerVersion = 2
+        /// Most instances the embedded worker runs.
         public var maxInstances = 4
+        /// Whether this server runs models itself; `lathe serve --no-worker` leaves running to
+        /// remote workers.
+        public var embeddedWorker = true
+        /// How long a prediction waits for hardware no worker offers before it fails.
+        public var hardwareWait: TimeInterval = 600
         /// Most instances one account's work may hold at once (its predictions' boots and its
-        /// deployments' warm minimums together), so one account cannot take every slot.
-        public var maxInstancesPerAccount = 2
+        /// deployments' warm minimums together), so one account cannot take every slot; nil:
+        /// the fleet's capacity less one.
+        public var maxInstancesPerAccount: Int? = 2
         /// Most instances one account's deployments may keep warm in all.
         public var maxWarmPerAccount = 2
         public var idleTimeout: TimeInterval = 300
@@ -44,22 +53,50 @@ public actor Scheduler {
         var hasWebhook: Bool
         /// The claim this replica holds on the prediction (every write names it).
         var claimID: String
+        /// Runs after a worker was lost before the prediction produced anything (at most 2).
+        var attempts = 0
+        /// When it joined this replica's queue (a wait for hardware is counted from here).
+        var queuedAt = Date()
+        /// Lines the final logs start with (why it ran again).
+        var preamble = ""
         /// The account the prediction runs for (fair share and instance limits count by it).
         var account: String { record.accountID ?? creatorID }
     }
 
+    /// Where an instance runs.
+    enum Location: Hashable, Sendable {
+        case embedded
+        case worker(String)
+    }
+
     final class Instance: @unchecked Sendable {
-        let process: ModelProcess
+        let runner: any InstanceRunner
         let work: URL
         /// The account whose work booted it (counted against that account's instance limit).
         let account: String
+        let location: Location
+        /// The hardware it was booted for (a version whose hardware changes gets new instances).
+        let sku: String
         var busy = false
         var lastUsed = Date()
-        init(process: ModelProcess, work: URL, account: String) {
-            self.process = process
+        init(runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String) {
+            self.runner = runner
             self.work = work
             self.account = account
+            self.location = location
+            self.sku = sku
         }
+    }
+
+    /// A version as loaded for running: its manifest and config, and where it comes from.
+    struct LoadedVersion: Sendable {
+        var manifest: Manifest
+        var config: ModelConfig
+        var manifestDigest: String
+        var modelID: String
+        var repository: String
+        /// The SKU the model asks for (a deployment's own overrides it).
+        var hardware: String
     }
 
     private let registry: Registry
@@ -81,10 +118,14 @@ public actor Scheduler {
     private let runtime: URL
     private var pools: [String: [Instance]] = [:]
     private var booting: [String: Int] = [:]
+    /// Boots in flight by where they run.
+    private var bootingAt: [Location: Int] = [:]
+    /// Predictions told they wait for hardware no worker offers.
+    private var waitingForHardware: Set<String> = []
     /// Boots in flight by the account they are for.
     private var bootingFor: [String: Int] = [:]
     private var queues: [String: [Job]] = [:]
-    private var versions: [String: (manifest: Manifest, config: ModelConfig)] = [:]
+    private var versions: [String: LoadedVersion] = [:]
     private var running: [String: Instance] = [:]
     /// Input downloads in flight, by prediction (a cancel stops them).
     private var downloads: [String: Task<[String: JSONValue], any Error>] = [:]
@@ -97,7 +138,7 @@ public actor Scheduler {
     private var reaper: Task<Void, Never>?
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
-    private var bounds: [String: (min: Int, max: Int, account: String)] = [:]
+    private var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]
     /// When a version whose setup failed may be booted again just to keep a deployment warm.
     private var warmRetry: [String: Date] = [:]
 
@@ -127,6 +168,7 @@ public actor Scheduler {
         }
         if !requeued.isEmpty { await events.publish(.queued) }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
+        registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
         await adopt()
         reaper = Task { [weak self] in
             var tick = 0
@@ -134,6 +176,7 @@ public actor Scheduler {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
                 guard let self else { return }
                 tick += 1
+                await self.expireWorkers()
                 await self.stopIdle()
                 let leader = self.events.isLeader
                 if leader { await self.keepDeploymentsWarm() }
@@ -234,17 +277,19 @@ public actor Scheduler {
     /// Stops every instance (graceful shutdown).
     public func shutdown() {
         reaper?.cancel()
-        for instance in pools.values.flatMap({ $0 }) { instance.process.terminate() }
+        for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
     }
 
     // MARK: - Submitting and waiting
 
     /// Queues an inserted prediction; `input` is the validated input it runs with.
-    func enqueue(_ record: PredictionRecord, manifestDigest: String?, input: [String: JSONValue], checkSafety: Bool = true,
+    /// `model`, when the caller has it, refreshes the hardware the version asks for.
+    func enqueue(_ record: PredictionRecord, manifestDigest: String?, model: ModelRecord? = nil, input: [String: JSONValue], checkSafety: Bool = true,
                  inserted: Task<Bool, any Error>? = nil, claimID: String) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
+        if let model, versions[version]?.hardware != model.hardware { versions[version]?.hardware = model.hardware }
         let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
         queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, inserted: inserted, input: input, timeout: timeout,
                                                 checkSafety: checkSafety, hasWebhook: record.webhook != nil, claimID: claimID))
@@ -259,6 +304,7 @@ public actor Scheduler {
     /// Reads a version's manifest and config once.
     private func load(_ version: String, manifestDigest: String?, modelID: String) async throws {
         if versions[version] == nil {
+            guard let model = try await registry.models.model(id: modelID) else { throw RegistryError(404, "the model of version \(version) is gone") }
             let digest: String
             if let manifestDigest {
                 digest = manifestDigest
@@ -271,7 +317,8 @@ public actor Scheduler {
             guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
             let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(manifestDigest)))
             let config = try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest)))
-            versions[version] = (manifest, config)
+            versions[version] = LoadedVersion(manifest: manifest, config: config, manifestDigest: digest, modelID: modelID,
+                                              repository: model.repository, hardware: model.hardware)
         }
     }
 
@@ -345,13 +392,19 @@ public actor Scheduler {
             download.cancel()
             return
         }
-        running[id]?.process.cancel(id: id)
+        running[id]?.runner.cancel(id: id)
     }
 
     // MARK: - Instances
 
     private func pump(_ version: String) {
-        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { !$0.busy }) {
+        let sku = hardware(of: version)
+        if let stale = pools[version]?.filter({ !$0.busy && $0.sku != sku }), !stale.isEmpty {
+            // The model or deployment now asks for other hardware: idle instances on the old go.
+            for instance in stale { instance.runner.terminate() }
+            pools[version]?.removeAll { instance in stale.contains { $0 === instance } }
+        }
+        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { !$0.busy && $0.runner.isRunning && $0.sku == sku }) {
             queues[version]?.removeFirst()
             instance.busy = true
             running[job.id] = instance
@@ -367,18 +420,29 @@ public actor Scheduler {
         // The new instance is for the account of the first job it will take, or the deployment's.
         // Work is held to the per-account limit; warm minimums were held to theirs when the
         // deployment was made.
-        guard let account = needWork ? queues[version]?.dropFirst(booting[version] ?? 0).first?.account : bounds[version]?.account,
-              !needWork || instanceCount(of: account) < settings.maxInstancesPerAccount else { return }
-        var total = pools.values.reduce(0) { $0 + $1.count } + booting.values.reduce(0, +)
-        // At global capacity, waiting work (never a warm minimum) makes room by stopping an idle
-        // instance of another version, so a waiting account is never starved.
-        if total >= settings.maxInstances {
-            guard needWork, evictIdle(except: version, for: account) else { return }
-            total -= 1
+        guard let account = needWork ? queues[version]?.dropFirst(booting[version] ?? 0).first?.account : bounds[version]?.account else { return }
+        if needWork && instanceCount(of: account) >= perAccountLimit {
+            // At its limit, an account's waiting work may replace its own idle instance of
+            // another version (never someone else's).
+            guard evictOwnIdle(except: version, of: account) else { return }
         }
+        var target = place(version, sku: sku)
+        if target == nil {
+            guard offered(sku) else {
+                if needWork { tellWaitingForHardware(version, sku: sku) }
+                return
+            }
+            // Everything that offers the hardware is full: waiting work (never a warm minimum)
+            // makes room by stopping an idle instance of another version, so a waiting account
+            // is never starved.
+            guard needWork, evictIdle(except: version, for: account, sku: sku) else { return }
+            target = place(version, sku: sku)
+        }
+        guard let target else { return }
         booting[version, default: 0] += 1
         bootingFor[account, default: 0] += 1
-        Task { await boot(version, account: account) }
+        bootingAt[target, default: 0] += 1
+        Task { await boot(version, account: account, at: target) }
     }
 
     /// Instances held or being booted for `account`.
@@ -386,13 +450,125 @@ public actor Scheduler {
         pools.values.reduce(0) { $0 + $1.filter { $0.account == account }.count } + (bootingFor[account] ?? 0)
     }
 
-    private func boot(_ version: String, account: String) async {
+    /// The most instances one account may hold: the operator's limit, or all but one slot.
+    private var perAccountLimit: Int {
+        settings.maxInstancesPerAccount ?? max(1, totalCapacity - 1)
+    }
+
+    // MARK: - Placement
+
+    /// Instances the whole fleet (the embedded worker and every remote one) may run at once.
+    private var totalCapacity: Int {
+        (settings.embeddedWorker ? settings.maxInstances : 0) + registry.fleet.workers.reduce(0) { $0 + $1.capacity }
+    }
+
+    /// The SKU a version runs on: its deployment's, else its model's.
+    private func hardware(of version: String) -> String {
+        bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
+    }
+
+    /// Every place that could run instances, with what it offers and holds.
+    private func places() -> [(location: Location, skus: [String], cached: Set<String>, capacity: Int)] {
+        var result: [(Location, [String], Set<String>, Int)] = []
+        if settings.embeddedWorker { result.append((.embedded, ["cpu"], [], settings.maxInstances)) }
+        for member in registry.fleet.workers { result.append((.worker(member.id), member.hardware.skus, member.cached, member.capacity)) }
+        return result
+    }
+
+    /// Whether anything in the fleet offers `sku` (full or not).
+    private func offered(_ sku: String) -> Bool {
+        places().contains { $0.skus.contains(sku) }
+    }
+
+    private func count(at location: Location) -> Int {
+        pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0)
+    }
+
+    /// Where a new instance of `version` goes: a place offering `sku` with room, preferring one
+    /// that already runs the version (its environment is built), then one that has it cached,
+    /// then the least loaded. Nil when every such place is full.
+    private func place(_ version: String, sku: String) -> Location? {
+        let hex = Digest(parsing: version)?.hex ?? version
+        let candidates = places().filter { $0.skus.contains(sku) && count(at: $0.location) < $0.capacity }
+        func rank(_ place: (location: Location, skus: [String], cached: Set<String>, capacity: Int)) -> (Int, Double) {
+            let warm = pools[version]?.contains { $0.location == place.location } ?? false
+            let cached = place.cached.contains(version) || place.cached.contains(hex)
+            return (warm ? 0 : cached ? 1 : 2, Double(count(at: place.location)) / Double(max(1, place.capacity)))
+        }
+        return candidates.min { rank($0) < rank($1) }?.location
+    }
+
+    /// Tells the predictions of `version` (once each) that no worker offers its hardware.
+    private func tellWaitingForHardware(_ version: String, sku: String) {
+        for job in queues[version] ?? [] where !waitingForHardware.contains(job.id) {
+            waitingForHardware.insert(job.id)
+            let store = predictions, inserted = job.inserted, wait = Int(settings.hardwareWait)
+            Task {
+                _ = try? await inserted?.value
+                try? await store.setStartingLogs(job.id, logs: "Waiting for hardware \(sku): no worker offers it yet. The prediction fails if none does within \(wait) s.\n")
+            }
+        }
+    }
+
+    /// Fails predictions that waited longer than the operator allows for hardware no worker offers.
+    private func failUnplaceable() async {
+        let now = Date()
+        for (version, jobs) in queues where !jobs.isEmpty {
+            let sku = hardware(of: version)
+            guard !offered(sku) else { continue }
+            let expired = jobs.filter { now.timeIntervalSince($0.queuedAt) > settings.hardwareWait }
+            guard !expired.isEmpty else { continue }
+            queues[version] = jobs.filter { job in !expired.contains { $0.id == job.id } }
+            for job in expired {
+                waitingForHardware.remove(job.id)
+                _ = try? await job.inserted?.value
+                _ = try? await predictions.complete(job.id, status: "failed", output: nil,
+                                                    error: "No worker offers hardware \(sku) (waited \(Int(settings.hardwareWait)) s): start a worker with `lathe worker --hardware \(sku)`, or set the model's hardware to one GET /v1/hardware lists.",
+                                                    logs: "", metrics: "{}", claim: job.claimID)
+                claims.removeValue(forKey: job.id)
+                await notify("completed", job.id)
+                await publishFinished(job.id)
+            }
+        }
+    }
+
+    /// Counts silent workers lost: their instances end (the predictions on them run again or
+    /// fail), and what waited is placed again.
+    private func expireWorkers() async {
+        for name in registry.fleet.expire() {
+            registry.logger.warning("worker lost", metadata: ["worker": "\(name)"])
+        }
+        await failUnplaceable()
+    }
+
+    /// A worker registered or its cache changed: place what waits.
+    private func fleetChanged() {
+        pumpWaiting()
+        if events.isLeader { keepDeploymentsWarm() }
+    }
+
+    /// The SKUs the fleet offers, for `GET /v1/hardware`, with a name for each.
+    func hardwareOffered() -> [(sku: String, name: String)] {
+        var names: [String: String] = [:]
+        if settings.embeddedWorker { names["cpu"] = "CPU" }
+        for member in registry.fleet.workers {
+            for sku in member.hardware.skus where names[sku] == nil {
+                names[sku] = sku == "cpu" ? "CPU" : member.hardware.gpus.first(where: { $0.sku == sku }).map { "\($0.model) GPU" } ?? sku
+            }
+        }
+        return names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    private func boot(_ version: String, account: String, at location: Location) async {
         defer {
             booting[version, default: 1] -= 1
             bootingFor[account, default: 1] -= 1
+            bootingAt[location, default: 1] -= 1
             if bootingFor[account] == 0 { bootingFor.removeValue(forKey: account) }
+            if bootingAt[location] == 0 { bootingAt.removeValue(forKey: location) }
         }
-        guard let (manifest, config) = versions[version], let digest = Digest(parsing: version) else { return }
+        guard let loaded = versions[version], let digest = Digest(parsing: version) else { return }
+        let sku = hardware(of: version)
         let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
         let started = Date()
         let buildLog = BuildLog()
@@ -404,39 +580,73 @@ public actor Scheduler {
             }
         }
         defer { flusher.cancel() }
+        var lostWorker: String?
         do {
-            let runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
-            // The layers as local files (the store's own, or verified copies in the blob cache).
-            var files: [Digest: URL] = [:]
-            for layer in manifest.layers { files[layer.digest] = try await registry.blobCache.file(for: layer.digest) }
-            let layerFiles = files
-            // Unpacking and building the environment block a thread for as long as they take
-            // (minutes for a large install): they get their own thread, never the actor's.
-            let configuration = try await Self.onOwnThread {
-                let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
-                                                        blobURL: { layerFiles[$0] ?? URL(fileURLWithPath: "/nonexistent") },
-                                                        instances: runtime.appendingPathComponent("instances"))
-                var environmentBuild = build
-                environmentBuild.sandbox = sandbox
-                return try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild) { buildLog.append($0) }
+            let runner: any InstanceRunner
+            let result: SetupResult
+            switch location {
+            case .embedded:
+                let process = try await startLocal(loaded, digest: digest, work: work, buildLog: buildLog)
+                result = try await process.start()
+                runner = process
+            case .worker(let workerID):
+                guard let member = registry.fleet.workers.first(where: { $0.id == workerID }) else {
+                    lostWorker = "the worker chosen for it left"
+                    throw RegistryError(503, "the worker chosen for it left")
+                }
+                let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
+                                            tokenID: member.tokenID, modelID: loaded.modelID, work: work, fleet: registry.fleet)
+                registry.fleet.add(remote)
+                result = await remote.boot(WorkerVersion(id: version, repository: loaded.repository, manifestDigest: loaded.manifestDigest),
+                                           gpus: sku.hasPrefix("gpu-") ? 1 : 0) { buildLog.replace($0) }
+                lostWorker = remote.lostReason
+                runner = remote
             }
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
-            let process = ModelProcess(configuration)
-            switch try await process.start() {
+            switch result {
             case .ready:
-                pools[version, default: []].append(Instance(process: process, work: work, account: account))
-                registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))"])
+                pools[version, default: []].append(Instance(runner: runner, work: work, account: account, location: location, sku: sku))
+                registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
+                                                                  "where": "\(location)"])
             case .failed(let error, let logs):
-                process.terminate()
-                setupFailed(version, error: "\(error)", logs: logs)
-                await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
+                runner.terminate()
+                if let lostWorker {
+                    // Not the model's fault: it is placed again elsewhere.
+                    registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lostWorker)"])
+                } else {
+                    setupFailed(version, error: "\(error)", logs: logs)
+                    await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
+                }
             }
         } catch {
-            setupFailed(version, error: "\(error)", logs: buildLog.text)
-            await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
+            if lostWorker == nil {
+                setupFailed(version, error: "\(error)", logs: buildLog.text)
+                await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
+            }
         }
         pump(version)
         pumpWaiting()
+    }
+
+    /// Unpacks a version and builds its environment for the embedded worker, off the actor.
+    private func startLocal(_ loaded: LoadedVersion, digest: Digest, work: URL, buildLog: BuildLog) async throws -> ModelProcess {
+        let runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
+        let (manifest, config) = (loaded.manifest, loaded.config)
+        // The layers as local files (the store's own, or verified copies in the blob cache).
+        var files: [Digest: URL] = [:]
+        for layer in manifest.layers { files[layer.digest] = try await registry.blobCache.file(for: layer.digest) }
+        let layerFiles = files
+        // Unpacking and building the environment block a thread for as long as they take
+        // (minutes for a large install): they get their own thread, never the actor's.
+        let configuration = try await Self.onOwnThread {
+            let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
+                                                    blobURL: { layerFiles[$0] ?? URL(fileURLWithPath: "/nonexistent") },
+                                                    instances: runtime.appendingPathComponent("instances"))
+            var environmentBuild = build
+            environmentBuild.sandbox = sandbox
+            return try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild) { buildLog.append($0) }
+        }
+        return ModelProcess(configuration)
     }
 
     /// Runs blocking work on a thread of its own and returns its result.
@@ -518,8 +728,18 @@ public actor Scheduler {
             }
         }
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
-        let progress = Progress()
-        let notifier = job.hasWebhook ? self : nil
+        // Streamed items and logs reach the database at most every 200 ms, in order (each write
+        // appends its delta to the event log); what comes within 200 ms of a write follows 200 ms
+        // after it, so a lone early log line never waits for the end.
+        let signals = self.signals
+        let progress = Progress { progress, snapshot, kind in
+            progress.write {
+                try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, delta: snapshot.delta,
+                                                startedAt: startedAt, claim: claim)
+                signals.changed(id)
+                if let notifier = job.hasWebhook ? self : nil { await notifier.notify(kind, id) }
+            }
+        }
         var outcome: PredictionOutcome
         do {
             // Downloads count against the prediction's timeout and stop on cancel.
@@ -536,30 +756,44 @@ public actor Scheduler {
                 outcome = PredictionOutcome(status: .canceled)
             } else {
                 let input = try result.get()
-                outcome = await instance.process.predict(id: job.id, input: input, outputDirectory: outputs,
+                outcome = await instance.runner.predict(id: job.id, input: input, outputDirectory: outputs,
                                                          timeout: max(0.001, deadline.timeIntervalSinceNow),
-                                                         checkSafety: job.checkSafety) { event in
-                    // Streamed items and logs reach the database at most every 200 ms.
-                    if let snapshot = progress.add(event) {
-                        // Written in order (each write appends the delta to the event log).
-                        let signals = self.signals
-                        progress.write {
-                            try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, delta: snapshot.delta,
-                                                            startedAt: startedAt, claim: claim)
-                            signals.changed(id)
-                            if case .output = event { await notifier?.notify("output", id) } else { await notifier?.notify("logs", id) }
-                        }
-                    }
-                }
+                                                         checkSafety: job.checkSafety) { event in progress.add(event) }
+                progress.close()
             }
         } catch {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
+        }
+        if let remote = instance.runner as? RemoteInstance, remote.takeRetry(id) {
+            // Its worker was lost before the prediction produced anything: run it again
+            // elsewhere, twice at most; after that it fails with the worker's name.
+            if job.attempts < 2 {
+                running.removeValue(forKey: id)
+                instance.busy = false
+                pools[version]?.removeAll { $0 === instance }
+                try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+                var again = job
+                again.attempts += 1
+                let note = "\(outcome.error ?? "its worker was lost"); running it again (attempt \(again.attempts + 1) of 3)\n"
+                again.preamble += note
+                queues[version, default: []].insert(again, at: 0)
+                let store = predictions, inserted = job.inserted, preamble = again.preamble
+                Task {
+                    _ = try? await inserted?.value
+                    try? await store.setStartingLogs(id, logs: preamble)
+                }
+                registry.logger.warning("prediction requeued after its worker was lost", metadata: ["prediction": "\(id)", "attempt": "\(again.attempts + 1)"])
+                pump(version)
+                pumpWaiting()
+                return
+            }
+            outcome.error = (outcome.error ?? "its worker was lost") + " (it was tried 3 times)"
         }
         let output = try? await OutputFiles.publish(outcome.output, from: outputs, registry: registry)
         record.status = outcome.status.rawValue
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
-        record.logs = outcome.logs
+        record.logs = job.preamble + outcome.logs
         record.metrics = String(decoding: JSONValue.object(["predict_time": .number(outcome.predictTime ?? 0)]).serialized(), as: UTF8.self)
         record.completedAt = Timestamp.now()
         // Secrets are needed until the prediction has run (a restart reruns queued ones), not after.
@@ -568,7 +802,7 @@ public actor Scheduler {
         running.removeValue(forKey: job.id)
         instance.busy = false
         instance.lastUsed = Date()
-        if !instance.process.isRunning {
+        if !instance.runner.isRunning {
             // A crashed instance is replaced on the next prediction.
             pools[version]?.removeAll { $0 === instance }
         }
@@ -622,9 +856,9 @@ public actor Scheduler {
     }
 
     /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
-    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String) async throws {
+    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String, hardware: String) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)
-        bounds[version] = (min, Swift.max(max, min, 1), account)
+        bounds[version] = (min, Swift.max(max, min, 1), account, hardware)
         pump(version)
     }
 
@@ -639,12 +873,28 @@ public actor Scheduler {
     /// `account`; false when there is none. Instances above their deployment's minimum go first;
     /// then an idle instance kept only for another account's deployment minimum gives way (it is
     /// booted again when capacity frees).
-    private func evictIdle(except version: String, for account: String) -> Bool {
-        let idle = pools.flatMap { entry in entry.value.filter { !$0.busy && entry.key != version }.map { (entry.key, $0) } }
+    private func evictIdle(except version: String, for account: String, sku: String) -> Bool {
+        let offering = Set(places().filter { $0.skus.contains(sku) }.map(\.location))
+        let idle = pools.flatMap { entry in entry.value.filter { !$0.busy && entry.key != version && offering.contains($0.location) }.map { (entry.key, $0) } }
         let spare = idle.filter { (pools[$0.0]?.count ?? 0) > (bounds[$0.0]?.min ?? 0) }
         let warmForOthers = idle.filter { bounds[$0.0].map { $0.account != account } ?? false }
         guard let (owner, victim) = (spare.isEmpty ? warmForOthers : spare).min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
-        victim.process.terminate()
+        victim.runner.terminate()
+        try? FileManager.default.removeItem(at: victim.work)
+        pools[owner]?.removeAll { $0 === victim }
+        if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
+        return true
+    }
+
+    /// Stops `account`'s least recently used idle instance of another version that is not
+    /// kept for a deployment's minimum; false when there is none.
+    private func evictOwnIdle(except version: String, of account: String) -> Bool {
+        let idle = pools.flatMap { entry in
+            entry.value.filter { !$0.busy && entry.key != version && $0.account == account && (pools[entry.key]?.count ?? 0) > (bounds[entry.key]?.min ?? 0) }
+                .map { (entry.key, $0) }
+        }
+        guard let (owner, victim) = idle.min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
+        victim.runner.terminate()
         try? FileManager.default.removeItem(at: victim.work)
         pools[owner]?.removeAll { $0 === victim }
         if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
@@ -655,10 +905,13 @@ public actor Scheduler {
         let now = Date()
         for (version, instances) in pools {
             let keep = bounds[version]?.min ?? 0
-            var idle = instances.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
-            idle = Array(idle.prefix(Swift.max(0, instances.count - keep)))
+            // Instances that crashed or whose worker was lost go at once.
+            let gone = instances.filter { !$0.busy && !$0.runner.isRunning }
+            let alive = instances.filter { instance in !gone.contains { $0 === instance } }
+            var idle = alive.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
+            idle = Array(idle.prefix(Swift.max(0, alive.count - keep))) + gone
             for instance in idle {
-                instance.process.terminate()
+                instance.runner.terminate()
                 try? FileManager.default.removeItem(at: instance.work)
             }
             pools[version] = instances.filter { instance in !idle.contains { $0 === instance } }
@@ -685,6 +938,14 @@ final class BuildLog: @unchecked Sendable {
     private var buffer = ""
     private var changed = false
 
+    /// Replaces the text (a remote worker reports its boot's output whole).
+    func replace(_ text: String) {
+        lock.withLock {
+            buffer = String(text.suffix(64 << 10))
+            changed = true
+        }
+    }
+
     func append(_ text: String) {
         lock.withLock {
             buffer += text
@@ -705,6 +966,7 @@ final class BuildLog: @unchecked Sendable {
 
 /// Accumulates a running prediction's logs and streamed items, and says when to save them.
 final class Progress: @unchecked Sendable {
+    typealias Snapshot = (output: String?, logs: String, delta: ProgressDelta)
     private let lock = NSLock()
     private var logs = ""
     private var items: [JSONValue] = []
@@ -714,14 +976,57 @@ final class Progress: @unchecked Sendable {
     private var savedItems = 0, savedLogBytes = 0
     /// The last write, which the next one waits for (writes land in order).
     private var lastWrite: Task<Void, Never>?
+    /// A save due when the 200 ms since the last one have passed.
+    private var timer: DispatchWorkItem?
+    private var closed = false
+    /// The last event's kind for webhooks ("output" or "logs").
+    private var kind = "logs"
+    private let flush: @Sendable (Progress, Snapshot, String) -> Void
 
-    func add(_ event: RunnerEvent) -> (output: String?, logs: String, delta: ProgressDelta)? {
-        lock.lock(); defer { lock.unlock() }
+    init(flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
+        self.flush = flush
+    }
+
+    func add(_ event: RunnerEvent) {
+        lock.lock()
         switch event {
-        case .log(let text): logs += text
-        case .output(_, let value): items.append(value)
+        case .log(let text): logs += text; kind = "logs"
+        case .output(_, let value): items.append(value); kind = "output"
         }
-        guard Date().timeIntervalSince(saved) > 0.2 else { return nil }
+        let wait = 0.2 - Date().timeIntervalSince(saved)
+        guard wait <= 0 else {
+            if timer == nil && !closed {
+                let item = DispatchWorkItem { [weak self] in self?.due() }
+                timer = item
+                DispatchQueue.global().asyncAfter(deadline: .now() + wait, execute: item)
+            }
+            lock.unlock()
+            return
+        }
+        let snapshot = takeLocked(), kind = self.kind
+        lock.unlock()
+        flush(self, snapshot, kind)
+    }
+
+    private func due() {
+        lock.lock()
+        timer = nil
+        guard !closed, items.count > savedItems || logs.utf8.count > savedLogBytes else { lock.unlock(); return }
+        let snapshot = takeLocked(), kind = self.kind
+        lock.unlock()
+        flush(self, snapshot, kind)
+    }
+
+    /// No more saves: the prediction ended (its completion writes the rest).
+    func close() {
+        lock.withLock {
+            closed = true
+            timer?.cancel()
+            timer = nil
+        }
+    }
+
+    private func takeLocked() -> Snapshot {
         saved = Date()
         let output = items.isEmpty ? nil : (try? JSON.canonical(JSONValue.array(items))).map { String(decoding: $0, as: UTF8.self) }
         // Logs only grow by whole texts, so the saved length is a character boundary.

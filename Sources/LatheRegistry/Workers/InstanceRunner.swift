@@ -1,0 +1,20 @@
+import Foundation
+import LatheRunner
+import LatheSpec
+
+/// One running copy of a version, wherever it runs: a model process of the embedded worker, or
+/// an instance on a remote `lathe worker` (DESIGN §6). The scheduler decides; runners run.
+protocol InstanceRunner: AnyObject, Sendable {
+    /// False once the instance has stopped, crashed or its worker was lost.
+    var isRunning: Bool { get }
+    /// Runs one prediction; `onEvent` sees logs and streamed items as they happen. File inputs
+    /// are paths under the instance's work folder; output files land in `outputDirectory`.
+    func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
+                 onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome
+    /// Asks the running prediction to stop (it ends `canceled`).
+    func cancel(id: String)
+    /// Stops the instance.
+    func terminate()
+}
+
+extension ModelProcess: InstanceRunner {}

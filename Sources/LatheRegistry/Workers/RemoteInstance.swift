@@ -1,0 +1,239 @@
+import Foundation
+import LatheRunner
+import LatheSpec
+
+/// An instance on a remote worker, as the server sees it. Commands go out through the fleet's
+/// long polls; the worker's reports (boot progress, events, files, completion) come back through
+/// the worker routes and resume whoever waits here. Every prediction runs under an assignment
+/// id; a report naming an assignment this instance no longer holds is refused, so a worker that
+/// comes back after it was counted lost cannot overwrite what ran elsewhere.
+final class RemoteInstance: InstanceRunner, @unchecked Sendable {
+    let id: String
+    let workerID: String
+    let workerName: String
+    /// The worker's token (its /v2 pull grant is counted against it).
+    let tokenID: String
+    let modelID: String
+    /// This server's folder for the instance's inputs and the output files uploaded to it.
+    let work: URL
+    private unowned let fleet: WorkerFleet
+
+    private enum State { case booting, ready, stopped, lost }
+
+    private struct Pending {
+        var prediction: String
+        var onEvent: @Sendable (RunnerEvent) -> Void
+        var continuation: CheckedContinuation<PredictionOutcome, Never>
+        var outputs: URL
+        var inputs: URL
+        /// Whether anything (a log line or an output item) came back: a lost prediction that
+        /// produced nothing may run again elsewhere.
+        var sawEvents = false
+        /// The logs so far (kept for a failure the worker cannot report itself).
+        var logs = ""
+        var timer: DispatchWorkItem?
+    }
+
+    private let lock = NSLock()
+    private var state = State.booting
+    private var bootContinuation: CheckedContinuation<SetupResult, Never>?
+    private var bootLog: (@Sendable (String) -> Void)?
+    private var pending: [String: Pending] = [:]
+    private var assignments: [String: String] = [:]
+    private var retryable: Set<String> = []
+    /// Why the worker was counted lost (nil while it answers).
+    private(set) var lostReason: String?
+
+    init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet) {
+        self.id = id
+        self.workerID = workerID
+        self.workerName = workerName
+        self.tokenID = tokenID
+        self.modelID = modelID
+        self.work = work
+        self.fleet = fleet
+    }
+
+    var isRunning: Bool { lock.withLock { state == .ready || state == .booting } }
+
+    /// Asks the worker to start the instance and waits for it to be ready or fail. `log` gets
+    /// the boot's output so far (pull, unpack, environment build) as the worker reports it.
+    func boot(_ version: WorkerVersion, gpus: Int, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
+        await withCheckedContinuation { continuation in
+            let lost = lock.withLock { () -> String? in
+                if let lostReason { return lostReason }
+                bootContinuation = continuation
+                bootLog = log
+                return nil
+            }
+            if let lost {
+                continuation.resume(returning: .failed(error: lost, logs: ""))
+                return
+            }
+            fleet.send(workerID, WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus))
+        }
+    }
+
+    /// A boot report from the worker.
+    func report(_ report: InstanceReport) {
+        let (continuation, log, result): (CheckedContinuation<SetupResult, Never>?, (@Sendable (String) -> Void)?, SetupResult?) = lock.withLock {
+            switch report.state {
+            case .booting:
+                return (nil, bootLog, nil)
+            case .ready:
+                guard state == .booting else { return (nil, nil, nil) }
+                state = .ready
+                defer { bootContinuation = nil }
+                return (bootContinuation, nil, .ready(setupTime: 0, logs: report.logs ?? ""))
+            case .failed, .stopped:
+                let wasBooting = state == .booting
+                if state != .lost { state = .stopped }
+                defer { bootContinuation = nil }
+                return (wasBooting ? bootContinuation : nil, nil,
+                        .failed(error: report.error ?? "the instance stopped", logs: report.logs ?? ""))
+            }
+        }
+        if let log, let logs = report.logs { log(logs) }
+        if let continuation, let result { continuation.resume(returning: result) }
+        if report.state == .failed || report.state == .stopped { failPending("the model process on worker \(workerName) stopped: \(report.error ?? "no reason given")", retry: false) }
+    }
+
+    func predict(id prediction: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
+                 onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome {
+        let inputs = work.appendingPathComponent("inputs/\(prediction)")
+        var files: [String] = []
+        let wire = input.mapValues { Self.relativize($0, under: inputs.path + "/", files: &files) }
+        let assignment = "a-" + UUID().uuidString.lowercased()
+        return await withCheckedContinuation { continuation in
+            let refused = lock.withLock { () -> String? in
+                guard state == .ready else { return lostReason ?? "the instance on worker \(workerName) is not running" }
+                pending[assignment] = Pending(prediction: prediction, onEvent: onEvent, continuation: continuation,
+                                              outputs: outputDirectory, inputs: inputs)
+                assignments[prediction] = assignment
+                // The worker enforces the timeout; this is the backstop should it never answer.
+                let timer = DispatchWorkItem { [weak self] in
+                    self?.finish(assignment, PredictionOutcome(status: .failed, error: "Prediction timed out: worker \(self?.workerName ?? "") did not answer within \(Int(timeout)) s"))
+                }
+                pending[assignment]?.timer = timer
+                DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 15, execute: timer)
+                return nil
+            }
+            if let refused {
+                continuation.resume(returning: PredictionOutcome(status: .failed, error: refused))
+                return
+            }
+            fleet.send(workerID, WorkerCommand(kind: .predict, instance: id, assignment: assignment, prediction: prediction, input: wire,
+                                               inputFiles: files, timeout: timeout, checkSafety: checkSafety))
+        }
+    }
+
+    /// Local input paths become paths relative to the prediction's input folder (the worker
+    /// fetches each and puts its own path in place); everything else is sent as it is.
+    static func relativize(_ value: JSONValue, under prefix: String, files: inout [String]) -> JSONValue {
+        switch value {
+        case .string(let text) where text.hasPrefix(prefix):
+            let relative = String(text.dropFirst(prefix.count))
+            files.append(relative)
+            return .string(relative)
+        case .array(let items):
+            return .array(items.map { relativize($0, under: prefix, files: &files) })
+        default:
+            return value
+        }
+    }
+
+    /// Logs and streamed items from the worker; false when the assignment is not held here.
+    func events(_ assignment: String, _ events: [WorkerEvent]) -> Bool {
+        guard let onEvent = lock.withLock({ () -> (@Sendable (RunnerEvent) -> Void)? in
+            guard pending[assignment] != nil else { return nil }
+            if !events.isEmpty { pending[assignment]?.sawEvents = true }
+            for event in events where event.kind == .log { pending[assignment]?.logs += event.text ?? "" }
+            return pending[assignment]?.onEvent
+        }) else { return false }
+        for event in events { if let runnerEvent = event.runnerEvent { onEvent(runnerEvent) } }
+        return true
+    }
+
+    /// Where an uploaded output file goes; nil when the assignment is not held here or the name
+    /// is not a plain file name.
+    func outputFile(_ assignment: String, name: String) -> URL? {
+        guard Self.isPlainName(name), let outputs = lock.withLock({ pending[assignment]?.outputs }) else { return nil }
+        return outputs.appendingPathComponent(name)
+    }
+
+    /// An input file of the assignment's prediction, by the relative path the command named.
+    func inputFile(_ assignment: String, path: String) -> URL? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts.allSatisfy({ Self.isPlainName(String($0)) }),
+              let inputs = lock.withLock({ pending[assignment]?.inputs }) else { return nil }
+        return inputs.appendingPathComponent(path)
+    }
+
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 255 && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+    }
+
+    /// The worker's final word on a prediction; false when the assignment is not held here.
+    func complete(_ assignment: String, _ outcome: PredictionOutcome) -> Bool {
+        finish(assignment, outcome)
+    }
+
+    @discardableResult
+    private func finish(_ assignment: String, _ outcome: PredictionOutcome) -> Bool {
+        guard let entry = lock.withLock({ () -> Pending? in
+            guard let entry = pending.removeValue(forKey: assignment) else { return nil }
+            assignments.removeValue(forKey: entry.prediction)
+            return entry
+        }) else { return false }
+        entry.timer?.cancel()
+        entry.continuation.resume(returning: outcome)
+        return true
+    }
+
+    func cancel(id prediction: String) {
+        guard let assignment = lock.withLock({ assignments[prediction] }) else { return }
+        fleet.send(workerID, WorkerCommand(kind: .cancel, instance: id, assignment: assignment, prediction: prediction))
+    }
+
+    func terminate() {
+        let wasUp = lock.withLock { () -> Bool in
+            defer { if state != .lost { state = .stopped } }
+            return state == .ready || state == .booting
+        }
+        if wasUp { fleet.send(workerID, WorkerCommand(kind: .stop, instance: id)) }
+        fleet.remove(self)
+        try? FileManager.default.removeItem(at: work)
+    }
+
+    /// The worker stopped answering: the boot and every prediction here end now. Predictions
+    /// that had produced nothing are marked to run again elsewhere (``takeRetry(_:)``).
+    func lost(_ reason: String) {
+        let continuation = lock.withLock { () -> CheckedContinuation<SetupResult, Never>? in
+            state = .lost
+            lostReason = reason
+            defer { bootContinuation = nil }
+            return bootContinuation
+        }
+        continuation?.resume(returning: .failed(error: reason, logs: ""))
+        failPending(reason, retry: true)
+    }
+
+    private func failPending(_ reason: String, retry: Bool) {
+        let ended = lock.withLock { () -> [Pending] in
+            let all = Array(pending.values)
+            if retry { for entry in all where !entry.sawEvents { retryable.insert(entry.prediction) } }
+            pending.removeAll()
+            assignments.removeAll()
+            return all
+        }
+        for entry in ended {
+            entry.timer?.cancel()
+            entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: reason, logs: entry.logs))
+        }
+    }
+
+    /// True once for a prediction that was lost with its worker before it produced anything.
+    func takeRetry(_ prediction: String) -> Bool {
+        lock.withLock { retryable.remove(prediction) != nil }
+    }
+}

@@ -1,0 +1,149 @@
+import Foundation
+import Hummingbird
+import LatheRunner
+import Logging
+import NIOCore
+import NIOFoundationCompat
+
+/// `/internal/v1/workers/…`: the worker protocol (docs/worker-protocol.md). Only requests with
+/// a worker token get here; every route under a worker id checks that the same token
+/// registered it, and every report names the instance and assignment it is about.
+struct WorkerRoutes {
+    let fleet: WorkerFleet
+    let logger: Logger
+
+    /// The largest report a worker sends (a completion carries the prediction's logs, up to 8 MiB).
+    static let maxReportBytes = 24 << 20
+    /// The largest output file a worker may upload.
+    static let maxOutputBytes: Int64 = 8 << 30
+
+    func add(to router: Router<RegistryContext>) {
+        let group = router.group("internal/v1/workers").add(middleware: ProblemMiddleware())
+        group.post("register") { request, context -> Response in
+            let token = try workerToken(context)
+            let registration = try await decode(WorkerRegistration.self, request)
+            guard !registration.name.isEmpty, registration.name.utf8.count <= 128 else {
+                throw RegistryError(400, "the worker's name must be 1 to 128 characters")
+            }
+            let answer = fleet.register(registration, tokenID: token.id)
+            logger.info("worker registered", metadata: ["worker": "\(answer.id)", "name": "\(registration.name)",
+                                                        "skus": "\(registration.hardware.skus.joined(separator: ","))",
+                                                        "capacity": "\(registration.capacity)"])
+            return try encoded(answer, status: .created)
+        }
+        group.post(":worker/heartbeat") { request, context -> Response in
+            let member = try worker(context)
+            fleet.heartbeat(member.id, try await decode(WorkerHeartbeat.self, request))
+            return Response(status: .noContent)
+        }
+        group.get(":worker/work") { request, context -> Response in
+            let member = try worker(context)
+            let wait = request.uri.queryParameters["wait"].flatMap { Double(String($0)) }.map { $0.isFinite ? $0 : 0 } ?? 0
+            let commands = await fleet.poll(member.id, wait: wait)
+            return try encoded(WorkerWork(commands: commands))
+        }
+        group.post(":worker/instances/:instance") { request, context -> Response in
+            let instance = try instance(context)
+            instance.report(try await decode(InstanceReport.self, request))
+            return Response(status: .noContent)
+        }
+        group.post(":worker/instances/:instance/assignments/:assignment/events") { request, context -> Response in
+            let instance = try instance(context)
+            let batch = try await decode(WorkerEventBatch.self, request)
+            guard instance.events(try context.parameters.require("assignment"), batch.events) else { throw Self.notHeld }
+            return Response(status: .noContent)
+        }
+        group.put(":worker/instances/:instance/assignments/:assignment/files/:name") { request, context -> Response in
+            let instance = try instance(context)
+            guard let target = instance.outputFile(try context.parameters.require("assignment"), name: try context.parameters.require("name")) else {
+                throw Self.notHeld
+            }
+            try await Self.store(request.body, at: target)
+            return Response(status: .created)
+        }
+        group.post(":worker/instances/:instance/assignments/:assignment/complete") { request, context -> Response in
+            let instance = try instance(context)
+            let completion = try await decode(WorkerCompletion.self, request)
+            guard instance.complete(try context.parameters.require("assignment"), completion.outcome) else { throw Self.notHeld }
+            return Response(status: .noContent)
+        }
+        group.get(":worker/instances/:instance/assignments/:assignment/inputs/:folder/:name") { _, context -> Response in
+            let instance = try instance(context)
+            let path = try context.parameters.require("folder") + "/" + context.parameters.require("name")
+            guard let file = instance.inputFile(try context.parameters.require("assignment"), path: path),
+                  let handle = FileHandle(forReadingAtPath: file.path) else {
+                throw RegistryError(404, "no input \(path) for this assignment")
+            }
+            // Streamed in 1 MiB pieces: inputs may be up to 100 MB.
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
+                defer { try? handle.close() }
+                while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                    try await writer.write(ByteBuffer(data: chunk))
+                }
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    /// A report about an assignment the server no longer holds: the prediction finished, was
+    /// canceled, or ran again elsewhere after this worker was counted lost.
+    static let notHeld = RegistryError(409, "this assignment is no longer yours: the prediction ended or runs elsewhere; drop it")
+
+    private func workerToken(_ context: RegistryContext) throws -> WorkerTokenRecord {
+        guard let token = context.worker else {
+            throw RegistryError(401, "the worker protocol needs a worker token: create one with `lathe admin worker-token create` and pass it in LATHE_WORKER_TOKEN")
+        }
+        return token
+    }
+
+    private func worker(_ context: RegistryContext) throws -> WorkerFleet.Member {
+        let token = try workerToken(context)
+        guard let member = fleet.touch(try context.parameters.require("worker"), tokenID: token.id) else {
+            // Unknown here: the server restarted, or the worker was counted lost. It registers again.
+            throw RegistryError(404, "this worker is not registered (the server restarted or counted it lost); register again")
+        }
+        return member
+    }
+
+    private func instance(_ context: RegistryContext) throws -> RemoteInstance {
+        let member = try worker(context)
+        guard let instance = fleet.instance(try context.parameters.require("instance"), on: member.id) else { throw Self.notHeld }
+        return instance
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: Self.maxReportBytes)
+        } catch is NIOTooManyBytesError {
+            throw RegistryError(413, "the report is larger than \(Self.maxReportBytes >> 20) MiB")
+        }
+        do {
+            return try JSONDecoder().decode(type, from: Data(buffer: buffer))
+        } catch let error as DecodingError {
+            throw RegistryError(400, JSONBodyDecoder.sentence(error))
+        }
+    }
+
+    private func encoded(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try JSONEncoder().encode(value))))
+    }
+
+    /// Streams an uploaded output file to `target`, within the size limit.
+    static func store(_ body: RequestBody, at target: URL) async throws {
+        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: target.path, contents: nil), let handle = FileHandle(forWritingAtPath: target.path) else {
+            throw RegistryError(500, "cannot write the output file")
+        }
+        defer { try? handle.close() }
+        var written: Int64 = 0
+        for try await buffer in body {
+            written += Int64(buffer.readableBytes)
+            guard written <= maxOutputBytes else {
+                try? FileManager.default.removeItem(at: target)
+                throw RegistryError(413, "the output file is larger than \(maxOutputBytes >> 30) GiB")
+            }
+            try buffer.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
+        }
+    }
+}

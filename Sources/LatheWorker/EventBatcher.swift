@@ -1,0 +1,54 @@
+import Foundation
+import LatheClient
+import LatheRunner
+import NIOCore
+import NIOFoundationCompat
+
+/// Sends one prediction's logs and streamed items to the server in batches, in order: whatever
+/// arrived within `interval` goes in one request, so streamed output reaches the server (and
+/// its SSE clients) while the prediction runs, without a request per line.
+final class EventBatcher: @unchecked Sendable {
+    private let client: RegistryClient
+    private let path: String
+    private let interval: TimeInterval
+    private let lock = NSLock()
+    private var waiting: [WorkerEvent] = []
+    private var sender: Task<Void, Never>?
+
+    init(client: RegistryClient, path: String, interval: TimeInterval) {
+        self.client = client
+        self.path = path
+        self.interval = interval
+    }
+
+    /// Called by the model process's reader for every event.
+    func add(_ event: RunnerEvent) {
+        lock.withLock {
+            waiting.append(WorkerEvent(event))
+            if sender == nil { sender = Task { await self.run() } }
+        }
+    }
+
+    /// Sends batches until nothing is left, waiting `interval` before each so events gather.
+    private func run() async {
+        while true {
+            try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
+            let batch = lock.withLock { () -> [WorkerEvent] in
+                defer { waiting.removeAll() }
+                if waiting.isEmpty { sender = nil }
+                return waiting
+            }
+            if batch.isEmpty { return }
+            guard let body = try? JSONEncoder().encode(WorkerEventBatch(events: batch)) else { continue }
+            _ = try? await client.send(.POST, path, headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: body)))
+        }
+    }
+
+    /// Sends what is left at once (no more gathering) and waits until every event was sent.
+    func finish() async {
+        while let running = lock.withLock({ sender }) {
+            running.cancel()
+            await running.value
+        }
+    }
+}
