@@ -131,8 +131,10 @@ actor WorkerInstances {
             instance.gpus = given
             let started = Date()
             let (prepared, cached) = try await cache.acquire(instance.version, client: client)
-            log.append(cached ? "Version \(instance.version.id.prefix(12)) was in this worker's cache.\n"
-                              : "Pulled version \(instance.version.id.prefix(12)) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s.\n")
+            let line = cached ? "version \(instance.version.id.prefix(12)) was in this worker's cache"
+                              : "pulled version \(instance.version.id.prefix(12)) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+            log.append(line.prefix(1).uppercased() + line.dropFirst() + ".\n")
+            self.log("instance \(instance.id): \(line)")
             let home = await cache.home, sandbox = settings.sandbox, build = settings.build, work = instance.work
             var configuration = try await VersionCache.onOwnThread {
                 var environmentBuild = build

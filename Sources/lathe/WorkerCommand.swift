@@ -32,7 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
             help: "A hardware SKU this machine offers, e.g. cpu-large (repeatable; default cpu). GPUs are detected and offered as gpu-<model>.")
     var hardware: [String] = []
 
-    @Option(name: .customLong("cache-size"), help: "Megabytes of pulled versions kept; the least recently used that no instance runs go first (default 20480).")
+    @Option(name: .customLong("cache-size"), help: "Megabytes of pulled versions kept; the least recently used that no instance runs go first (default 20480; 0 keeps only those in use).")
     var cacheSize: Int64 = 20_480
 
     @Option(name: .customLong("build-timeout"), help: "Minutes a model's environment build may take (default 15).")
@@ -66,7 +66,7 @@ struct WorkerCommand: AsyncParsableCommand {
             build.timeout = TimeInterval(max(1, buildTimeout)) * 60
             let settings = WorkerAgent.Settings(
                 registry: registry, token: token, folder: folder, name: name ?? ProcessInfo.processInfo.hostName,
-                capacity: max(1, maxInstances), labels: hardware, cacheBytes: max(1, cacheSize).multipliedReportingOverflow(by: 1 << 20).partialValue,
+                capacity: max(1, maxInstances), labels: hardware, cacheBytes: max(0, cacheSize).multipliedReportingOverflow(by: 1 << 20).partialValue,
                 sandbox: sandbox, build: build, version: BuildInfo.version)
             print("lathe worker for \(registry) (data \(folder.path))")
             fflush(nil)

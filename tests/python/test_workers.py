@@ -56,8 +56,8 @@ def push(fleet, project, name):
     return pushed["version"]
 
 
-def call(fleet, method, path, body=None, token=None, headers=None):
-    request = urllib.request.Request(fleet.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+def call(fleet, method, path, body=None, token=None, headers=None, base=None):
+    request = urllib.request.Request((base or fleet.url) + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                      headers={"Authorization": f"Bearer {token or fleet.token}", "Content-Type": "application/json",
                                               **(headers or {})})
     try:
@@ -233,6 +233,43 @@ def test_hardware_routing_and_hardware_nobody_offers(fleet):
         large.kill()
 
 
+def test_the_version_cache_is_bounded_least_recently_used_and_kept_across_restarts(fleet):
+    cache = Worker(fleet, "w-cache", "--max-instances", "1", "--cache-size", "0", "--hardware", "cpu-cache")
+    project = sleepy_project("sleepy-c")
+    fleet.sleepy["sleepy-c"] = push(fleet, project, "sleepy-c")
+    b, c = fleet.sleepy["sleepy-b"], fleet.sleepy["sleepy-c"]
+
+    def held():
+        """Versions unpacked on the worker, when its store holds exactly as many (else why not)."""
+        with open(os.path.join(cache.data, "store", "index.json")) as index:
+            tagged = len(json.load(index)["manifests"])
+        folder = os.path.join(cache.data, "instances")
+        unpacked = sorted(name[:12] for name in os.listdir(folder) if not name.startswith("."))
+        return unpacked if tagged == len(unpacked) else [f"{tagged} tagged", *unpacked]
+
+    try:
+        for name in ("sleepy-b", "sleepy-c"):
+            assert call(fleet, "PATCH", f"/v1/models/alice/{name}", {"hardware": "cpu-cache"})[0] == 200
+        # One slot, no room in the cache: each switch stops the idle instance, pulls the other
+        # version and drops the one no instance runs.
+        for name, version in (("sleepy-b", b), ("sleepy-c", c), ("sleepy-b", b)):
+            done = predict(fleet, name, {"seconds": 0.01})
+            assert done["status"] == "succeeded", done
+            until(lambda: held() == [version[:12]], 10, lambda: f"{held()} != [{version[:12]}]")
+        assert cache.log().count("pulled version") == 3, cache.log()
+        # Restarted with room, it still has the last version: its cold boot skips the download.
+        cache.kill()
+        cache.extra = ["--max-instances", "1", "--hardware", "cpu-cache"]
+        cache.start()
+        done = predict(fleet, "sleepy-b", {"seconds": 0.01})
+        assert done["status"] == "succeeded", done
+        assert f"version {b[:12]} was in this worker's cache" in cache.log(), cache.log()
+    finally:
+        for name in ("sleepy-b", "sleepy-c"):
+            call(fleet, "PATCH", f"/v1/models/alice/{name}", {"hardware": "cpu"})
+        cache.kill()
+
+
 def busy_worker(fleet, workers, seconds=60):
     """The worker that runs a model process now (the sleepy version's instance)."""
     found = []
@@ -296,6 +333,25 @@ def test_a_worker_that_comes_back_late_cannot_overwrite(fleet):
     _, after = call(fleet, "GET", f"/v1/predictions/{created['id']}")
     assert after["status"] == "succeeded" and after["completed_at"] == done["completed_at"], (done, after)
     until(lambda: victim.registrations() >= 2, 30, victim.log)
+
+
+@pytest.mark.skipif(not POSTGRES, reason="replicas need PostgreSQL (set LATHE_TEST_POSTGRES, as scripts/test does)")
+def test_api_only_replicas_hand_predictions_to_the_one_with_a_worker():
+    """Two API-only replicas on one PostgreSQL; the worker talks to the first. Predictions made
+    on the second go back to the shared queue and run through the first's worker."""
+    cluster = Server("--no-worker", "--max-instances-per-account", "8", samples=("hello",), replicas=2)
+    try:
+        first, second = [url for _, _, url in cluster.replicas]
+        Worker(cluster, "wa", "--max-instances", "2", registry=first)
+        version = cluster.versions["hello"]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: call(cluster, "POST", "/v1/predictions", {"version": version, "input": {"text": f"r{i}"}},
+                                                   headers={"Prefer": "wait=30"}, base=second)[1], range(12)))
+        done = [finish(cluster, answer, wait=60) for answer in answers]
+        assert [d["status"] for d in done] == ["succeeded"] * 12, done
+        assert sorted(d["output"] for d in done) == sorted(f"Hello, r{i}!" for i in range(12))
+    finally:
+        cluster.stop()
 
 
 NETNS = os.geteuid() == 0 and shutil.which("ip") is not None

@@ -84,6 +84,16 @@ public struct PredictionQueue: Sendable {
             """).all(decoding: Row.self).isEmpty
     }
 
+    /// Gives a waiting prediction back to the queue for another replica to claim (this one has
+    /// nowhere to run it); false when the claim is no longer `claim`.
+    func release(_ id: String, claim: String) async throws -> Bool {
+        struct Row: Decodable { var id: String }
+        return try await !sql.raw("""
+            UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL
+            WHERE id = \(bind: id) AND claim_id = \(bind: claim) AND status = 'starting' RETURNING id
+            """).all(decoding: Row.self).isEmpty
+    }
+
     /// Asks whoever holds the claim to cancel (they see the flag, or the event).
     func requestCancel(_ id: String) async throws {
         try await sql.raw("""

@@ -222,6 +222,8 @@ public actor Scheduler {
 
     /// Claims unclaimed waiting predictions while this replica has room for them.
     private func adopt() async {
+        // An API-only replica with no worker of its own leaves the queue to those that have one.
+        guard !places().isEmpty else { return }
         let queued = queues.values.reduce(0) { $0 + $1.count }
         let room = 2 * settings.maxInstances - queued
         guard room > 0, let claimed = try? await queue.claim(replica: replica, limit: room) else { return }
@@ -429,7 +431,12 @@ public actor Scheduler {
         var target = place(version, sku: sku)
         if target == nil {
             guard offered(sku) else {
-                if needWork { tellWaitingForHardware(version, sku: sku) }
+                if needWork && places().isEmpty && registry.database.kind == .postgres {
+                    // Replicas share the queue: one with a worker takes it.
+                    Task { await handBack(version) }
+                } else if needWork {
+                    tellWaitingForHardware(version, sku: sku)
+                }
                 return
             }
             // Everything that offers the hardware is full: waiting work (never a warm minimum)
@@ -498,6 +505,23 @@ public actor Scheduler {
         return candidates.min { rank($0) < rank($1) }?.location
     }
 
+    /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
+    /// models and has no worker) and tells the other replicas.
+    private func handBack(_ version: String) async {
+        let jobs = queues.removeValue(forKey: version) ?? []
+        var released = false
+        for job in jobs {
+            _ = try? await job.inserted?.value
+            if (try? await queue.release(job.id, claim: job.claimID)) == true {
+                claims.removeValue(forKey: job.id)
+                released = true
+            } else {
+                queues[version, default: []].append(job)
+            }
+        }
+        if released { await events.publish(.queued) }
+    }
+
     /// Tells the predictions of `version` (once each) that no worker offers its hardware.
     private func tellWaitingForHardware(_ version: String, sku: String) {
         for job in queues[version] ?? [] where !waitingForHardware.contains(job.id) {
@@ -542,7 +566,8 @@ public actor Scheduler {
     }
 
     /// A worker registered or its cache changed: place what waits.
-    private func fleetChanged() {
+    private func fleetChanged() async {
+        await adopt()
         pumpWaiting()
         if events.isLeader { keepDeploymentsWarm() }
     }

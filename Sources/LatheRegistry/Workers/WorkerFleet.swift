@@ -149,11 +149,6 @@ public final class WorkerFleet: @unchecked Sendable {
     /// Registered workers, as they stand.
     public var workers: [Member] { lock.withLock { Array(members.values) } }
 
-    /// Instances on worker `id` (booting or running).
-    func instanceCount(on id: String) -> Int {
-        lock.withLock { instances.values.filter { $0.workerID == id }.count }
-    }
-
     func add(_ instance: RemoteInstance) {
         lock.withLock {
             instances[instance.id] = instance
