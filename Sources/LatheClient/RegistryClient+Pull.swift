@@ -65,7 +65,14 @@ extension RegistryClient {
             // Object storage serves the blob from a presigned URL: followed once, without the
             // registry's token (it is for the registry only, and S3 refuses a second credential).
             request = HTTPClientRequest(url: url(location))
-            response = try await http.execute(request, timeout: .seconds(3600))
+            do {
+                response = try await http.execute(request, timeout: .seconds(3600))
+            } catch {
+                let host = URL(string: request.url).map { "\($0.host ?? "?")\($0.port.map { ":\($0)" } ?? "")" } ?? "?"
+                throw Failure(method: "GET", url: "/v2/\(repository)/blobs/\(descriptor.digest)", status: 307,
+                              message: "the registry sent the download to its object store at \(host), which this machine cannot reach (\(error)); "
+                                + "let this machine reach it, or run the registry with --blob-redirect false to stream blobs through it")
+            }
         }
         guard response.status.code == 200 else {
             let body = try await response.body.collect(upTo: 1 << 20)

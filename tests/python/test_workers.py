@@ -436,8 +436,10 @@ class NamespacedServer(Server):
 
     def __init__(self, host):
         self.host = host
+        # Blobs stream through the server: a worker in its namespace reaches nothing else (not
+        # the S3 gateway on the host's loopback, where a redirect would send it).
         super().__init__("--no-worker", "--host", host, "--max-instances", "4", "--max-instances-per-account", "8",
-                         samples=("hello",))
+                         "--blob-redirect", "false", samples=("hello",))
 
     def start_replica(self, index, extra, preexec_fn=None, runtime=False, port=0):
         log_path = os.path.join(self.scratch, "serve.log")
