@@ -49,7 +49,7 @@ actor VersionCache {
             }
             lastUsed[image.version.hex] = Date()
             let (store, home) = (self.store, self.home)
-            let prepared = try await Self.onOwnThread { try PreparedModel.image(image, store: store, home: home) }
+            let prepared = try await onOwnThread { try PreparedModel.image(image, store: store, home: home) }
             if !wasCached { evict() }
             return (prepared, wasCached)
         } catch {
@@ -88,12 +88,6 @@ actor VersionCache {
             try? store.collectGarbage()
             try? FileManager.default.removeItem(at: home.appendingPathComponent("instances/\(image.version.hex)"))
             lastUsed.removeValue(forKey: image.version.hex)
-        }
-    }
-
-    static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
         }
     }
 }

@@ -113,7 +113,7 @@ actor WorkerInstances {
 
     private func boot(_ instance: Instance, gpus: Int) async {
         let path = "\(base)/instances/\(instance.id)"
-        let log = BootLog()
+        let log = BuildLog()
         let reporter = Task { [client] in
             // The boot's output reaches the server (and the waiting predictions) once a second.
             while !Task.isCancelled {
@@ -136,7 +136,7 @@ actor WorkerInstances {
             log.append(line.prefix(1).uppercased() + line.dropFirst() + ".\n")
             self.log("instance \(instance.id): \(line)")
             let home = await cache.home, sandbox = settings.sandbox, build = settings.build, work = instance.work
-            var configuration = try await VersionCache.onOwnThread {
+            var configuration = try await onOwnThread {
                 var environmentBuild = build
                 environmentBuild.sandbox = sandbox
                 return try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox, build: environmentBuild) { log.append($0) }
@@ -237,29 +237,5 @@ actor WorkerInstances {
     static func post(_ client: RegistryClient, _ path: String, _ body: some Encodable) async throws {
         try await client.send(.POST, path, headers: [("Content-Type", "application/json")],
                               body: .bytes(ByteBuffer(data: try JSONEncoder().encode(body))), expect: [200, 201, 204])
-    }
-}
-
-/// A boot's output so far, shared with the build thread.
-final class BootLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var buffer = ""
-    private var changed = false
-
-    func append(_ text: String) {
-        lock.withLock {
-            buffer += text
-            if buffer.utf8.count > 128 << 10 { buffer = String(buffer.suffix(64 << 10)) }
-            changed = true
-        }
-    }
-
-    var text: String { lock.withLock { buffer } }
-
-    func takeIfChanged() -> String? {
-        lock.withLock {
-            defer { changed = false }
-            return changed ? buffer : nil
-        }
     }
 }

@@ -63,11 +63,7 @@ public actor Scheduler {
         var account: String { record.accountID ?? creatorID }
     }
 
-    /// Where an instance runs.
-    enum Location: Hashable, Sendable {
-        case embedded
-        case worker(String)
-    }
+    typealias Location = InstanceLocation
 
     final class Instance: @unchecked Sendable {
         let runner: any InstanceRunner
@@ -474,35 +470,32 @@ public actor Scheduler {
         bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
     }
 
-    /// Every place that could run instances, with what it offers and holds.
-    private func places() -> [(location: Location, skus: [String], cached: Set<String>, capacity: Int)] {
-        var result: [(Location, [String], Set<String>, Int)] = []
-        if settings.embeddedWorker { result.append((.embedded, ["cpu"], [], settings.maxInstances)) }
-        for member in registry.fleet.workers { result.append((.worker(member.id), member.hardware.skus, member.cached, member.capacity)) }
+    /// Every place that could run instances, with what it offers and holds, and how it stands
+    /// for `version` (warm: it runs an instance of it).
+    private func places(for version: String? = nil) -> [Place] {
+        var result: [Place] = []
+        if settings.embeddedWorker { result.append(place(.embedded, skus: ["cpu"], cached: [], capacity: settings.maxInstances, version: version)) }
+        for member in registry.fleet.workers {
+            result.append(place(.worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity, version: version))
+        }
         return result
+    }
+
+    private func place(_ location: Location, skus: [String], cached: Set<String>, capacity: Int, version: String?) -> Place {
+        let load = pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0)
+        let warm = version.map { version in pools[version]?.contains { $0.location == location } ?? false } ?? false
+        return Place(location: location, skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
     }
 
     /// Whether anything in the fleet offers `sku` (full or not).
     private func offered(_ sku: String) -> Bool {
-        places().contains { $0.skus.contains(sku) }
+        Placement.offered(sku, by: places())
     }
 
-    private func count(at location: Location) -> Int {
-        pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0)
-    }
-
-    /// Where a new instance of `version` goes: a place offering `sku` with room, preferring one
-    /// that already runs the version (its environment is built), then one that has it cached,
-    /// then the least loaded. Nil when every such place is full.
+    /// Where a new instance of `version` goes (``Placement``); nil when every place offering
+    /// `sku` is full.
     private func place(_ version: String, sku: String) -> Location? {
-        let hex = Digest(parsing: version)?.hex ?? version
-        let candidates = places().filter { $0.skus.contains(sku) && count(at: $0.location) < $0.capacity }
-        func rank(_ place: (location: Location, skus: [String], cached: Set<String>, capacity: Int)) -> (Int, Double) {
-            let warm = pools[version]?.contains { $0.location == place.location } ?? false
-            let cached = place.cached.contains(version) || place.cached.contains(hex)
-            return (warm ? 0 : cached ? 1 : 2, Double(count(at: place.location)) / Double(max(1, place.capacity)))
-        }
-        return candidates.min { rank($0) < rank($1) }?.location
+        Placement.choose(version: version, sku: sku, among: places(for: version))
     }
 
     /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
@@ -611,7 +604,8 @@ public actor Scheduler {
             let result: SetupResult
             switch location {
             case .embedded:
-                let process = try await startLocal(loaded, digest: digest, work: work, buildLog: buildLog)
+                let embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
+                let process = try await embedded.prepare(digest, manifest: loaded.manifest, config: loaded.config, work: work) { buildLog.append($0) }
                 result = try await process.start()
                 runner = process
             case .worker(let workerID):
@@ -651,34 +645,6 @@ public actor Scheduler {
         }
         pump(version)
         pumpWaiting()
-    }
-
-    /// Unpacks a version and builds its environment for the embedded worker, off the actor.
-    private func startLocal(_ loaded: LoadedVersion, digest: Digest, work: URL, buildLog: BuildLog) async throws -> ModelProcess {
-        let runtime = self.runtime, sandbox = settings.sandbox, build = settings.build
-        let (manifest, config) = (loaded.manifest, loaded.config)
-        // The layers as local files (the store's own, or verified copies in the blob cache).
-        var files: [Digest: URL] = [:]
-        for layer in manifest.layers { files[layer.digest] = try await registry.blobCache.file(for: layer.digest) }
-        let layerFiles = files
-        // Unpacking and building the environment block a thread for as long as they take
-        // (minutes for a large install): they get their own thread, never the actor's.
-        let configuration = try await Self.onOwnThread {
-            let prepared = try PreparedModel.unpack(version: digest, manifest: manifest, config: config,
-                                                    blobURL: { layerFiles[$0] ?? URL(fileURLWithPath: "/nonexistent") },
-                                                    instances: runtime.appendingPathComponent("instances"))
-            var environmentBuild = build
-            environmentBuild.sandbox = sandbox
-            return try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild) { buildLog.append($0) }
-        }
-        return ModelProcess(configuration)
-    }
-
-    /// Runs blocking work on a thread of its own and returns its result.
-    static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
-        }
     }
 
     /// Shows an environment build's output as the logs of the predictions waiting for it.
@@ -954,120 +920,5 @@ public actor Scheduler {
             return ca != cb ? ca < cb : a.job.record.createdAt < b.job.record.createdAt
         }
         for entry in order { pump(entry.version) }
-    }
-}
-
-/// An environment build's output so far (the last 64 KiB), shared with its build thread.
-final class BuildLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var buffer = ""
-    private var changed = false
-
-    /// Replaces the text (a remote worker reports its boot's output whole).
-    func replace(_ text: String) {
-        lock.withLock {
-            buffer = String(text.suffix(64 << 10))
-            changed = true
-        }
-    }
-
-    func append(_ text: String) {
-        lock.withLock {
-            buffer += text
-            if buffer.utf8.count > 128 << 10 { buffer = String(buffer.suffix(64 << 10)) }
-            changed = true
-        }
-    }
-
-    var text: String { lock.withLock { buffer } }
-
-    func takeIfChanged() -> String? {
-        lock.withLock {
-            defer { changed = false }
-            return changed ? buffer : nil
-        }
-    }
-}
-
-/// Accumulates a running prediction's logs and streamed items, and says when to save them.
-final class Progress: @unchecked Sendable {
-    typealias Snapshot = (output: String?, logs: String, delta: ProgressDelta)
-    private let lock = NSLock()
-    private var logs = ""
-    private var items: [JSONValue] = []
-    /// Nothing is saved during the first 200 ms: quick predictions write only their result.
-    private var saved = Date()
-    /// How much of `items` and `logs` (UTF-8 bytes) earlier snapshots held.
-    private var savedItems = 0, savedLogBytes = 0
-    /// The last write, which the next one waits for (writes land in order).
-    private var lastWrite: Task<Void, Never>?
-    /// A save due when the 200 ms since the last one have passed.
-    private var timer: DispatchWorkItem?
-    private var closed = false
-    /// The last event's kind for webhooks ("output" or "logs").
-    private var kind = "logs"
-    private let flush: @Sendable (Progress, Snapshot, String) -> Void
-
-    init(flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
-        self.flush = flush
-    }
-
-    func add(_ event: RunnerEvent) {
-        lock.lock()
-        switch event {
-        case .log(let text): logs += text; kind = "logs"
-        case .output(_, let value): items.append(value); kind = "output"
-        }
-        let wait = 0.2 - Date().timeIntervalSince(saved)
-        guard wait <= 0 else {
-            if timer == nil && !closed {
-                let item = DispatchWorkItem { [weak self] in self?.due() }
-                timer = item
-                DispatchQueue.global().asyncAfter(deadline: .now() + wait, execute: item)
-            }
-            lock.unlock()
-            return
-        }
-        let snapshot = takeLocked(), kind = self.kind
-        lock.unlock()
-        flush(self, snapshot, kind)
-    }
-
-    private func due() {
-        lock.lock()
-        timer = nil
-        guard !closed, items.count > savedItems || logs.utf8.count > savedLogBytes else { lock.unlock(); return }
-        let snapshot = takeLocked(), kind = self.kind
-        lock.unlock()
-        flush(self, snapshot, kind)
-    }
-
-    /// No more saves: the prediction ended (its completion writes the rest).
-    func close() {
-        lock.withLock {
-            closed = true
-            timer?.cancel()
-            timer = nil
-        }
-    }
-
-    private func takeLocked() -> Snapshot {
-        saved = Date()
-        let output = items.isEmpty ? nil : (try? JSON.canonical(JSONValue.array(items))).map { String(decoding: $0, as: UTF8.self) }
-        // Logs only grow by whole texts, so the saved length is a character boundary.
-        let delta = ProgressDelta(output: Array(items[savedItems...]), logs: String(decoding: logs.utf8.dropFirst(savedLogBytes), as: UTF8.self))
-        savedItems = items.count
-        savedLogBytes = logs.utf8.count
-        return (output, logs, delta)
-    }
-
-    /// Runs `body` after every write started before it.
-    func write(_ body: @escaping @Sendable () async -> Void) {
-        lock.lock(); defer { lock.unlock() }
-        let previous = lastWrite
-        lastWrite = Task {
-            await previous?.value
-            await body()
-        }
     }
 }
