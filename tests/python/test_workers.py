@@ -99,7 +99,7 @@ def until(condition, seconds, message):
 
 @pytest.fixture(scope="module")
 def fleet():
-    running = Server("--no-worker", "--worker-lost-after", "4", "--hardware-wait", "4", "--max-instances", "4",
+    running = Server("--no-worker", "--worker-lost-after", "4", "--hardware-wait", "4", "--max-instances", "4", "--max-timeout", "20",
                      "--max-instances-per-account", "8", "--idle-timeout", "60", samples=("hello", "streamer", "image"))
     running.sleepy = {}
     for name in ("sleepy", "sleepy-b"):
@@ -202,6 +202,17 @@ def test_cancel_reaches_a_remote_worker_within_a_second(fleet):
     elapsed = time.time() - started
     assert done["status"] == "canceled", done
     assert elapsed < 1.0, f"the cancel took {elapsed:.2f} s"
+
+
+def test_a_remote_worker_enforces_the_timeout(fleet):
+    # The operator caps predictions at 20 s; the worker stops one that sleeps 40.
+    started = time.time()
+    done = predict(fleet, "sleepy", {"seconds": 40}, wait=60)
+    elapsed = time.time() - started
+    assert done["status"] == "failed" and "timed out" in (done["error"] or "").lower(), done
+    assert 19 < elapsed < 30, elapsed
+    # The instance is replaced or reused: the next prediction runs.
+    assert predict(fleet, "sleepy", {"seconds": 0.01})["status"] == "succeeded"
 
 
 def test_hardware_routing_and_hardware_nobody_offers(fleet):
