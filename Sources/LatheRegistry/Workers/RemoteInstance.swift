@@ -16,6 +16,8 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     let modelID: String
     /// This server's folder for the instance's inputs and the output files uploaded to it.
     let work: URL
+    /// How long after a prediction's timeout the server gives up on the worker's answer.
+    let backstop: TimeInterval
     private unowned let fleet: WorkerFleet
 
     private enum State { case booting, ready, stopped, lost }
@@ -44,7 +46,9 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     /// Why the worker was counted lost (nil while it answers).
     private(set) var lostReason: String?
 
-    init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet) {
+    init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet,
+         backstop: TimeInterval = 15) {
+        self.backstop = backstop
         self.id = id
         self.workerID = workerID
         self.workerName = workerName
@@ -115,7 +119,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
                     self?.finish(assignment, PredictionOutcome(status: .failed, error: "Prediction timed out: worker \(self?.workerName ?? "") did not answer within \(Int(timeout)) s"))
                 }
                 pending[assignment]?.timer = timer
-                DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 15, execute: timer)
+                DispatchQueue.global().asyncAfter(deadline: .now() + timeout + backstop, execute: timer)
                 return nil
             }
             if let refused {
