@@ -51,13 +51,13 @@ public final class RegistryClient: Sendable {
     /// Sends a request with the token (Bearer) and returns the collected reply.
     @discardableResult
     public func send(_ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: HTTPClientRequest.Body? = nil,
-                     expect: Set<Int>? = nil, limit: Int = 16 << 20) async throws -> Reply {
+                     expect: Set<Int>? = nil, limit: Int = 16 << 20, timeout: TimeInterval = 600) async throws -> Reply {
         var request = HTTPClientRequest(url: url(path))
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = body }
-        let response = try await http.execute(request, timeout: .seconds(600))
+        let response = try await http.execute(request, timeout: .milliseconds(Int64(max(0.001, timeout) * 1000)))
         let collected = try await response.body.collect(upTo: limit)
         let reply = Reply(status: Int(response.status.code), headers: response.headers, body: Data(buffer: collected))
         if let expect, !expect.contains(reply.status) {

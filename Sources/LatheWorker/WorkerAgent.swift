@@ -65,11 +65,11 @@ public final class WorkerAgent: Sendable {
                 let body = try JSONEncoder().encode(WorkerRegistration(name: settings.name, version: settings.version, hardware: hardware,
                                                                        capacity: settings.capacity, cached: await cache.cached))
                 let reply = try await client.send(.POST, WorkerProtocol.root + "/register", headers: [("Content-Type", "application/json")],
-                                                  body: .bytes(ByteBuffer(data: body)), expect: [201])
+                                                  body: .bytes(ByteBuffer(data: body)), expect: [201], timeout: 5)
                 registered = try JSONDecoder().decode(WorkerRegistered.self, from: reply.body)
             } catch let failure as RegistryClient.Failure where failure.status == 401 {
-                throw Diagnostic(nil, "the registry refused the worker token (\(failure.message))",
-                                 fix: "create one with `lathe admin worker-token create` on the server and pass it in LATHE_WORKER_TOKEN or --token-file")
+                throw Diagnostic(nil, "\(settings.registry) refused this worker: \(failure.message)",
+                                 fix: "create a token with `lathe admin worker-token create` on the server and pass it in LATHE_WORKER_TOKEN or --token-file")
             } catch {
                 log("cannot register with \(settings.registry): \(error); trying again in \(delay) s")
                 try await Task.sleep(nanoseconds: delay * 1_000_000_000)
@@ -96,7 +96,7 @@ public final class WorkerAgent: Sendable {
                 guard let body = try? JSONEncoder().encode(beat) else { continue }
                 do {
                     try await client.send(.POST, base + "/heartbeat", headers: [("Content-Type", "application/json")],
-                                          body: .bytes(ByteBuffer(data: body)), expect: [204])
+                                          body: .bytes(ByteBuffer(data: body)), expect: [204], timeout: max(5, registered.heartbeatSeconds * 2))
                 } catch let failure as RegistryClient.Failure where failure.status == 404 {
                     forgotten.set()
                 } catch {
@@ -108,10 +108,13 @@ public final class WorkerAgent: Sendable {
         var failures = 0
         while !Task.isCancelled && !forgotten.value {
             do {
-                let reply = try await client.send(.GET, base + "/work?wait=\(registered.pollSeconds)", expect: [200], limit: 64 << 20)
+                // A poll the server never answers (a dead connection) ends a little after its wait.
+                let reply = try await client.send(.GET, base + "/work?wait=\(registered.pollSeconds)", expect: [200], limit: 64 << 20,
+                                                  timeout: registered.pollSeconds + 10)
                 failures = 0
                 for command in try JSONDecoder().decode(WorkerWork.self, from: reply.body).commands { await instances.handle(command) }
-            } catch let failure as RegistryClient.Failure where failure.status == 404 {
+            } catch let failure as RegistryClient.Failure where failure.status == 404 || failure.status == 401 {
+                // Forgotten (register again), or the token was revoked (registering says so and stops).
                 return
             } catch {
                 failures += 1

@@ -137,9 +137,15 @@ def test_worker_tokens_open_only_the_worker_protocol(fleet):
                 with open(os.path.join(root, name), "rb") as handle:
                     data += handle.read()
     assert token.encode() not in data
-    # Revoked, it is refused.
+    # Listed without secrets; revoked, it is refused and the worker using it stops saying why.
     listed = lathe("admin", "worker-token", "ls", "--data", fleet.data, env=fleet.server_env).stdout
     assert "w1" in listed and token not in listed
+    doomed = Worker(fleet, "w-revoked", "--max-instances", "1")
+    token_id = next(line.split("\t")[0] for line in lathe("admin", "worker-token", "ls", "--data", fleet.data, env=fleet.server_env).stdout.splitlines()
+                    if line.split("\t")[1] == "w-revoked")
+    lathe("admin", "worker-token", "revoke", token_id, "--data", fleet.data, env=fleet.server_env)
+    until(lambda: doomed.process.poll() is not None, 30, doomed.log)
+    assert doomed.process.returncode != 0 and "the worker token is not valid (revoked or mistyped)" in doomed.log(), doomed.log()
 
 
 def test_predictions_spread_over_both_workers(fleet):

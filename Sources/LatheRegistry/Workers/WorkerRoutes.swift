@@ -91,6 +91,7 @@ struct WorkerRoutes {
 
     private func workerToken(_ context: RegistryContext) throws -> WorkerTokenRecord {
         guard let token = context.worker else {
+            if context.rejectedCredentials { throw RegistryError(401, "the worker token is not valid (revoked or mistyped)") }
             throw RegistryError(401, "the worker protocol needs a worker token: create one with `lathe admin worker-token create` and pass it in LATHE_WORKER_TOKEN")
         }
         return token
