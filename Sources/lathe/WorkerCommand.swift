@@ -55,7 +55,7 @@ struct WorkerCommand: AsyncParsableCommand {
             } else {
                 throw ValidationError("no worker token: set LATHE_WORKER_TOKEN or pass --token-file (create one with `lathe admin worker-token create` on the server)")
             }
-            for label in hardware where !Self.isSKU(label) {
+            for label in hardware where !HardwareInventory.isValidSKU(label) {
                 throw ValidationError("--hardware \(label) is not a SKU: use lowercase letters, digits and '-', e.g. cpu-large")
             }
             let folder = URL(fileURLWithPath: data ?? environment["LATHE_WORKER_DATA"] ?? "lathe-worker").standardizedFileURL
@@ -75,10 +75,5 @@ struct WorkerCommand: AsyncParsableCommand {
                 fflush(nil)
             }.run()
         }
-    }
-
-    static func isSKU(_ text: String) -> Bool {
-        guard let first = text.first, first.isLetter, first.isLowercase, text.count <= 64 else { return false }
-        return text.allSatisfy { ($0.isLetter && $0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" }
     }
 }

@@ -90,6 +90,22 @@ class WebhookReceiver:
         self.server.shutdown()
 
 
+def model_processes(folder):
+    """How many model processes run from environments under `folder` (their command line's
+    program is an environment's python there)."""
+    prefix = folder.encode()
+    count = 0
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().split(b"\0")[0]
+                if command.startswith(prefix) and b"/envs/" in command:
+                    count += 1
+        except (OSError, ValueError):
+            pass
+    return count
+
+
 def free_port():
     import socket
     with socket.socket() as probe:
@@ -184,17 +200,7 @@ class Server:
 
     def instances(self):
         """How many model processes of this server are running (their command lines name its data folder)."""
-        scratch = self.scratch.encode()
-        count = 0
-        for pid in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    command = cmdline.read().split(b"\0")[0]
-                    if command.startswith(scratch) and b"/envs/" in command:
-                        count += 1
-            except (OSError, ValueError):
-                pass
-        return count
+        return model_processes(self.scratch)
 
     def worker_token(self, name="test"):
         return lathe("admin", "worker-token", "create", "--name", name, "--data", self.data, env=self.server_env).stdout.strip()
@@ -257,17 +263,7 @@ class Worker:
 
     def instances(self):
         """Model processes this worker runs (their command lines name its data folder)."""
-        folder = self.data.encode()
-        count = 0
-        for pid in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    command = cmdline.read().split(b"\0")[0]
-                    if command.startswith(folder) and b"/envs/" in command:
-                        count += 1
-            except (OSError, ValueError):
-                pass
-        return count
+        return model_processes(self.data)
 
     def kill(self, signal=9):
         if self.process and self.process.poll() is None:

@@ -7,15 +7,17 @@ import NIOFoundationCompat
 /// way a body can be wrong into a ``RegistryError`` with a sentence that names the field and says
 /// what to send: too large (413), not UTF-8, not JSON, a missing field, a field of the wrong type.
 struct JSONBodyDecoder: RequestDecoder {
-    /// The largest JSON body any route takes.
+    /// The largest JSON body the API's routes take.
     static let maxBytes = 2 << 20
+    /// The largest body this decoder takes (worker reports carry logs: more).
+    var limit = JSONBodyDecoder.maxBytes
 
     func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext) async throws -> T {
         let buffer: ByteBuffer
         do {
-            buffer = try await request.body.collect(upTo: Self.maxBytes)
+            buffer = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
-            throw RegistryError(413, "the JSON body is larger than \(Self.maxBytes >> 20) MB; send large files through /v1/files and pass their URLs",
+            throw RegistryError(413, "the JSON body is larger than \(limit >> 20) MB; send large files through /v1/files and pass their URLs",
                                 code: "SIZE_INVALID")
         }
         let data = Data(buffer: buffer)

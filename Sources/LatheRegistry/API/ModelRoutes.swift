@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LatheRunner
 import LatheSpec
 import NIOCore
 import NIOFoundationCompat
@@ -125,7 +126,7 @@ struct ModelRoutes {
             model.visibility = value
         }
         if let value = body.hardware {
-            guard ModelStore.isValidSKU(value) else { throw RegistryError(400, "hardware must be a SKU such as cpu or gpu-a100 (GET /v1/hardware lists them)") }
+            guard HardwareInventory.isValidSKU(value) else { throw RegistryError(400, "hardware must be a SKU such as cpu or gpu-a100 (GET /v1/hardware lists them)") }
             model.hardware = value
         }
         try await registry.models.updateModel(model)

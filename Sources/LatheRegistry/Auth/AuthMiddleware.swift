@@ -12,14 +12,15 @@ struct AuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         if let header = request.headers[.authorization] {
-            if let token = Self.token(from: header), token.hasPrefix(WorkerTokenStore.prefix) {
+            let token = Self.token(from: header)
+            if let token, token.hasPrefix(WorkerTokenStore.prefix) {
                 // A worker token opens the worker protocol and reads under /v2, nothing else.
                 if Self.workerMayUse(request), let worker = try await workers.authenticate(token) {
                     context.worker = worker
                 } else {
                     context.rejectedCredentials = true
                 }
-            } else if let token = Self.token(from: header), let principal = try await accounts.authenticate(token: token) {
+            } else if let token, let principal = try await accounts.authenticate(token: token) {
                 context.principal = principal
             } else {
                 context.rejectedCredentials = true

@@ -1,4 +1,5 @@
 import Foundation
+import LatheRunner
 import SQLKit
 
 /// A model as stored, with its owner's name joined in.
@@ -94,7 +95,7 @@ public struct ModelStore: Sendable {
 
     public func createModel(owner: Account, name: String, visibility: String, description: String?, license: String?,
                             hardware: String = "cpu") async throws -> ModelRecord {
-        guard Self.isValidSKU(hardware) else {
+        guard HardwareInventory.isValidSKU(hardware) else {
             throw RegistryError(400, "hardware \"\(hardware.prefix(64))\" is not a SKU: use lowercase letters, digits and '-' (for example cpu or gpu-a100); GET /v1/hardware lists what the fleet offers")
         }
         guard AccountStore.isValidName(name) else {
@@ -122,12 +123,6 @@ public struct ModelStore: Sendable {
               license = \(bind: model.license), readme = \(bind: model.readme), hardware = \(bind: model.hardware) WHERE id = \(bind: model.id)
             """).run()
         caches.changed()
-    }
-
-    /// A hardware SKU: 1–64 lowercase letters, digits and '-', starting with a letter.
-    public static func isValidSKU(_ text: String) -> Bool {
-        guard let first = text.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), text.utf8.count <= 64 else { return false }
-        return text.utf8.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") }
     }
 
     /// Deletes a model with its versions, tags and manifests (blobs stay for other models).

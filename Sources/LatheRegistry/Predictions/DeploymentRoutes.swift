@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LatheRunner
 import LatheSpec
 
 /// `/v1/deployments…` in Replicate's shapes, and predictions through a deployment.
@@ -101,7 +102,7 @@ struct DeploymentRoutes {
     }
 
     private func validHardware(_ sku: String?) throws {
-        if let sku, !ModelStore.isValidSKU(sku) {
+        if let sku, !HardwareInventory.isValidSKU(sku) {
             throw RegistryError(400, "hardware must be a SKU such as cpu or gpu-a100 (GET /v1/hardware lists what the fleet offers)")
         }
     }

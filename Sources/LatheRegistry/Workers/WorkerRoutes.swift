@@ -21,9 +21,13 @@ struct WorkerRoutes {
         let group = router.group("internal/v1/workers").add(middleware: ProblemMiddleware())
         group.post("register") { request, context -> Response in
             let token = try workerToken(context)
-            let registration = try await decode(WorkerRegistration.self, request)
+            let registration = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerRegistration.self, from: request, context: context)
             guard !registration.name.isEmpty, registration.name.utf8.count <= 128 else {
                 throw RegistryError(400, "the worker's name must be 1 to 128 characters")
+            }
+            let labels = registration.hardware.labels
+            guard labels.count <= 64, labels.allSatisfy(HardwareInventory.isValidSKU) else {
+                throw RegistryError(400, "hardware labels must be at most 64 SKUs of lowercase letters, digits and '-', e.g. cpu-large")
             }
             let answer = fleet.register(registration, tokenID: token.id)
             logger.info("worker registered", metadata: ["worker": "\(answer.id)", "name": "\(registration.name)",
@@ -33,7 +37,7 @@ struct WorkerRoutes {
         }
         group.post(":worker/heartbeat") { request, context -> Response in
             let member = try worker(context)
-            fleet.heartbeat(member.id, try await decode(WorkerHeartbeat.self, request))
+            fleet.heartbeat(member.id, try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerHeartbeat.self, from: request, context: context))
             return Response(status: .noContent)
         }
         group.get(":worker/work") { request, context -> Response in
@@ -44,12 +48,12 @@ struct WorkerRoutes {
         }
         group.post(":worker/instances/:instance") { request, context -> Response in
             let instance = try instance(context)
-            instance.report(try await decode(InstanceReport.self, request))
+            instance.report(try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(InstanceReport.self, from: request, context: context))
             return Response(status: .noContent)
         }
         group.post(":worker/instances/:instance/assignments/:assignment/events") { request, context -> Response in
             let instance = try instance(context)
-            let batch = try await decode(WorkerEventBatch.self, request)
+            let batch = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerEventBatch.self, from: request, context: context)
             guard instance.events(try context.parameters.require("assignment"), batch.events) else { throw Self.notHeld }
             return Response(status: .noContent)
         }
@@ -63,7 +67,7 @@ struct WorkerRoutes {
         }
         group.post(":worker/instances/:instance/assignments/:assignment/complete") { request, context -> Response in
             let instance = try instance(context)
-            let completion = try await decode(WorkerCompletion.self, request)
+            let completion = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerCompletion.self, from: request, context: context)
             guard instance.complete(try context.parameters.require("assignment"), completion.outcome) else { throw Self.notHeld }
             return Response(status: .noContent)
         }
@@ -110,20 +114,6 @@ struct WorkerRoutes {
         let member = try worker(context)
         guard let instance = fleet.instance(try context.parameters.require("instance"), on: member.id) else { throw Self.notHeld }
         return instance
-    }
-
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: Self.maxReportBytes)
-        } catch is NIOTooManyBytesError {
-            throw RegistryError(413, "the report is larger than \(Self.maxReportBytes >> 20) MiB")
-        }
-        do {
-            return try JSONDecoder().decode(type, from: Data(buffer: buffer))
-        } catch let error as DecodingError {
-            throw RegistryError(400, JSONBodyDecoder.sentence(error))
-        }
     }
 
     private func encoded(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {

@@ -51,6 +51,12 @@ public struct HardwareInventory: Codable, Sendable, Hashable {
         case memoryBytes = "memory_bytes"
     }
 
+    /// A hardware SKU: 1–64 lowercase ASCII letters, digits and '-', starting with a letter.
+    public static func isValidSKU(_ text: String) -> Bool {
+        guard let first = text.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), text.utf8.count <= 64 else { return false }
+        return text.utf8.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") }
+    }
+
     /// Every SKU this machine serves: the operator's labels (or `cpu`) and one per GPU model.
     public var skus: [String] {
         var result = labels.isEmpty ? ["cpu"] : labels
