@@ -33,6 +33,10 @@ public struct Registry: Sendable {
     public var requirements = RequirementPolicy()
     /// The most bytes one account's uploaded files (/v1/files, web forms) may take.
     public var fileQuota: Int64 = 1 << 30
+    /// The most bytes one account's registry blobs (`/v2` pushes, counted once per digest) may take.
+    public var storageQuota: Int64 = 100 << 30
+    /// The largest single blob a `/v2` upload may make.
+    public var maxBlobSize: Int64 = 20 << 30
     /// The remote workers this server decides for (shared by every copy of this value).
     public let fleet = WorkerFleet()
 

@@ -17,7 +17,7 @@ public struct PythonEnvironment: Sendable, Codable {
     /// The environment for `requirements` under Python `version`, creating it if needed with
     /// `build` (its sandbox, limits and requirement policy). `log` receives installer output as
     /// it comes, so a slow first build is not silent. Blocking: call it off the cooperative pool.
-    public static func ensure(python version: String, requirements: [String], home: URL, build: EnvironmentBuild,
+    public static func ensure(python version: PythonVersion, requirements: [String], home: URL, build: EnvironmentBuild,
                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> PythonEnvironment {
         let problems = build.policy.problems(requirements)
         guard problems.isEmpty else {
@@ -61,7 +61,7 @@ public struct PythonEnvironment: Sendable, Codable {
     /// Creates the environment in `root` (which exists) and returns its interpreter's base prefix.
     /// Only trusted programs run outside the sandbox (finding the interpreter); the venv and the
     /// install, where a package's build code runs, run inside it.
-    private static func create(root: URL, cache: URL, version: String, requirements: [String], build: EnvironmentBuild,
+    private static func create(root: URL, cache: URL, version: PythonVersion, requirements: [String], build: EnvironmentBuild,
                                log: @escaping @Sendable (String) -> Void) throws -> String {
         let requirementsFile = cache.appendingPathComponent("requirements.txt")
         try Data(requirements.joined(separator: "\n").utf8).write(to: requirementsFile)
@@ -114,21 +114,26 @@ public struct PythonEnvironment: Sendable, Codable {
         return real.isEmpty ? nil : real
     }
 
-    /// The interpreter for `version`: the one uv finds, else `pythonX.Y` on PATH, else `python3`
-    /// when its version matches; always a real binary, never a shim.
-    private static func interpreter(_ version: String, uv: String?) throws -> String {
-        if let uv, let found = try? ChildProcess.run(uv, ["python", "find", version], environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
-                                                                                                   "HOME": NSHomeDirectory(), "UV_PYTHON_DOWNLOADS": "never"]),
+    /// The interpreter for `version`, found only among the operator's: the system interpreter uv
+    /// finds (never a download, a virtual environment or a project's pin: it runs in `/` with
+    /// `--system --no-project`), else `python3.N` on the server's PATH, else `python3` when its
+    /// version matches; always a real binary, never a shim. `version` is numbers only
+    /// (``PythonVersion``), so nothing a model's author wrote can name the program run here.
+    private static func interpreter(_ version: PythonVersion, uv: String?) throws -> String {
+        if let uv, let found = try? ChildProcess.run(uv, ["python", "find", "--system", "--no-project", version.description],
+                                                     environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+                                                                   "HOME": NSHomeDirectory(), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"],
+                                                     directory: URL(fileURLWithPath: "/")),
            found.status == 0 {
             let path = String(decoding: found.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if !path.isEmpty, let real = realExecutable(path) { return real }
+            if path.hasPrefix("/"), let real = realExecutable(path) { return real }
         }
-        if let exact = (try? ChildProcess.resolve("python\(version)")).flatMap(realExecutable) { return exact }
-        let python3 = try ChildProcess.resolve("python3")
+        if let exact = (try? ChildProcess.onPath("python\(version.majorMinor)")).flatMap(realExecutable) { return exact }
+        let python3 = try ChildProcess.onPath("python3")
         let probe = try ChildProcess.run(python3, ["-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"])
         let lines = String(decoding: probe.stdout, as: UTF8.self).split(separator: "\n").map(String.init)
         let found = lines.first ?? "?"
-        guard version.hasPrefix(found) else {
+        guard PythonVersion(found).map({ $0.minor == version.minor }) == true else {
             throw Diagnostic(nil, "Python \(version) is not installed (python3 is \(found))",
                              fix: "install it, or set python: \"\(found)\" in lathe.yaml")
         }

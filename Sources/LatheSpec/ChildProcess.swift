@@ -36,7 +36,17 @@ public enum ChildProcess {
         return Result(status: process.terminationStatus, stdout: outData, stderr: errData)
     }
 
-    /// Finds a program on PATH; a name with a slash is returned as it is.
+    /// Finds a program by name on the server's PATH only: a name holding a slash (a path) is
+    /// refused, so a value that reached here from a spec or a request cannot name a program.
+    public static func onPath(_ name: String) throws -> String {
+        guard !name.isEmpty, !name.contains("/"), !name.contains("\0") else {
+            throw Diagnostic(nil, "\"\(name.prefix(64))\" is not a program name", fix: "name a program on PATH, not a path")
+        }
+        return try resolve(name)
+    }
+
+    /// Finds a program on PATH; a name with a slash is returned as it is (for the operator's own
+    /// paths: use ``onPath(_:)`` for any name derived from a spec).
     public static func resolve(_ name: String) throws -> String {
         if name.contains("/") { return name }
         for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {

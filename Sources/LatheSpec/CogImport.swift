@@ -36,7 +36,7 @@ public enum CogImport {
             let name = image.split(separator: "/").suffix(2).joined(separator: "/")
             if name.contains("/") { lines.append("name: \(name)") }
         }
-        var python = build?["python_version"].map { $0.string ?? "" } ?? ModelSpec.defaultPython
+        var python = build?["python_version"].map { $0.string ?? "" } ?? ModelSpec.defaultPython.description
         python = python.split(separator: ".").prefix(2).joined(separator: ".")
         lines.append("python: \(quote(python))")
         if let requirements = build?["python_requirements"]?.string {

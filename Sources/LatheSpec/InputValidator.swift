@@ -118,6 +118,6 @@ public enum InputValidator {
     }
 
     private static func format(_ value: Double) -> String {
-        value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value)
+        value.rounded() == value && abs(value) < 1e15 ? String(value.exactInteger ?? 0) : String(value)
     }
 }

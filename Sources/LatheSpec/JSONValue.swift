@@ -162,3 +162,13 @@ public enum JSON {
         return try encoder.encode(value)
     }
 }
+
+extension Double {
+    /// The value rounded to a whole number when it is within ±2^53 (where every whole number is
+    /// exact); nil for anything larger, infinite or NaN. The one conversion from a number that
+    /// came from outside to an `Int`: `Int(_:)` traps on values out of range.
+    public var exactInteger: Int? {
+        guard isFinite, abs(self) <= 9_007_199_254_740_992 else { return nil }
+        return Int(exactly: rounded())
+    }
+}

@@ -4,7 +4,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var name: String?
     public var description: String?
     public var license: String?
-    public var python: String
+    public var python: PythonVersion
     public var pythonPackages: [String]
     /// A requirements file inside the project, as an alternative to `python_packages`.
     public var requirements: String?
@@ -22,7 +22,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     /// Where `predict:` is written, for diagnostics about the entry point.
     public var predictLocation: SourceLocation?
 
-    public static let defaultPython = "3.11"
+    public static let defaultPython = PythonVersion("3.11")!
     public static let defaultTimeout = 30 * 60
 
     public init(predict: EntryPoint, inputs: [InputSpec] = [], output: OutputSpec = OutputSpec(type: .string)) {

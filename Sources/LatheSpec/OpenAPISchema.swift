@@ -143,7 +143,9 @@ public enum OpenAPISchema {
     }
 
     private static func number(_ value: Double, _ type: ValueType) -> JSONValue {
-        if type == .integer || (value.rounded() == value && abs(value) < 1e15 && type != .number) { return .int(Int(value)) }
+        // Checked: a bound from a stranger's schema may be any double (1e300, NaN).
+        if type == .integer || (value.rounded() == value && abs(value) < 1e15 && type != .number),
+           let whole = value.exactInteger { return .int(whole) }
         return .number(value)
     }
 }

@@ -30,6 +30,17 @@ public struct SpecParser {
         return spec
     }
 
+    /// Checks a spec that arrived already decoded (a pushed config's `spec`) with exactly the
+    /// checks `lathe validate` applies to `lathe.yaml`: it is written back into the document's
+    /// shape (``ModelSpec/document``) and parsed again, so no field skips the parser. Throws
+    /// ``Diagnostics`` whose locations name `fileName` (there are no lines to point at).
+    public static func check(_ spec: ModelSpec, fileName: String = "config spec") throws -> ModelSpec {
+        var parser = SpecParser(fileName: fileName)
+        let parsed = parser.run(root: spec.document)
+        guard let parsed, parser.problems.isEmpty else { throw Diagnostics(parser.problems) }
+        return parsed
+    }
+
     /// Reads and parses `lathe.yaml` in a project folder.
     public static func load(project: URL) throws -> ModelSpec {
         let url = project.appendingPathComponent("lathe.yaml")
@@ -43,6 +54,12 @@ public struct SpecParser {
     // MARK: - Document
 
     private mutating func run(_ text: String) -> ModelSpec? {
+        guard text.utf8.count <= Limits.documentBytes else {
+            problems.append(Diagnostic(SourceLocation(file: fileName, line: 1, column: 1),
+                                       "\(fileName) is \(text.utf8.count) bytes, more than \(Limits.documentBytes >> 10) KiB",
+                                       fix: "keep the spec short: long text belongs in README.md, large data in weights:"))
+            return nil
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -51,6 +68,18 @@ public struct SpecParser {
             return nil
         } catch {
             problems.append(Diagnostic(SourceLocation(file: fileName, line: 1, column: 1), "cannot read YAML: \(error)"))
+            return nil
+        }
+        return run(root: root)
+    }
+
+    private mutating func run(root: Node?) -> ModelSpec? {
+        // Aliases are shared, not copied, by the composer, but everything below walks the tree
+        // as if expanded: a chain of aliases to aliases would be walked exponentially.
+        var budget = Limits.expandedValues
+        if let root, !Self.fits(root, budget: &budget) {
+            problems.append(Diagnostic(location(root), "\(fileName) expands to more than \(Limits.expandedValues) values (YAML aliases that refer to aliases?)",
+                                       fix: "write the values out instead of repeating them through &anchors and *aliases"))
             return nil
         }
         guard let root, let mapping = root.mapping else {
@@ -70,12 +99,17 @@ public struct SpecParser {
                                        fix: "write for example `predict: predict.py:Predictor`"))
             return nil
         }
+        guard Self.projectPath(predict.file) == predict.file else {
+            problems.append(Diagnostic(location(predictNode), "predict: names \(Self.clip(predict.file)), which is not a plain path inside the project",
+                                       fix: "write a path relative to lathe.yaml, e.g. `predict: predict.py:Predictor`"))
+            return nil
+        }
         var spec = ModelSpec(predict: predict)
         spec.predictLocation = location(predictNode)
 
         if let node = mapping["name"], let value = scalarString(node, what: "name") {
-            if value.range(of: #"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$"#, options: .regularExpression) == nil {
-                problems.append(Diagnostic(location(node), "name \"\(value)\" is not owner/name",
+            if value.utf8.count > 200 || value.range(of: #"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$"#, options: .regularExpression) == nil {
+                problems.append(Diagnostic(location(node), "name \"\(Self.clip(value))\" is not owner/name",
                                            fix: "use lowercase letters, digits, '-', '_' and '.', e.g. `name: acme/sentiment`"))
             } else {
                 spec.name = value
@@ -84,11 +118,11 @@ public struct SpecParser {
         spec.description = mapping["description"].flatMap { scalarString($0, what: "description") }
         spec.license = mapping["license"].flatMap { scalarString($0, what: "license") }
         if let node = mapping["python"], let value = scalarString(node, what: "python") {
-            if value.range(of: #"^3\.\d+(\.\d+)?$"#, options: .regularExpression) == nil {
-                problems.append(Diagnostic(location(node), "python \"\(value)\" is not a Python 3 version",
-                                           fix: "write it quoted, e.g. `python: \"3.11\"`"))
+            if let version = PythonVersion(value) {
+                spec.python = version
             } else {
-                spec.python = value
+                problems.append(Diagnostic(location(node), "python \"\(Self.clip(value))\" is not a Python 3 version",
+                                           fix: "write it quoted, e.g. `python: \"3.11\"`"))
             }
         }
         if let node = mapping["python_packages"] {
@@ -96,13 +130,17 @@ public struct SpecParser {
         }
         if let node = mapping["requirements"] {
             spec.requirements = scalarString(node, what: "requirements")
+            if let path = spec.requirements, Self.projectPath(path) == nil {
+                problems.append(Diagnostic(location(node), "requirements \"\(Self.clip(path))\" is outside the project",
+                                           fix: "use a path relative to lathe.yaml, e.g. `requirements: requirements.txt`"))
+            }
             if mapping["python_packages"] != nil {
                 problems.append(Diagnostic(location(node), "both requirements: and python_packages: are set",
                                            fix: "keep only one of them"))
             }
         }
         if let node = mapping["safety_checker"], let text = scalarString(node, what: "safety_checker") {
-            if let entry = EntryPoint(parsing: text) {
+            if let entry = EntryPoint(parsing: text), Self.projectPath(entry.file) == entry.file {
                 spec.safetyChecker = entry
             } else {
                 problems.append(Diagnostic(location(node), "safety_checker: must be file.py:Name",
@@ -121,18 +159,18 @@ public struct SpecParser {
             spec.weights = parseWeights(node)
         }
         if let node = mapping["concurrency"] {
-            if let value = node.int, value >= 1 {
+            if let value = node.int, value >= 1, value <= Limits.concurrency {
                 spec.concurrency = value
             } else {
-                problems.append(Diagnostic(location(node), "concurrency must be a whole number of at least 1",
+                problems.append(Diagnostic(location(node), "concurrency must be a whole number from 1 to \(Limits.concurrency)",
                                            fix: "write for example `concurrency: 1`"))
             }
         }
         if let node = mapping["timeout"] {
-            if let seconds = Self.parseDuration(node) {
+            if let seconds = Self.parseDuration(node), seconds <= Limits.timeout {
                 spec.timeout = seconds
             } else {
-                problems.append(Diagnostic(location(node), "timeout \"\(node.string ?? "")\" is not a duration",
+                problems.append(Diagnostic(location(node), "timeout \"\(Self.clip(node.string ?? ""))\" is not a duration of at most 7 days",
                                            fix: "write seconds or a unit, e.g. `timeout: 90s`, `30m` or `2h`"))
             }
         }
@@ -150,12 +188,15 @@ public struct SpecParser {
     static func parseDuration(_ node: Node) -> Int? {
         if let value = node.int { return value > 0 ? value : nil }
         guard let text = node.string, let unit = text.last, let number = Int(text.dropLast()), number > 0 else { return nil }
+        let factor: Int
         switch unit {
-        case "s": return number
-        case "m": return number * 60
-        case "h": return number * 3600
+        case "s": factor = 1
+        case "m": factor = 60
+        case "h": factor = 3600
         default: return nil
         }
+        let (seconds, overflow) = number.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : seconds
     }
 
     // MARK: - Inputs
@@ -166,11 +207,16 @@ public struct SpecParser {
                                        fix: "write for example `inputs: {text: {type: string}}`"))
             return []
         }
+        guard mapping.count <= Limits.inputs else {
+            problems.append(Diagnostic(location(node), "inputs: declares \(mapping.count) inputs, more than \(Limits.inputs)",
+                                       fix: "group related values into an object or array input"))
+            return []
+        }
         var inputs: [InputSpec] = []
         for (keyNode, valueNode) in mapping {
             guard let name = keyNode.string else { continue }
-            if name.range(of: #"^[A-Za-z_][A-Za-z0-9_]*$"#, options: .regularExpression) == nil {
-                problems.append(Diagnostic(location(keyNode), "input name \"\(name)\" is not a Python identifier",
+            if name.utf8.count > 64 || name.range(of: #"^[A-Za-z_][A-Za-z0-9_]*$"#, options: .regularExpression) == nil {
+                problems.append(Diagnostic(location(keyNode), "input name \"\(Self.clip(name))\" is not a Python identifier",
                                            fix: "use letters, digits and '_', starting with a letter"))
                 continue
             }
@@ -232,6 +278,11 @@ public struct SpecParser {
                 problems.append(Diagnostic(location(bound), "\(key) of \(what) must be a number", fix: "write for example `\(key): 1`"))
                 continue
             }
+            guard Self.isSafe(value) else {
+                problems.append(Diagnostic(location(bound), "\(key) \(Self.clip(bound.scalar?.string ?? ""))) of \(what) is beyond ±2^53 (or not finite)",
+                                           fix: "use a number between -9007199254740992 and 9007199254740992"))
+                continue
+            }
             if key == "minimum" { input.minimum = value } else { input.maximum = value }
         }
         for key in ["min_length", "max_length"] {
@@ -241,8 +292,8 @@ public struct SpecParser {
                                            fix: numeric ? "use minimum/maximum for numbers" : "remove \(key)"))
                 continue
             }
-            guard let value = bound.int, value >= 0 else {
-                problems.append(Diagnostic(location(bound), "\(key) of \(what) must be a whole number ≥ 0", fix: "write for example `\(key): 1`"))
+            guard let value = bound.int, value >= 0, value <= Limits.length else {
+                problems.append(Diagnostic(location(bound), "\(key) of \(what) must be a whole number from 0 to \(Limits.length)", fix: "write for example `\(key): 1`"))
                 continue
             }
             if key == "min_length" { input.minLength = value } else { input.maxLength = value }
@@ -255,19 +306,25 @@ public struct SpecParser {
             if !stringy {
                 problems.append(Diagnostic(location(patternNode), "pattern applies to string inputs, but \(what) is \(type.rawValue)", fix: "remove pattern"))
             } else if let pattern = scalarString(patternNode, what: "pattern") {
-                do {
+                if pattern.utf8.count > Limits.patternBytes {
+                    problems.append(Diagnostic(location(patternNode), "pattern of \(what) is \(pattern.utf8.count) bytes, more than \(Limits.patternBytes)",
+                                               fix: "write a shorter expression"))
+                } else { do {
                     _ = try NSRegularExpression(pattern: pattern)
                     input.pattern = pattern
                 } catch {
-                    problems.append(Diagnostic(location(patternNode), "pattern \"\(pattern)\" of \(what) is not a valid regular expression",
+                    problems.append(Diagnostic(location(patternNode), "pattern \"\(Self.clip(pattern))\" of \(what) is not a valid regular expression",
                                                fix: "fix the expression, and quote it in single quotes so YAML keeps backslashes"))
-                }
+                } }
             }
         }
         if let choicesNode = mapping["choices"] {
             if ![.string, .integer, .number].contains(type) {
                 problems.append(Diagnostic(location(choicesNode), "choices apply to string, integer and number inputs, but \(what) is \(type.rawValue)",
                                            fix: "remove choices"))
+            } else if let sequence = choicesNode.sequence, sequence.count > Limits.choices {
+                problems.append(Diagnostic(location(choicesNode), "\(what) has \(sequence.count) choices, more than \(Limits.choices)",
+                                           fix: "use a string input without choices"))
             } else if let sequence = choicesNode.sequence, !sequence.isEmpty {
                 var choices: [JSONValue] = []
                 for item in sequence {
@@ -351,10 +408,17 @@ public struct SpecParser {
             if type != .object {
                 problems.append(Diagnostic(location(propertiesNode), "properties: applies to object outputs, but output is \(type.rawValue)",
                                            fix: "remove properties: or set `type: object`"))
+            } else if let properties = propertiesNode.mapping, properties.count > Limits.inputs {
+                problems.append(Diagnostic(location(propertiesNode), "properties: declares \(properties.count) fields, more than \(Limits.inputs)",
+                                           fix: "use `type: object` without properties for free-form results"))
             } else if let properties = propertiesNode.mapping {
                 var result: [String: ValueType] = [:]
                 for (key, value) in properties {
                     guard let name = key.string else { continue }
+                    guard name.utf8.count <= 64 else {
+                        problems.append(Diagnostic(location(key), "output property \"\(Self.clip(name))\" has a name longer than 64 bytes", fix: "shorten it"))
+                        continue
+                    }
                     let typeNode = value.mapping?["type"] ?? value
                     if let mapping = value.mapping { checkKeys(mapping, allowed: ["type", "description"], context: "in output property \"\(name)\"") }
                     if let propertyType = valueType(typeNode, allowed: ValueType.itemTypes + [.array], what: "output property \"\(name)\"") {
@@ -384,6 +448,11 @@ public struct SpecParser {
             problems.append(Diagnostic(location(node), "weights: must be a list", fix: "write for example `weights: [{path: weights/model.npz}]`"))
             return []
         }
+        guard sequence.count <= Limits.weights else {
+            problems.append(Diagnostic(location(node), "weights: lists \(sequence.count) entries, more than \(Limits.weights)",
+                                       fix: "list folders instead of single files"))
+            return []
+        }
         var weights: [WeightsSpec] = []
         for item in sequence {
             var entry: WeightsSpec
@@ -409,9 +478,8 @@ public struct SpecParser {
                 problems.append(Diagnostic(location(item), "weights entry must be a path or a mapping", fix: "write `- path: weights/model.npz`"))
                 continue
             }
-            let normalized = (entry.path as NSString).standardizingPath
-            if entry.path.hasPrefix("/") || normalized.hasPrefix("..") || normalized.isEmpty || normalized == "." {
-                problems.append(Diagnostic(location(item), "weights path \"\(entry.path)\" is outside the project",
+            guard let normalized = Self.projectPath(entry.path) else {
+                problems.append(Diagnostic(location(item), "weights path \"\(Self.clip(entry.path))\" is outside the project",
                                            fix: "use a path relative to the folder that holds lathe.yaml"))
                 continue
             }
@@ -420,6 +488,55 @@ public struct SpecParser {
             weights.append(entry)
         }
         return weights
+    }
+
+    // MARK: - Limits
+
+    /// The bounds every spec must keep, whether it comes from `lathe.yaml` or a pushed config:
+    /// numbers a JSON client, a form and a 64-bit integer all hold exactly, and sizes that keep
+    /// pages, schemas and the database small.
+    public enum Limits {
+        public static let documentBytes = 1 << 20
+        public static let expandedValues = 100_000
+        /// 2^53: the largest integer a JavaScript client (and a Double) holds exactly.
+        public static let safeInteger = 9_007_199_254_740_992.0
+        public static let textBytes = 16 << 10
+        public static let patternBytes = 1024
+        public static let inputs = 256
+        public static let choices = 1000
+        public static let packages = 1000
+        public static let weights = 10_000
+        public static let concurrency = 1024
+        public static let length = 1 << 30
+        public static let timeout = 7 * 86_400
+    }
+
+    /// Counts the values of the tree as expanded, stopping as soon as `budget` is spent.
+    private static func fits(_ node: Node, budget: inout Int) -> Bool {
+        budget -= 1
+        if budget < 0 { return false }
+        switch node {
+        case .scalar, .alias: return true
+        case .sequence(let sequence): return sequence.allSatisfy { fits($0, budget: &budget) }
+        case .mapping(let mapping): return mapping.allSatisfy { fits($0.key, budget: &budget) && fits($0.value, budget: &budget) }
+        }
+    }
+
+    /// A value echoed in a message, cut so a long one cannot flood the output.
+    static func clip(_ text: String) -> String {
+        text.count <= 80 ? text : text.prefix(77) + "…"
+    }
+
+    /// Whether a number is finite and within ±2^53.
+    static func isSafe(_ value: Double) -> Bool {
+        value.isFinite && abs(value) <= Limits.safeInteger
+    }
+
+    /// A path inside the project: relative, without `..`, normalized.
+    static func projectPath(_ path: String) -> String? {
+        let normalized = (path as NSString).standardizingPath
+        if path.hasPrefix("/") || path.contains("\0") || normalized.hasPrefix("..") || normalized.isEmpty || normalized == "." { return nil }
+        return normalized
     }
 
     // MARK: - Scalars
@@ -461,12 +578,22 @@ public struct SpecParser {
             problems.append(Diagnostic(location(node), "\(what) must be a single value, not a list or mapping", fix: "write it on one line"))
             return nil
         }
+        guard scalar.string.utf8.count <= Limits.textBytes else {
+            problems.append(Diagnostic(location(node), "\(what) is \(scalar.string.utf8.count) bytes long, more than \(Limits.textBytes >> 10) KiB",
+                                       fix: "shorten it; long text belongs in README.md"))
+            return nil
+        }
         return scalar.string
     }
 
     private mutating func stringList(_ node: Node, what: String) -> [String] {
         guard let sequence = node.sequence else {
             problems.append(Diagnostic(location(node), "\(what) must be a list", fix: "write for example `\(what): [numpy>=1.26]`"))
+            return []
+        }
+        guard sequence.count <= Limits.packages else {
+            problems.append(Diagnostic(location(node), "\(what) lists \(sequence.count) entries, more than \(Limits.packages)",
+                                       fix: "list only the packages the model imports"))
             return []
         }
         return sequence.compactMap { scalarString($0, what: "an entry of \(what)") }
@@ -489,9 +616,25 @@ public struct SpecParser {
         return node.float
     }
 
+    /// Every number in a value (a default, a choice) is finite and within ±2^53.
+    static func numbersAreSafe(_ value: JSONValue) -> Bool {
+        switch value {
+        case .int(let int): return isSafe(Double(int))
+        case .number(let double): return isSafe(double)
+        case .array(let values): return values.allSatisfy(numbersAreSafe)
+        case .object(let object): return object.values.allSatisfy(numbersAreSafe)
+        default: return true
+        }
+    }
+
     /// Converts a YAML value to JSON after checking it has the declared type.
     private mutating func typedValue(_ node: Node, type: ValueType, items: ValueType? = nil, what: String) -> JSONValue? {
         let value = Self.json(node)
+        guard Self.numbersAreSafe(value) else {
+            problems.append(Diagnostic(location(node), "\(what) holds a number beyond ±2^53 (or not finite)",
+                                       fix: "use numbers between -9007199254740992 and 9007199254740992"))
+            return nil
+        }
         if let message = InputValidator.typeMismatch(value, type: type, items: items) {
             problems.append(Diagnostic(location(node), "\(what) is \(value.display), \(message)",
                                        fix: "write a value of type \(type == .array ? "array of \(items?.rawValue ?? "?")" : type.rawValue)"))

@@ -50,7 +50,7 @@ struct FormFieldsTests {
     func input() async throws {
         var form = WebForm()
         form.fields = ["prompt": "hello", "title": "", "steps": "7", "seed": "abc", "scale": "0.25", "style": "plain", "extra": "{\"a\": 1}"]
-        form.files["photo"] = UploadedFile(filename: "p.png", contentType: "image/png", data: Data([1, 2, 3]))
+        form.files["photo"] = UploadedFile(filename: "p.png", contentType: "image/png", file: URL(fileURLWithPath: "/nonexistent/p.png"), size: 3)
         let input = try await FormFields.input(form, spec: spec) { file in "https://registry.example/v1/files/\(file.filename)" }
         #expect(input["prompt"] == .string("hello"))
         #expect(input["title"] == .string(""))

@@ -140,7 +140,7 @@ struct CogImportTests {
         defer { try? FileManager.default.removeItem(at: project) }
         let text = try CogImport.convert(project: project)
         let spec = try SpecParser.parse(text)
-        #expect(spec.python == "3.11")
+        #expect(spec.python.description == "3.11")
         #expect(spec.pythonPackages == ["numpy==1.26.4"])
         #expect(spec.inputs.map(\.name) == ["prompt", "steps", "scheduler", "image", "mask", "token", "scale"])
         #expect(spec.input(named: "prompt")?.description == "Text prompt")
@@ -177,7 +177,7 @@ struct CogImportTests {
         defer { try? FileManager.default.removeItem(at: project) }
         let spec = try SpecParser.parse(try CogImport.convert(project: project))
         #expect(spec.name == "acme/upscaler")
-        #expect(spec.python == "3.12")
+        #expect(spec.python.description == "3.12")
         #expect(spec.requirements == "requirements.txt")
         #expect(spec.predict == EntryPoint(file: "run.py", symbol: "Runner"))
         #expect(spec.input(named: "scale")?.choices == [.int(2), .int(4)])

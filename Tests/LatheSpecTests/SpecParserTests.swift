@@ -66,7 +66,7 @@ struct SpecParserTests {
         #expect(spec.inputs.first?.type == .string)
         #expect(spec.output.type == .string)
         #expect(spec.timeout == 1800)
-        #expect(spec.python == "3.11")
+        #expect(spec.python.description == "3.11")
     }
 
     // MARK: - One test per kind of mistake, each with its exact place and words.

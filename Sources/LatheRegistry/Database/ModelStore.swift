@@ -342,6 +342,17 @@ public struct ModelStore: Sendable {
             """).first(decoding: Row.self)?.size
     }
 
+    /// Bytes of registry blobs in `owner`'s repositories, each digest counted once.
+    public func storageUsed(byOwner owner: String) async throws -> Int64 {
+        struct Row: Decodable { var used: Int64? }
+        // The prefix is a valid account name (letters, digits, '-', '_', '.'), so LIKE's '_' may
+        // match any character: the exact check on the prefix keeps it honest.
+        return try await sql.raw("""
+            SELECT SUM(b.size) AS used FROM blobs b WHERE b.digest IN (
+              SELECT digest FROM repository_blobs WHERE SUBSTR(repository, 1, \(bind: owner.count + 1)) = \(bind: owner + "/"))
+            """).first(decoding: Row.self)?.used ?? 0
+    }
+
     // MARK: - Uploads
 
     public func createUpload(id: String, repository: String, userID: String) async throws {
@@ -353,6 +364,22 @@ public struct ModelStore: Sendable {
     public func uploadExists(id: String, repository: String) async throws -> Bool {
         struct Row: Decodable { var id: String }
         return try await sql.raw("SELECT id FROM uploads WHERE id = \(bind: id) AND repository = \(bind: repository)").first(decoding: Row.self) != nil
+    }
+
+    /// Takes the upload's one writer lease for `writer` until `until` (a request that writes to
+    /// it); false while another request holds an unexpired one, on any replica.
+    public func claimUploadWriter(id: String, writer: String, until: Date) async throws -> Bool {
+        struct Row: Decodable { var id: String }
+        let now = Timestamp.now()
+        return try await sql.raw("""
+            UPDATE uploads SET writer = \(bind: writer), writer_until = \(bind: Timestamp.string(until))
+            WHERE id = \(bind: id) AND (writer IS NULL OR writer_until < \(bind: now)) RETURNING id
+            """).first(decoding: Row.self) != nil
+    }
+
+    /// Gives the lease back (only the writer that holds it can).
+    public func releaseUploadWriter(id: String, writer: String) async throws {
+        try await sql.raw("UPDATE uploads SET writer = NULL, writer_until = NULL WHERE id = \(bind: id) AND writer = \(bind: writer)").run()
     }
 
     public func deleteUpload(id: String) async throws {

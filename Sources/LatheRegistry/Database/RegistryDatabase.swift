@@ -257,6 +257,10 @@ public final class RegistryDatabase: Sendable {
                 """).run()
             try await sql.raw("ALTER TABLE models ADD COLUMN hardware TEXT NOT NULL DEFAULT 'cpu'").run()
         }),
+        (9, "uploads: one writer at a time (a lease every replica sees)", { sql, _ in
+            try await sql.raw("ALTER TABLE uploads ADD COLUMN writer TEXT").run()
+            try await sql.raw("ALTER TABLE uploads ADD COLUMN writer_until TEXT").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -9,6 +9,9 @@ import NIOFoundationCompat
 struct DistributionRoutes {
     let registry: Registry
     static let maxManifestBytes = 4 << 20
+    /// Layers a manifest may list (a code layer and one per weights file).
+    static let maxLayers = 1000
+    static let maxConfigBytes = 4 << 20
 
     func add(to router: Router<RegistryContext>) {
         let v2 = router.group("v2").add(middleware: OCIErrorMiddleware())
@@ -99,6 +102,8 @@ struct DistributionRoutes {
         if registry.blobRedirect, let url = try await registry.blobs.redirectURL(for: .blob(digest), expires: 900, downloadName: nil) {
             return Response(status: .temporaryRedirect, headers: [.location: url.absoluteString, .init("Docker-Content-Digest")!: digest.description])
         }
+        // Served as the digest only once its bytes were checked to be that digest's.
+        try registry.blobCache.verifyLocal(digest)
         return Response(status: status, headers: headers, body: registry.blobs.responseBody(.blob(digest), range: range))
     }
 
@@ -127,8 +132,10 @@ struct DistributionRoutes {
         if let expected = query["digest"].map(String.init) {
             // Single POST with the whole blob.
             let digest = try digest(expected)
-            _ = try await registry.blobs.append(id, body: request.body, at: 0, limit: .max)
-            return try await complete(id, digest: digest, repository: repository)
+            return try await writing(id) {
+                _ = try await registry.blobs.append(id, body: request.body, at: 0, limit: try await room(owner: owner, uploaded: 0))
+                return try await complete(id, digest: digest, repository: repository)
+            }
         }
         return Response(status: .accepted, headers: [
             .location: uploadLocation(owner, name, id), .range: "0-0", .init("Docker-Upload-UUID")!: id,
@@ -155,8 +162,50 @@ struct DistributionRoutes {
                                                       .init("Docker-Upload-UUID")!: id])
     }
 
+    /// Runs `body` as the upload's one writer. Two requests writing to one upload at once would
+    /// each append at the same offset and leave a digest that is not the file's, so the second
+    /// is refused (409) while the first holds the lease, on whatever replica it runs.
+    private func writing(_ id: String, _ body: () async throws -> Response) async throws -> Response {
+        let writer = UUID().uuidString
+        guard try await registry.models.claimUploadWriter(id: id, writer: writer, until: Date().addingTimeInterval(Self.writerLease)) else {
+            throw RegistryError(409, "upload \(id) is being written by another request; wait for it to finish, then ask GET for its Range and resume",
+                                code: "BLOB_UPLOAD_INVALID")
+        }
+        do {
+            let response = try await body()
+            try? await registry.models.releaseUploadWriter(id: id, writer: writer)
+            return response
+        } catch {
+            try? await registry.models.releaseUploadWriter(id: id, writer: writer)
+            throw error
+        }
+    }
+
+    /// How long a writer may hold an upload before another request may take over (a writer on
+    /// a replica that died).
+    static let writerLease: TimeInterval = 30 * 60
+
+    /// The bytes a request may still add to an upload holding `uploaded` bytes: the operator's
+    /// largest blob, and what is left of the owner's storage quota.
+    private func room(owner: String, uploaded: Int64) async throws -> Int64 {
+        let used = try await registry.models.storageUsed(byOwner: owner)
+        let left = min(registry.maxBlobSize, registry.storageQuota - used) - uploaded
+        guard left >= 0 else {
+            if registry.storageQuota - used <= uploaded {
+                throw RegistryError(413, "\(owner)'s blobs take \(used >> 20) MB of a \(registry.storageQuota >> 20) MB quota; delete versions or ask the operator for more",
+                                    code: "DENIED")
+            }
+            throw RegistryError(413, "a blob may be at most \(registry.maxBlobSize >> 20) MB on this registry", code: "SIZE_INVALID")
+        }
+        return left
+    }
+
     private func patchUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let (owner, name, id) = try await upload(context)
+        return try await writing(id) { try await patch(request, owner: owner, name: name, id: id) }
+    }
+
+    private func patch(_ request: Request, owner: String, name: String, id: String) async throws -> Response {
         let size = try await registry.blobs.uploadSize(id) ?? 0
         if let header = request.headers[.contentRange] {
             // Chunks must arrive in order: the first byte must be the next one expected.
@@ -169,7 +218,7 @@ struct DistributionRoutes {
                                     code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.start) but \(size) bytes were received so far")]))) ?? Data())))
             }
         }
-        let received = try await registry.blobs.append(id, body: request.body, at: size, limit: .max)
+        let received = try await registry.blobs.append(id, body: request.body, at: size, limit: try await room(owner: owner, uploaded: size))
         return Response(status: .accepted, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(received),
                                                      .init("Docker-Upload-UUID")!: id])
     }
@@ -180,9 +229,11 @@ struct DistributionRoutes {
             throw RegistryError(400, "PUT needs ?digest=sha256:…", code: "DIGEST_INVALID")
         }
         let digest = try digest(expected)
-        let size = try await registry.blobs.uploadSize(id) ?? 0
-        _ = try await registry.blobs.append(id, body: request.body, at: size, limit: .max)
-        return try await complete(id, digest: digest, repository: "\(owner)/\(name)")
+        return try await writing(id) {
+            let size = try await registry.blobs.uploadSize(id) ?? 0
+            _ = try await registry.blobs.append(id, body: request.body, at: size, limit: try await room(owner: owner, uploaded: size))
+            return try await complete(id, digest: digest, repository: "\(owner)/\(name)")
+        }
     }
 
     private func complete(_ id: String, digest: Digest, repository: String) async throws -> Response {
@@ -202,9 +253,11 @@ struct DistributionRoutes {
 
     private func cancelUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let (_, _, id) = try await upload(context)
-        try await registry.blobs.discardUpload(id)
-        try await registry.models.deleteUpload(id: id)
-        return Response(status: .noContent)
+        return try await writing(id) {
+            try await registry.blobs.discardUpload(id)
+            try await registry.models.deleteUpload(id: id)
+            return Response(status: .noContent)
+        }
     }
 
     // MARK: - Manifests
@@ -290,19 +343,47 @@ struct DistributionRoutes {
     /// Every blob must be in the repository, and the config's uncompressed layer digests must
     /// match what was uploaded (the code layer is inflated and hashed).
     private func verify(_ manifest: Manifest, repository: String) async throws -> ModelConfig {
+        // Counted before any database work: a manifest is small, its layers few.
+        guard manifest.layers.count <= Self.maxLayers else {
+            throw RegistryError(400, "the manifest lists \(manifest.layers.count) layers, more than \(Self.maxLayers); keep weights in fewer, larger files",
+                                code: "MANIFEST_INVALID")
+        }
+        guard manifest.config.size <= Self.maxConfigBytes else {
+            throw RegistryError(400, "the config blob is \(manifest.config.size) bytes, more than \(Self.maxConfigBytes)", code: "MANIFEST_INVALID")
+        }
         for descriptor in [manifest.config] + manifest.layers {
             // Touched before it is checked: a collection running now either sees it touched
             // and keeps it, or removed it already and the check fails (the client pushes it again).
             try await registry.models.touchBlob(descriptor.digest.description)
-            guard try await registry.models.blob(descriptor.digest.description, repository: repository) != nil,
+            guard let stored = try await registry.models.blob(descriptor.digest.description, repository: repository),
                   try await registry.blobs.size(of: .blob(descriptor.digest)) != nil else {
                 throw RegistryError(400, "blob \(descriptor.digest) named by the manifest was not uploaded to \(repository)", code: "MANIFEST_BLOB_UNKNOWN")
             }
+            // Limits below trust declared sizes (the code layer's inflation bound): they must be the real ones.
+            guard stored == descriptor.size else {
+                throw RegistryError(400, "the manifest declares \(descriptor.size) bytes for blob \(descriptor.digest), but it holds \(stored)",
+                                    code: "SIZE_INVALID")
+            }
         }
-        guard manifest.config.size <= 16 << 20, let configData = try? await registry.blobs.data(.blob(manifest.config.digest)),
-              let config = try? JSONDecoder().decode(ModelConfig.self, from: configData) else {
+        guard let configData = try? await registry.blobs.data(.blob(manifest.config.digest), limit: Self.maxConfigBytes) else {
             throw RegistryError(400, "the config blob is not a Lathe model config", code: "MANIFEST_INVALID")
         }
+        var config: ModelConfig
+        do {
+            config = try JSONDecoder().decode(ModelConfig.self, from: configData)
+        } catch let error as DecodingError {
+            throw RegistryError(400, "the config blob is not a Lathe model config: \(Self.describe(error)); push a version made by `lathe build`",
+                                code: "MANIFEST_INVALID")
+        }
+        // A config is a stranger's input: its spec passes every check `lathe validate` makes
+        // before a version exists, and the schema the registry serves is made here from it.
+        do {
+            config.spec = try SpecParser.check(config.spec)
+        } catch let diagnostics as Diagnostics {
+            throw RegistryError(400, "the config's spec is not valid: " + diagnostics.items.prefix(5).map(\.description).joined(separator: "; "),
+                                code: "MANIFEST_INVALID")
+        }
+        config.openapiSchema = OpenAPISchema.document(for: config.spec)
         let refused = registry.requirements.problems(config.requirements)
         guard refused.isEmpty else {
             throw RegistryError(400, refused.joined(separator: "; "), code: "MANIFEST_INVALID")
@@ -333,6 +414,19 @@ struct DistributionRoutes {
             }
         }
         return config
+    }
+
+    /// Where a config failed to decode and why, in one line (no type names from the decoder).
+    static func describe(_ error: DecodingError) -> String {
+        let (path, reason): ([any CodingKey], String)
+        switch error {
+        case .dataCorrupted(let context): (path, reason) = (context.codingPath, context.debugDescription)
+        case .keyNotFound(let key, let context): (path, reason) = (context.codingPath + [key], "missing")
+        case .typeMismatch(_, let context), .valueNotFound(_, let context): (path, reason) = (context.codingPath, "has the wrong type")
+        @unknown default: (path, reason) = ([], "cannot be read")
+        }
+        let field = path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        return (field.isEmpty ? "" : "\(field.drop { $0 == "." }) ") + String(reason.prefix(200))
     }
 
     private func deleteManifest(_ request: Request, _ context: RegistryContext) async throws -> Response {

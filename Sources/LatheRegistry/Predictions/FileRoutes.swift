@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Hummingbird
+import LatheArchive
 import LatheSpec
 import MultipartKit
 import NIOCore
@@ -17,16 +18,16 @@ struct FileRoutes {
         id.count == 26 && id.allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
     }
 
-    /// Stores a small file given whole (a web form's upload) as `owner`'s, like an upload to
-    /// /v1/files; returns the URL a prediction input names it by.
-    static func store(_ data: Data, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
-        try await checkQuota(owner: owner, adding: Int64(data.count), registry: registry)
+    /// Stores a file a web form streamed to disk as `owner`'s, like an upload to /v1/files;
+    /// returns the URL a prediction input names it by.
+    static func store(file: URL, size: Int64, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
+        try await checkQuota(owner: owner, adding: size, registry: registry)
         let id = PredictionRoutes.newID()
         guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
-        try await registry.blobs.store(key, data: data)
-        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let digest = try FileHashing.digest(of: file).0
+        try await registry.blobs.store(key, from: file)
         try await FileStore(database: registry.database).insert(.init(id: id, ownerID: owner, name: name, contentType: contentType,
-                                                                       size: Int64(data.count), sha256: digest, metadata: "{}", now: Date()))
+                                                                       size: size, sha256: digest.hex, metadata: "{}", now: Date()))
         return "\(registry.baseURL)/v1/files/\(id)"
     }
 

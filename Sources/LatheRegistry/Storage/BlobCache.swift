@@ -6,9 +6,14 @@ import NIOCore
 /// inflating a code layer): the store's own file where it keeps one, else a copy in a local
 /// content-addressed folder, hashed as it is written and kept only when it matches its digest,
 /// so bytes altered in the bucket are never used as the blob.
+///
+/// A store's own file is hashed the first time it is used and the fact kept (with the file's
+/// size, inode and change time, so a file replaced since is hashed again): a file that does not
+/// hold its digest's bytes is never used or served as that blob.
 public struct BlobCache: Sendable {
     let store: any BlobStore
     let folder: URL
+    private let verified = VerifiedFiles()
 
     public init(store: any BlobStore, folder: URL) {
         self.store = store
@@ -16,7 +21,10 @@ public struct BlobCache: Sendable {
     }
 
     public func file(for digest: Digest) async throws -> URL {
-        if let local = store.localFile(.blob(digest)) { return local }
+        if let local = store.localFile(.blob(digest)) {
+            try verify(local, as: digest)
+            return local
+        }
         let target = folder.appendingPathComponent("sha256/\(digest.hex)")
         if FileManager.default.fileExists(atPath: target.path) { return target }
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -46,4 +54,42 @@ public struct BlobCache: Sendable {
         guard rename(temporary.path, target.path) == 0 else { throw RegistryError(500, "cannot keep \(digest) in the blob cache") }
         return target
     }
+}
+
+extension BlobCache {
+    /// Checks, once per file version, that the store's own file for `digest` holds its bytes;
+    /// nothing to do for stores without local files (their bytes are hashed into the cache).
+    public func verifyLocal(_ digest: Digest) throws {
+        if let local = store.localFile(.blob(digest)) { try verify(local, as: digest) }
+    }
+
+    private func verify(_ file: URL, as digest: Digest) throws {
+        guard let identity = VerifiedFiles.identity(of: file.path) else {
+            throw RegistryError(404, "blob \(digest) is not in the blob store", code: "BLOB_UNKNOWN")
+        }
+        if verified.contains(digest, identity) { return }
+        let actual = try FileHashing.digest(of: file).0
+        guard actual == digest else {
+            throw RegistryError(500, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
+                                code: "BLOB_UNKNOWN")
+        }
+        verified.insert(digest, identity)
+    }
+}
+
+/// Which store files were hashed and found to hold their digest's bytes.
+final class VerifiedFiles: @unchecked Sendable {
+    struct Identity: Hashable { var size: Int64; var inode: UInt64; var changed: Int64 }
+    private let lock = NSLock()
+    private var files: [Digest: Identity] = [:]
+
+    static func identity(of path: String) -> Identity? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Identity(size: Int64(info.st_size), inode: UInt64(info.st_ino),
+                        changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec))
+    }
+
+    func contains(_ digest: Digest, _ identity: Identity) -> Bool { lock.withLock { files[digest] == identity } }
+    func insert(_ digest: Digest, _ identity: Identity) { lock.withLock { files[digest] = identity } }
 }

@@ -6,14 +6,12 @@ import NIOCore
 /// `DATA/files/<id>`, `DATA/outputs/<token>/<name>`), uploads are files in `DATA/uploads/`.
 /// Replicas on several machines share it by mounting one folder.
 ///
-/// Uploads are appended in place, hashed as they stream; a finished upload is renamed into the
-/// blob folder only when its digest matches, so a blob file is always complete and correct.
+/// Uploads are appended in place (the registry lets one request write to an upload at a time);
+/// a finished upload is hashed as it lies on disk, from its first byte to its last, and renamed
+/// into the blob folder only when that digest matches, so a blob file is always complete and
+/// correct whatever happened to the upload on the way.
 public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
     public let root: URL
-    private let lock = NSLock()
-    /// Running SHA-256 of uploads in progress, so a chunk is hashed once as it arrives. After a
-    /// restart (or on another replica) the state is rebuilt by reading what was already received.
-    private var hashers: [String: DigestWriter] = [:]
 
     public init(root: URL) throws {
         self.root = root
@@ -116,12 +114,10 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         guard FileManager.default.createFile(atPath: try uploadPath(id), contents: nil) else {
             throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
         }
-        lock.withLock { hashers[id] = DigestWriter() }
     }
 
     public func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
         where Body.Element == ByteBuffer {
-        var hasher = try resumeHasher(id, size: offset)
         let fd = open(try uploadPath(id), O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         defer { close(fd) }
@@ -139,24 +135,19 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
                         if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot write upload", code: "BLOB_UPLOAD_INVALID") }
                         written += count
                     }
-                    hasher.update(bytes)
                 }
                 position = sum
             }
         } catch {
-            // Keep what arrived: the client resumes from the upload's size. The hash of a partial
-            // write is unknown here, so it is rebuilt from the file on the next request.
+            // Keep what arrived: the client resumes from the upload's size.
             ftruncate(fd, off_t(position))
-            lock.withLock { _ = hashers.removeValue(forKey: id) }
             throw error
         }
-        lock.withLock { hashers[id] = hasher }
         return position
     }
 
-    /// The running hash for an upload of `size` bytes, reading the file when the server restarted.
-    private func resumeHasher(_ id: String, size: Int64) throws -> DigestWriter {
-        if let hasher = lock.withLock({ hashers[id] }), hasher.count == size { return hasher }
+    /// The digest of the upload's first `size` bytes as they lie in its file.
+    private func storedDigest(_ id: String, size: Int64) throws -> Digest {
         var hasher = DigestWriter()
         let fd = open(try uploadPath(id), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
@@ -170,24 +161,22 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             remaining -= Int64(count)
         }
-        return hasher
+        guard remaining == 0 else { throw RegistryError(500, "upload \(id) is shorter than \(size) bytes", code: "BLOB_UPLOAD_INVALID") }
+        return hasher.finalize()
     }
 
     public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
         guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
-        let actual = try resumeHasher(id, size: size).finalize()
+        let actual = try storedDigest(id, size: size)
         guard actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try await discardUpload(id)
             throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
         }
-        if try await self.size(of: .blob(expected)) == nil {
-            guard rename(try uploadPath(id), url(.blob(expected)).path) == 0 else {
-                throw RegistryError(500, "cannot store blob: \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
-            }
-        } else {
-            // Already there: touch it, so a collection running now sees it as fresh.
-            utimes(url(.blob(expected)).path, nil)
+        // Renamed over any file already there: these bytes were just checked, an older file
+        // (from before that check existed) may not have been; readers keep the file they opened.
+        guard rename(try uploadPath(id), url(.blob(expected)).path) == 0 else {
+            throw RegistryError(500, "cannot store blob: \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
         }
         try await discardUpload(id)
         return size
@@ -206,6 +195,5 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
 
     public func discardUpload(_ id: String) async throws {
         try? FileManager.default.removeItem(atPath: try uploadPath(id))
-        lock.withLock { _ = hashers.removeValue(forKey: id) }
     }
 }

@@ -105,7 +105,8 @@ enum FormFields {
     }
 
     static func number(_ value: Double, integer: Bool) -> String {
-        if integer || value == value.rounded() && abs(value) < 1e15 { return String(Int(value)) }
+        // Checked: a bound from a stored schema may be any double (1e300, NaN).
+        if integer || value == value.rounded() && abs(value) < 1e15, let whole = value.exactInteger { return String(whole) }
         return String(value)
     }
 }

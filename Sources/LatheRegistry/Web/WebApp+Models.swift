@@ -140,7 +140,8 @@ extension WebApp {
     private func run(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let model = try await readable(context)
         let session = try signedIn(context)
-        let form = try await WebForm.read(request, context: context)
+        let form = try await WebForm.readWithFiles(request, context: context, scratch: registry.scratch.appendingPathComponent("forms"))
+        defer { form.discardFiles() }
         let versions = try await registry.models.versions(of: model)
         guard let version = versions.first(where: { $0.id == form["version"] }) ?? versions.first else {
             throw RegistryError(404, "\(model.repository) has no versions yet")
@@ -149,8 +150,8 @@ extension WebApp {
         let user = session.principal.user
         do {
             let input = try await FormFields.input(form, spec: spec) { file in
-                try await FileRoutes.store(file.data, name: file.filename.isEmpty ? "upload" : file.filename, contentType: file.contentType,
-                                           owner: user.id, registry: registry)
+                try await FileRoutes.store(file: file.file, size: file.size, name: file.filename.isEmpty ? "upload" : file.filename,
+                                           contentType: file.contentType, owner: user.id, registry: registry)
             }
             let record = try await predictions.submit(model: model, version: version, principal: session.principal, input: input, source: "web",
                                                       accountID: session.acting.id).persisted()
@@ -173,7 +174,7 @@ extension WebApp {
             if let value = field.default, value != .null { input[field.name] = value; continue }
             guard field.isRequired else { continue }
             switch field.type {
-            case .integer: input[field.name] = .int(Int(field.minimum ?? 1))
+            case .integer: input[field.name] = .int(field.minimum.flatMap(\.exactInteger) ?? 1)
             case .number: input[field.name] = .number(field.minimum ?? 1)
             case .boolean: input[field.name] = .bool(true)
             case .file: input[field.name] = .string("https://example.com/input")

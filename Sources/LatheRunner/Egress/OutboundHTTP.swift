@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LatheSpec
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
@@ -148,7 +149,7 @@ public struct OutboundHTTP: Sendable {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let value = first else {
-                throw OutboundError("\(what) took longer than \(Int(seconds)) s")
+                throw OutboundError("\(what) took longer than \(seconds.exactInteger.map(String.init) ?? String(seconds)) s")
             }
             return value
         }

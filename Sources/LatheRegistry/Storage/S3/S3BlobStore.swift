@@ -27,7 +27,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     let prefix: String
     let spool: URL
     private let lock = NSLock()
-    private var hashers: [String: DigestWriter] = [:]
+    private var hashers: [String: (hasher: DigestWriter, generation: String)] = [:]
 
     /// - Parameters:
     ///   - location: `s3://BUCKET/PREFIX` (the prefix may be empty).
@@ -184,6 +184,10 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         var uploadID: String
         var parts: [Part] = []
         var tail: Int64 = 0
+        /// Renewed by every save: a running hash kept by the process that made this generation is
+        /// the hash of the bytes as stored, in order; any other save (another replica, a failed
+        /// part) makes it stale, and the bytes are then read back to be hashed.
+        var generation: String?
         var size: Int64 { parts.reduce(tail) { $0 + $1.size } }
     }
 
@@ -225,7 +229,8 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         return try JSONDecoder().decode(UploadState.self, from: data)
     }
 
-    private func saveState(_ id: String, _ state: UploadState) async throws {
+    private func saveState(_ id: String, _ state: inout UploadState) async throws {
+        state.generation = UUID().uuidString
         let data = try JSONEncoder().encode(state)
         _ = try await client.call(.PUT, try uploadKey(id, "state"), headers: ["Content-Length": String(data.count)],
                                   body: .bytes(ByteBuffer(data: data)), payloadHash: SigV4.hex(SHA256.hash(data: data)))
@@ -234,9 +239,10 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     // MARK: Uploads
 
     public func createUpload(_ id: String) async throws {
-        let state = UploadState(uploadID: try await startMultipart(try uploadKey(id, "data")))
-        try await saveState(id, state)
-        lock.withLock { hashers[id] = DigestWriter() }
+        var state = UploadState(uploadID: try await startMultipart(try uploadKey(id, "data")))
+        try await saveState(id, &state)
+        let generation = state.generation ?? ""
+        lock.withLock { hashers[id] = (DigestWriter(), generation) }
     }
 
     public func uploadSize(_ id: String) async throws -> Int64? {
@@ -251,7 +257,8 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         }
         let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
         // The digest so far, when this process saw every byte; else it is checked at the end.
-        var hasher = lock.withLock { hashers.removeValue(forKey: id) }.flatMap { $0.count == offset ? $0 : nil }
+        var hasher = lock.withLock { hashers.removeValue(forKey: id) }
+            .flatMap { $0.generation == state.generation && $0.hasher.count == offset ? $0.hasher : nil }
         var spool = try SpoolFile(folder: self.spool, id: id)
         defer { spool.discard() }
         // The tail left by the last request comes first.
@@ -295,18 +302,18 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             // after a part that failed are dropped (the client sends them again).
             if failure == nil { try? await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size) } else {
                 state.tail = 0
-                try? await saveState(id, state)
+                try? await saveState(id, &state)
             }
             throw error
         }
         while !inFlight.isEmpty { await settleOldest() }
         if let failure {
             state.tail = 0
-            try? await saveState(id, state)
+            try? await saveState(id, &state)
             throw failure
         }
         try await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size)
-        if let hasher { lock.withLock { hashers[id] = hasher } }
+        if let hasher, let generation = state.generation { lock.withLock { hashers[id] = (hasher, generation) } }
         return received
     }
 
@@ -351,14 +358,14 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                                       body: FileChunks(path: file.path, offset: 0, length: length).body, payloadHash: SigV4.unsignedPayload)
         }
         state.tail = length
-        try await saveState(id, state)
+        try await saveState(id, &state)
     }
 
     public func finishUpload(_ id: String, as expected: LatheArchive.Digest) async throws -> Int64 {
         guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let total = state.size
         let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
-        let hasher = lock.withLock { hashers[id] }.flatMap { $0.count == total ? $0 : nil }
+        let hasher = lock.withLock { hashers[id] }.flatMap { $0.generation == state.generation && $0.hasher.count == total ? $0.hasher : nil }
         let assembled: String
         if state.parts.isEmpty {
             // Smaller than a part: the tail is the whole blob.
@@ -394,8 +401,9 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
         }
         let target = objectKey(.blob(expected))
-        if try await size(ofObject: target) == nil {
-            // Copied inside the storage: the bytes do not pass through the server again.
+        // Copied over any object already there (checked bytes replace possibly unchecked ones),
+        // inside the storage: the bytes do not pass through the server again.
+        do {
             let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": "/" + client.bucket + "/" + SigV4.encode(assembled, keepSlash: true)])
             if let code = S3XML.value("Code", in: data) {
                 throw RegistryError(503, "the blob store could not copy \(assembled): \(code)", code: "UNAVAILABLE")
