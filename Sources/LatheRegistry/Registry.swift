@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import LatheArchive
@@ -37,6 +38,9 @@ public struct Registry: Sendable {
     public var storageQuota: Int64 = 100 << 30
     /// The largest single blob a `/v2` upload may make.
     public var maxBlobSize: Int64 = 20 << 30
+    /// Signs prediction stream URLs (``streamSignature(_:)``); the same on every replica once
+    /// ``open(data:database:blobs:runtime:baseURL:logger:)`` loaded it from the database.
+    public var streamKey = SymmetricKey(size: .bits256)
     /// The remote workers this server decides for (shared by every copy of this value).
     public let fleet = WorkerFleet()
 
@@ -60,7 +64,9 @@ public struct Registry: Sendable {
         let runtime = runtime ?? data.appendingPathComponent("runtime")
         try FileManager.default.createDirectory(at: runtime.appendingPathComponent("tmp"), withIntermediateDirectories: true)
         let database = try await RegistryDatabase.open(url: url, data: data, logger: logger)
-        return Registry(database: database, blobs: try blobs ?? FilesystemBlobStore(root: data), runtime: runtime, baseURL: baseURL, logger: logger)
+        var registry = Registry(database: database, blobs: try blobs ?? FilesystemBlobStore(root: data), runtime: runtime, baseURL: baseURL, logger: logger)
+        registry.streamKey = SymmetricKey(data: try await ServerKeyStore(database: database).key("stream"))
+        return registry
     }
 
     // MARK: - Access decisions shared by /v1 and /v2
@@ -123,5 +129,21 @@ public final class BaseURL: @unchecked Sendable {
     public var value: String {
         get { lock.withLock { text } }
         set { lock.withLock { text = newValue.hasSuffix("/") ? String(newValue.dropLast()) : newValue } }
+    }
+}
+
+extension Registry {
+    /// The unguessable part of a prediction's stream URL (`urls.stream`, `?sig=`): an HMAC of
+    /// its id under the server's stream key, so the URL opens that one stream without a token
+    /// (as Replicate's does) while the id alone opens nothing.
+    public func streamSignature(_ predictionID: String) -> String {
+        let code = HMAC<SHA256>.authenticationCode(for: Data("lathe-stream-v1:\(predictionID)".utf8), using: streamKey)
+        return Data(code).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The path of a prediction's signed stream URL.
+    public func streamPath(_ predictionID: String) -> String {
+        "/v1/predictions/\(predictionID)/stream?sig=\(streamSignature(predictionID))"
     }
 }

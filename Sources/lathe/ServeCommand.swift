@@ -90,6 +90,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("file-quota"), help: "Megabytes of uploaded files (/v1/files) one account may keep (default 1024).")
     var fileQuota: Int64 = 1024
 
+    @Option(name: .customLong("storage-quota"), help: "Megabytes of registry blobs (/v2 pushes, each digest counted once) one account may keep (default 102400).")
+    var storageQuota: Int64 = 100 * 1024
+
+    @Option(name: .customLong("max-blob-size"), help: "Megabytes one pushed blob (a weights file, a code layer) may have (default 20480).")
+    var maxBlobSize: Int64 = 20 * 1024
+
     @Option(name: .customLong("upload-max-age"), help: "Seconds after which an untouched, unfinished upload (OCI or /v1/files) is removed (default 86400).")
     var uploadMaxAge: Int = 86_400
 
@@ -140,7 +146,9 @@ struct ServeCommand: AsyncParsableCommand {
                 return network
             }))
             registry.requirements = RequirementPolicy(allowDirectReferences: allowDirectRequirements)
-            registry.fileQuota = Swift.max(0, fileQuota).multipliedReportingOverflow(by: 1 << 20).partialValue
+            registry.fileQuota = Self.bytes(megabytes: fileQuota)
+            registry.storageQuota = Self.bytes(megabytes: storageQuota)
+            registry.maxBlobSize = Self.bytes(megabytes: maxBlobSize)
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
             schedulerSettings.runtime = runtime.map { URL(fileURLWithPath: $0) }
@@ -248,5 +256,11 @@ struct ServeCommand: AsyncParsableCommand {
             self.database = database ?? environment["LATHE_DATABASE_URL"] ?? file["database"] as? String
             self.file = file
         }
+    }
+
+    /// Megabytes from a flag as bytes, clamped to 0…Int64.max (never wrapping around).
+    static func bytes(megabytes: Int64) -> Int64 {
+        let (value, overflow) = Swift.max(0, megabytes).multipliedReportingOverflow(by: 1 << 20)
+        return overflow ? .max : value
     }
 }

@@ -62,7 +62,9 @@ def test_a_prediction_is_read_waited_streamed_and_canceled_on_the_other_replica(
     created = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 8, "delay": 0.25}},
                          headers=auth(cluster.token)).json()
     seen, items, arrived = [], [], {}
-    with httpx.stream("GET", f"{b}/v1/predictions/{created['id']}/stream", timeout=60) as stream:
+    # The signed stream URL any replica honours (the key is in the shared database).
+    stream_path = created["urls"]["stream"].split("/v1/", 1)[1]
+    with httpx.stream("GET", f"{b}/v1/{stream_path}", timeout=60) as stream:
         for line in stream.iter_lines():
             if line.startswith("event: "):
                 seen.append(line[7:])

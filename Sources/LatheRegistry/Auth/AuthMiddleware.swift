@@ -12,7 +12,8 @@ struct AuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         if let header = request.headers[.authorization] {
-            let token = Self.token(from: header)
+            let credentials = Self.credentials(from: header)
+            let token = credentials?.token
             if let token, token.hasPrefix(WorkerTokenStore.prefix) {
                 // A worker token opens the worker protocol and reads under /v2, nothing else.
                 if Self.workerMayUse(request), let worker = try await workers.authenticate(token) {
@@ -20,7 +21,9 @@ struct AuthMiddleware: RouterMiddleware {
                 } else {
                     context.rejectedCredentials = true
                 }
-            } else if let token, let principal = try await accounts.authenticate(token: token) {
+            } else if let token, let principal = try await accounts.authenticate(token: token),
+                      credentials?.user.map({ $0 == principal.user.username }) ?? true {
+                // Basic names a user: it must be the token's owner (another name is a mistake or a probe).
                 context.principal = principal
             } else {
                 context.rejectedCredentials = true
@@ -36,16 +39,23 @@ struct AuthMiddleware: RouterMiddleware {
         return path.hasPrefix("/v2/") && (request.method == .get || request.method == .head)
     }
 
-    static func token(from header: String) -> String? {
+    /// What an `Authorization` header carries: a token, and for Basic the user it names.
+    struct Credentials: Equatable {
+        var token: String
+        var user: String?
+    }
+
+    /// The one parser of `Authorization` headers (nil for a scheme or shape it does not know).
+    static func credentials(from header: String) -> Credentials? {
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2 else { return nil }
         switch parts[0].lowercased() {
         case "bearer", "token":
-            return String(parts[1]).trimmingCharacters(in: .whitespaces)
+            return Credentials(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
         case "basic":
             guard let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
                   let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":") else { return nil }
-            return String(decoded[decoded.index(after: colon)...])
+            return Credentials(token: String(decoded[decoded.index(after: colon)...]), user: String(decoded[..<colon]))
         default:
             return nil
         }

@@ -261,6 +261,9 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("ALTER TABLE uploads ADD COLUMN writer TEXT").run()
             try await sql.raw("ALTER TABLE uploads ADD COLUMN writer_until TEXT").run()
         }),
+        (10, "server keys every replica shares (the stream URLs' signing key)", { sql, _ in
+            try await sql.raw("CREATE TABLE IF NOT EXISTS server_keys (name TEXT PRIMARY KEY, secret TEXT NOT NULL)").run()
+        }),
     ]
 
     private func migrate() async throws {

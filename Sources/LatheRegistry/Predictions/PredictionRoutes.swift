@@ -67,9 +67,17 @@ struct PredictionRoutes {
             try await stop(prediction)
             return try jsonResponse(PredictionShape(registry: registry).json(try await visible(context)))
         }
-        router.get("v1/predictions/:id/stream") { _, context -> Response in
-            // Served without a token (the JS client sends none); the 26-character id is the secret.
-            guard let prediction = try await store.prediction(try context.parameters.require("id")) else { throw HTTPError(.notFound) }
+        router.get("v1/predictions/:id/stream") { request, context -> Response in
+            // Open to whoever may see the prediction (its creator's token, a shared one), or to
+            // the signed URL the prediction names as `urls.stream` (the JS client and the web
+            // page's EventSource send no token). The id alone opens nothing: ids travel in
+            // webhooks, logs and links.
+            let id = try context.parameters.require("id")
+            let signature = request.uri.queryParameters["sig"].map(String.init)
+            let signed = signature.map { constantTimeEqual($0, registry.streamSignature(id)) } ?? false
+            guard let prediction = signed ? try await current(id) : try await find(id, viewer: context.principal) else {
+                throw RegistryError(404, "prediction not found (open its stream through urls.stream, or with its creator's token)")
+            }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
                             body: .init { writer in try await stream(prediction.id, to: &writer) })
         }

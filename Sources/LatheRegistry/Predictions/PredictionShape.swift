@@ -29,7 +29,7 @@ struct PredictionShape {
             "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
             "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
             "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
-                             "stream": .string(base + "/stream")]),
+                             "stream": .string(registry.baseURL + registry.streamPath(record.id))]),
         ])
     }
 }

@@ -67,7 +67,7 @@ extension WebApp {
         var data: [String: Any] = [
             "id": record.id, "model": record.model, "version": record.version, "shortVersion": String(record.version.prefix(12)),
             "source": record.source, "status": record.status, "createdAt": record.createdAt, "terminal": record.isTerminal,
-            "stream": "/v1/predictions/\(record.id)/stream", "concatenate": spec?.output.concatenate == true ? "true" : "false",
+            "stream": registry.streamPath(record.id), "concatenate": spec?.output.concatenate == true ? "true" : "false",
             "outputs": PredictionView.outputs(record, spec: spec, registry: registry), "inputs": PredictionView.inputs(record, spec: spec),
             "logs": record.logs, "dataRemoved": record.dataRemoved, "shared": record.shared, "webURL": "\(registry.baseURL)/p/\(record.id)",
             "canCancel": mine && !record.isTerminal, "canShare": mine && !record.shared, "canDelete": mine,
