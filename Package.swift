@@ -37,6 +37,12 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"])]
         ),
+        // GitHub's Markdown (cmark-gfm) renders readmes in its safe mode: no raw HTML, no unsafe URLs.
+        .systemLibrary(
+            name: "CMarkGFM",
+            pkgConfig: "libcmark-gfm",
+            providers: [.apt(["libcmark-gfm-dev", "libcmark-gfm-extensions-dev"])]
+        ),
         .target(
             name: "LatheSpec",
             dependencies: [.product(name: "Yams", package: "Yams")],
@@ -62,7 +68,7 @@ let package = Package(
         .target(
             name: "LatheRegistry",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner",
+                "LatheSpec", "LatheArchive", "LatheRunner", "CMarkGFM",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -92,7 +92,7 @@ def test_the_tarball_runs_predict_without_swift_or_the_checkout(dist, unpacked):
     version = without_swift(["./lathe/bin/lathe", "--version"], cwd=unpacked)
     assert version.stdout.strip().startswith(f"{VERSION} (commit {commit()}"), version.stdout
     readme = open(os.path.join(unpacked, "lathe", "README.md")).read()
-    for need in ["libarchive13", "bubblewrap", "python3", "uv", "lathe doctor"]:
+    for need in ["libarchive13", "libcmark-gfm", "bubblewrap", "python3", "uv", "lathe doctor"]:
         assert need in readme
     assert os.path.exists(os.path.join(unpacked, "lathe", "share", "lathe", "deploy", "lathe-serve.service"))
     assert os.path.exists(os.path.join(unpacked, "lathe", "share", "lathe", "deploy", "lathe-worker.service"))

@@ -321,6 +321,41 @@ def test_payloads_in_model_data_render_inert(browser, web):
     context.close()
 
 
+README_XSS = [
+    "<script>alert('r1')</script>", "<img src=x onerror=alert('r2')>", "[x](javascript:alert('r3'))", "[x](JaVaScRiPt:alert('r4'))",
+    "[x](data:text/html,<script>alert('r5')</script>)", "![p](x/[)](/a/onerror=alert('r6')//)", "![p](x/[)](/a/id=clobber//)",
+    "[a](/x \"t\\\" id=clobber name=clobber\")", "<a id=clobber name=clobber href=#>x</a>", "<details open ontoggle=alert('r7')>",
+    "[<img src=x onerror=alert('r8')>](https://a.example)", "![a\" onerror=\"alert('r9')](https://a.example/i.png)",
+    "<svg><script>alert('r10')</script></svg>", "<iframe src=javascript:alert('r11')>", "<form id=clobber><input name=clobber>",
+    "[x](https://a.example/\"onmouseover=\"alert('r12'))", "<style>*{display:none}</style>", "*[x](javascript:alert('r13'))*",
+]
+
+
+def test_readme_xss_corpus_leaves_no_handler_id_or_name_in_the_dom(browser, web):
+    """Issue 19: the readme goes through cmark-gfm's safe mode; checked in the browser's DOM."""
+    context, page = sign_up(browser, web, "rhea")
+    token = create_token(page)
+    push(web, token, os.path.join(ROOT, "samples", "hello"), "rhea/readme")
+    page.goto("/rhea/readme/edit")
+    page.get_by_label("Readme (Markdown)").fill("\n\n".join(README_XSS) + "\n\n# Still here\n\n**bold** [ok](https://example.com/ok)")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/rhea/readme")
+    ALERTS.clear()
+    page.reload()
+    found = page.evaluate("""() => Array.from(document.querySelectorAll('.readme > :not(#readme-heading), .readme > :not(#readme-heading) *'))
+        .flatMap(element => Array.from(element.attributes).map(attribute => element.tagName + '[' + attribute.name + ']'))
+        .filter(name => /\\[(on[a-z]+|id|name|style)\\]$/.test(name))""")
+    assert found == [], found
+    assert page.locator(".readme script, .readme iframe, .readme svg, .readme form, .readme style, .readme details").count() == 0
+    assert page.locator(".readme a[href^='javascript'], .readme a[href^='data'], .readme img[src^='javascript']").count() == 0
+    assert page.evaluate("() => typeof window.clobber") == "undefined", "no element named by the readme reaches window"
+    assert page.locator(".readme h2", has_text="Still here").count() == 1 and page.locator(".readme strong").inner_text() == "bold"
+    assert page.locator(".readme a", has_text="ok").get_attribute("href") == "https://example.com/ok"
+    shot(page, "11-readme-corpus")
+    assert ALERTS == []
+    context.close()
+
+
 def test_csrf_and_cookie_flags(browser, web):
     context, page = sign_up(browser, web, "oscar")
     cookies = {cookie["name"]: cookie for cookie in context.cookies()}
