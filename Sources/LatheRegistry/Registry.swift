@@ -38,6 +38,8 @@ public struct Registry: Sendable {
     public var storageQuota: Int64 = 100 << 30
     /// The largest single blob a `/v2` upload may make.
     public var maxBlobSize: Int64 = 20 << 30
+    /// Proxies (nginx in front of replicas) whose `X-Forwarded-For` names the client.
+    public var trustedProxies: [IPNetwork] = []
     /// Signs prediction stream URLs (``streamSignature(_:)``); the same on every replica once
     /// ``open(data:database:blobs:runtime:baseURL:logger:)`` loaded it from the database.
     public var streamKey = SymmetricKey(size: .bits256)

@@ -90,6 +90,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("file-quota"), help: "Megabytes of uploaded files (/v1/files) one account may keep (default 1024).")
     var fileQuota: Int64 = 1024
 
+    @Option(name: .customLong("trusted-proxy"), parsing: .singleValue,
+            help: "A CIDR block (e.g. 127.0.0.1/32) of load balancers whose X-Forwarded-For names the client, for per-address limits; repeatable. By default the TCP peer is the client.")
+    var trustedProxy: [String] = []
+
     @Option(name: .customLong("storage-quota"), help: "Megabytes of registry blobs (/v2 pushes, each digest counted once) one account may keep (default 102400).")
     var storageQuota: Int64 = 100 * 1024
 
@@ -148,6 +152,12 @@ struct ServeCommand: AsyncParsableCommand {
             registry.requirements = RequirementPolicy(allowDirectReferences: allowDirectRequirements)
             registry.fileQuota = Self.bytes(megabytes: fileQuota)
             registry.storageQuota = Self.bytes(megabytes: storageQuota)
+            registry.trustedProxies = try trustedProxy.map { text in
+                guard let network = IPNetwork(text) else {
+                    throw ValidationError("--trusted-proxy \(text) is not a CIDR block; write it like 127.0.0.1/32 or 10.0.0.0/8")
+                }
+                return network
+            }
             registry.maxBlobSize = Self.bytes(megabytes: maxBlobSize)
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)

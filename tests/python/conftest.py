@@ -131,7 +131,7 @@ class Server:
         if replicas > 1:
             assert POSTGRES, "replicas share a PostgreSQL database (LATHE_TEST_POSTGRES)"
             self.front_port = free_port()
-            extra += ["--base-url", f"http://127.0.0.1:{self.front_port}"]
+            extra += ["--base-url", f"http://127.0.0.1:{self.front_port}", "--trusted-proxy", "127.0.0.1/32"]
         self.replicas = []
         for index in range(replicas):
             self.replicas.append(self.start_replica(index, extra, preexec_fn, runtime=replicas > 1))

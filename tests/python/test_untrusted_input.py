@@ -112,3 +112,28 @@ def test_basic_auth_needs_the_token_owner_s_name(server):
     assert httpx.get(f"{server.url}/v2/alice/hello/tags/list", headers=basic("bob", server.token)).status_code == 401
     assert httpx.get(f"{server.url}/v1/account", headers=basic("mallory", server.bob)).status_code == 401
     assert httpx.get(f"{server.url}/v1/account", headers=basic("bob", server.bob)).json()["username"] == "bob"
+
+
+def test_rate_limits_by_route_and_by_client_address():
+    limited = Server("--rate-limit-creates", "3", "--rate-limit-requests", "20", "--trusted-proxy", "127.0.0.1/32", samples=("hello",))
+    try:
+        body = {"version": limited.versions["hello"], "input": {"text": "x"}}
+        # A trailing slash or doubled slashes reach the create route: they spend the create budget.
+        remaining = [httpx.post(f"{limited.url}{path}", json=body, headers=auth(limited.token)).headers.get("ratelimit-remaining")
+                     for path in ["/v1/predictions/", "//v1//predictions", "/v1/predictions"]]
+        assert remaining == ["2", "1", "0"], remaining
+        assert httpx.post(f"{limited.url}/v1/predictions/", json=body, headers=auth(limited.token)).status_code == 429
+        # Anonymous clients have budgets of their own, by the address the trusted proxy names.
+        a, b = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "198.51.100.7, 203.0.113.2"}
+        answers = [httpx.get(f"{limited.url}/v1/models", headers=a).status_code for _ in range(21)]
+        assert answers[:20] == [200] * 20 and answers[20] == 429, answers
+        assert httpx.get(f"{limited.url}/v1/models", headers=b).status_code == 200, "another client is not throttled"
+    finally:
+        limited.stop()
+    direct = Server("--rate-limit-requests", "5", samples=())
+    try:
+        # Without --trusted-proxy the header names nothing: a client cannot mint fresh budgets.
+        answers = [httpx.get(f"{direct.url}/v1/models", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code for n in range(6)]
+        assert answers == [200] * 5 + [429], answers
+    finally:
+        direct.stop()

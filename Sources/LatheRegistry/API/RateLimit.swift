@@ -123,8 +123,12 @@ struct RateLimitMiddleware: RouterMiddleware {
     let limiter: RateLimiter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let key = context.principal?.user.id ?? "anonymous"
-        let create = request.method == .post && request.uri.path.hasSuffix("/predictions")
+        // Anonymous clients each have a budget of their own, by address (see ClientAddressMiddleware).
+        let key = context.principal?.user.id ?? "anonymous:\(context.clientAddress)"
+        // Classified by the route that matched, not the path as sent: `/v1/predictions/` and
+        // `//v1//predictions` reach the same handler and must spend the same budget.
+        let route = context.endpointPath ?? request.uri.path
+        let create = request.method == .post && route.split(separator: "/").last == "predictions"
         let (allowed, remaining, reset) = await limiter.take(key, create: create)
         guard allowed else {
             var response = RegistryError(429, "Request was throttled. Your rate limit resets in ~\(reset)s.").problemResponse()
