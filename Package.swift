@@ -133,7 +133,7 @@ let package = Package(
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRegistryTests", dependencies: [
-            "LatheRegistry", "LatheSpec", "LatheArchive",
+            "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -107,6 +107,36 @@ struct BadInputConfigTests {
         #expect(try server.curl("GET", "/alice/evil", token: token).0 == 200, "the model page renders")
     }
 
+    @Test("random and extreme configs through push, the versions API and the model page: 201 or 400, never a dead server")
+    func fuzzPushes() throws {
+        let server = try RegistryServer()
+        defer { server.stop() }
+        let token = try server.user("alice")
+        let scratch = try TestSupport.makeProject([:])
+        var random = SpecFuzzer.Generator(state: 0x5EED)
+        var outcomes: [Int: Int] = [:]
+        let cases = Int(ProcessInfo.processInfo.environment["LATHE_FUZZ_PUSHES"] ?? "") ?? 40
+        for round in 0..<cases {
+            // Odd cases: a whole random spec; even ones: hello's spec with one field replaced or
+            // one random input added (so that many pass and reach the pages).
+            let whole = SpecFuzzer.spec(&random)
+            let key = ["python", "predict", "output", "timeout", "concurrency", "description", "name", "weights", "inputs"].randomElement(using: &random)!
+            let replacement = key == "inputs" ? JSONValue.array([SpecFuzzer.input(&random, index: round)]) : whole[key] ?? SpecFuzzer.anyValue(&random)
+            let (status, body) = try Self.pushEdited(server, token: token, scratch: scratch) { config in
+                if round % 2 == 1 { config["spec"] = whole } else { Self.spec(&config) { $0[key] = replacement } }
+            }
+            outcomes[status, default: 0] += 1
+            #expect(status == 201 || (status == 400 && ociCode(body) == "MANIFEST_INVALID"), "case \(round): \(status) \(body.prefix(300))")
+            if status == 201 {
+                #expect(try server.curl("GET", "/v1/models/alice/evil/versions", token: token).0 == 200, "case \(round)")
+                #expect(try server.curl("GET", "/alice/evil", token: token).0 == 200, "case \(round): the model page")
+                #expect(try server.curl("GET", "/alice/evil").0 == 404, "case \(round): private to strangers")
+            }
+        }
+        #expect(try server.curl("GET", "/healthz").0 == 200)
+        #expect(outcomes[201, default: 0] > 0 && outcomes[400, default: 0] > 0, "both outcomes reached: \(outcomes)")
+    }
+
     @Test("two requests writing to one upload at once: one is refused, and what is stored is what its digest says")
     func uploadRace() throws {
         let server = try RegistryServer()
