@@ -132,6 +132,24 @@ struct BlobStoreSuiteTests {
         await #expect(throws: RegistryError.self) { try await store.createUpload("../../etc/passwd") }
     }
 
+    @Test("a commit hashes the bytes as stored: an upload overwritten through another instance never commits under the first digest",
+          arguments: Backend.allCases)
+    func commitHashesStoredBytes(_ backend: Backend) async throws {
+        guard let (store, other) = try Self.open(backend) else { return }
+        let a = Self.bytes(3 << 20, seed: 1), b = Self.bytes(3 << 20, seed: 2)
+        let id = UUID().uuidString.lowercased()
+        try await store.createUpload(id)
+        _ = try await store.append(id, body: Body(chunks: [a]), at: 0, limit: .max)
+        // A second writer at offset 0 through another replica (the routes allow one writer at a
+        // time; the store must not trust a running hash whatever happened): refused, or it overwrote.
+        _ = try? await other.append(id, body: Body(chunks: [b]), at: 0, limit: .max)
+        if (try? await store.finishUpload(id, as: Digest.of(a))) != nil {
+            #expect(try await Self.read(store, .blob(Digest.of(a))) == a, "the blob named by a's digest holds a's bytes")
+        } else {
+            #expect(try await store.size(of: .blob(Digest.of(a))) == nil)
+        }
+    }
+
     @Test("S3: presigned downloads, one clear error for refused credentials, 503 when unreachable")
     func s3Specifics() async throws {
         guard let endpoint = Self.s3Endpoint, let (store, _) = try Self.open(.s3) else { return }
@@ -180,6 +198,14 @@ struct BlobStoreSuiteTests {
         try await store.store(.blob(altered), data: Data("something else".utf8))
         await #expect(throws: RegistryError.self) { _ = try await cache.file(for: altered) }
         #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("sha256/\(altered.hex)").path))
+        // The store's own files (the filesystem backend) are checked too, once: before, they were used as they were.
+        let direct = BlobCache(store: store, folder: folder.appendingPathComponent("direct"))
+        await #expect(throws: RegistryError.self) { _ = try await direct.file(for: altered) }
+        if store.localFile(.blob(altered)) != nil {
+            // What `/v2` checks before serving a local file as the digest.
+            #expect(throws: RegistryError.self) { try direct.verifyLocal(altered) }
+        }
+        #expect(try Data(contentsOf: try await direct.file(for: good)) == Self.bytes(100_000))
     }
 }
 
