@@ -94,8 +94,22 @@ struct StoreSuiteTests {
         try await models.addVersion(secret, id: String(repeating: "b", count: 64), manifestDigest: digest, openapiSchema: "{}")
         #expect(try await models.versions(of: secret).count == 1)
         #expect(try await models.findVersion(String(repeating: "b", count: 64), viewer: asBob) == nil)
+        // Storage an owner's blobs take: each digest once however many repositories hold it; a
+        // name with '_' (a LIKE wildcard) does not count another owner's blobs.
+        #expect(try await models.storageUsed(byOwner: "alice") == 5_000_000_000)
+        #expect(try await models.storageUsed(byOwner: "bob") == 0)
+        _ = try await accounts.createUser("a_ice", password: nil)
+        #expect(try await models.storageUsed(byOwner: "a_ice") == 0)
         try await models.createUpload(id: "u1", repository: "alice/secret", userID: alice.id)
         #expect(try await models.uploadExists(id: "u1", repository: "alice/secret"))
+        // One writer at a time: a second claim waits for the release or the lease's end.
+        #expect(try await models.claimUploadWriter(id: "u1", writer: "w1", until: Date().addingTimeInterval(60)))
+        #expect(try await !models.claimUploadWriter(id: "u1", writer: "w2", until: Date().addingTimeInterval(60)))
+        try await models.releaseUploadWriter(id: "u1", writer: "w2")
+        #expect(try await !models.claimUploadWriter(id: "u1", writer: "w2", until: Date().addingTimeInterval(60)), "only the holder releases")
+        try await models.releaseUploadWriter(id: "u1", writer: "w1")
+        #expect(try await models.claimUploadWriter(id: "u1", writer: "w2", until: Date().addingTimeInterval(-1)))
+        #expect(try await models.claimUploadWriter(id: "u1", writer: "w3", until: Date().addingTimeInterval(60)), "an expired lease is taken over")
         try await models.deleteUpload(id: "u1")
         #expect(try await !models.uploadExists(id: "u1", repository: "alice/secret"))
         // Garbage collection: the manifests are the roots; a blob a push touched after the

@@ -345,11 +345,12 @@ public struct ModelStore: Sendable {
     /// Bytes of registry blobs in `owner`'s repositories, each digest counted once.
     public func storageUsed(byOwner owner: String) async throws -> Int64 {
         struct Row: Decodable { var used: Int64? }
-        // The prefix is a valid account name (letters, digits, '-', '_', '.'), so LIKE's '_' may
-        // match any character: the exact check on the prefix keeps it honest.
+        // LIKE's wildcards in the name ('_' is valid in account names) are escaped.
+        let pattern = owner.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "_", with: "\\_")
+            .replacingOccurrences(of: "%", with: "\\%") + "/%"
         return try await sql.raw("""
-            SELECT SUM(b.size) AS used FROM blobs b WHERE b.digest IN (
-              SELECT digest FROM repository_blobs WHERE SUBSTR(repository, 1, \(bind: owner.count + 1)) = \(bind: owner + "/"))
+            SELECT CAST(SUM(b.size) AS BIGINT) AS used FROM blobs b WHERE b.digest IN (
+              SELECT digest FROM repository_blobs WHERE repository LIKE \(bind: pattern) ESCAPE '\\')
             """).first(decoding: Row.self)?.used ?? 0
     }
 
