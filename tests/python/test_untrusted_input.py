@@ -137,3 +137,32 @@ def test_rate_limits_by_route_and_by_client_address():
         assert answers == [200] * 5 + [429], answers
     finally:
         direct.stop()
+
+
+def test_v2_uploads_are_bounded_by_the_largest_blob_and_the_owner_s_quota():
+    small = Server("--max-blob-size", "1", "--storage-quota", "3", samples=())
+    try:
+        httpx.post(f"{small.url}/v1/models", json={"owner": "alice", "name": "big", "visibility": "private"}, headers=auth(small.token))
+        import hashlib
+        def push(data):
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            return httpx.post(f"{small.url}/v2/alice/big/blobs/uploads/", params={"digest": digest}, content=data,
+                              headers={**auth(small.token), "Content-Type": "application/octet-stream"}, timeout=60)
+        too_big = push(b"x" * (2 << 20))
+        assert too_big.status_code == 413 and too_big.json()["errors"][0]["code"] == "SIZE_INVALID", too_big.text
+        # Chunked: the chunk that passes the limit is refused, what came before stays for a retry.
+        start = httpx.post(f"{small.url}/v2/alice/big/blobs/uploads/", headers=auth(small.token))
+        location = small.url + start.headers["location"]
+        assert httpx.patch(location, content=b"a" * (900 << 10), headers={**auth(small.token), "Content-Type": "application/octet-stream"}).status_code == 202
+        over = httpx.patch(location, content=b"a" * (200 << 10), headers={**auth(small.token), "Content-Type": "application/octet-stream",
+                                                                          "Content-Range": f"{900 << 10}-{(1100 << 10) - 1}"})
+        assert over.status_code == 413, over.text
+        # Three distinct 1 MB blobs fill a 3 MB quota; the fourth is refused, naming the quota.
+        for n in range(3):
+            assert push(bytes([n]) * (1 << 20)).status_code == 201
+        full = push(b"\x09" * (1 << 20))
+        assert full.status_code == 413 and "quota" in full.json()["errors"][0]["message"], full.text
+        # A blob already stored costs nothing again.
+        assert push(bytes([0]) * (1 << 20)).status_code in (201, 413)
+    finally:
+        small.stop()

@@ -133,7 +133,7 @@ struct DistributionRoutes {
             // Single POST with the whole blob.
             let digest = try digest(expected)
             return try await writing(id) {
-                _ = try await registry.blobs.append(id, body: request.body, at: 0, limit: try await room(owner: owner, uploaded: 0))
+                _ = try await append(id, request, at: 0, owner: owner)
                 return try await complete(id, digest: digest, repository: repository)
             }
         }
@@ -185,19 +185,22 @@ struct DistributionRoutes {
     /// a replica that died).
     static let writerLease: TimeInterval = 30 * 60
 
-    /// The bytes a request may still add to an upload holding `uploaded` bytes: the operator's
-    /// largest blob, and what is left of the owner's storage quota.
-    private func room(owner: String, uploaded: Int64) async throws -> Int64 {
+    /// Appends a request body to an upload holding `uploaded` bytes, within the operator's
+    /// largest blob and what is left of the owner's storage quota (413 naming whichever ran out).
+    private func append(_ id: String, _ request: Request, at uploaded: Int64, owner: String) async throws -> Int64 {
         let used = try await registry.models.storageUsed(byOwner: owner)
-        let left = min(registry.maxBlobSize, registry.storageQuota - used) - uploaded
-        guard left >= 0 else {
-            if registry.storageQuota - used <= uploaded {
-                throw RegistryError(413, "\(owner)'s blobs take \(used >> 20) MB of a \(registry.storageQuota >> 20) MB quota; delete versions or ask the operator for more",
-                                    code: "DENIED")
-            }
-            throw RegistryError(413, "a blob may be at most \(registry.maxBlobSize >> 20) MB on this registry", code: "SIZE_INVALID")
+        let quotaLeft = registry.storageQuota - used - uploaded
+        let blobLeft = registry.maxBlobSize - uploaded
+        let refusal = quotaLeft < blobLeft
+            ? RegistryError(413, "\(owner)'s blobs take \(used >> 20) MB of a \(registry.storageQuota >> 20) MB quota; delete versions or ask the operator for more",
+                            code: "DENIED")
+            : RegistryError(413, "a blob may be at most \(registry.maxBlobSize >> 20) MB on this registry (--max-blob-size)", code: "SIZE_INVALID")
+        guard min(quotaLeft, blobLeft) >= 0 else { throw refusal }
+        do {
+            return try await registry.blobs.append(id, body: request.body, at: uploaded, limit: min(quotaLeft, blobLeft))
+        } catch let error as RegistryError where error.status == 413 {
+            throw refusal
         }
-        return left
     }
 
     private func patchUpload(_ request: Request, _ context: RegistryContext) async throws -> Response {
@@ -218,7 +221,7 @@ struct DistributionRoutes {
                                     code: "BLOB_UPLOAD_INVALID", message: "chunk starts at \(bounds.start) but \(size) bytes were received so far")]))) ?? Data())))
             }
         }
-        let received = try await registry.blobs.append(id, body: request.body, at: size, limit: try await room(owner: owner, uploaded: size))
+        let received = try await append(id, request, at: size, owner: owner)
         return Response(status: .accepted, headers: [.location: uploadLocation(owner, name, id), .range: rangeHeader(received),
                                                      .init("Docker-Upload-UUID")!: id])
     }
@@ -231,7 +234,7 @@ struct DistributionRoutes {
         let digest = try digest(expected)
         return try await writing(id) {
             let size = try await registry.blobs.uploadSize(id) ?? 0
-            _ = try await registry.blobs.append(id, body: request.body, at: size, limit: try await room(owner: owner, uploaded: size))
+            _ = try await append(id, request, at: size, owner: owner)
             return try await complete(id, digest: digest, repository: "\(owner)/\(name)")
         }
     }
