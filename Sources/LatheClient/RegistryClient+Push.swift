@@ -96,6 +96,8 @@ extension RegistryClient {
         }
         let report: @Sendable (Int64) -> Void = { _ in }
         var sentTotal = offset
+        // How long to wait for another writer's lease on this upload (the registry's is 15 s).
+        let lockedUntil = Date().addingTimeInterval(30)
         while offset < size {
             let end = min(offset + chunkSize, size)
             let chunk = FileChunks(path: path, range: offset..<end, progress: { count in
@@ -110,6 +112,15 @@ extension RegistryClient {
             } catch {
                 throw Failure(method: "PATCH", url: url(location), status: 0,
                               message: "upload of \(digest) interrupted at \(offset) of \(size) bytes (\(error)); run `lathe push` again to resume")
+            }
+            if reply.status == 409, Date() < lockedUntil {
+                // Another request holds the upload (one writer at a time): usually the request a
+                // registry that died was serving, whose lease lapses within seconds. Wait for it.
+                try await Task.sleep(nanoseconds: 1_000_000_000)
+                let status = try await send(.GET, location, expect: [204])
+                offset = Self.nextOffset(status.header("Range"))
+                location = status.header("Location") ?? location
+                continue
             }
             if reply.status == 416 {
                 // Out of step with the registry: ask where it is and continue from there.

@@ -149,3 +149,20 @@ extension Registry {
         "/v1/predictions/\(predictionID)/stream?sig=\(streamSignature(predictionID))"
     }
 }
+
+extension Registry {
+    /// This replica's id, stored in `runtime/replica-id` and made on first start (one process
+    /// uses a runtime folder at a time, so what a previous process of this id held died with it).
+    public static func replicaID(in runtime: URL) -> String {
+        let file = runtime.appendingPathComponent("replica-id")
+        if let text = try? String(contentsOf: file, encoding: .utf8), text.hasPrefix("r-"), text.count < 64 {
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let id = "r-" + UUID().uuidString.lowercased().prefix(12)
+        try? FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
+        try? Data(id.utf8).write(to: file, options: .atomic)
+        return id
+    }
+
+    public var replicaID: String { Registry.replicaID(in: runtime) }
+}

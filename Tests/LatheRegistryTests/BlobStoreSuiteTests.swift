@@ -203,7 +203,7 @@ struct BlobStoreSuiteTests {
         await #expect(throws: RegistryError.self) { _ = try await direct.file(for: altered) }
         if store.localFile(.blob(altered)) != nil {
             // What `/v2` checks before serving a local file as the digest.
-            #expect(throws: RegistryError.self) { try direct.verifyLocal(altered) }
+            await #expect(throws: RegistryError.self) { try await direct.verifyLocal(altered) }
         }
         #expect(try Data(contentsOf: try await direct.file(for: good)) == Self.bytes(100_000))
     }

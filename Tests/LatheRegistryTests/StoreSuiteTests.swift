@@ -109,7 +109,11 @@ struct StoreSuiteTests {
         #expect(try await !models.claimUploadWriter(id: "u1", writer: "w2", until: Date().addingTimeInterval(60)), "only the holder releases")
         try await models.releaseUploadWriter(id: "u1", writer: "w1")
         #expect(try await models.claimUploadWriter(id: "u1", writer: "w2", until: Date().addingTimeInterval(-1)))
-        #expect(try await models.claimUploadWriter(id: "u1", writer: "w3", until: Date().addingTimeInterval(60)), "an expired lease is taken over")
+        #expect(try await models.claimUploadWriter(id: "u1", writer: "r-1:w3", until: Date().addingTimeInterval(60)), "an expired lease is taken over")
+        try await models.releaseUploadWriters(heldBy: "r-2")
+        #expect(try await !models.claimUploadWriter(id: "u1", writer: "w4", until: Date().addingTimeInterval(60)), "another replica's restart frees nothing")
+        try await models.releaseUploadWriters(heldBy: "r-1")
+        #expect(try await models.claimUploadWriter(id: "u1", writer: "w4", until: Date().addingTimeInterval(60)), "the holder's replica restarted")
         try await models.deleteUpload(id: "u1")
         #expect(try await !models.uploadExists(id: "u1", repository: "alice/secret"))
         // Garbage collection: the manifests are the roots; a blob a push touched after the

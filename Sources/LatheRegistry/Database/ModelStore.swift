@@ -378,6 +378,19 @@ public struct ModelStore: Sendable {
             """).first(decoding: Row.self) != nil
     }
 
+    /// Extends the lease while its writer is still at work (nothing happens for another writer).
+    public func renewUploadWriter(id: String, writer: String, until: Date) async throws {
+        try await sql.raw("""
+            UPDATE uploads SET writer_until = \(bind: Timestamp.string(until)) WHERE id = \(bind: id) AND writer = \(bind: writer)
+            """).run()
+    }
+
+    /// Frees every lease a replica's writers hold (`writer` is `REPLICA:…`): called when that
+    /// replica starts, as what its previous process held died with it.
+    public func releaseUploadWriters(heldBy replica: String) async throws {
+        try await sql.raw("UPDATE uploads SET writer = NULL, writer_until = NULL WHERE writer LIKE \(bind: replica + ":%")").run()
+    }
+
     /// Gives the lease back (only the writer that holds it can).
     public func releaseUploadWriter(id: String, writer: String) async throws {
         try await sql.raw("UPDATE uploads SET writer = NULL, writer_until = NULL WHERE id = \(bind: id) AND writer = \(bind: writer)").run()

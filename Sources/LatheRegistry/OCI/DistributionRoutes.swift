@@ -8,6 +8,13 @@ import NIOFoundationCompat
 /// `/v2/…`: the OCI distribution API over the registry's models (`/v2/<owner>/<name>/…`).
 struct DistributionRoutes {
     let registry: Registry
+    /// Names this replica in upload writer leases (freed when it restarts).
+    let replica: String
+
+    init(registry: Registry) {
+        self.registry = registry
+        self.replica = registry.replicaID
+    }
     static let maxManifestBytes = 4 << 20
     /// Layers a manifest may list (a code layer and one per weights file).
     static let maxLayers = 1000
@@ -103,7 +110,7 @@ struct DistributionRoutes {
             return Response(status: .temporaryRedirect, headers: [.location: url.absoluteString, .init("Docker-Content-Digest")!: digest.description])
         }
         // Served as the digest only once its bytes were checked to be that digest's.
-        try registry.blobCache.verifyLocal(digest)
+        try await registry.blobCache.verifyLocal(digest)
         return Response(status: status, headers: headers, body: registry.blobs.responseBody(.blob(digest), range: range))
     }
 
@@ -166,11 +173,21 @@ struct DistributionRoutes {
     /// each append at the same offset and leave a digest that is not the file's, so the second
     /// is refused (409) while the first holds the lease, on whatever replica it runs.
     private func writing(_ id: String, _ body: () async throws -> Response) async throws -> Response {
-        let writer = UUID().uuidString
+        let writer = "\(replica):\(UUID().uuidString)"
         guard try await registry.models.claimUploadWriter(id: id, writer: writer, until: Date().addingTimeInterval(Self.writerLease)) else {
             throw RegistryError(409, "upload \(id) is being written by another request; wait for it to finish, then ask GET for its Range and resume",
                                 code: "BLOB_UPLOAD_INVALID")
         }
+        // Renewed while the body streams; a replica that dies mid-request lets the lease lapse
+        // within `writerLease`, and the client's retry (which waits for it) resumes the upload.
+        let keeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(Self.writerLease / 3 * 1_000_000_000))
+                if Task.isCancelled { break }
+                try? await registry.models.renewUploadWriter(id: id, writer: writer, until: Date().addingTimeInterval(Self.writerLease))
+            }
+        }
+        defer { keeper.cancel() }
         do {
             let response = try await body()
             try? await registry.models.releaseUploadWriter(id: id, writer: writer)
@@ -181,9 +198,9 @@ struct DistributionRoutes {
         }
     }
 
-    /// How long a writer may hold an upload before another request may take over (a writer on
-    /// a replica that died).
-    static let writerLease: TimeInterval = 30 * 60
+    /// How long an upload's writer lease lasts without renewal (renewed every third of it while
+    /// the request runs): the longest a request that died leaves its upload locked.
+    static let writerLease: TimeInterval = 15
 
     /// Appends a request body to an upload holding `uploaded` bytes, within the operator's
     /// largest blob and what is left of the owner's storage quota (413 naming whichever ran out).

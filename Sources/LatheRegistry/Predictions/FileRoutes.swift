@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import LatheArchive
+import LatheRunner
 import LatheSpec
 import MultipartKit
 import NIOCore
@@ -24,7 +25,7 @@ struct FileRoutes {
         try await checkQuota(owner: owner, adding: size, registry: registry)
         let id = PredictionRoutes.newID()
         guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
-        let digest = try FileHashing.digest(of: file).0
+        let digest = try await onOwnThread { try FileHashing.digest(of: file).0 }
         try await registry.blobs.store(key, from: file)
         try await FileStore(database: registry.database).insert(.init(id: id, ownerID: owner, name: name, contentType: contentType,
                                                                        size: size, sha256: digest.hex, metadata: "{}", now: Date()))

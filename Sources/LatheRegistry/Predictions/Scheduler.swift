@@ -158,6 +158,9 @@ public actor Scheduler {
         let events = self.events
         registry.database.caches.setChangeHandler { Task { await events.publish(.cachesChanged) } }
         let (requeued, failed) = try await queue.recoverAfterRestart(replica: registry.database.kind == .sqlite ? nil : replica)
+        // Upload writer leases this replica's previous process held died with it: free them now
+        // (a client resuming a push need not wait for them to lapse).
+        try await registry.models.releaseUploadWriters(heldBy: replica)
         for id in failed {
             await publishFinished(id)
             await notify("completed", id)
@@ -186,16 +189,7 @@ public actor Scheduler {
     }
 
     /// The id stored in `runtime/replica-id`, made on first start.
-    static func replicaID(in runtime: URL) -> String {
-        let file = runtime.appendingPathComponent("replica-id")
-        if let text = try? String(contentsOf: file, encoding: .utf8), text.hasPrefix("r-"), text.count < 64 {
-            return text.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        let id = "r-" + UUID().uuidString.lowercased().prefix(12)
-        try? FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
-        try? Data(id.utf8).write(to: file, options: .atomic)
-        return id
-    }
+    static func replicaID(in runtime: URL) -> String { Registry.replicaID(in: runtime) }
 
     /// What another replica (or this one) told everyone.
     private func handle(_ event: RegistryEvent) async {

@@ -1,5 +1,6 @@
 import Foundation
 import LatheArchive
+import LatheRunner
 import NIOCore
 
 /// Registry blobs as files on this machine, for what needs a file (unpacking a version,
@@ -22,7 +23,7 @@ public struct BlobCache: Sendable {
 
     public func file(for digest: Digest) async throws -> URL {
         if let local = store.localFile(.blob(digest)) {
-            try verify(local, as: digest)
+            try await verify(local, as: digest)
             return local
         }
         let target = folder.appendingPathComponent("sha256/\(digest.hex)")
@@ -59,16 +60,17 @@ public struct BlobCache: Sendable {
 extension BlobCache {
     /// Checks, once per file version, that the store's own file for `digest` holds its bytes;
     /// nothing to do for stores without local files (their bytes are hashed into the cache).
-    public func verifyLocal(_ digest: Digest) throws {
-        if let local = store.localFile(.blob(digest)) { try verify(local, as: digest) }
+    public func verifyLocal(_ digest: Digest) async throws {
+        if let local = store.localFile(.blob(digest)) { try await verify(local, as: digest) }
     }
 
-    private func verify(_ file: URL, as digest: Digest) throws {
+    private func verify(_ file: URL, as digest: Digest) async throws {
         guard let identity = VerifiedFiles.identity(of: file.path) else {
             throw RegistryError(404, "blob \(digest) is not in the blob store", code: "BLOB_UNKNOWN")
         }
         if verified.contains(digest, identity) { return }
-        let actual = try FileHashing.digest(of: file).0
+        // Hashing a large blob takes a while: never on a thread of the cooperative pool.
+        let actual = try await onOwnThread { try FileHashing.digest(of: file).0 }
         guard actual == digest else {
             throw RegistryError(500, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
                                 code: "BLOB_UNKNOWN")

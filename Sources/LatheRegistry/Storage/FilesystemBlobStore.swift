@@ -1,5 +1,6 @@
 import Foundation
 import LatheArchive
+import LatheRunner
 import NIOCore
 
 /// The file-system ``BlobStore``: objects are files under a root folder (`DATA/blobs/sha256/<hex>`,
@@ -147,9 +148,9 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
     }
 
     /// The digest of the upload's first `size` bytes as they lie in its file.
-    private func storedDigest(_ id: String, size: Int64) throws -> Digest {
+    private static func storedDigest(path: String, id: String, size: Int64) throws -> Digest {
         var hasher = DigestWriter()
-        let fd = open(try uploadPath(id), O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
@@ -167,7 +168,9 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
 
     public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
         guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
-        let actual = try storedDigest(id, size: size)
+        let path = try uploadPath(id)
+        // Hashed as stored, on a thread of its own (a large blob takes a while).
+        let actual = try await onOwnThread { try Self.storedDigest(path: path, id: id, size: size) }
         guard actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try await discardUpload(id)
