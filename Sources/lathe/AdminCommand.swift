@@ -69,7 +69,115 @@ struct AdminCommand: AsyncParsableCommand {
     }
 
     struct User: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Users.", subcommands: [Create.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Users: create, list, set a password, disable or enable, delete, make or unmake operators.",
+            subcommands: [Create.self, List.self, SetPassword.self, Disable.self, Enable.self, Delete.self, MakeAdmin.self, Unadmin.self])
+
+        /// A command that does one thing to one user and says what it did.
+        protocol UserAction: AsyncParsableCommand {
+            var name: String { get }
+            var data: DataOption { get }
+            static func act(_ registry: Registry, _ user: Account) async throws -> String
+        }
+
+        /// Runs `body` on the user named `name`.
+        static func onUser(_ name: String, _ data: DataOption, _ body: @escaping (Registry, Account) async throws -> Void) async throws {
+            try await guarded {
+                try await data.withRegistry { registry in
+                    try await body(registry, try await registry.accounts.user(named: name))
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List users: operator, password, disabled, models and live tokens.")
+            @OptionGroup var data: DataOption
+
+            func run() async throws {
+                try await guarded {
+                    try await data.withRegistry { registry in
+                        let users = try await registry.accounts.users()
+                        if users.isEmpty { print("no users yet; create one with `lathe admin user create NAME --password-stdin`") }
+                        for user in users {
+                            var traits = [user.isAdmin ? "operator" : "user", user.hasPassword ? "password set" : "no password (web sign-in closed)"]
+                            if let disabled = user.disabledAt { traits.append("disabled since \(disabled)") }
+                            print("\(user.username)\t\(traits.joined(separator: ", "))\t\(user.models) model\(user.models == 1 ? "" : "s")\t\(user.tokens) token\(user.tokens == 1 ? "" : "s")")
+                        }
+                    }
+                }
+            }
+        }
+
+        struct SetPassword: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "set-password", abstract: "Set a user's web password, read from standard input (one line).")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            func run() async throws {
+                guard let password = readLine(strippingNewline: true), !password.isEmpty else {
+                    throw ValidationError("send the password on standard input, e.g. `printf '%s\\n' \"$PASSWORD\" | lathe admin user set-password \(name) --data DIR`")
+                }
+                try await User.onUser(name, data) { registry, user in
+                    try await registry.accounts.setPassword(user, password: password)
+                    print("set the password of \(user.username)")
+                }
+            }
+        }
+
+        struct Disable: UserAction {
+            static let configuration = CommandConfiguration(abstract: "Disable a user: their tokens and web sessions stop working at once (within a second on a running server).")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            static func act(_ registry: Registry, _ user: Account) async throws -> String {
+                try await registry.accounts.setDisabled(user, true)
+                return "disabled \(user.username); `lathe admin user enable \(user.username)` undoes it"
+            }
+        }
+
+        struct Enable: UserAction {
+            static let configuration = CommandConfiguration(abstract: "Enable a disabled user again (their tokens work again; they sign in anew).")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            static func act(_ registry: Registry, _ user: Account) async throws -> String {
+                try await registry.accounts.setDisabled(user, false)
+                return "enabled \(user.username)"
+            }
+        }
+
+        struct Delete: UserAction {
+            static let configuration = CommandConfiguration(abstract: "Delete a user with their tokens and sessions (refused while they own models).")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            static func act(_ registry: Registry, _ user: Account) async throws -> String {
+                try await registry.accounts.deleteUser(user)
+                return "deleted \(user.username)"
+            }
+        }
+
+        struct MakeAdmin: UserAction {
+            static let configuration = CommandConfiguration(commandName: "admin", abstract: "Make a user an operator.")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            static func act(_ registry: Registry, _ user: Account) async throws -> String {
+                try await registry.accounts.setAdmin(user, true)
+                return "\(user.username) is an operator"
+            }
+        }
+
+        struct Unadmin: UserAction {
+            static let configuration = CommandConfiguration(commandName: "unadmin", abstract: "Make an operator a plain user again.")
+            @Argument(help: "The user.") var name: String
+            @OptionGroup var data: DataOption
+
+            static func act(_ registry: Registry, _ user: Account) async throws -> String {
+                try await registry.accounts.setAdmin(user, false)
+                return "\(user.username) is no longer an operator"
+            }
+        }
 
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Create a user.")
@@ -185,5 +293,11 @@ struct AdminCommand: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+extension AdminCommand.User.UserAction {
+    func run() async throws {
+        try await AdminCommand.User.onUser(name, data) { registry, user in print(try await Self.act(registry, user)) }
     }
 }

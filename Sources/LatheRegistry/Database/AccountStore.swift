@@ -69,10 +69,12 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
 public struct AccountStore: Sendable {
     let sql: any SQLDatabase
     private let caches: RegistryCaches
+    private let database: RegistryDatabase
 
     public init(database: RegistryDatabase) {
         sql = database.sql
         caches = database.caches
+        self.database = database
     }
 
     /// First path segments of the server's own routes, which an account name would shadow.
@@ -125,7 +127,9 @@ public struct AccountStore: Sendable {
     /// Checks a password against its bcrypt hash.
     public func verifyPassword(username: String, password: String) async throws -> Account? {
         struct Row: Decodable { var password_hash: String? }
-        let row = try await sql.raw("SELECT password_hash FROM accounts WHERE username = \(bind: username) AND kind = 'user'").first(decoding: Row.self)
+        let row = try await sql.raw("""
+            SELECT password_hash FROM accounts WHERE username = \(bind: username) AND kind = 'user' AND disabled_at IS NULL
+            """).first(decoding: Row.self)
         // An unknown user (or one without a password) costs the same bcrypt as a known one, so
         // the answer's timing does not tell which usernames exist.
         let hash = row?.password_hash ?? Self.decoyHash
@@ -135,6 +139,102 @@ public struct AccountStore: Sendable {
 
     /// A bcrypt hash of a random password at the cost real ones use.
     static let decoyHash = Bcrypt.hash(UUID().uuidString, cost: 10)
+
+    // MARK: - Operators' user administration (`lathe admin user …`)
+
+    /// One user as an operator sees it.
+    public struct UserSummary: Sendable, Decodable {
+        public var username: String
+        public var isAdmin: Bool
+        public var hasPassword: Bool
+        public var disabledAt: String?
+        public var models: Int
+        public var tokens: Int
+        public var createdAt: String
+
+        enum CodingKeys: String, CodingKey {
+            case username, models, tokens
+            case isAdmin = "is_admin", hasPassword = "has_password", disabledAt = "disabled_at", createdAt = "created_at"
+        }
+    }
+
+    /// Every user, by name, with what they own.
+    public func users() async throws -> [UserSummary] {
+        try await sql.raw("""
+            SELECT a.username, a.is_admin, (a.password_hash IS NOT NULL) AS has_password, a.disabled_at, a.created_at,
+              (SELECT COUNT(*) FROM models m WHERE m.owner_id = a.id) AS models,
+              (SELECT COUNT(*) FROM tokens t WHERE t.user_id = a.id AND t.revoked_at IS NULL) AS tokens
+            FROM accounts a WHERE a.kind = 'user' ORDER BY a.username
+            """).all(decoding: UserSummary.self)
+    }
+
+    /// The user named `username`, or a sentence saying there is none.
+    public func user(named username: String) async throws -> Account {
+        guard let user = try await account(named: username), user.kind == .user else {
+            throw RegistryError(404, "there is no user named \(username); `lathe admin user list` lists them")
+        }
+        return user
+    }
+
+    /// Sets the user's web password (at least 8 characters).
+    public func setPassword(_ user: Account, password: String) async throws {
+        guard password.count >= 8 else { throw RegistryError(400, "the password is shorter than 8 characters; choose a longer one") }
+        try await sql.raw("UPDATE accounts SET password_hash = \(bind: Bcrypt.hash(password, cost: 10)) WHERE id = \(bind: user.id)").run()
+        try await accountsChanged()
+    }
+
+    /// Disables or enables a user. A disabled user's tokens and web sessions stop working at
+    /// once (sessions end; tokens are refused while disabled and work again when enabled).
+    public func setDisabled(_ user: Account, _ disabled: Bool) async throws {
+        try await sql.raw("UPDATE accounts SET disabled_at = \(bind: disabled ? Timestamp.now() : nil) WHERE id = \(bind: user.id)").run()
+        if disabled { try await sql.raw("DELETE FROM sessions WHERE user_id = \(bind: user.id)").run() }
+        try await accountsChanged()
+    }
+
+    public func setAdmin(_ user: Account, _ isAdmin: Bool) async throws {
+        try await sql.raw("UPDATE accounts SET is_admin = \(bind: isAdmin) WHERE id = \(bind: user.id)").run()
+        try await accountsChanged()
+    }
+
+    /// Deletes a user with their tokens, sessions and memberships; refused while they own
+    /// models or are the only owner of an organization (their work would be left without one).
+    public func deleteUser(_ user: Account) async throws {
+        struct Count: Decodable { var count: Int }
+        let models = try await sql.raw("SELECT COUNT(*) AS count FROM models WHERE owner_id = \(bind: user.id)").first(decoding: Count.self)?.count ?? 0
+        guard models == 0 else {
+            throw RegistryError(409, "\(user.username) owns \(models) model\(models == 1 ? "" : "s"); delete them first (`DELETE /v1/models/\(user.username)/NAME`) or disable the user instead")
+        }
+        struct Organization: Decodable { var username: String }
+        let soleOwner = try await sql.raw("""
+            SELECT o.username FROM memberships m JOIN accounts o ON o.id = m.organization_id
+            WHERE m.user_id = \(bind: user.id) AND m.role = 'owner'
+              AND NOT EXISTS (SELECT 1 FROM memberships x WHERE x.organization_id = m.organization_id AND x.role = 'owner' AND x.user_id <> \(bind: user.id))
+            """).all(decoding: Organization.self)
+        guard soleOwner.isEmpty else {
+            throw RegistryError(409, "\(user.username) is the only owner of \(soleOwner.map(\.username).joined(separator: ", ")); give it another owner first")
+        }
+        try await database.transaction { sql in
+            for table in ["tokens", "sessions", "memberships"] {
+                try await sql.raw("DELETE FROM \(unsafeRaw: table) WHERE user_id = \(bind: user.id)").run()
+            }
+            try await sql.raw("DELETE FROM webhook_secrets WHERE account_id = \(bind: user.id)").run()
+            try await sql.raw("DELETE FROM accounts WHERE id = \(bind: user.id)").run()
+        }
+        try await accountsChanged()
+    }
+
+    /// Drops cached tokens here and tells every server on this database (they poll the counter
+    /// each second), whichever process made the change.
+    private func accountsChanged() async throws {
+        try await sql.raw("UPDATE change_counters SET value = value + 1 WHERE name = 'accounts'").run()
+        caches.changed()
+    }
+
+    /// The accounts change counter (servers clear their caches when it moves).
+    public func changeCounter() async throws -> Int64 {
+        struct Row: Decodable { var value: Int64 }
+        return try await sql.raw("SELECT value FROM change_counters WHERE name = 'accounts'").first(decoding: Row.self)?.value ?? 0
+    }
 
     // MARK: - Memberships
 
@@ -232,7 +332,7 @@ public struct AccountStore: Sendable {
             SELECT t.id AS token_id, t.last_used_at, a.id, a.username, a.kind, a.name, a.is_admin, a.created_at,
               (SELECT \(unsafeRaw: sql.commaJoined("m.organization_id")) FROM memberships m WHERE m.user_id = a.id) AS organizations
             FROM tokens t JOIN accounts a ON a.id = t.user_id
-            WHERE t.token_hash = \(bind: key) AND t.revoked_at IS NULL
+            WHERE t.token_hash = \(bind: key) AND t.revoked_at IS NULL AND a.disabled_at IS NULL
             """).first(decoding: Row.self) else { return nil }
         var lastUsed = row.last_used_at
         if lastUsed.map({ $0.prefix(16) != now.prefix(16) }) ?? true {

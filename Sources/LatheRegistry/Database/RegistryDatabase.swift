@@ -264,6 +264,11 @@ public final class RegistryDatabase: Sendable {
         (10, "server keys every replica shares (the stream URLs' signing key)", { sql, _ in
             try await sql.raw("CREATE TABLE IF NOT EXISTS server_keys (name TEXT PRIMARY KEY, secret TEXT NOT NULL)").run()
         }),
+        (11, "disabled users; a change counter processes without the server's events (lathe admin) bump", { sql, _ in
+            try await sql.raw("ALTER TABLE accounts ADD COLUMN disabled_at TEXT").run()
+            try await sql.raw("CREATE TABLE IF NOT EXISTS change_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)").run()
+            try await sql.raw("INSERT INTO change_counters (name, value) VALUES ('accounts', 0)").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -38,7 +38,8 @@ public struct SessionStore: Sendable {
         struct Row: Decodable { var user_id: String; var acting_id: String }
         let idHash = AccountStore.hash(secret)
         guard let row = try await sql.raw("""
-            SELECT user_id, acting_id FROM sessions WHERE id_hash = \(bind: idHash) AND expires_at > \(bind: Timestamp.now())
+            SELECT s.user_id, s.acting_id FROM sessions s JOIN accounts a ON a.id = s.user_id
+            WHERE s.id_hash = \(bind: idHash) AND s.expires_at > \(bind: Timestamp.now()) AND a.disabled_at IS NULL
             """).first(decoding: Row.self), let user = try await accounts.account(id: row.user_id) else { return nil }
         let principal = try await accounts.principal(for: user)
         // Acting as an organization lasts only while the user is still a member.

@@ -104,6 +104,8 @@ public actor Scheduler {
     /// This replica's name in claims (`claimed_by`): kept in its runtime folder, so a replica that
     /// restarts recognizes its own claims and recovers them at once instead of after the lease.
     public let replica: String
+    /// The accounts change counter last read (see ``followAccountChanges()``).
+    private var accountsCounter: Int64?
     /// The claims this replica holds, by prediction (renewed by the heartbeat).
     private var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
@@ -175,6 +177,7 @@ public actor Scheduler {
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
                 guard let self else { return }
                 tick += 1
+                await self.followAccountChanges()
                 await self.expireWorkers()
                 await self.stopIdle()
                 let leader = self.events.isLeader
@@ -232,6 +235,14 @@ public actor Scheduler {
                 await publishFinished(item.record.id)
             }
         }
+    }
+
+    /// Clears cached tokens and models when another process (`lathe admin`) changed accounts:
+    /// it bumps a counter in the database, read here once a second.
+    private func followAccountChanges() async {
+        guard let counter = try? await registry.accounts.changeCounter() else { return }
+        if let seen = accountsCounter, seen != counter { registry.database.caches.clear() }
+        accountsCounter = counter
     }
 
     /// Renews this replica's leases, and stops what someone asked to cancel elsewhere.
