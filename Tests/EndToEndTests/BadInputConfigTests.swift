@@ -115,15 +115,25 @@ struct BadInputConfigTests {
         let scratch = try TestSupport.makeProject([:])
         var random = SpecFuzzer.Generator(state: 0x5EED)
         var outcomes: [Int: Int] = [:]
-        let cases = Int(ProcessInfo.processInfo.environment["LATHE_FUZZ_PUSHES"] ?? "") ?? 40
+        let cases = Int(ProcessInfo.processInfo.environment["LATHE_FUZZ_PUSHES"] ?? "") ?? 60
         for round in 0..<cases {
-            // Odd cases: a whole random spec; even ones: hello's spec with one field replaced or
-            // one random input added (so that many pass and reach the pages).
+            // A third of the cases: a whole random spec; a third: hello's spec with one field
+            // replaced (many pass and reach the pages); a third: one numeric input whose bounds
+            // and default are extreme numbers of the right JSON type (what trapped the model page).
             let whole = SpecFuzzer.spec(&random)
             let key = ["python", "predict", "output", "timeout", "concurrency", "description", "name", "weights", "inputs"].randomElement(using: &random)!
             let replacement = key == "inputs" ? JSONValue.array([SpecFuzzer.input(&random, index: round)]) : whole[key] ?? SpecFuzzer.anyValue(&random)
+            let numeric = JSONValue.array([.object([
+                "name": .string("n"), "type": .string(Bool.random(using: &random) ? "integer" : "number"),
+                "minimum": SpecFuzzer.numbers.randomElement(using: &random)!, "maximum": SpecFuzzer.numbers.randomElement(using: &random)!,
+                "default": SpecFuzzer.numbers.randomElement(using: &random)!,
+            ])])
             let (status, body) = try Self.pushEdited(server, token: token, scratch: scratch) { config in
-                if round % 2 == 1 { config["spec"] = whole } else { Self.spec(&config) { $0[key] = replacement } }
+                switch round % 3 {
+                case 0: config["spec"] = whole
+                case 1: Self.spec(&config) { $0[key] = replacement }
+                default: Self.spec(&config) { $0["inputs"] = numeric }
+                }
             }
             outcomes[status, default: 0] += 1
             #expect(status == 201 || (status == 400 && ociCode(body) == "MANIFEST_INVALID"), "case \(round): \(status) \(body.prefix(300))")
