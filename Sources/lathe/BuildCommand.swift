@@ -33,7 +33,12 @@ struct BuildCommand: AsyncParsableCommand {
             } else {
                 let weights = result.layers.filter { $0.role == "weights" }
                 let bytes = weights.reduce(0) { $0 + $1.size }
-                printError("built \(refName): code \(formatBytes(result.layers[0].size)), \(weights.count) weights file(s) \(formatBytes(bytes))")
+                let weightsText = switch weights.count {
+                case 0: "no weights"
+                case 1: "1 weights file of \(formatBytes(bytes))"
+                default: "\(weights.count) weights files, \(formatBytes(bytes))"
+                }
+                printError("built \(refName): code \(formatBytes(result.layers[0].size)), \(weightsText)")
                 print(result.version)
             }
         }

@@ -51,7 +51,27 @@ struct InitCommand: AsyncParsableCommand {
             for (path, wasWritten) in written {
                 print(wasWritten ? "wrote \(path)" : "skipped \(path) (exists; --force overwrites)")
             }
-            print("\nNext: cd \(directory) && lathe predict -i text=hello")
+            // The example names this template's own required inputs, so it runs as printed.
+            let spec = try SpecParser.load(project: project)
+            print("\nNext: cd \(directory) && lathe predict" + Self.exampleInputs(spec).map { " -i \($0)" }.joined())
+        }
+    }
+}
+
+extension InitCommand {
+    /// `name=value` for each required input of `spec`, with a value of its type.
+    static func exampleInputs(_ spec: ModelSpec) -> [String] {
+        spec.inputs.filter(\.isRequired).map { input in
+            let value: String = switch input.type {
+            case .integer: String(input.minimum.flatMap(\.exactInteger) ?? 1)
+            case .number: String(input.minimum ?? 0.5)
+            case .boolean: "true"
+            case .file: "@example.png"
+            case .object: "{}"
+            case .array: "[]"
+            default: input.choices?.first.flatMap(\.stringValue) ?? "hello"
+            }
+            return "\(input.name)=\(value.contains(" ") ? "'\(value)'" : value)"
         }
     }
 }

@@ -84,7 +84,10 @@ struct PredictCommand: AsyncParsableCommand {
             switch try await process.start() {
             case .failed(let error, let logs):
                 if !logs.isEmpty { printError(logs, terminator: "") }
-                throw Diagnostic(nil, "the model's setup failed: \(error)", fix: "fix setup() in \(spec.predict.file) (logs above)")
+                let missingModule = error.hasPrefix("ModuleNotFoundError") || error.hasPrefix("ImportError")
+                throw Diagnostic(nil, "the model's setup failed: \(error)",
+                                 fix: missingModule ? "list the package in python_packages in lathe.yaml (`lathe validate --import` checks imports)"
+                                                    : "fix setup() in \(spec.predict.file) (logs above)")
             case .ready:
                 break
             }

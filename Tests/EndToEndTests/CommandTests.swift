@@ -18,11 +18,34 @@ struct CommandTests {
         #expect(try CLI.run(["predict", plain.path, "-i", "text=hi", "-i", "excitement=3"]).output == "Hello, hi!!!\n")
         #expect(try CLI.run(["init", plain.path]).output.contains("skipped lathe.yaml"), "existing files are kept")
 
+        #expect(written.output.contains("Next: cd \(plain.path) && lathe predict -i text=hello"), "\(written.output)")
+        let built = try CLI.run(["build", plain.path])
+        #expect(built.status == 0 && built.stderrText.contains("no weights") && !built.stderrText.contains("file(s)"), "\(built.stderrText)")
+
         let streaming = parent.appendingPathComponent("streamer")
-        #expect(try CLI.run(["init", streaming.path, "--template", "streaming"]).status == 0)
+        let initialized = try CLI.run(["init", streaming.path, "--template", "streaming"])
+        #expect(initialized.status == 0)
+        // The "Next:" line names the template's own required inputs, and runs as printed.
+        #expect(initialized.output.contains("Next: cd \(streaming.path) && lathe predict -i prompt=hello"), "\(initialized.output)")
+        #expect(try CLI.run(["predict", "-i", "prompt=hello"], directory: streaming).status == 0)
         let report = try CLI.json(["predict", streaming.path, "-i", "prompt=hi", "-i", "words=3"])
         #expect(report["output"]?.arrayValue?.count == 3)
         #expect(try CLI.run(["init", parent.appendingPathComponent("x").path, "--template", "nope"]).status != 0)
+    }
+
+    @Test("a module missing in setup() names the module and python_packages, not 'fix setup()'")
+    func missingModuleInSetup() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "predict: predict.py:Predictor\ninputs: {text: {type: string}}\noutput: {type: string}\n",
+            "predict.py": "class Predictor:\n    def setup(self):\n        import lathe_surely_missing_module.sub\n\n    def predict(self, text: str) -> str:\n        return text\n",
+        ])
+        let result = try CLI.run(["predict", project.path, "-i", "text=x"])
+        #expect(result.status != 0)
+        #expect(result.stderrText.contains("'lathe_surely_missing_module'") && result.stderrText.contains("python_packages: [lathe_surely_missing_module]"),
+                "\(result.stderrText)")
+        #expect(!result.stderrText.contains("fix setup()"), "\(result.stderrText)")
+        // The traceback starts at the model's own frames: none of the runner's.
+        #expect(result.stderrText.contains("predict.py") && !result.stderrText.contains("runner.py"), "\(result.stderrText)")
     }
 
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")

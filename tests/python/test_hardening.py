@@ -262,6 +262,8 @@ def test_webhooks_are_not_posted_to_the_servers_machine(server):
                              json={"version": server.versions["hello"], "input": {"text": "x"},
                                    "webhook": f"http://127.0.0.1:{inside.server_address[1]}/hook"})
         assert literal.status_code == 400 and "not an address this server posts to" in literal.json()["detail"]
+        # The refusal says why it is the default and which flag allows it (issue 23).
+        assert "refused by default" in literal.json()["detail"] and "lathe serve --allow-outbound 127.0.0." in literal.json()["detail"], literal.json()
         named = httpx.post(f"{server.url}/v1/predictions", headers={**auth(server.token), "Prefer": "wait"},
                            json={"version": server.versions["hello"], "input": {"text": "x"},
                                  "webhook": f"http://localhost:{inside.server_address[1]}/hook", "webhook_events_filter": ["completed"]})

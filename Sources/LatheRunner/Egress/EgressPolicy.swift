@@ -32,9 +32,12 @@ public struct EgressPolicy: Sendable {
     public func refusal(_ address: IPAddress) -> String? {
         if allowed.contains(where: { $0.contains(address) }) { return nil }
         if let inner = address.embeddedV4 { return refusal(inner) }
-        if ownAddresses.contains(address) { return "it is this server's own address" }
+        // Each reason says why it is refused by default and which flag allows it.
+        if ownAddresses.contains(address) {
+            return "it is this server's own address, refused by default so that no user reaches services on the server's machine; an operator allows it with `lathe serve --allow-outbound \(address)/\(address.isV4 ? 32 : 128)`"
+        }
         if let range = Self.refused.first(where: { $0.contains(address) }) {
-            return "\(range) is a loopback, private, link-local or otherwise non-public range"
+            return "\(range) is a loopback, private, link-local or otherwise non-public range, refused by default so that no user reaches the server's own network; an operator allows it with `lathe serve --allow-outbound \(range)`"
         }
         return nil
     }

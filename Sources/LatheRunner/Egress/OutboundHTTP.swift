@@ -113,7 +113,7 @@ public struct OutboundHTTP: Sendable {
             if let reason = policy.refusal(address) { refusals.append("\(address): \(reason)") } else { chosen = address; break }
         }
         guard let chosen else {
-            throw OutboundError("\(Self.display(url)) points at an address this server does not connect to (\(refusals.first ?? "")); use a public URL, or ask the operator to allow it with --allow-outbound")
+            throw OutboundError("\(Self.display(url)) points at an address this server does not connect to (\(refusals.first ?? "")); use a public URL")
         }
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow,
                                                      timeout: .init(connect: .seconds(10), read: .seconds(30)),

@@ -281,6 +281,28 @@ class OutputWriter:
 
 # MARK: - Runner
 
+
+def print_user_traceback(exception):
+    """The traceback from the model's own frames on: the runner's and the import machinery's
+    frames before them are Lathe's business, not the author's."""
+    tb = exception.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename == __file__
+                              or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")):
+        tb = tb.tb_next
+    traceback.print_exception(type(exception), exception, tb)
+
+
+def setup_failure(exception):
+    """The one-line error for a failed setup; a missing module says which package list to fix."""
+    message = "%s: %s" % (type(exception).__name__, exception)
+    name = getattr(exception, "name", None) if isinstance(exception, ImportError) else None
+    if name:
+        top = name.split(".")[0]
+        message += (" (add the package that provides the module %r to python_packages in lathe.yaml,"
+                    " for example `python_packages: [%s]`, or pin a version that has what is imported)" % (top, top))
+    return message
+
+
 class Runner:
     def __init__(self, channel, capture, entry):
         self.channel = channel
@@ -349,7 +371,7 @@ class Runner:
         except Exception as exception:  # the predictor's failure is the prediction's failure
             status = "failed"
             error = str(exception) or type(exception).__name__
-            traceback.print_exc()
+            print_user_traceback(exception)
         finally:
             self.current = None
         predict_time = time.monotonic() - started
@@ -360,7 +382,7 @@ class Runner:
                 safe = self.safety(output)
             except Exception as exception:
                 safe = False
-                traceback.print_exc()
+                print_user_traceback(exception)
             if safe is False:
                 status, output, error = "failed", None, "The output was flagged by the model's safety checker"
         if status == "succeeded":
@@ -442,9 +464,9 @@ def main():
     try:
         runner.load()
     except BaseException as exception:  # noqa: BLE001 - any setup failure is reported, then we exit
-        traceback.print_exc()
+        print_user_traceback(exception)
         capture.sync()
-        channel.send(type="setup_failed", error="%s: %s" % (type(exception).__name__, exception))
+        channel.send(type="setup_failed", error=setup_failure(exception))
         sys.exit(1)
     capture.sync()
     channel.send(type="ready", setup_time=round(time.monotonic() - started, 6))
