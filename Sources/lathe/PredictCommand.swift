@@ -88,8 +88,9 @@ struct PredictCommand: AsyncParsableCommand {
                 throw Diagnostic(nil, "the model's setup failed: \(error)",
                                  fix: missingModule ? "list the package in python_packages in lathe.yaml (`lathe validate --import` checks imports)"
                                                     : "fix setup() in \(spec.predict.file) (logs above)")
-            case .ready:
-                break
+            case .ready(_, let logs):
+                // What setup() printed is shown before the prediction's own logs.
+                if !logs.isEmpty { printError(logs, terminator: logs.hasSuffix("\n") ? "" : "\n") }
             }
             let setupTime = Date().timeIntervalSince(started)
 

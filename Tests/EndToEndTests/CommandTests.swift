@@ -48,6 +48,17 @@ struct CommandTests {
         #expect(result.stderrText.contains("predict.py") && !result.stderrText.contains("runner.py"), "\(result.stderrText)")
     }
 
+    @Test("what setup() prints is shown by lathe predict")
+    func setupLogs() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "predict: predict.py:Predictor\ninputs: {text: {type: string}}\noutput: {type: string}\n",
+            "predict.py": "class Predictor:\n    def setup(self):\n        print('loading the weights once')\n\n    def predict(self, text: str) -> str:\n        return text\n",
+        ])
+        let result = try CLI.run(["predict", project.path, "-i", "text=x"])
+        #expect(result.status == 0 && result.output == "x\n", "\(result.stderrText)")
+        #expect(result.stderrText.contains("loading the weights once"), "\(result.stderrText)")
+    }
+
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
     func fromCog() throws {
         let project = try TestSupport.makeProject([
