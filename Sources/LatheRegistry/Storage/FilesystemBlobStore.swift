@@ -147,30 +147,12 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         return position
     }
 
-    /// The digest of the upload's first `size` bytes as they lie in its file.
-    private static func storedDigest(path: String, id: String, size: Int64) throws -> Digest {
-        var hasher = DigestWriter()
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
-        defer { close(fd) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        var remaining = size
-        while remaining > 0 {
-            let count = Foundation.read(fd, buffer.baseAddress, min(buffer.count, Int(remaining)))
-            if count <= 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            remaining -= Int64(count)
-        }
-        guard remaining == 0 else { throw RegistryError(500, "upload \(id) is shorter than \(size) bytes", code: "BLOB_UPLOAD_INVALID") }
-        return hasher.finalize()
-    }
-
     public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
         guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let path = try uploadPath(id)
         // Hashed as stored, on a thread of its own (a large blob takes a while).
-        let actual = try await onOwnThread { try Self.storedDigest(path: path, id: id, size: size) }
+        let (actual, hashed) = try await onOwnThread { try FileHashing.digest(of: URL(fileURLWithPath: path)) }
+        guard hashed == size else { throw RegistryError(409, "upload \(id) changed while it was being committed; ask GET for its Range and resume", code: "BLOB_UPLOAD_INVALID") }
         guard actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try await discardUpload(id)

@@ -403,11 +403,9 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         let target = objectKey(.blob(expected))
         // Copied over any object already there (checked bytes replace possibly unchecked ones),
         // inside the storage: the bytes do not pass through the server again.
-        do {
-            let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": "/" + client.bucket + "/" + SigV4.encode(assembled, keepSlash: true)])
-            if let code = S3XML.value("Code", in: data) {
-                throw RegistryError(503, "the blob store could not copy \(assembled): \(code)", code: "UNAVAILABLE")
-            }
+        let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": "/" + client.bucket + "/" + SigV4.encode(assembled, keepSlash: true)])
+        if let code = S3XML.value("Code", in: data) {
+            throw RegistryError(503, "the blob store could not copy \(assembled): \(code)", code: "UNAVAILABLE")
         }
         try await discardUpload(id)
         return total
