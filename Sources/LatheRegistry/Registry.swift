@@ -109,11 +109,15 @@ public struct Registry: Sendable {
             throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: log in with a token",
                                 code: "UNAUTHORIZED")
         }
-        let model = try await models.model(owner: owner, name: name, viewer: principal)
-        guard let account = try await accounts.account(named: owner), principal.actsFor(account.id) else {
-            if model != nil { throw RegistryError(403, "you may not push to \(owner)/\(name)", code: "DENIED") }
-            throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+        // The answer depends only on the namespace (whose existence is public), never on whether a
+        // model sits under it, so a refused push tells nobody that a private model exists.
+        guard let account = try await accounts.account(named: owner) else {
+            throw RegistryError.notFound("there is no user or organization named \(owner): push to \(principal.user.username)/\(name), or create the organization first (POST /v1/organizations)")
         }
+        guard principal.actsFor(account.id) else {
+            throw RegistryError(403, "\(principal.user.username) may not push to \(owner)/\(name): only \(owner)\(account.kind == .organization ? "'s members" : "") may push to the \(owner) namespace; push to \(principal.user.username)/\(name) instead", code: "DENIED")
+        }
+        let model = try await models.model(owner: owner, name: name, viewer: principal)
         if model == nil, try await models.anyModel(owner: owner, name: name) != nil {
             throw RegistryError.notFound("model \(owner)/\(name) does not exist")
         }

@@ -115,9 +115,8 @@ public struct EnvironmentBuild: Sendable {
         process.waitUntilExit()
         reader.wait()
         if let violation {
-            tail.append("\n" + violation + "\n")
             log(violation + "\n")
-            return (137, tail.text)
+            return (137, violation)  // the reason, not whatever the killed installer printed last
         }
         return (process.terminationStatus, tail.text)
     }

@@ -81,10 +81,7 @@ public struct PythonEnvironment: Sendable, Codable {
         let readable = [basePrefix, uv].compactMap { $0 } + [URL(fileURLWithPath: python).deletingLastPathComponent().path]
         func step(_ command: [String], failure: String, fix: String) throws {
             let (status, tail) = try build.run(command, python: python, environment: environment, writable: [root, cache], readable: readable, log: log)
-            guard status == 0 else {
-                let last = tail.split(separator: "\n").suffix(20).joined(separator: "\n")
-                throw Diagnostic(nil, "\(failure):\n\(last)", fix: fix)
-            }
+            guard status == 0 else { throw EnvironmentBuildFailure(failure: failure, reason: Self.reason(tail), fix: fix) }
         }
         let fix = "check python_packages/requirements in lathe.yaml"
         if let uv {
@@ -102,6 +99,21 @@ public struct PythonEnvironment: Sendable, Codable {
                      failure: "pip install failed", fix: fix)
         }
         return basePrefix
+    }
+
+    /// What went wrong, in one line, from a failed installer's output. The whole output was
+    /// already shown as it ran (the build log), so the error repeats only the installer's own
+    /// verdict (uv's `error:` with its `cause:`/`Caused by:`/`hint:` lines, pip's `ERROR:`) and the
+    /// output's last line (where a package's failed build says why), without their prefixes.
+    static func reason(_ output: String) -> String {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let prefixes = ["error:", "cause:", "caused by:", "hint:"]
+        var chosen = Array(lines.filter { line in prefixes.contains { line.lowercased().hasPrefix($0) } }.prefix(6))
+        if let last = lines.last, !chosen.contains(last) { chosen.append(last) }
+        let text = chosen.map { line in
+            line.lowercased().hasPrefix("error:") ? String(line.dropFirst("error:".count)).trimmingCharacters(in: .whitespaces) : line
+        }.joined(separator: "; ")
+        return text.isEmpty ? "the installer printed nothing" : text
     }
 
     /// The real program behind a version manager's shim (pyenv's are shell scripts that would
@@ -139,4 +151,19 @@ public struct PythonEnvironment: Sendable, Codable {
         }
         return lines.count > 1 ? lines[1] : python3
     }
+}
+
+/// A Python environment that could not be built. Its description (a prediction's `error`, a
+/// boot failure) carries the installer's verdict; ``shownAbove`` is the same without it, for a
+/// terminal that has just streamed the installer's whole output, so nothing is printed twice.
+public struct EnvironmentBuildFailure: Error, Sendable, CustomStringConvertible {
+    /// What failed ("installing the model's Python packages failed").
+    public var failure: String
+    /// The installer's own error lines, in one line.
+    public var reason: String
+    /// What to do about it.
+    public var fix: String
+
+    public var description: String { Diagnostic(nil, "\(failure): \(reason)", fix: fix).description }
+    public var shownAbove: String { Diagnostic(nil, "\(failure) (the installer's output is above)", fix: fix).description }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LatheArchive
 import LatheClient
+import LatheRunner
 import LatheSpec
 
 /// Writes to standard error (progress, logs and problems never mix with results on stdout).
@@ -32,6 +33,10 @@ func fail(_ error: any Error) -> ExitCode {
             ? "Lathe keeps its store and environments in \(home): set LATHE_HOME (or HOME) to a folder you can write"
             : "check that the path exists and that this user may write it"
         printError("error: \(Diagnostic(nil, "cannot use \(path): \(reason)", fix: fix))")
+        return .failure
+    case let error as EnvironmentBuildFailure:
+        // The installer's output streamed to this terminal as it ran.
+        printError("error: \(error.shownAbove)")
         return .failure
     default:
         for line in String(describing: error).split(separator: "\n", omittingEmptySubsequences: false) {

@@ -44,9 +44,11 @@ struct AuthorizationMatrixTests {
             try check("GET", "/v2/\(model)/blobs/\(blob)", expect: TestDatabase.s3 == nil ? expect : expect.mapValues { $0 == 200 ? 307 : $0 })
             try check("HEAD", "/v2/\(model)/blobs/\(blob)", expect: expect)
         }
-        // Writes: anonymous must authenticate; outsiders see the private model as missing and
-        // are denied the public one; members write their organization's models only.
-        try check("POST", "/v2/acme/secret/blobs/uploads/", expect: [.anonymous: 401, .bob: 404, .carol: 202, .alice: 202])
+        // Writes: anonymous must authenticate; outsiders are denied any name in a namespace they
+        // may not write to, whether a private model is there or not (so the answer reveals
+        // nothing); members write their organization's models only.
+        try check("POST", "/v2/acme/secret/blobs/uploads/", expect: [.anonymous: 401, .bob: 403, .carol: 202, .alice: 202])
+        try check("POST", "/v2/acme/no-such-model/blobs/uploads/", expect: [.anonymous: 401, .bob: 403, .carol: 202, .alice: 202])
         try check("POST", "/v2/alice/open/blobs/uploads/", expect: [.anonymous: 401, .bob: 403, .carol: 403, .alice: 202])
         try check("PATCH", "/v1/models/acme/secret", body: #"{"description":"x"}"#, expect: [.anonymous: 404, .bob: 404, .carol: 200, .alice: 200])
         try check("PATCH", "/v1/models/alice/open", body: #"{"description":"x"}"#, expect: [.anonymous: 401, .bob: 403, .carol: 403, .alice: 200])

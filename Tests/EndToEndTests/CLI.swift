@@ -15,8 +15,8 @@ enum CLI {
     static let home = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-e2e-\(ProcessInfo.processInfo.processIdentifier)")
 
     @discardableResult
-    static func run(_ arguments: [String], home: URL = CLI.home, directory: URL? = nil) throws -> ChildProcess.Result {
-        var environment = ["LATHE_HOME": home.path]
+    static func run(_ arguments: [String], home: URL = CLI.home, directory: URL? = nil, environment extra: [String: String] = [:]) throws -> ChildProcess.Result {
+        var environment = extra.merging(["LATHE_HOME": home.path]) { _, new in new }
         // Operator commands on a data folder use that folder's database (PostgreSQL when the tests run on it).
         if let index = arguments.firstIndex(of: "--data"), index + 1 < arguments.count {
             environment.merge(try TestDatabase.environment(forData: arguments[index + 1])) { _, new in new }

@@ -59,6 +59,29 @@ struct CommandTests {
         #expect(result.stderrText.contains("loading the weights once"), "\(result.stderrText)")
     }
 
+    @Test("a failed install is reported once: the installer's output as it ran, then one error line without a doubled prefix")
+    func failedInstallOnce() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "python_packages: [lathe-surely-missing-package==1.0]\npredict: predict.py:Predictor\ninputs: {text: {type: string}}\noutput: {type: string}\n",
+            "predict.py": "class Predictor:\n    def predict(self, text: str) -> str:\n        return text\n",
+        ])
+        // An index nobody serves: the install fails at once, without the network.
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-install-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: home) }
+        let result = try CLI.run(["predict", project.path, "-i", "text=x"], home: home,
+                                 environment: ["UV_INDEX_URL": "http://127.0.0.1:9/simple", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple",
+                                               "PIP_INDEX_URL": "http://127.0.0.1:9/simple"])
+        let text = result.stderrText
+        #expect(result.status == 1, "\(text)")
+        #expect(!text.contains("error: error:") && text.components(separatedBy: "error: installing the model's Python packages failed").count == 2,
+                "\(text)")
+        #expect(text.hasSuffix("error: installing the model's Python packages failed (the installer's output is above) — check python_packages/requirements in lathe.yaml\n"),
+                "\(text)")
+        // Every line the installer printed appears once.
+        let lines = text.split(separator: "\n").filter { !$0.hasPrefix("error: installing") && !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        #expect(Set(lines).count == lines.count, "\(text)")
+    }
+
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
     func fromCog() throws {
         let project = try TestSupport.makeProject([

@@ -1,5 +1,6 @@
 """Issue 23 (the everyday path): what a newcomer copies from the model page runs as printed."""
 import html
+import json
 import os
 import re
 import subprocess
@@ -23,3 +24,29 @@ def test_the_model_page_s_api_snippets_run_as_printed_and_name_owner_and_name(se
     assert ran.returncode == 0 and '"status":"succeeded"' in ran.stdout.replace(" ", ""), ran.stdout + ran.stderr
     ran = subprocess.run([sys.executable, "-c", python + "\nprint(output)"], capture_output=True, text=True, env=env, timeout=120)
     assert ran.returncode == 0 and "Hello" in ran.stdout, ran.stdout + ran.stderr
+
+
+def test_a_push_to_someone_else_s_namespace_is_denied_with_a_sentence_that_reveals_no_private_model(server, tmp_path):
+    bob = {"Authorization": f"Bearer {server.bob}"}
+    private = httpx.get(f"{server.url}/v1/models/alice/hello", headers=bob)
+    assert private.status_code == 404, "alice/hello is private: bob cannot see it"
+    answers = {}
+    for name in ["hello", "no-such-model"]:
+        started = httpx.post(f"{server.url}/v2/alice/{name}/blobs/uploads/", headers=bob)
+        answers[name] = (started.status_code, started.text.replace(name, "NAME"))
+    # The same answer whether or not a (private) model sits there: the namespace decides.
+    assert answers["hello"] == answers["no-such-model"], answers
+    status, body = answers["hello"][0], json.loads(answers["hello"][1].replace("NAME", "hello"))
+    assert status == 403 and body["errors"][0]["code"] == "DENIED", answers
+    assert body["errors"][0]["message"] == ("bob may not push to alice/hello: only alice may push to the alice namespace; "
+                                            "push to bob/hello instead"), body
+
+    env = dict(server.env, LATHE_TOKEN=server.bob)
+    pushed = subprocess.run([os.environ.get("LATHE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "lathe")),
+                             "push", os.path.join(os.path.dirname(__file__), "..", "..", "samples", "hello"), "alice/hello"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert pushed.returncode != 0 and "bob may not push to alice/hello" in pushed.stderr and "error: error:" not in pushed.stderr, pushed.stderr
+    assert "NAME_UNKNOWN" not in pushed.stderr and "does not exist" not in pushed.stderr, pushed.stderr
+
+    nobody = httpx.post(f"{server.url}/v2/nobody-here/x/blobs/uploads/", headers=bob)
+    assert nobody.status_code == 404 and "there is no user or organization named nobody-here" in nobody.json()["errors"][0]["message"], nobody.text
