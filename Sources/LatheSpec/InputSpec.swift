@@ -33,22 +33,6 @@ public struct InputSpec: Sendable, Hashable, Codable {
     }
 }
 
-/// What a model returns.
-public struct OutputSpec: Sendable, Hashable, Codable {
-    public var type: ValueType
-    /// Element type of `array` and `iterator` outputs.
-    public var items: ValueType?
-    /// Named fields of an `object` output.
-    public var properties: [String: ValueType]?
-    /// Iterator of strings meant to be shown joined (streamed text).
-    public var concatenate: Bool?
-    public var description: String?
-
-    public init(type: ValueType) {
-        self.type = type
-    }
-}
-
 /// A weights file or directory that is packed as raw blobs, never compressed.
 public struct WeightsSpec: Sendable, Hashable, Codable {
     public var path: String

@@ -71,9 +71,10 @@ extension OutputSpec {
         var fields: [(Node, Node)] = [(ModelSpec.key("type"), ModelSpec.text(type.rawValue))]
         func add(_ key: String, _ value: Node?) { if let value { fields.append((ModelSpec.key(key), value)) } }
         add("description", description.map(ModelSpec.text))
-        add("items", items.map { ModelSpec.text($0.rawValue) })
+        add("nullable", nullable.map { ModelSpec.plain($0 ? "true" : "false") })
+        add("items", items.map(\.document))
         add("properties", properties.map { properties in
-            Node(properties.keys.sorted().map { (ModelSpec.key($0), Node([(ModelSpec.key("type"), ModelSpec.text(properties[$0]!.rawValue))])) })
+            Node(properties.keys.sorted().map { (ModelSpec.key($0), properties[$0]!.document) })
         })
         add("concatenate", concatenate.map { ModelSpec.plain($0 ? "true" : "false") })
         return Node(fields)

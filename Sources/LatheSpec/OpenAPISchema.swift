@@ -101,27 +101,39 @@ public enum OpenAPISchema {
 
     /// `components.schemas.Output`, with Cog's iterator markers.
     public static func output(_ output: OutputSpec) -> JSONValue {
-        var schema: [String: JSONValue] = ["title": .string("Output")]
-        switch output.type {
-        case .iterator:
-            schema["type"] = .string("array")
-            schema["items"] = .object(typeSchema(output.items ?? .string, items: nil))
+        var schema = outputPart(output)
+        schema["title"] = .string("Output")
+        if output.type == .iterator {
             schema["x-cog-array-type"] = .string("iterator")
             if output.concatenate == true { schema["x-cog-array-display"] = .string("concatenate") }
+        }
+        return .object(schema)
+    }
+
+    /// One part of the output as JSON Schema, nested parts included: an object's properties are
+    /// titled as Cog titles them and required unless nullable, as Cog's `BaseModel` outputs are.
+    static func outputPart(_ part: OutputSpec) -> [String: JSONValue] {
+        var schema: [String: JSONValue]
+        switch part.type {
+        case .array, .iterator:
+            schema = ["type": .string("array"), "items": .object(outputPart(part.items ?? OutputSpec(type: .string)))]
         case .object:
-            schema["type"] = .string("object")
-            if let properties = output.properties {
+            schema = ["type": .string("object")]
+            if let properties = part.properties {
                 schema["properties"] = .object(properties.reduce(into: [:]) { result, entry in
-                    var property = typeSchema(entry.value, items: nil)
+                    var property = outputPart(entry.value)
                     property["title"] = .string(title(entry.key))
                     result[entry.key] = .object(property)
                 })
+                let required = properties.filter { $0.value.nullable != true }.keys.sorted()
+                if !required.isEmpty { schema["required"] = .array(required.map(JSONValue.string)) }
             }
         default:
-            schema.merge(typeSchema(output.type, items: output.items)) { _, new in new }
+            schema = typeSchema(part.type, items: nil)
         }
-        if let value = output.description { schema["description"] = .string(value) }
-        return .object(schema)
+        if let value = part.description { schema["description"] = .string(value) }
+        if part.nullable == true { schema["nullable"] = .bool(true) }
+        return schema
     }
 
     static func typeSchema(_ type: ValueType, items: ValueType?) -> [String: JSONValue] {

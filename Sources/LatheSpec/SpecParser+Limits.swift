@@ -19,6 +19,8 @@ extension SpecParser {
         public static let concurrency = 1024
         public static let length = 1 << 30
         public static let timeout = 7 * 86_400
+        /// How deep an output's items and properties nest.
+        public static let outputDepth = 8
     }
 
     /// Counts the values of the tree as expanded, stopping as soon as `budget` is spent.

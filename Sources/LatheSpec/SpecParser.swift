@@ -15,7 +15,7 @@ public struct SpecParser {
         "type", "description", "default", "minimum", "maximum", "min_length", "max_length", "pattern",
         "choices", "accept", "deprecated", "nullable", "items",
     ]
-    public static let outputKeys = ["type", "description", "items", "properties", "concatenate"]
+    public static let outputKeys = ["type", "description", "items", "properties", "nullable", "concatenate"]
     public static let weightsKeys = ["path", "sha256"]
 
     public init(fileName: String = "lathe.yaml") {
@@ -377,62 +377,73 @@ public struct SpecParser {
     // MARK: - Output
 
     private mutating func parseOutput(_ node: Node) -> OutputSpec? {
+        guard let output = parseOutputPart(node, what: "output", depth: 1) else { return nil }
+        return output
+    }
+
+    /// One part of the output: the whole of it (`what` is "output"), an array's or iterator's
+    /// `items`, or an object's property, each of which may nest again up to ``Limits/outputDepth``.
+    private mutating func parseOutputPart(_ node: Node, what: String, depth: Int) -> OutputSpec? {
+        let top = depth == 1
         let mapping: Node.Mapping
         if let shorthand = node.scalar?.string {
             mapping = Node.Mapping([(Node("type"), Node(shorthand, Tag(.str), .plain))])
         } else if let value = node.mapping {
             mapping = value
         } else {
-            problems.append(Diagnostic(location(node), "output: must be a mapping", fix: "write for example `output: {type: string}`"))
+            problems.append(Diagnostic(location(node), "\(what) must be a type or a mapping", fix: "write for example `\(top ? "output" : "items"): {type: string}`"))
             return nil
         }
-        checkKeys(mapping, allowed: Self.outputKeys, context: "in output")
+        guard depth <= Limits.outputDepth else {
+            problems.append(Diagnostic(location(node), "\(what) nests deeper than \(Limits.outputDepth) levels",
+                                       fix: "flatten it, or use `type: object` without properties for free-form results"))
+            return nil
+        }
+        checkKeys(mapping, allowed: top ? Self.outputKeys : Self.outputKeys.filter { $0 != "concatenate" }, context: "in \(what)")
         guard let typeNode = mapping["type"] else {
-            problems.append(Diagnostic(location(node), "output has no type", fix: "add `type:` with one of \(Self.list(ValueType.allCases))"))
+            problems.append(Diagnostic(location(node), "\(what) has no type", fix: "add `type:` with one of \(Self.list(ValueType.allCases))"))
             return nil
         }
-        guard let type = valueType(typeNode, allowed: ValueType.allCases.filter { $0 != .secret }, what: "output") else { return nil }
+        let allowed = top ? ValueType.allCases.filter { $0 != .secret } : ValueType.allCases.filter { $0 != .secret && $0 != .iterator }
+        guard let type = valueType(typeNode, allowed: allowed, what: what) else { return nil }
         var output = OutputSpec(type: type)
         output.description = mapping["description"].flatMap { scalarString($0, what: "description") }
+        if let nullableNode = mapping["nullable"] { output.nullable = flag(nullableNode, key: "nullable") }
         if let itemsNode = mapping["items"] {
             if type == .array || type == .iterator {
-                output.items = itemType(itemsNode, what: "output")
+                output.items = parseOutputPart(itemsNode, what: "items of \(what)", depth: depth + 1)
             } else {
-                problems.append(Diagnostic(location(itemsNode), "items: applies to array and iterator outputs, but output is \(type.rawValue)",
+                problems.append(Diagnostic(location(itemsNode), "items: applies to array and iterator outputs, but \(what) is \(type.rawValue)",
                                            fix: "remove items: or change the type"))
             }
         } else if type == .array || type == .iterator {
-            problems.append(Diagnostic(location(typeNode), "output is \(type.rawValue) without items:", fix: "add `items: string` (or another type)"))
+            problems.append(Diagnostic(location(typeNode), "\(what) is \(type.rawValue) without items:", fix: "add `items: string` (or another type)"))
         }
         if let propertiesNode = mapping["properties"] {
             if type != .object {
-                problems.append(Diagnostic(location(propertiesNode), "properties: applies to object outputs, but output is \(type.rawValue)",
+                problems.append(Diagnostic(location(propertiesNode), "properties: applies to object outputs, but \(what) is \(type.rawValue)",
                                            fix: "remove properties: or set `type: object`"))
             } else if let properties = propertiesNode.mapping, properties.count > Limits.inputs {
                 problems.append(Diagnostic(location(propertiesNode), "properties: declares \(properties.count) fields, more than \(Limits.inputs)",
                                            fix: "use `type: object` without properties for free-form results"))
             } else if let properties = propertiesNode.mapping {
-                var result: [String: ValueType] = [:]
+                var result: [String: OutputSpec] = [:]
                 for (key, value) in properties {
                     guard let name = key.string else { continue }
                     guard name.utf8.count <= 64 else {
                         problems.append(Diagnostic(location(key), "output property \"\(Self.clip(name))\" has a name longer than 64 bytes", fix: "shorten it"))
                         continue
                     }
-                    let typeNode = value.mapping?["type"] ?? value
-                    if let mapping = value.mapping { checkKeys(mapping, allowed: ["type", "description"], context: "in output property \"\(name)\"") }
-                    if let propertyType = valueType(typeNode, allowed: ValueType.itemTypes + [.array], what: "output property \"\(name)\"") {
-                        result[name] = propertyType
-                    }
+                    if let property = parseOutputPart(value, what: "output property \"\(name)\"", depth: depth + 1) { result[name] = property }
                 }
                 output.properties = result
             } else {
                 problems.append(Diagnostic(location(propertiesNode), "properties: must map names to types", fix: "write for example `properties: {label: {type: string}}`"))
             }
         }
-        if let concatenateNode = mapping["concatenate"] {
+        if top, let concatenateNode = mapping["concatenate"] {
             let value = flag(concatenateNode, key: "concatenate")
-            if value == true && !(type == .iterator && output.items == .string) {
+            if value == true && !(type == .iterator && output.items?.type == .string) {
                 problems.append(Diagnostic(location(concatenateNode), "concatenate applies to iterators of strings",
                                            fix: "set `type: iterator` and `items: string`, or remove concatenate"))
             }

@@ -153,7 +153,7 @@ struct CogImportTests {
         #expect(spec.input(named: "mask")?.nullable == true)
         #expect(spec.input(named: "token")?.type == .secret)
         #expect(spec.input(named: "scale")?.default == .number(7.5))
-        #expect(spec.output.type == .iterator && spec.output.items == .string)
+        #expect(spec.output.type == .iterator && spec.output.items?.type == .string)
         try Data(text.utf8).write(to: project.appendingPathComponent("lathe.yaml"))
         #expect(throws: Never.self) { try PredictorCheck.check(spec, project: project) }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import LatheSpec
 
@@ -54,10 +55,72 @@ struct SpecParserTests {
         #expect(spec.input(named: "tags")?.isRequired == false)
         #expect(spec.input(named: "text")?.isRequired == true)
         #expect(spec.input(named: "text")?.location == SourceLocation(file: "lathe.yaml", line: 8, column: 3))
-        #expect(spec.output.properties == ["label": .string, "score": .number])
+        #expect(spec.output.properties == ["label": OutputSpec(type: .string), "score": OutputSpec(type: .number)])
         #expect(spec.weights.first?.sha256?.hasPrefix("9f2c") == true)
         #expect(spec.concurrency == 2)
         #expect(spec.timeout == 600)
+    }
+
+    @Test("outputs nest: a list of detections with a box each, nullable and described at every level")
+    func nestedOutput() throws {
+        let text = """
+        predict: p.py:f
+        output:
+          type: array
+          description: What was found
+          items:
+            type: object
+            properties:
+              label: {type: string, description: Class name}
+              score: number
+              box: {type: array, items: integer, description: "x, y, w, h"}
+              mask: {type: file, nullable: true}
+              parts: {type: array, items: {type: object, properties: {name: string}}}
+        """
+        let spec = try SpecParser.parse(text)
+        let detection = try #require(spec.output.items)
+        #expect(spec.output.type == .array && spec.output.description == "What was found")
+        #expect(detection.type == .object && detection.properties?.keys.sorted() == ["box", "label", "mask", "parts", "score"])
+        #expect(detection.properties?["box"]?.items == OutputSpec(type: .integer))
+        #expect(detection.properties?["mask"]?.nullable == true)
+        #expect(detection.properties?["parts"]?.items?.properties?["name"] == OutputSpec(type: .string))
+        // The served schema nests the same way, as JSON Schema does.
+        let schema = OpenAPISchema.output(spec.output)
+        let items = schema.objectValue?["items"]?.objectValue
+        #expect(items?["type"] == .string("object"))
+        #expect(items?["required"] == .array(["box", "label", "parts", "score"].map(JSONValue.string)))
+        let box = items?["properties"]?.objectValue?["box"]?.objectValue
+        #expect(box?["items"] == .object(["type": .string("integer")]) && box?["title"] == .string("Box"))
+        #expect(items?["properties"]?.objectValue?["mask"]?.objectValue?["nullable"] == .bool(true))
+        // A pushed config carries it, and the registry's re-parse (SpecParser.check) keeps it.
+        let config = try JSONEncoder().encode(spec)
+        let decoded = try JSONDecoder().decode(ModelSpec.self, from: config)
+        #expect(decoded.output == spec.output)
+        #expect(try SpecParser.check(decoded).output == spec.output)
+    }
+
+    @Test("a plain output part is written as its type's name, as before outputs nested, so existing versions keep their digests")
+    func outputWireCompatibility() throws {
+        let old = #"{"properties":{"label":"string","score":"number"},"type":"object"}"#
+        let decoded = try JSONDecoder().decode(OutputSpec.self, from: Data(old.utf8))
+        #expect(decoded.properties == ["label": OutputSpec(type: .string), "score": OutputSpec(type: .number)])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let written = String(decoding: try encoder.encode(decoded), as: UTF8.self)
+        #expect(written == old, "\(written)")
+        let iterator = #"{"concatenate":true,"items":"string","type":"iterator"}"#
+        #expect(String(decoding: try encoder.encode(try JSONDecoder().decode(OutputSpec.self, from: Data(iterator.utf8))), as: UTF8.self) == iterator)
+    }
+
+    @Test("an output nesting deeper than the limit is refused with a sentence")
+    func outputDepth() throws {
+        var part = "string"
+        for _ in 0..<SpecParser.Limits.outputDepth { part = "{type: array, items: \(part)}" }
+        #expect(throws: Diagnostics.self) { try SpecParser.parse("predict: p.py:f\noutput: \(part)\n") }
+        do { _ = try SpecParser.parse("predict: p.py:f\noutput: \(part)\n") } catch {
+            #expect("\(error)".contains("nests deeper than 8 levels"), "\(error)")
+        }
+        #expect(throws: Diagnostics.self) { try SpecParser.parse("predict: p.py:f\noutput: {type: array, items: {type: iterator, items: string}}\n") }
     }
 
     @Test("shorthand types and defaults")

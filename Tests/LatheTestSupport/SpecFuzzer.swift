@@ -58,12 +58,32 @@ public enum SpecFuzzer {
         return .object(object)
     }
 
+    /// An output part, nesting items and properties up to past the parser's depth limit, with
+    /// wrong types and extreme values mixed in at every level.
+    public static func output(_ random: inout Generator, depth: Int) -> JSONValue {
+        let type = ValueType.allCases.randomElement(using: &random)!
+        var object: [String: JSONValue] = ["type": field(.string(type.rawValue), &random)]
+        let deeper = depth < 10 && Int.random(in: 0..<3, using: &random) != 0
+        if type == .array || type == .iterator || Bool.random(using: &random) {
+            object["items"] = deeper ? output(&random, depth: depth + 1) : field(.string("string"), &random)
+        }
+        if type == .object, deeper {
+            object["properties"] = .object(Dictionary(uniqueKeysWithValues: (0..<Int.random(in: 0..<4, using: &random)).map {
+                ("p\($0)", output(&random, depth: depth + 1))
+            }))
+        }
+        for (key, value) in [("nullable", JSONValue.bool(true)), ("description", .string("d")), ("concatenate", .bool(true))] where Bool.random(using: &random) {
+            object[key] = field(value, &random)
+        }
+        return .object(object)
+    }
+
     public static func spec(_ random: inout Generator) -> JSONValue {
         var object: [String: JSONValue] = [
             "python": field(.string("3.11"), &random), "python_packages": field(.array([]), &random),
             "predict": field(.string("predict.py:Predictor"), &random),
             "inputs": .array((0..<Int.random(in: 0..<5, using: &random)).map { input(&random, index: $0) }),
-            "output": field(.object(["type": .string(ValueType.allCases.randomElement(using: &random)!.rawValue), "items": .string("string")]), &random),
+            "output": field(output(&random, depth: 1), &random),
             "weights": field(.array([]), &random), "concurrency": field(.int(1), &random), "timeout": field(.int(60), &random),
             "network": field(.bool(false), &random),
         ]

@@ -533,3 +533,75 @@ def test_web_predictions_are_kept_past_the_retention_time(browser):
         context.close()
     finally:
         short.stop()
+
+
+DETECTOR_SPEC = """name: dora/detector
+python: "3.11"
+predict: predict.py:Predictor
+inputs:
+  threshold: {type: number, description: Lowest score shown, default: 0.5, minimum: 0, maximum: 1}
+output:
+  type: array
+  description: What was found
+  items:
+    type: object
+    properties:
+      label: {type: string, description: Class name}
+      score: number
+      box: {type: array, items: integer, description: "x, y, w, h"}
+"""
+DETECTOR_CODE = """class Predictor:
+    def predict(self, threshold: float = 0.5) -> list:
+        found = [{"label": "cat", "score": 0.91, "box": [12, 40, 96, 80]},
+                 {"label": "dog", "score": 0.64, "box": [150, 22, 60, 110]},
+                 {"label": "hat", "score": 0.2, "box": [0, 0, 5, 5]}]
+        return [detection for detection in found if detection["score"] >= threshold]
+"""
+
+
+def test_readme_quick_start_walked_end_to_end_and_detections_shown_as_a_table(browser, web, tmp_path):
+    # As the README's registry section shows: an operator creates a user with a password (the
+    # server is running), who signs in on the web, makes a token, logs in, pushes and runs the
+    # model from its form.
+    created = subprocess.run([LATHE, "admin", "user", "create", "dora", "--password-stdin", "--data", web.data],
+                             input=PASSWORD + "\n", capture_output=True, text=True, env=web.server_env)
+    assert created.returncode == 0, created.stderr
+    context = browser.new_context(base_url=web.url)
+    page = context.new_page()
+    page.goto("/signin")
+    page.get_by_label("Username").fill("dora")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: not url.endswith("/signin"))
+    token = create_token(page, "laptop")
+
+    project = tmp_path / "detector"
+    project.mkdir()
+    (project / "lathe.yaml").write_text(DETECTOR_SPEC)
+    (project / "predict.py").write_text(DETECTOR_CODE)
+    env = dict(os.environ, LATHE_HOME=str(tmp_path / "home"))
+    env.pop("LATHE_TOKEN", None), env.pop("LATHE_REGISTRY", None)
+    login = subprocess.run([LATHE, "login", web.url, "--token-stdin"], input=token + "\n", capture_output=True, text=True, env=env)
+    assert login.returncode == 0, login.stderr
+    pushed = subprocess.run([LATHE, "push", str(project), "dora/detector"], capture_output=True, text=True, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+
+    page.goto("/dora/detector")
+    page.get_by_label("threshold").fill("0.5")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z2-7]{26}$"))
+    table = page.locator(".output table.output-table")
+    table.wait_for(timeout=90_000)
+    assert page.locator("#status").inner_text() == "succeeded"
+    assert table.locator("thead th").all_inner_texts() == ["box", "label", "score"]
+    rows = [row.locator("td").all_inner_texts() for row in table.locator("tbody tr").all()]
+    assert rows == [["[12, 40, 96, 80]", "cat", "0.91"], ["[150, 22, 60, 110]", "dog", "0.64"]], rows
+    shot(page, "06-detections-table")
+    # A prediction that printed nothing says so instead of showing an empty box.
+    assert page.locator("#logs").evaluate("e => getComputedStyle(e, '::before').content") == '"No logs"'
+    assert page.locator("#logs").evaluate("e => e.getBoundingClientRect().height") > 0
+    # The served schema nests as declared.
+    version = httpx.get(f"{web.url}/v1/models/dora/detector", headers={"Authorization": f"Bearer {token}"}).json()["latest_version"]
+    schema = version["openapi_schema"]["components"]["schemas"]["Output"]
+    assert schema["items"]["properties"]["box"]["items"] == {"type": "integer"}, schema
+    context.close()

@@ -18,7 +18,38 @@ enum PredictionView {
         if let items = output.arrayValue, items.allSatisfy({ $0.stringValue != nil }) {
             return items.map { item(for: $0, registry: registry) }
         }
+        if let rows = output.arrayValue, !rows.isEmpty, rows.count <= 1000, rows.allSatisfy({ $0.objectValue != nil }) {
+            return [table(rows.compactMap(\.objectValue), declared: spec?.output.items?.properties, registry: registry)]
+        }
         return [item(for: output, registry: registry)]
+    }
+
+    /// A list of records (detections, segments, …) as a table: a column per field, the declared
+    /// ones first, then any others the rows carry; files as links, nested values as compact JSON.
+    static func table(_ rows: [[String: JSONValue]], declared: [String: OutputSpec]?, registry: Registry) -> [String: Any] {
+        let declaredNames = (declared?.keys.sorted() ?? []).filter { name in rows.contains { $0[name] != nil } }
+        let others = Set(rows.flatMap(\.keys)).subtracting(declaredNames).sorted()
+        let columns = Array((declaredNames + others).prefix(64))
+        let cells = rows.map { row in
+            ["cells": columns.map { column -> [String: Any] in
+                guard let value = row[column], value != .null else { return ["text": ""] }
+                if let text = value.stringValue, let url = fileURL(text, registry: registry) {
+                    return ["url": url, "name": url.split(separator: "/").last.map(String.init) ?? "file"]
+                }
+                return ["text": value.stringValue ?? compact(value)]
+            }]
+        }
+        return ["table": true, "columns": columns, "rows": cells]
+    }
+
+    /// JSON on one line (`[12, 40, 96, 80]`), for a value inside a table cell.
+    static func compact(_ value: JSONValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        if let numbers = value.arrayValue, numbers.allSatisfy({ $0.doubleValue != nil }) {
+            return "[" + numbers.map(compact).joined(separator: ", ") + "]"
+        }
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
     private static func item(for value: JSONValue, registry: Registry) -> [String: Any] {
