@@ -58,7 +58,8 @@ public enum CogImport {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    private static func fields(_ parameter: PredictorInspection.Parameter, file: String) throws -> [String] {
+    /// One parameter as the fields of its `inputs:` entry (`type: integer`, `minimum: 1`, …), values in JSON.
+    static func fields(_ parameter: PredictorInspection.Parameter, file: String) throws -> [String] {
         guard let annotation = parameter.annotation, let type = annotation.type else {
             throw Diagnostic(SourceLocation(file: file, line: parameter.line, column: parameter.column),
                              "parameter \"\(parameter.name)\" has annotation \(parameter.annotation?.text ?? "none") that Lathe cannot map",
@@ -93,7 +94,7 @@ public enum CogImport {
     }
 
     /// JSON is valid YAML flow syntax, and keeps strings, numbers and lists exact.
-    private static func json(_ value: JSONValue) -> String {
+    static func json(_ value: JSONValue) -> String {
         (try? String(decoding: JSON.canonical(value), as: UTF8.self)) ?? "null"
     }
 

@@ -74,10 +74,13 @@ public enum PredictorCheck {
             }
         }
         let declaredNames = Set(spec.inputs.map(\.name))
-        for parameter in predict.params where !declaredNames.contains(parameter.name) && parameter.default.isRequired {
-            problems.append(Diagnostic(at(parameter.line, parameter.column),
-                                       "parameter \"\(parameter.name)\" has no default and is not declared in lathe.yaml",
-                                       fix: "declare `\(parameter.name)` under inputs: or give it a default"))
+        // An undeclared parameter is never in the form, the schema or a caller's reach: with no
+        // default it cannot run, with one it is an input nobody can set.
+        for parameter in predict.params where !declaredNames.contains(parameter.name) {
+            let problem = parameter.default.isRequired ? "has no default and is not declared in lathe.yaml"
+                : "is not declared in lathe.yaml, so no caller can set it (it would always be its default)"
+            problems.append(Diagnostic(at(parameter.line, parameter.column), "parameter \"\(parameter.name)\" \(problem)",
+                                       fix: "run `lathe validate --write` to declare it under inputs: from the signature"))
         }
         for parameter in inspection.setup?.params ?? [] where parameter.name != "weights" {
             problems.append(Diagnostic(at(parameter.line, parameter.column), "setup() takes parameter \"\(parameter.name)\"; it may take only `weights`",

@@ -16,12 +16,16 @@ struct ValidateCommand: AsyncParsableCommand {
     @Flag(name: .customLong("import"), help: "Also import the predictor inside the model's Python environment.")
     var importModule = false
 
+    @Flag(help: "Fill or update inputs: in lathe.yaml from predict()'s signature (types, defaults, Input(...) or Annotated metadata), and show the diff.")
+    var write = false
+
     @Flag(help: "Print the result as JSON.")
     var json = false
 
     func run() async throws {
         try await guarded {
             let project = projectURL(directory)
+            if write { try writeInputs(project) }
             let spec = try loadCheckedSpec(project)
             if importModule {
                 try importPredictor(spec, project: project)
@@ -32,6 +36,23 @@ struct ValidateCommand: AsyncParsableCommand {
                 print("ok: lathe.yaml and \(spec.predict.file) agree (\(spec.inputs.count) inputs, output \(spec.output.type.rawValue))\(importModule ? "; the predictor imports" : "")")
             }
         }
+    }
+
+    /// Rewrites `inputs:` from the signature and prints what changed (on stderr with `--json`).
+    private func writeInputs(_ project: URL) throws {
+        let url = project.appendingPathComponent("lathe.yaml")
+        let text = String(decoding: try Data(contentsOf: url), as: UTF8.self)
+        let spec = try SpecParser.parse(text)
+        let inspection = try PredictorInspection.inspect(project: project, file: spec.predict.file, symbol: spec.predict.symbol)
+        if inspection.error != nil || inspection.predict == nil { throw Diagnostics(PredictorCheck.compare(spec, inspection)) }
+        guard let updated = try InputsWriter.rewrite(text, spec: spec, inspection: inspection) else {
+            let message = "lathe.yaml already declares the inputs of \(spec.predict.symbol).\(inspection.predict?.name ?? "predict")()"
+            if json { printError(message) } else { print(message) }
+            return
+        }
+        try Data(updated.utf8).write(to: url, options: .atomic)
+        let diff = InputsWriter.diff(text, updated, name: "lathe.yaml")
+        if json { printError(diff, terminator: "") } else { print(diff, terminator: "") }
     }
 
     /// Imports the predict module inside the model's environment and sandbox (importing runs the

@@ -82,6 +82,39 @@ struct CommandTests {
         #expect(Set(lines).count == lines.count, "\(text)")
     }
 
+    @Test("inputs declared once: an undeclared parameter with a default is an error naming --write, which fills inputs: from the signature and shows the diff")
+    func validateWrite() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "# A model.\npredict: predict.py:Predictor\ninputs:\n  text: {type: string, description: What to say}  # mine\n  gone: {type: integer}\n\n# The result.\noutput: {type: string}\n",
+            "predict.py": """
+            from typing import Annotated
+            from cog import Input
+
+            class Predictor:
+                def predict(self, text: str, times: int = Input(default=2, ge=1, le=5, description="How often"),
+                            joiner: Annotated[str, Input(description="Between copies", choices=["-", "+"])] = "-") -> str:
+                    return joiner.join([text] * times)
+            """,
+        ])
+        let refused = try CLI.run(["validate", project.path])
+        #expect(refused.status == 1)
+        #expect(refused.stderrText.contains("predict.py:5:34: parameter \"times\" is not declared in lathe.yaml, so no caller can set it (it would always be its default) — run `lathe validate --write`"),
+                "\(refused.stderrText)")
+        let written = try CLI.run(["validate", "--write", project.path])
+        #expect(written.status == 0, "\(written.stderrText)")
+        #expect(written.output.contains("-  gone: {type: integer}\n+  times: {type: integer, description: \"How often\", default: 2, minimum: 1, maximum: 5}\n"
+                                        + "+  joiner: {type: string, description: \"Between copies\", default: \"-\", choices: [\"-\",\"+\"]}\n"), "\(written.output)")
+        let text = try String(contentsOf: project.appendingPathComponent("lathe.yaml"), encoding: .utf8)
+        #expect(text.hasPrefix("# A model.\npredict: predict.py:Predictor\ninputs:\n  text: {type: string, description: What to say}  # mine\n  times:"), "\(text)")
+        #expect(text.hasSuffix("\n\n# The result.\noutput: {type: string}\n"), "\(text)")
+        let again = try CLI.run(["validate", "--write", project.path])
+        #expect(again.status == 0 && again.output.hasPrefix("lathe.yaml already declares the inputs of Predictor.predict()"), "\(again.output)")
+        let spec = try SpecParser.load(project: project)
+        #expect(spec.input(named: "joiner")?.choices == [.string("-"), .string("+")] && spec.input(named: "times")?.maximum == 5)
+        let ran = try CLI.run(["predict", project.path, "-i", "text=a", "-i", "times=3", "-i", "joiner=+"])
+        #expect(ran.status == 0 && ran.output == "a+a+a\n", "\(ran.stderrText)")
+    }
+
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
     func fromCog() throws {
         let project = try TestSupport.makeProject([
@@ -186,7 +219,7 @@ struct CommandTests {
         #expect(mismatch.status == 1)
         #expect(mismatch.stderrText == """
         error: predict.py:2:5: predict() has no parameter "txt", which lathe.yaml declares (lathe.yaml:3) — add `txt` to predict() or remove it from inputs:
-        error: predict.py:2:23: parameter "text" has no default and is not declared in lathe.yaml — declare `text` under inputs: or give it a default
+        error: predict.py:2:23: parameter "text" has no default and is not declared in lathe.yaml — run `lathe validate --write` to declare it under inputs: from the signature
 
         """)
     }

@@ -72,10 +72,11 @@ struct PredictorCheckTests {
         ])
     }
 
-    @Test("required parameter that is not declared")
+    @Test("a parameter that is not declared, with a default or without")
     func undeclaredParameter() throws {
         #expect(try check(yaml, "class Predictor:\n    def predict(self, text: str, top_k: int = 1, mode: str = None, *, seed: int) -> str:\n        return text\n") == [
-            "predict.py:2:71: parameter \"seed\" has no default and is not declared in lathe.yaml — declare `seed` under inputs: or give it a default",
+            "predict.py:2:50: parameter \"mode\" is not declared in lathe.yaml, so no caller can set it (it would always be its default) — run `lathe validate --write` to declare it under inputs: from the signature",
+            "predict.py:2:71: parameter \"seed\" has no default and is not declared in lathe.yaml — run `lathe validate --write` to declare it under inputs: from the signature",
         ])
     }
 

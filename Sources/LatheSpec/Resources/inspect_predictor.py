@@ -110,6 +110,28 @@ def default_of(node):
     return {"kind": "other", "text": ast.unparse(node)}
 
 
+def annotated_input(node):
+    """The Input(...) (or pydantic Field(...)) among an Annotated[...] annotation's metadata."""
+    if isinstance(node, ast.Subscript) and name_of(node.value) == "Annotated" and isinstance(node.slice, ast.Tuple):
+        for meta in node.slice.elts[1:]:
+            if isinstance(meta, ast.Call) and name_of(meta.func) in ("Input", "Field"):
+                return default_of(meta)
+    return None
+
+
+def with_annotated(info, meta):
+    """A parameter's default merged with the Input(...) of its Annotated metadata."""
+    if meta is None or info["kind"] == "other":
+        return info
+    merged = dict(meta["input"])
+    if info["kind"] == "literal":
+        merged["default"] = info["value"]
+    elif info["kind"] == "input":
+        merged.update(info["input"])
+    return {"kind": "input", "input": merged, "has_default": "default" in merged,
+            "unreadable": meta["unreadable"] + info.get("unreadable", [])}
+
+
 def parameters(fn, skip_self):
     args = fn.args
     positional = args.posonlyargs + args.args
@@ -121,7 +143,8 @@ def parameters(fn, skip_self):
     for arg, default in pairs:
         result.append({
             "name": arg.arg, "line": arg.lineno, "column": arg.col_offset + 1,
-            "annotation": annotation(arg.annotation), "default": default_of(default),
+            "annotation": annotation(arg.annotation),
+            "default": with_annotated(default_of(default), annotated_input(arg.annotation)),
         })
     return result, args.kwarg is not None
 
