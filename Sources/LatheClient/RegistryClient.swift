@@ -96,13 +96,14 @@ public final class RegistryClient: Sendable {
         return reply.status == 201
     }
 
-    /// Gives a model that has no readme yet `text` (the project's README.md on its first push);
-    /// false when it already has one, which is then left as its owners wrote it.
-    public func adoptReadme(_ text: String, model: String) async throws -> Bool {
-        guard try await send(.GET, "/v1/models/\(model)/readme", expect: [200, 404]).status == 404 else { return false }
+    /// Offers the project's README.md as the model's readme on a push: the registry takes it
+    /// unless the readme was edited on the web or through the API since (`PUT …/readme`).
+    /// Returns what happened: `adopted`, `updated`, `unchanged` or `kept`.
+    public func pushReadme(_ text: String, model: String) async throws -> String {
+        struct Reply: Decodable { var readme: String }
         let body = try JSON.canonical(["readme": text])
-        _ = try await send(.PATCH, "/v1/models/\(model)", headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: body)),
-                           expect: [200])
-        return true
+        let reply = try await send(.PUT, "/v1/models/\(model)/readme", headers: [("Content-Type", "application/json")],
+                                   body: .bytes(ByteBuffer(data: body)), expect: [200])
+        return try JSONDecoder().decode(Reply.self, from: reply.body).readme
     }
 }

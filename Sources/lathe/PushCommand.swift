@@ -54,12 +54,17 @@ struct PushCommand: AsyncParsableCommand {
                                                history: PushHistory(home: LocalStore.home), chunkSize: chunk) { digest, done, total in
                 bar?.update("uploading \(digest.hex.prefix(12))", done: done, total: total)
             }
-            // A first push brings the project's README.md along as the model page's readme (best
-            // effort: a plain OCI registry has no readme to set).
+            // The project's README.md is the model page's readme until someone edits the readme
+            // there (best effort: a plain OCI registry has no readme to set).
             let readme = project.appendingPathComponent("README.md")
             if fromProject, let text = try? String(contentsOf: readme, encoding: .utf8), !text.isEmpty,
-               (try? await client.adoptReadme(text, model: name)) == true, !json {
-                printError("README.md is now the readme of \(name) (edit it on the model's settings page)")
+               let outcome = try? await client.pushReadme(text, model: name), !json {
+                switch outcome {
+                case "adopted": printError("README.md is now the readme of \(name); later pushes update it until it is edited on the model's settings page")
+                case "updated": printError("README.md updated the readme of \(name)")
+                case "kept": printError("the readme of \(name) was edited on its settings page and is kept; README.md's changes were not applied (paste them there, or clear the readme there to let pushes set it again)")
+                default: break
+                }
             }
             if json {
                 try printJSON(result)

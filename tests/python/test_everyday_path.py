@@ -50,3 +50,44 @@ def test_a_push_to_someone_else_s_namespace_is_denied_with_a_sentence_that_revea
 
     nobody = httpx.post(f"{server.url}/v2/nobody-here/x/blobs/uploads/", headers=bob)
     assert nobody.status_code == 404 and "there is no user or organization named nobody-here" in nobody.json()["errors"][0]["message"], nobody.text
+
+
+def test_a_push_updates_the_readme_until_it_is_edited_on_the_web_and_the_page_leads_with_it(server, tmp_path):
+    import shutil
+    project = tmp_path / "readme-flow"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "samples", "hello"), project)
+    lathe_bin = os.environ.get("LATHE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "lathe"))
+    headers = {"Authorization": f"Bearer {server.token}"}
+
+    def push(readme):
+        (project / "README.md").write_text(readme)
+        pushed = subprocess.run([lathe_bin, "push", str(project), "alice/readme-flow"], capture_output=True, text=True, env=server.env, timeout=120)
+        assert pushed.returncode == 0, pushed.stderr
+        return pushed.stderr, httpx.get(f"{server.url}/v1/models/alice/readme-flow/readme", headers=headers).text
+
+    said, readme = push("# First\n\nThe first words.\n")
+    assert readme == "# First\n\nThe first words.\n" and "README.md is now the readme of alice/readme-flow" in said, said
+    said, readme = push("# Second\n\nBetter words.\n")
+    assert readme == "# Second\n\nBetter words.\n" and "README.md updated the readme" in said, said
+    said, _ = push("# Second\n\nBetter words.\n")
+    assert "README" not in said and "the readme" not in said, "an unchanged README.md says nothing: " + said
+
+    # The page leads with the readme: it comes before the run form.
+    page = httpx.get(f"{server.url}/alice/readme-flow", headers=headers).text
+    assert page.index("Better words.") < page.index('id="run-heading"'), page
+
+    # Edited by hand (PATCH, as the settings page does), it is kept over a later push, which says so.
+    assert httpx.patch(f"{server.url}/v1/models/alice/readme-flow", json={"readme": "# Mine\n"}, headers=headers).status_code == 200
+    said, readme = push("# Third\n")
+    assert readme == "# Mine\n" and "was edited on its settings page and is kept" in said, said
+    # A settings save that leaves the readme as it was does not count as an edit of it; clearing it
+    # lets pushes set it again.
+    assert httpx.patch(f"{server.url}/v1/models/alice/readme-flow", json={"readme": ""}, headers=headers).status_code == 200
+    said, readme = push("# Fourth\n")
+    assert readme == "# Fourth\n" and "is now the readme" in said, said
+    assert httpx.patch(f"{server.url}/v1/models/alice/readme-flow", json={"description": "d"}, headers=headers).status_code == 200
+    said, readme = push("# Fifth\n")
+    assert readme == "# Fifth\n" and "updated" in said, said
+    # Someone who may not write the model may not set its readme.
+    refused = httpx.put(f"{server.url}/v1/models/alice/readme-flow/readme", json={"readme": "x"}, headers={"Authorization": f"Bearer {server.bob}"})
+    assert refused.status_code in (403, 404), refused.text

@@ -32,6 +32,15 @@ struct ModelRoutes {
             guard let readme = model.readme, !readme.isEmpty else { throw RegistryError(404, "\(model.repository) has no readme") }
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: readme)))
         }
+        // Lathe's extension for `lathe push`: the project's README.md becomes the readme unless
+        // people edited the readme on the web or through PATCH since.
+        v1.put("models/:owner/:name/readme") { request, context -> Response in
+            struct Body: Decodable { var readme: String }
+            let model = try await manageable(context, ownerRole: false)
+            let body = try await request.decode(as: Body.self, context: context)
+            let outcome = try await registry.models.pushedReadme(body.readme, model: model)
+            return try jsonResponse(.object(["readme": .string(outcome.rawValue)]))
+        }
         v1.get("models/:owner/:name/versions") { _, context in
             let model = try await readable(context)
             let versions = try await registry.models.versions(of: model)

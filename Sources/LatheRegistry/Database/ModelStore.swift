@@ -117,12 +117,47 @@ public struct ModelStore: Sendable {
         return record
     }
 
+    /// Saves a model's settings. A readme that differs from the stored one counts as edited by
+    /// hand, and later pushes leave it (``pushedReadme(_:model:)``).
     public func updateModel(_ model: ModelRecord) async throws {
         try await sql.raw("""
             UPDATE models SET visibility = \(bind: model.visibility), description = \(bind: model.description),
-              license = \(bind: model.license), readme = \(bind: model.readme), hardware = \(bind: model.hardware) WHERE id = \(bind: model.id)
+              license = \(bind: model.license), hardware = \(bind: model.hardware),
+              readme_edited_at = CASE WHEN readme IS NOT DISTINCT FROM \(bind: model.readme) THEN readme_edited_at ELSE \(bind: Timestamp.now()) END,
+              readme = \(bind: model.readme)
+            WHERE id = \(bind: model.id)
             """).run()
         caches.changed()
+    }
+
+    /// What a push's `README.md` did to a model's readme.
+    public enum PushedReadme: String, Sendable, Codable {
+        /// The model had none; it is the readme now.
+        case adopted
+        /// It replaced the readme an earlier push brought.
+        case updated
+        /// The readme already says this.
+        case unchanged
+        /// The readme was edited on the web or through the API, and is kept as edited.
+        case kept
+    }
+
+    /// Makes `text` the readme unless people edited it since pushes brought one.
+    public func pushedReadme(_ text: String, model: ModelRecord) async throws -> PushedReadme {
+        struct Row: Decodable { var readme: String?; var readme_edited_at: String? }
+        let row = try await sql.raw("SELECT readme, readme_edited_at FROM models WHERE id = \(bind: model.id)").first(decoding: Row.self)
+        guard let row else { throw RegistryError.notFound("model \(model.repository) does not exist") }
+        if row.readme == text { return .unchanged }
+        if row.readme_edited_at != nil, row.readme?.isEmpty == false { return .kept }
+        // Conditional, so an edit that lands between the read and this write wins.
+        let changed = try await sql.raw("""
+            UPDATE models SET readme = \(bind: text), readme_edited_at = NULL
+            WHERE id = \(bind: model.id) AND readme IS NOT DISTINCT FROM \(bind: row.readme)
+            RETURNING id
+            """).all()
+        guard !changed.isEmpty else { return .kept }
+        caches.changed()
+        return row.readme?.isEmpty == false ? .updated : .adopted
     }
 
     /// Deletes a model with its versions, tags and manifests (blobs stay for other models).

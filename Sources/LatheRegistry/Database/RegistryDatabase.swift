@@ -269,6 +269,9 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("CREATE TABLE IF NOT EXISTS change_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)").run()
             try await sql.raw("INSERT INTO change_counters (name, value) VALUES ('accounts', 0)").run()
         }),
+        (12, "models: when the readme was last edited on the web or through the API (a push's README.md then leaves it)", { sql, _ in
+            try await sql.raw("ALTER TABLE models ADD COLUMN readme_edited_at TEXT").run()
+        }),
     ]
 
     private func migrate() async throws {
