@@ -129,6 +129,30 @@ struct StoreSuiteTests {
         #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice) == nil)
     }
 
+    @Test("readmes: a push's README.md is taken until the readme is edited by hand", arguments: Backend.allCases)
+    func readmes(_ backend: Backend) async throws {
+        guard let database = try await Self.open(backend) else { return }
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database), models = ModelStore(database: database)
+        let alice = try await accounts.createUser("alice", password: nil)
+        let created = try await models.createModel(owner: alice, name: "m", visibility: "public", description: nil, license: nil)
+        #expect(try await models.pushedReadme("one", model: created) == .adopted)
+        #expect(try await models.pushedReadme("one", model: created) == .unchanged)
+        #expect(try await models.pushedReadme("two", model: created) == .updated)
+        var model = try #require(try await models.anyModel(owner: "alice", name: "m"))
+        model.description = "settings saved, readme untouched"
+        try await models.updateModel(model)
+        #expect(try await models.pushedReadme("three", model: model) == .updated)
+        model = try #require(try await models.anyModel(owner: "alice", name: "m"))
+        model.readme = "edited by hand"
+        try await models.updateModel(model)
+        #expect(try await models.pushedReadme("four", model: model) == .kept)
+        #expect(try await models.anyModel(owner: "alice", name: "m")?.readme == "edited by hand")
+        model.readme = nil
+        try await models.updateModel(model)
+        #expect(try await models.pushedReadme("five", model: model) == .adopted)
+    }
+
     @Test("predictions: insert, visibility, progress, completion, sharing, retention", arguments: Backend.allCases)
     func predictions(_ backend: Backend) async throws {
         guard let database = try await Self.open(backend) else { return }
