@@ -91,3 +91,21 @@ def test_a_push_updates_the_readme_until_it_is_edited_on_the_web_and_the_page_le
     # Someone who may not write the model may not set its readme.
     refused = httpx.put(f"{server.url}/v1/models/alice/readme-flow/readme", json={"readme": "x"}, headers={"Authorization": f"Bearer {server.bob}"})
     assert refused.status_code in (403, 404), refused.text
+
+
+def test_prefer_wait_that_runs_out_answers_the_real_status_and_official_clients_still_poll(server):
+    headers = {"Authorization": f"Bearer {server.token}"}
+    url = f"{server.url}/v1/models/alice/streamer/predictions"
+    warm = httpx.post(url, json={"input": {"max_words": 1}}, headers={**headers, "Prefer": "wait"}, timeout=90)
+    assert warm.json()["status"] == "succeeded", warm.text
+    slow = {"input": {"max_words": 20, "delay": 0.2}}
+    answered = httpx.post(url, json=slow, headers={**headers, "Prefer": "wait=1"}, timeout=30).json()
+    assert answered["status"] == "processing", answered
+    # Replicate's official clients treat anything but "starting" as finished, as Replicate answers them.
+    official = httpx.post(url, json=slow, headers={**headers, "Prefer": "wait=1", "User-Agent": "replicate-python/1.0.7"}, timeout=30).json()
+    assert official["status"] == "starting", official
+    import replicate
+    client = replicate.Client(api_token=server.token, base_url=server.url)
+    text = "".join(client.run("alice/streamer", input={"max_words": 8, "delay": 0.2}, wait=1))
+    whole = httpx.post(url, json={"input": {"max_words": 8, "delay": 0.2}}, headers={**headers, "Prefer": "wait"}, timeout=60).json()
+    assert whole["status"] == "succeeded" and text == "".join(whole["output"]), (text, whole)

@@ -73,6 +73,16 @@ enum RequestValues {
         return nil
     }
 
+    /// Whether the caller is one of Replicate's official clients (`replicate-python/…`,
+    /// `replicate-javascript/…` in `User-Agent`), whose `run()` treats any `Prefer: wait`
+    /// answer but `starting` as finished (replicate-python's `run.py`, as Replicate's own API
+    /// answers): those get `starting` for a prediction still running when the wait runs out,
+    /// everyone else its real status.
+    static func expectsStartingAfterWait(_ userAgent: String?) -> Bool {
+        guard let userAgent = userAgent?.lowercased() else { return false }
+        return userAgent.hasPrefix("replicate-python/") || userAgent.hasPrefix("replicate-javascript/")
+    }
+
     // MARK: - Byte ranges
 
     /// A `Range: bytes=…` request for a resource of `size` bytes (RFC 9110 §14.1.2): one range,

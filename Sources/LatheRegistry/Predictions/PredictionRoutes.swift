@@ -188,9 +188,10 @@ struct PredictionRoutes {
         }
         _ = try await submitted.persisted()
         var current = try await find(record.id, viewer: principal) ?? record
-        // Replicate's clients treat any status but "starting" as finished: a wait that runs out
-        // answers "starting", and the client polls.
-        if inline && !current.isTerminal { current.status = "starting" }
+        // A wait that runs out answers the prediction's real status (`processing` once it
+        // runs), except to Replicate's official clients, which treat any status but `starting`
+        // as finished: they get `starting` and poll.
+        if inline && !current.isTerminal && RequestValues.expectsStartingAfterWait(request.headers[.userAgent]) { current.status = "starting" }
         var response = try jsonResponse((inline ? await PredictionShape(registry: registry).jsonInliningFiles(current) : PredictionShape(registry: registry).json(current)), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
