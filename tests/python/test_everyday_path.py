@@ -33,10 +33,10 @@ def test_a_push_to_someone_else_s_namespace_is_denied_with_a_sentence_that_revea
     answers = {}
     for name in ["hello", "no-such-model"]:
         started = httpx.post(f"{server.url}/v2/alice/{name}/blobs/uploads/", headers=bob)
-        answers[name] = (started.status_code, started.text.replace(name, "NAME"))
+        answers[name] = (started.status_code, json.loads(started.text.replace(name, "NAME")))
     # The same answer whether or not a (private) model sits there: the namespace decides.
     assert answers["hello"] == answers["no-such-model"], answers
-    status, body = answers["hello"][0], json.loads(answers["hello"][1].replace("NAME", "hello"))
+    status, body = answers["hello"][0], json.loads(json.dumps(answers["hello"][1]).replace("NAME", "hello"))
     assert status == 403 and body["errors"][0]["code"] == "DENIED", answers
     assert body["errors"][0]["message"] == ("bob may not push to alice/hello: only alice may push to the alice namespace; "
                                             "push to bob/hello instead"), body
@@ -109,3 +109,21 @@ def test_prefer_wait_that_runs_out_answers_the_real_status_and_official_clients_
     text = "".join(client.run("alice/streamer", input={"max_words": 8, "delay": 0.2}, wait=1))
     whole = httpx.post(url, json={"input": {"max_words": 8, "delay": 0.2}}, headers={**headers, "Prefer": "wait"}, timeout=60).json()
     assert whole["status"] == "succeeded" and text == "".join(whole["output"]), (text, whole)
+
+
+def test_what_setup_printed_opens_the_first_prediction_s_logs(server, tmp_path):
+    project = tmp_path / "loud-setup"
+    project.mkdir()
+    (project / "lathe.yaml").write_text('python: "3.11"\npredict: predict.py:Predictor\ninputs:\n  text: {type: string}\noutput: {type: string}\n')
+    (project / "predict.py").write_text("class Predictor:\n    def setup(self):\n        print('loading the weights once', flush=True)\n\n"
+                                        "    def predict(self, text: str) -> str:\n        print('predicting', text, flush=True)\n        return text\n")
+    lathe_bin = os.environ.get("LATHE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "lathe"))
+    pushed = subprocess.run([lathe_bin, "push", str(project), "alice/loud-setup"], capture_output=True, text=True, env=server.env, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    headers = {"Authorization": f"Bearer {server.token}", "Prefer": "wait"}
+    url = f"{server.url}/v1/models/alice/loud-setup/predictions"
+    first = httpx.post(url, json={"input": {"text": "one"}}, headers=headers, timeout=120).json()
+    # (A remote worker's boot adds how it fetched the version before.)
+    assert first["status"] == "succeeded" and first["logs"].endswith("loading the weights once\npredicting one\n"), first
+    second = httpx.post(url, json={"input": {"text": "two"}}, headers=headers, timeout=120).json()
+    assert second["logs"] == "predicting two\n", second

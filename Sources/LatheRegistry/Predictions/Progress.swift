@@ -21,7 +21,9 @@ final class Progress: @unchecked Sendable {
     private var kind = "logs"
     private let flush: @Sendable (Progress, Snapshot, String) -> Void
 
-    init(flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
+    /// `logs` opens the prediction's logs (setup's output, why it runs again).
+    init(logs: String = "", flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
+        self.logs = logs
         self.flush = flush
     }
 

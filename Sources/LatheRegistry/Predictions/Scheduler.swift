@@ -75,6 +75,8 @@ public actor Scheduler {
         let sku: String
         var busy = false
         var lastUsed = Date()
+        /// What setup() printed, until the first prediction on the instance shows it in its logs.
+        var setupLogs = ""
         init(runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String) {
             self.runner = runner
             self.work = work
@@ -628,8 +630,10 @@ public actor Scheduler {
             }
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
             switch result {
-            case .ready:
-                pools[version, default: []].append(Instance(runner: runner, work: work, account: account, location: location, sku: sku))
+            case .ready(_, let setupLogs):
+                let instance = Instance(runner: runner, work: work, account: account, location: location, sku: sku)
+                instance.setupLogs = setupLogs
+                pools[version, default: []].append(instance)
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
                                                                   "where": "\(location)"])
             case .failed(let error, let logs):
@@ -698,7 +702,13 @@ public actor Scheduler {
         await webhooks.deliver(event, record: record, body: PredictionShape(registry: registry).json(record))
     }
 
-    private func run(_ job: Job, on instance: Instance, version: String) async {
+    private func run(_ queued: Job, on instance: Instance, version: String) async {
+        var opened = queued
+        // What setup() printed opens the logs of the first prediction the instance runs (as
+        // Cog's first prediction shows it), so a model's loading messages are not lost.
+        opened.preamble += instance.setupLogs
+        instance.setupLogs = ""
+        let job = opened
         let store = predictions
         let id = job.id
         var record = job.record
@@ -728,7 +738,7 @@ public actor Scheduler {
         // appends its delta to the event log); what comes within 200 ms of a write follows 200 ms
         // after it, so a lone early log line never waits for the end.
         let signals = self.signals
-        let progress = Progress { progress, snapshot, kind in
+        let progress = Progress(logs: job.preamble) { progress, snapshot, kind in
             progress.write {
                 try? await store.updateProgress(id, output: snapshot.output, logs: snapshot.logs, delta: snapshot.delta,
                                                 startedAt: startedAt, claim: claim)
