@@ -127,3 +127,22 @@ def test_what_setup_printed_opens_the_first_prediction_s_logs(server, tmp_path):
     assert first["status"] == "succeeded" and first["logs"].endswith("loading the weights once\npredicting one\n"), first
     second = httpx.post(url, json={"input": {"text": "two"}}, headers=headers, timeout=120).json()
     assert second["logs"] == "predicting two\n", second
+
+
+def test_a_failing_prediction_s_traceback_starts_at_the_model_s_frames_without_host_paths(server, tmp_path):
+    project = tmp_path / "raises"
+    project.mkdir()
+    (project / "lathe.yaml").write_text('python: "3.11"\npredict: predict.py:Predictor\ninputs:\n  text: {type: string}\noutput: {type: string}\n')
+    (project / "helpers.py").write_text("def check(text):\n    raise ValueError(f'cannot use {text!r}')\n")
+    (project / "predict.py").write_text("from helpers import check\n\nclass Predictor:\n    def predict(self, text: str) -> str:\n        check(text)\n        return text\n")
+    lathe_bin = os.environ.get("LATHE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "lathe"))
+    pushed = subprocess.run([lathe_bin, "push", str(project), "alice/raises"], capture_output=True, text=True, env=server.env, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    failed = httpx.post(f"{server.url}/v1/models/alice/raises/predictions", json={"input": {"text": "x"}},
+                        headers={"Authorization": f"Bearer {server.token}", "Prefer": "wait"}, timeout=120).json()
+    assert failed["status"] == "failed" and failed["error"] == "cannot use 'x'", failed
+    logs = failed["logs"]
+    assert "Traceback (most recent call last):" in logs and 'predict.py", line 5, in predict' in logs and 'helpers.py", line 2, in check' in logs, logs
+    assert "runner.py" not in logs, "the runner's own frames are not the author's business: " + logs
+    for host in [server.scratch, os.path.expanduser("~"), os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]:
+        assert host not in logs, f"a host path ({host}) in the logs: {logs}"
