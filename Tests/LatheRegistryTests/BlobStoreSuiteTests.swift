@@ -3,6 +3,7 @@ import Foundation
 import LatheArchive
 @testable import LatheRegistry
 import NIOCore
+import LatheTestSupport
 import Testing
 
 /// The one suite every ``BlobStore`` passes (as distribution's storage-driver suite): objects,
@@ -17,16 +18,24 @@ struct BlobStoreSuiteTests {
 
     /// S3 runs where an endpoint with bucket `lathe` is given (scripts/test starts SeaweedFS).
     static let s3Endpoint = ProcessInfo.processInfo.environment["LATHE_TEST_S3"].flatMap(URL.init(string:))
+    /// The backends configured here.
+    static let backends = Backend.allCases.filter { $0 == .filesystem || Backends.s3 }
+
+    @Test("S3 is configured", .enabled(if: Backends.s3 || Backends.required,
+                                       "S3 is not configured (set LATHE_TEST_S3 to an endpoint with bucket lathe, as scripts/test does): its cases are skipped"))
+    func s3Configured() {
+        #expect(Backends.s3, "S3 is not configured, and every backend must run here (CI=true or LATHE_TEST_REQUIRE_BACKENDS=1)")
+    }
 
     /// A fresh, empty store of the backend, and a second handle on the same storage (what
-    /// another replica would open); nil when the backend is not available here.
-    static func open(_ backend: Backend) throws -> (any BlobStore, any BlobStore)? {
+    /// another replica would open).
+    static func open(_ backend: Backend) throws -> (any BlobStore, any BlobStore) {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("blobstore-\(UUID().uuidString)")
         switch backend {
         case .filesystem:
             return (try FilesystemBlobStore(root: scratch), try FilesystemBlobStore(root: scratch))
         case .s3:
-            guard let endpoint = s3Endpoint else { return nil }
+            let endpoint = try #require(s3Endpoint, "S3 runs only where it is configured")
             // A prefix of its own in the shared bucket: every run starts empty.
             let location = "s3://lathe/suite-\(UUID().uuidString.lowercased())"
             func store(_ name: String) throws -> S3BlobStore {
@@ -74,9 +83,9 @@ struct BlobStoreSuiteTests {
         func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks) }
     }
 
-    @Test("objects: store, size, whole and ranged reads, list, replace, delete", arguments: Backend.allCases)
+    @Test("objects: store, size, whole and ranged reads, list, replace, delete", arguments: backends)
     func objects(_ backend: Backend) async throws {
-        guard let (store, _) = try Self.open(backend) else { return }
+        let (store, _) = try Self.open(backend)
         let data = Self.bytes(3 << 20)
         let digest = try await store.storeBlob(data)
         #expect(digest == Digest.of(data))
@@ -98,9 +107,9 @@ struct BlobStoreSuiteTests {
         await #expect(throws: RegistryError.self) { _ = try await Self.read(store, file) }
     }
 
-    @Test("uploads: chunks, resumed by another instance, wrong digest refused, right digest committed", arguments: Backend.allCases)
+    @Test("uploads: chunks, resumed by another instance, wrong digest refused, right digest committed", arguments: backends)
     func uploads(_ backend: Backend) async throws {
-        guard let (store, other) = try Self.open(backend) else { return }
+        let (store, other) = try Self.open(backend)
         // Three parts and a tail, the second chunk continued by the other instance.
         let data = Self.bytes(27 << 20, seed: 3)
         let id = UUID().uuidString.lowercased()
@@ -133,9 +142,9 @@ struct BlobStoreSuiteTests {
     }
 
     @Test("a commit hashes the bytes as stored: an upload overwritten through another instance never commits under the first digest",
-          arguments: Backend.allCases)
+          arguments: backends)
     func commitHashesStoredBytes(_ backend: Backend) async throws {
-        guard let (store, other) = try Self.open(backend) else { return }
+        let (store, other) = try Self.open(backend)
         let a = Self.bytes(3 << 20, seed: 1), b = Self.bytes(3 << 20, seed: 2)
         let id = UUID().uuidString.lowercased()
         try await store.createUpload(id)
@@ -150,9 +159,10 @@ struct BlobStoreSuiteTests {
         }
     }
 
-    @Test("S3: presigned downloads, one clear error for refused credentials, 503 when unreachable")
+    @Test("S3: presigned downloads, one clear error for refused credentials, 503 when unreachable", .enabled(if: Backends.s3))
     func s3Specifics() async throws {
-        guard let endpoint = Self.s3Endpoint, let (store, _) = try Self.open(.s3) else { return }
+        let (store, _) = try Self.open(.s3)
+        let endpoint = try #require(Self.s3Endpoint)
         let data = Self.bytes(1 << 20, seed: 9)
         let digest = try await store.storeBlob(data)
         let url = try #require(try await store.redirectURL(for: .blob(digest), expires: 60, downloadName: nil))
@@ -184,9 +194,9 @@ struct BlobStoreSuiteTests {
         #expect(BlobKey.parse("blobs/sha256/../../x") == nil && BlobKey.parse("uploads/x") == nil)
     }
 
-    @Test("the blob cache keeps fetched blobs only when their bytes match the digest", arguments: Backend.allCases)
+    @Test("the blob cache keeps fetched blobs only when their bytes match the digest", arguments: backends)
     func cacheVerifies(_ backend: Backend) async throws {
-        guard let (store, _) = try Self.open(backend) else { return }
+        let (store, _) = try Self.open(backend)
         let remote = WithoutLocalFiles(base: store)
         let good = try await store.storeBlob(Self.bytes(100_000))
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("blobcache-\(UUID().uuidString)")

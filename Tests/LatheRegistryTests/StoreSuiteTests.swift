@@ -14,8 +14,11 @@ struct StoreSuiteTests {
         var testDescription: String { rawValue }
     }
 
-    /// A fresh, migrated database of `backend`; nil (and a note) when PostgreSQL is not configured.
-    static func open(_ backend: Backend) async throws -> RegistryDatabase? {
+    /// The backends configured here: SQLite always, PostgreSQL with `LATHE_TEST_POSTGRES`.
+    static let backends = Backend.allCases.filter { $0 == .sqlite || Backends.postgres }
+
+    /// A fresh, migrated database of `backend`.
+    static func open(_ backend: Backend) async throws -> RegistryDatabase {
         var logger = Logger(label: "store-suite")
         logger.logLevel = .error
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-store-\(UUID().uuidString)")
@@ -23,17 +26,20 @@ struct StoreSuiteTests {
         case .sqlite:
             return try await RegistryDatabase.open(url: nil, data: folder, logger: logger)
         case .postgres:
-            guard let url = try TestDatabase.databaseURL(forData: folder.path) else {
-                print("StoreSuite: PostgreSQL skipped (set LATHE_TEST_POSTGRES, as scripts/test does)")
-                return nil
-            }
+            let url = try #require(try TestDatabase.databaseURL(forData: folder.path), "PostgreSQL runs only where it is configured")
             return try await RegistryDatabase.open(url: url, data: folder, logger: logger)
         }
     }
 
-    @Test("migrations are recorded once and opening again changes nothing", arguments: Backend.allCases)
+    @Test("PostgreSQL is configured", .enabled(if: Backends.postgres || Backends.required,
+                                               "PostgreSQL is not configured (set LATHE_TEST_POSTGRES, as scripts/test does): its cases are skipped"))
+    func postgresConfigured() {
+        #expect(Backends.postgres, "PostgreSQL is not configured, and every backend must run here (CI=true or LATHE_TEST_REQUIRE_BACKENDS=1)")
+    }
+
+    @Test("migrations are recorded once and opening again changes nothing", arguments: backends)
     func migrations(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         struct Row: Decodable { var version: Int }
         let first = try await database.sql.raw("SELECT version FROM schema_migrations ORDER BY version").all(decoding: Row.self).map(\.version)
@@ -41,9 +47,9 @@ struct StoreSuiteTests {
         #expect(database.kind.rawValue == backend.rawValue)
     }
 
-    @Test("accounts, organizations and tokens", arguments: Backend.allCases)
+    @Test("accounts, organizations and tokens", arguments: backends)
     func accounts(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let accounts = AccountStore(database: database)
         let alice = try await accounts.createUser("alice", password: "correct horse")
@@ -65,9 +71,9 @@ struct StoreSuiteTests {
         #expect(try await accounts.principal(for: bob).organizationIDs.isEmpty)
     }
 
-    @Test("models: visibility is part of every query, versions, tags, blobs, uploads", arguments: Backend.allCases)
+    @Test("models: visibility is part of every query, versions, tags, blobs, uploads", arguments: backends)
     func models(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let accounts = AccountStore(database: database), models = ModelStore(database: database)
         let alice = try await accounts.createUser("alice", password: nil)
@@ -129,9 +135,9 @@ struct StoreSuiteTests {
         #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice) == nil)
     }
 
-    @Test("readmes: a push's README.md is taken until the readme is edited by hand", arguments: Backend.allCases)
+    @Test("readmes: a push's README.md is taken until the readme is edited by hand", arguments: backends)
     func readmes(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let accounts = AccountStore(database: database), models = ModelStore(database: database)
         let alice = try await accounts.createUser("alice", password: nil)
@@ -153,9 +159,9 @@ struct StoreSuiteTests {
         #expect(try await models.pushedReadme("five", model: model) == .adopted)
     }
 
-    @Test("predictions: insert, visibility, progress, completion, sharing, retention", arguments: Backend.allCases)
+    @Test("predictions: insert, visibility, progress, completion, sharing, retention", arguments: backends)
     func predictions(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let accounts = AccountStore(database: database), store = PredictionStore(database: database)
         let alice = try await accounts.createUser("alice", password: nil)
@@ -203,9 +209,9 @@ struct StoreSuiteTests {
         #expect(try await store.prediction(record.id) == nil)
     }
 
-    @Test("sign-in attempts: 10 in any minute, refused ones not kept, failures until a success", arguments: Backend.allCases)
+    @Test("sign-in attempts: 10 in any minute, refused ones not kept, failures until a success", arguments: backends)
     func signinAttempts(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let store = SigninAttemptStore(database: database)
         let start = Date()
@@ -225,9 +231,9 @@ struct StoreSuiteTests {
         #expect(try await store.attempt("k", limit: 10, now: start.addingTimeInterval(1000)).oldest.map { $0 > start.addingTimeInterval(999) } == true)
     }
 
-    @Test("files, quotas and expiry; deployments' warm sum; sessions; webhook secrets", arguments: Backend.allCases)
+    @Test("files, quotas and expiry; deployments' warm sum; sessions; webhook secrets", arguments: backends)
     func filesSessionsAndSecrets(_ backend: Backend) async throws {
-        guard let database = try await Self.open(backend) else { return }
+        let database = try await Self.open(backend)
         defer { Task { try? await database.close() } }
         let accounts = AccountStore(database: database)
         let alice = try await accounts.createUser("alice", password: nil)
