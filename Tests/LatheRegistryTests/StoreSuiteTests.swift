@@ -159,6 +159,54 @@ struct StoreSuiteTests {
         #expect(try await models.pushedReadme("five", model: model) == .adopted)
     }
 
+    @Test("webhook deliveries: recorded once, claimed by one replica at a time, retried, delivered or abandoned", arguments: backends)
+    func webhookDeliveries(_ backend: Backend) async throws {
+        let database = try await Self.open(backend)
+        defer { Task { try? await database.close() } }
+        let store = WebhookDeliveryStore(database: database)
+        let start = Date()
+        func delivery(_ id: String, prediction: String = "p1") -> WebhookDelivery {
+            WebhookDelivery(id: id, predictionID: prediction, event: "completed", url: "http://h/hook", accountID: "a", body: "{}",
+                            status: .pending, attempts: 0, nextAt: Timestamp.string(start), createdAt: Timestamp.string(start))
+        }
+        try await store.enqueue(delivery("m1"))
+        try await store.enqueue(delivery("m1"))  // the same message again: ignored
+        try await store.enqueue(delivery("m2", prediction: "p2"))
+        #expect(try await store.deliveries(of: "p1").map(\.id) == ["m1"])
+        // One replica takes what is due; another finds nothing while the claims hold.
+        let taken = try await store.claim(replica: "r1", limit: 10, now: start)
+        #expect(Set(taken.map(\.id)) == ["m1", "m2"])
+        #expect(try await store.claim(replica: "r2", limit: 10, now: start.addingTimeInterval(1)).isEmpty)
+        // A failed attempt is due again later, and counted; only the claim holder records it.
+        try await store.failed("m1", replica: "r2", error: "not mine", next: start.addingTimeInterval(2))
+        #expect(try await store.deliveries(of: "p1").first?.attempts == 0)
+        try await store.failed("m1", replica: "r1", error: "the receiver answered 500", next: start.addingTimeInterval(2))
+        #expect(try await store.claim(replica: "r2", limit: 10, id: "m1", now: start.addingTimeInterval(1)).isEmpty)
+        let again = try await store.claim(replica: "r2", limit: 10, id: "m1", now: start.addingTimeInterval(3))
+        #expect(again.map(\.id) == ["m1"] && again.first?.attempts == 1 && again.first?.lastError == "the receiver answered 500")
+        try await store.delivered("m1", replica: "r2")
+        #expect(try await store.deliveries(of: "p1").first?.status == .delivered)
+        // A claim whose holder died lapses; a restarted replica frees its own at once.
+        #expect(try await store.claim(replica: "r3", limit: 10, now: start.addingTimeInterval(WebhookDeliveryStore.lease + 1)).map(\.id) == ["m2"])
+        try await store.releaseClaims(heldBy: "r3")
+        #expect(try await store.claim(replica: "r1", limit: 10, now: start.addingTimeInterval(WebhookDeliveryStore.lease + 2)).map(\.id) == ["m2"])
+        try await store.failed("m2", replica: "r1", error: "gone", next: nil)
+        #expect(try await store.deliveries(of: "p2").first?.status == .abandoned)
+        #expect(try await store.claim(replica: "r1", limit: 10, now: start.addingTimeInterval(7200)).isEmpty)
+        try await store.removeFinished(before: Date().addingTimeInterval(60))
+        #expect(try await store.deliveries(of: "p1").isEmpty)
+        #expect(try await store.deliveries(of: "p2").isEmpty)
+    }
+
+    @Test("webhook retries: 1 s, 2 s, 4 s … never more than a minute apart, for an hour")
+    func webhookRetryPolicy() {
+        let policy = Webhooks.RetryPolicy(), created = Date()
+        let waits = (1...9).map { policy.next(afterFailures: $0, createdAt: created, now: created)!.timeIntervalSince(created) }
+        #expect(waits == [1, 2, 4, 8, 16, 32, 60, 60, 60])
+        #expect(policy.next(afterFailures: 60, createdAt: created, now: created.addingTimeInterval(3599)) != nil)
+        #expect(policy.next(afterFailures: 61, createdAt: created, now: created.addingTimeInterval(3600)) == nil)
+    }
+
     @Test("predictions: insert, visibility, progress, completion, sharing, retention", arguments: backends)
     func predictions(_ backend: Backend) async throws {
         let database = try await Self.open(backend)
@@ -269,7 +317,7 @@ struct StoreSuiteTests {
         try await sessions.end(session)
         #expect(try await sessions.session(secret: secret) == nil)
 
-        let webhooks = Webhooks(database: database, outbound: .init(policy: .unrestricted))
+        let webhooks = Webhooks(database: database, outbound: .init(policy: .unrestricted), replica: "r")
         let first = try await webhooks.secret(for: alice.id)
         let again = try await webhooks.secret(for: alice.id)
         #expect(first.hasPrefix("whsec_") && again == first, "created once")

@@ -272,6 +272,17 @@ public final class RegistryDatabase: Sendable {
         (12, "models: when the readme was last edited on the web or through the API (a push's README.md then leaves it)", { sql, _ in
             try await sql.raw("ALTER TABLE models ADD COLUMN readme_edited_at TEXT").run()
         }),
+        (13, "webhook deliveries: rows any replica sends and retries, so a restart or a dead replica loses none", { sql, _ in
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS webhook_deliveries (
+                  id TEXT PRIMARY KEY, prediction_id TEXT NOT NULL, event TEXT NOT NULL, url TEXT NOT NULL,
+                  account_id TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+                  next_at TEXT NOT NULL, created_at TEXT NOT NULL, claimed_by TEXT, claimed_until TEXT,
+                  finished_at TEXT, last_error TEXT)
+                """).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 'pending'").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id)").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -79,6 +79,8 @@ public struct Housekeeping: Service {
         try? await SigninAttemptStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-900)))
         // Streams start from the row, so the event log only has to reach back a few minutes.
         try? await PredictionStore(database: registry.database).removeEvents(before: Timestamp.string(now.addingTimeInterval(-600)))
+        // Ended deliveries stay a day for the operator's eyes.
+        try? await WebhookDeliveryStore(database: registry.database).removeFinished(before: now.addingTimeInterval(-86_400))
         await scheduler.removeUnusedUnpackedVersions()
     }
 }

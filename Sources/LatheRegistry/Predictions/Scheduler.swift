@@ -111,7 +111,7 @@ public actor Scheduler {
     /// The claims this replica holds, by prediction (renewed by the heartbeat).
     private var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
-    public let webhooks: Webhooks
+    public nonisolated let webhooks: Webhooks
     /// Wakes streams following a prediction when its progress is written or it finishes.
     let signals = PredictionSignals()
     private let settings: Settings
@@ -147,10 +147,10 @@ public actor Scheduler {
         self.predictions = PredictionStore(database: registry.database)
         self.queue = PredictionQueue(database: registry.database)
         self.events = events
-        self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound)
         self.settings = settings
         self.runtime = settings.runtime ?? registry.runtime
         self.replica = Self.replicaID(in: runtime)
+        self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
