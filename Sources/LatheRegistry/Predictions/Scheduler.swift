@@ -230,11 +230,7 @@ public actor Scheduler {
                 }
                 try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
             } catch {
-                // One way out for a claimed prediction that cannot run: failed, claim released, waiters woken.
-                _ = try? await predictions.complete(item.record.id, status: "failed", output: nil, error: "\(error)", logs: item.record.logs,
-                                                    metrics: "{}", claim: item.claimID)
-                claims.removeValue(forKey: item.record.id)
-                await publishFinished(item.record.id)
+                await endUnrun(item.record.id, claim: item.claimID, status: "failed", error: "\(error)", logs: item.record.logs)
             }
         }
     }
@@ -375,17 +371,14 @@ public actor Scheduler {
         for (version, waiting) in queues {
             if let job = waiting.first(where: { $0.id == id }) {
                 queues[version] = waiting.filter { $0.id != id }
-                _ = try? await job.inserted?.value
-                try await predictions.complete(id, status: "canceled", output: nil, error: nil, logs: "", metrics: "{}", claim: job.claimID)
-                claims.removeValue(forKey: id)
-                await notify("completed", id)
-                await publishFinished(id)
+                await endUnrun(id, claim: job.claimID, inserted: job.inserted, status: "canceled", logs: job.preamble)
                 return
             }
         }
         if claims[id] == nil {
             if try await queue.cancelUnclaimed(id) {
                 await publishFinished(id)
+                await notify("completed", id)
             } else {
                 try await queue.requestCancel(id)
                 await events.publish(.cancel(id))
@@ -545,13 +538,9 @@ public actor Scheduler {
             queues[version] = jobs.filter { job in !expired.contains { $0.id == job.id } }
             for job in expired {
                 waitingForHardware.remove(job.id)
-                _ = try? await job.inserted?.value
-                _ = try? await predictions.complete(job.id, status: "failed", output: nil,
-                                                    error: "No worker offers hardware \(sku) (waited \(Int(settings.hardwareWait)) s): start a worker with `lathe worker --hardware \(sku)`, or set the model's hardware to one GET /v1/hardware lists.",
-                                                    logs: "", metrics: "{}", claim: job.claimID)
-                claims.removeValue(forKey: job.id)
-                await notify("completed", job.id)
-                await publishFinished(job.id)
+                await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: "failed",
+                               error: "No worker offers hardware \(sku) (waited \(Int(settings.hardwareWait)) s): start a worker with `lathe worker --hardware \(sku)`, or set the model's hardware to one GET /v1/hardware lists.",
+                               logs: job.preamble)
             }
         }
     }
@@ -689,11 +678,21 @@ public actor Scheduler {
     private func failQueue(_ version: String, error: String, logs: String) async {
         let jobs = queues.removeValue(forKey: version) ?? []
         for job in jobs {
-            _ = try? await job.inserted?.value
-            _ = try? await predictions.complete(job.id, status: "failed", output: nil, error: error, logs: logs, metrics: "{}", claim: job.claimID)
-            claims.removeValue(forKey: job.id)
-            await publishFinished(job.id)
+            await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: "failed", error: error, logs: job.preamble + logs)
         }
+    }
+
+    /// The ending of a prediction that never ran (canceled while queued, its model's setup
+    /// failed, no hardware, unreadable): the final row under its claim, the claim released,
+    /// waiters here and on other replicas woken, and its `completed` webhook, in that order, as
+    /// a prediction that ran ends (``run(_:on:version:)``).
+    private func endUnrun(_ id: String, claim: String, inserted: Task<Bool, any Error>? = nil, status: String, error: String? = nil,
+                          logs: String) async {
+        _ = try? await inserted?.value
+        _ = try? await predictions.complete(id, status: status, output: nil, error: error, logs: logs, metrics: "{}", claim: claim)
+        claims.removeValue(forKey: id)
+        await publishFinished(id)
+        await notify("completed", id)
     }
 
     /// Sends a webhook event with the prediction as it now stands.
