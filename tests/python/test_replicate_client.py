@@ -175,3 +175,17 @@ def test_completed_webhook_is_retried_until_delivered(server):
         assert len({message for message, _ in attempts}) == 1, "a retry keeps its webhook-id"
     finally:
         receiver.shutdown()
+
+
+def test_a_streamed_prediction_canceled_halfway_keeps_what_it_emitted(server):
+    import httpx
+    prediction = replicate.predictions.create(version=server["versions"]["streamer"], input={"max_words": 60, "delay": 0.2})
+    deadline = time.time() + 60
+    while len(prediction.output or []) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+        prediction.reload()
+    prediction.cancel()
+    prediction.wait()
+    assert prediction.status == "canceled" and 3 <= len(prediction.output) < 60, (prediction.status, prediction.output)
+    page = httpx.get(f"{server.url}/p/{prediction.id}", headers={"Authorization": f"Bearer {server.token}"}).text
+    assert "".join(prediction.output).strip().split()[0] in page

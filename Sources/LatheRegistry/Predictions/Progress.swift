@@ -57,6 +57,12 @@ final class Progress: @unchecked Sendable {
         flush(self, snapshot, kind)
     }
 
+    /// The items streamed so far, as the output they make (nil when none): what a prediction
+    /// that is canceled, times out or fails keeps, as Replicate's do.
+    var emitted: JSONValue? {
+        lock.withLock { items.isEmpty ? nil : .array(items) }
+    }
+
     /// No more saves: the prediction ended (its completion writes the rest).
     func close() {
         lock.withLock {

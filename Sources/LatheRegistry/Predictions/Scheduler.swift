@@ -794,7 +794,8 @@ public actor Scheduler {
             }
             outcome.error = (outcome.error ?? "its worker was lost") + " (it was tried 3 times)"
         }
-        let output = try? await OutputFiles.publish(outcome.output, from: outputs, registry: registry)
+        // What it streamed before it was canceled, timed out or failed stays its output.
+        let output = try? await OutputFiles.publish(outcome.output ?? progress.emitted, from: outputs, registry: registry)
         record.status = outcome.status.rawValue
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
