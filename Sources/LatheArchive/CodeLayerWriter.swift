@@ -47,7 +47,7 @@ public final class CodeLayerWriter {
     /// Packs `entries` (in any order; they are sorted here) into a gzip'd tar at `output`.
     public static func write(_ entries: [Entry], to output: URL) throws -> Result {
         let sorted = entries.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
-        FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let handle = try FileHandle(forWritingTo: output)
         defer { try? handle.close() }
 

@@ -135,7 +135,7 @@ actor WorkerInstances {
                               : "pulled version \(instance.version.id.prefix(12)) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
             log.append(line.prefix(1).uppercased() + line.dropFirst() + ".\n")
             self.log("instance \(instance.id): \(line)")
-            let home = await cache.home, sandbox = settings.sandbox, build = settings.build, work = instance.work
+            let home = cache.home, sandbox = settings.sandbox, build = settings.build, work = instance.work
             var configuration = try await onOwnThread {
                 var environmentBuild = build
                 environmentBuild.sandbox = sandbox

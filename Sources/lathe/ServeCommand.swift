@@ -199,7 +199,9 @@ struct ServeCommand: AsyncParsableCommand {
             housekeeping.interval = TimeInterval(Swift.max(1, housekeepingInterval))
             housekeeping.collectionInterval = gcInterval > 0 ? TimeInterval(gcInterval) : nil
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
-            metricsRegistry.makeGauge(name: "lathe_build_info", labels: [("version", BuildInfo.version), ("commit", BuildInfo.commit)]).set(Int64(1))
+            metricsRegistry.makeGauge(descriptor: MetricNameDescriptor(namespace: "lathe", metricName: "build", unitName: "info",
+                                                                        helpText: "The running build: version and commit as labels"),
+                                       labels: [("version", BuildInfo.version), ("commit", BuildInfo.commit)]).set(Int64(1))
             let app = try RegistryApplication.make(registry, scheduler: scheduler,
                                                    limiter: RateLimiter(createsPerMinute: createsPerMinute, requestsPerMinute: requestsPerMinute,
                                                                         shared: registry.database.kind == .postgres ? RateCounterStore(database: registry.database) : nil),

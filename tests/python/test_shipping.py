@@ -344,3 +344,32 @@ def test_ci_templates_install_the_tarball_and_publish_without_compiling(dist):
         tarballs.close()
         registry.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_make_dist_and_install_fetch_what_compiling_needs_first(tmp_path):
+    """On a fresh machine `make dist` once failed with "'archive.h' file not found": the release
+    targets now install the build packages first (scripts/setup --build), as make demo does, or
+    say the one apt command to run. Shown with stand-ins for dpkg, apt-get, sudo and id."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls"
+    (fake / "dpkg").write_text("#!/bin/sh\n[ \"$2\" = libarchive-dev ] && exit 1\nexit 0\n")
+    (fake / "apt-get").write_text(f"#!/bin/sh\necho \"apt-get $*\" >> {calls}\n")
+    for script in ("dpkg", "apt-get"):
+        os.chmod(fake / script, 0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    # The Makefile's release targets all go through build-deps.
+    dry = subprocess.run(["make", "-n", "dist", "install", "release"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.stdout.count("scripts/setup --build") >= 1 and dry.stdout.index("scripts/setup --build") < dry.stdout.index("scripts/package"), dry.stdout
+    ran = subprocess.run(["scripts/setup", "--build"], cwd=ROOT, capture_output=True, text=True, env=env)
+    if os.getuid() == 0:
+        assert ran.returncode == 0, ran.stderr
+        assert open(calls).read().splitlines()[-1] == "apt-get install -y -qq libarchive-dev", open(calls).read()
+        assert "chromium" not in open(calls).read(), "only what compiling needs"
+    # Not root and no sudo: it stops with the command to run.
+    (fake / "id").write_text("#!/bin/sh\necho 1000\n")
+    os.chmod(fake / "id", 0o755)
+    no_sudo = dict(env, PATH=f"{fake}:/usr/bin:/bin")
+    if shutil.which("sudo", path=no_sudo["PATH"]) is None:
+        stopped = subprocess.run(["scripts/setup", "--build"], cwd=ROOT, capture_output=True, text=True, env=no_sudo)
+        assert stopped.returncode == 1 and "as root, run: apt-get install -y libarchive-dev" in stopped.stderr, stopped.stderr

@@ -47,7 +47,7 @@ public struct OutboundHTTP: Sendable {
                             try await client.shutdown()
                             throw OutboundError("\(Self.display(url)) is larger than \(maxBytes >> 20) MB, the most an input file may be")
                         }
-                        FileManager.default.createFile(atPath: file.path, contents: nil)
+                        _ = FileManager.default.createFile(atPath: file.path, contents: nil)
                         let handle = try FileHandle(forWritingTo: file)
                         defer { try? handle.close() }
                         var received: Int64 = 0

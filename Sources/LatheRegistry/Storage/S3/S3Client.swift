@@ -85,7 +85,7 @@ enum S3XML {
         let collector = Collector(record: record, fields: fields)
         let parser = XMLParser(data: data)
         parser.delegate = collector
-        parser.parse()
+        _ = parser.parse()  // a malformed answer leaves `found` empty, which callers report
         return collector.found
     }
 
@@ -159,5 +159,5 @@ struct FileChunks: AsyncSequence, Sendable {
         AsyncIterator(file: Descriptor(path), position: offset, end: offset + length)
     }
 
-    var body: HTTPClientRequest.Body { .stream(self, length: .known(Int(length))) }
+    var body: HTTPClientRequest.Body { .stream(self, length: .known(Int64(length))) }
 }
