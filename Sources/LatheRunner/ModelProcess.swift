@@ -27,6 +27,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var maxProcesses = 64
         /// Whole GPUs this instance was given (their device nodes and `CUDA_VISIBLE_DEVICES`).
         public var gpus = GPUAccess(devices: [], environment: [:])
+        /// Predictions the process answers at once (the spec's `concurrency`).
+        public var concurrency = 1
 
         public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
             self.project = project
@@ -76,6 +78,7 @@ public final class ModelProcess: @unchecked Sendable {
         var command = [configuration.environment.python.path, "-u", runnerScript.path, "--entry", configuration.entryPoint.description]
         if configuration.memoryLimit > 0 { command += ["--memory-limit", String(configuration.memoryLimit)] }
         if let checker = configuration.safetyChecker { command += ["--safety-checker", checker.description] }
+        if configuration.concurrency > 1 { command += ["--concurrency", String(configuration.concurrency)] }
         let launch = try configuration.launch(command, extraReadOnly: [runnerScript.deletingLastPathComponent().path])
         process.executableURL = URL(fileURLWithPath: launch.executable)
         process.arguments = launch.arguments

@@ -76,6 +76,7 @@ public struct PreparedModel: Sendable {
         var configuration = ModelProcess.Configuration(project: directory, entryPoint: spec.predict, environment: environment,
                                                        workDirectory: workDirectory, sandbox: sandbox)
         configuration.safetyChecker = spec.safetyChecker
+        configuration.concurrency = max(1, spec.concurrency)
         if let first = spec.weights.first {
             let root = sandbox == nil ? directory.path : Sandbox.projectMount
             configuration.weights = root + "/" + first.path

@@ -73,11 +73,18 @@ public actor Scheduler {
         let location: Location
         /// The hardware it was booted for (a version whose hardware changes gets new instances).
         let sku: String
-        var busy = false
+        /// Predictions it runs now, and how many it may run at once (the spec's `concurrency`).
+        var running = 0
+        let slots: Int
+        /// Whether it runs anything (an instance that does is never idle).
+        var busy: Bool { running > 0 }
+        /// Whether it may take one more prediction.
+        var hasRoom: Bool { running < slots }
         var lastUsed = Date()
         /// What setup() printed, until the first prediction on the instance shows it in its logs.
         var setupLogs = ""
-        init(runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String) {
+        init(runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String, slots: Int = 1) {
+            self.slots = max(1, slots)
             self.runner = runner
             self.work = work
             self.account = account
@@ -402,23 +409,26 @@ public actor Scheduler {
             for instance in stale { instance.runner.terminate() }
             pools[version]?.removeAll { instance in stale.contains { $0 === instance } }
         }
-        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { !$0.busy && $0.runner.isRunning && $0.sku == sku }) {
+        // Placement counts free slots: an instance with `concurrency: N` takes N at once.
+        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { $0.hasRoom && $0.runner.isRunning && $0.sku == sku }) {
             queues[version]?.removeFirst()
-            instance.busy = true
+            instance.running += 1
             running[job.id] = instance
             Task { await run(job, on: instance, version: version) }
         }
         let waiting = queues[version]?.count ?? 0
         let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
         let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
-        let needWork = waiting > (booting[version] ?? 0)
+        // Each instance being booted will take `concurrency` of the waiting ones.
+        let slots = max(1, versions[version]?.config.spec.concurrency ?? 1)
+        let needWork = waiting > (booting[version] ?? 0) * slots
         // Deployment minimums are kept by the leader only, so replicas do not each keep them.
         let needWarm = events.isLeader && mine < (bounds[version]?.min ?? 0)
         guard needWork || needWarm, mine < limit else { return }
         // The new instance is for the account of the first job it will take, or the deployment's.
         // Work is held to the per-account limit; warm minimums were held to theirs when the
         // deployment was made.
-        guard let account = needWork ? queues[version]?.dropFirst(booting[version] ?? 0).first?.account : bounds[version]?.account else { return }
+        guard let account = needWork ? queues[version]?.dropFirst((booting[version] ?? 0) * slots).first?.account : bounds[version]?.account else { return }
         if needWork && instanceCount(of: account) >= perAccountLimit {
             // At its limit, an account's waiting work may replace its own idle instance of
             // another version (never someone else's).
@@ -620,7 +630,8 @@ public actor Scheduler {
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
             switch result {
             case .ready(_, let setupLogs):
-                let instance = Instance(runner: runner, work: work, account: account, location: location, sku: sku)
+                let instance = Instance(runner: runner, work: work, account: account, location: location, sku: sku,
+                                        slots: loaded.config.spec.concurrency)
                 instance.setupLogs = setupLogs
                 pools[version, default: []].append(instance)
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
@@ -774,7 +785,7 @@ public actor Scheduler {
             // elsewhere, twice at most; after that it fails with the worker's name.
             if job.attempts < 2 {
                 running.removeValue(forKey: id)
-                instance.busy = false
+                instance.running -= 1
                 pools[version]?.removeAll { $0 === instance }
                 try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
                 var again = job
@@ -806,7 +817,7 @@ public actor Scheduler {
         let redacted = Self.redactingSecrets(record.input, spec: versions[version]?.config.spec)
         if let redacted { record.input = redacted }
         running.removeValue(forKey: job.id)
-        instance.busy = false
+        instance.running -= 1
         instance.lastUsed = Date()
         if !instance.runner.isRunning {
             // A crashed instance is replaced on the next prediction.

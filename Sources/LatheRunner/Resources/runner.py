@@ -14,10 +14,16 @@ Events leave on the process's original stdout:
 The predictor's own stdout and stderr (at the file-descriptor level, so C extensions and
 subprocesses are caught too) become log events of the prediction that is running.
 Output files are copied into output_dir and sent as {"$file": NAME}.
+
+With --concurrency N above 1 (the spec's `concurrency`), predictions run at once as tasks of
+one event loop, as Cog 0.14+ runs them: `async def predict` (or an async generator) runs on the
+loop, a plain `def predict` in a thread of its own; each has its own logs (what Python code
+prints while it runs, routed by a context variable), cancel (the task is cancelled) and timeout.
 """
 import argparse
 import asyncio
 import array
+import contextvars
 import dataclasses
 import fcntl
 import importlib.util
@@ -303,6 +309,88 @@ def setup_failure(exception):
     return message
 
 
+# MARK: - Concurrent predictions
+
+# The prediction whose code is running: set in each prediction's task (and copied into the
+# thread a plain predict() runs in), read by RoutedStream to route what it prints.
+CURRENT = contextvars.ContextVar("lathe_prediction", default=None)
+
+
+class RoutedStream(io.TextIOBase):
+    """sys.stdout / sys.stderr while predictions run at once: text written from a prediction's
+    task or thread becomes that prediction's log events; other text (setup, background threads)
+    goes where it went before."""
+
+    def __init__(self, fallback, channel, sent):
+        super().__init__()
+        self.fallback = fallback
+        self.channel = channel
+        self.sent = sent  # bytes logged per prediction, shared by stdout and stderr
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self.fallback.fileno()
+
+    def write(self, text):
+        prediction_id = CURRENT.get()
+        if prediction_id is None:
+            return self.fallback.write(text)
+        if text:
+            used = self.sent.get(prediction_id, 0)
+            if used < LOG_LIMIT:
+                size = len(text.encode("utf-8", errors="replace"))
+                self.sent[prediction_id] = used + size
+                if used + size >= LOG_LIMIT:
+                    text += "\n[logs truncated: more than %d bytes]\n" % LOG_LIMIT
+                self.channel.send(type="log", id=prediction_id, data=text)
+        return len(text)
+
+    def flush(self):
+        self.fallback.flush()
+
+
+def serve_concurrently(runner, loop):
+    """Answers commands from stdin with up to --concurrency predictions at once on `loop`."""
+    tasks = {}
+    stop = asyncio.Event()
+    sent = {}
+    sys.stdout = RoutedStream(sys.stdout, runner.channel, sent)
+    sys.stderr = RoutedStream(sys.stderr, runner.channel, sent)
+
+    def on_command(command):
+        kind = command.get("type")
+        prediction_id = command.get("id")
+        if kind == "predict":
+            task = loop.create_task(runner.run_async(command))
+            tasks[prediction_id] = task
+            task.add_done_callback(lambda _: (tasks.pop(prediction_id, None), sent.pop(prediction_id, None)))
+        elif kind == "cancel":
+            if prediction_id in tasks:
+                runner.canceled.add(prediction_id)
+                tasks[prediction_id].cancel()
+        elif kind == "shutdown":
+            stop.set()
+
+    def read_commands():
+        for line in sys.stdin:
+            line = line.strip()
+            if line:
+                loop.call_soon_threadsafe(on_command, json.loads(line))
+        loop.call_soon_threadsafe(on_command, {"type": "shutdown"})
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    loop.run_until_complete(stop.wait())
+
+
 class Runner:
     def __init__(self, channel, capture, entry):
         self.channel = channel
@@ -315,6 +403,8 @@ class Runner:
         self.main_thread = threading.get_ident()
         self.safety_entry = ""
         self.safety = None
+        # The event loop predictions share (--concurrency above 1); async setup() runs on it too.
+        self.loop = None
 
     def load(self):
         target = import_entry(self.entry)
@@ -326,7 +416,10 @@ class Runner:
                 takes_weights = "weights" in inspect.signature(setup).parameters
                 result = setup(weights=weights) if takes_weights else setup()
                 if inspect.isawaitable(result):
-                    asyncio.run(result)
+                    if self.loop is not None:
+                        self.loop.run_until_complete(result)
+                    else:
+                        asyncio.run(result)
             self.predict = getattr(instance, "predict", None) or getattr(instance, "run")
         else:
             self.predict = target
@@ -374,7 +467,59 @@ class Runner:
             print_user_traceback(exception)
         finally:
             self.current = None
-        predict_time = time.monotonic() - started
+        self.finish(command, status, output, error, time.monotonic() - started, settle=self.capture.settle)
+
+    async def run_async(self, command):
+        """One prediction as a task of the shared loop (--concurrency above 1)."""
+        prediction_id = command.get("id")
+        CURRENT.set(prediction_id)
+        writer = OutputWriter(command.get("output_dir") or os.path.join("/tmp", "outputs", str(prediction_id)))
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        status, output, error = "succeeded", None, None
+        done = object()
+        try:
+            kwargs = {}
+            for name, value in (command.get("input") or {}).items():
+                parameter = self.signature.parameters.get(name)
+                kwargs[name] = coerce(value, parameter.annotation if parameter else inspect.Parameter.empty)
+            if inspect.iscoroutinefunction(self.predict) or inspect.isasyncgenfunction(self.predict):
+                result = self.predict(**kwargs)
+            else:
+                # A plain predict() runs in a thread, with this prediction's context (its logs).
+                context = contextvars.copy_context()
+                result = await loop.run_in_executor(None, lambda: context.run(self.predict, **kwargs))
+            if inspect.isawaitable(result):
+                result = await result
+            if inspect.isasyncgen(result) or inspect.isgenerator(result) or (
+                    hasattr(result, "__next__") and not isinstance(result, (str, bytes, io.IOBase))):
+                items = []
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        items.append(writer.encode(item))
+                        self.channel.send(type="output", id=prediction_id, index=len(items) - 1, value=items[-1])
+                else:
+                    context = contextvars.copy_context()
+                    while True:
+                        item = await loop.run_in_executor(None, lambda: context.run(next, result, done))
+                        if item is done:
+                            break
+                        items.append(writer.encode(item))
+                        self.channel.send(type="output", id=prediction_id, index=len(items) - 1, value=items[-1])
+                output = items
+            else:
+                output = writer.encode(result)
+        except (asyncio.CancelledError, CancelationException):
+            status = "canceled"
+        except Exception as exception:  # the predictor's failure is the prediction's failure
+            status = "failed"
+            error = str(exception) or type(exception).__name__
+            print_user_traceback(exception)
+        self.finish(command, status, output, error, time.monotonic() - started)
+
+    def finish(self, command, status, output, error, predict_time, settle=None):
+        """The safety check, the output limit and the `done` event, for either way of running."""
+        prediction_id = command.get("id")
         if status == "succeeded" and command.get("safety") and self.safety_entry:
             try:
                 if self.safety is None:
@@ -390,7 +535,8 @@ class Runner:
             if size > OUTPUT_LIMIT:
                 status, output = "failed", None
                 error = "the output is %d bytes, more than the %d-byte limit; return a file (Path) for large results" % (size, OUTPUT_LIMIT)
-        self.capture.settle()
+        if settle is not None:
+            settle()  # what the predictor printed reaches its logs before `done`
         self.canceled.discard(prediction_id)
         self.channel.send(type="done", id=prediction_id, status=status, output=output, error=error,
                           predict_time=round(predict_time, 6))
@@ -441,6 +587,7 @@ def main():
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space, 0 for none")
     parser.add_argument("--import-only", action="store_true", help="import the entry point and exit (lathe validate --import)")
     parser.add_argument("--safety-checker", default="", help="file.py:function called on outputs; False flags them")
+    parser.add_argument("--concurrency", type=int, default=1, help="predictions answered at once (the spec's concurrency)")
     args = parser.parse_args()
     if args.import_only:
         install_cog_shim()
@@ -461,6 +608,9 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, runner.on_cancel_signal)
     started = time.monotonic()
+    if args.concurrency > 1:
+        runner.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(runner.loop)
     try:
         runner.load()
     except BaseException as exception:  # noqa: BLE001 - any setup failure is reported, then we exit
@@ -470,6 +620,9 @@ def main():
         sys.exit(1)
     capture.sync()
     channel.send(type="ready", setup_time=round(time.monotonic() - started, 6))
+    if runner.loop is not None:
+        serve_concurrently(runner, runner.loop)
+        os._exit(0)
     queue, ready = [], threading.Semaphore(0)
     threading.Thread(target=runner.commands, args=(queue, ready), daemon=True).start()
     while True:
