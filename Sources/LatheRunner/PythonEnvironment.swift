@@ -103,15 +103,22 @@ public struct PythonEnvironment: Sendable, Codable {
 
     /// What went wrong, in one line, from a failed installer's output. The whole output was
     /// already shown as it ran (the build log), so the error repeats only the installer's own
-    /// verdict (uv's `error:` with its `cause:`/`Caused by:`/`hint:` lines, pip's `ERROR:`) and the
-    /// output's last line (where a package's failed build says why), without their prefixes.
+    /// verdict (uv's `error:`/`×` with its `cause:`/`Caused by:`/`╰─▶` lines, pip's `ERROR:`), the
+    /// last other line (where a package's failed build says why) and the installer's hints,
+    /// without their prefixes.
     static func reason(_ output: String) -> String {
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        let prefixes = ["error:", "cause:", "caused by:", "hint:"]
-        var chosen = Array(lines.filter { line in prefixes.contains { line.lowercased().hasPrefix($0) } }.prefix(6))
-        if let last = lines.last, !chosen.contains(last) { chosen.append(last) }
+        let verdicts = ["error:", "cause:", "caused by:", "× ", "├─▶ ", "╰─▶ "]
+        let isVerdict = { (line: String) in verdicts.contains { line.lowercased().hasPrefix($0) } }
+        let isHint = { (line: String) in line.lowercased().hasPrefix("hint:") }
+        var chosen = Array(lines.filter(isVerdict).prefix(6))
+        if let last = lines.last(where: { !isHint($0) }), !chosen.contains(last) { chosen.append(last) }
+        chosen += lines.filter(isHint).prefix(2)
         let text = chosen.map { line in
-            line.lowercased().hasPrefix("error:") ? String(line.dropFirst("error:".count)).trimmingCharacters(in: .whitespaces) : line
+            for prefix in ["error:", "× ", "├─▶ ", "╰─▶ "] where line.lowercased().hasPrefix(prefix) {
+                return String(line.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
+            }
+            return line
         }.joined(separator: "; ")
         return text.isEmpty ? "the installer printed nothing" : text
     }
