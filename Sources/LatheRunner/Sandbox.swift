@@ -94,7 +94,7 @@ public struct Sandbox: Sendable {
             }
         }
         arguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        for device in devices { arguments += ["--dev-bind", device, device] }
+        for device in devices { arguments += ["--dev-bind", GPUAccess.hostPath(device), device] }
         for path in mounts.readOnly where fileManager.fileExists(atPath: path) {
             arguments += ["--ro-bind", path, path]
         }

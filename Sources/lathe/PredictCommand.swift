@@ -25,8 +25,42 @@ struct PredictCommand: AsyncParsableCommand {
     @Option(help: "Seconds before the prediction is stopped (default: timeout: in lathe.yaml).")
     var timeout: Int?
 
+    @Option(help: "GPUs the model gets: all, a number, or none (default: all when this machine has any, as `cog predict` does).")
+    var gpus: GPUChoice = .all
+
     @Flag(help: "Print one JSON object with status, output, error, logs and metrics.")
     var json = false
+
+    /// `--gpus all|N|none`.
+    enum GPUChoice: ExpressibleByArgument, Equatable {
+        case all, none, count(Int)
+
+        init?(argument: String) {
+            switch argument.lowercased() {
+            case "all": self = .all
+            case "none", "0": self = .none
+            default:
+                guard let count = Int(argument), count > 0, count <= 1024 else { return nil }
+                self = .count(count)
+            }
+        }
+
+        static var allValueStrings: [String] { ["all", "none", "N"] }
+
+        /// The GPUs given, from the machine's; throws when it has fewer than asked for.
+        func choose(from available: [GPU]) throws -> [GPU] {
+            switch self {
+            case .all: return available
+            case .none: return []
+            case .count(let count):
+                guard count <= available.count else {
+                    throw Diagnostic(nil, "--gpus \(count) asks for more GPUs than this machine has (\(available.count))",
+                                     fix: available.isEmpty ? "run without --gpus (nvidia-smi finds no GPU here)" : "ask for at most \(available.count), or --gpus all")
+                }
+                return Array(available.sorted { $0.index < $1.index }.prefix(count))
+            }
+        }
+    }
 
     struct Report: Encodable {
         var status: String
@@ -75,9 +109,12 @@ struct PredictCommand: AsyncParsableCommand {
             let sandbox = try Sandbox.detect(network: spec.network)
             let build = EnvironmentBuild.authorsOwn(sandbox: sandbox)
             let silent = json
-            let configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox, build: build) { text in
+            var configuration = try prepared.configuration(home: home, workDirectory: work, sandbox: sandbox, build: build) { text in
                 if !silent { printError(text, terminator: "") }
             }
+            // The machine's GPUs, bound into the sandbox as the registry's workers bind them.
+            let given = try gpus.choose(from: gpus == .none ? [] : HardwareInventory.detect(labels: []).gpus)
+            configuration.gpus = GPUAccess.forInstance(given)
             let process = ModelProcess(configuration)
             defer { process.terminate() }
             let started = Date()

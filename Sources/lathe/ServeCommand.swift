@@ -170,6 +170,14 @@ struct ServeCommand: AsyncParsableCommand {
             if let total = maxInstancesTotal { schedulerSettings.maxInstances = Swift.max(1, total) }
             schedulerSettings.maxInstancesPerAccount = maxInstancesPerAccount.map { Swift.max(1, $0) }
             schedulerSettings.embeddedWorker = !noWorker
+            if !noWorker {
+                // One machine alone offers its GPUs as `lathe worker` does (DESIGN §6).
+                schedulerSettings.embeddedGPUs = HardwareInventory.detect(labels: []).gpus
+                if !schedulerSettings.embeddedGPUs.isEmpty {
+                    logger.info("the embedded worker offers this machine's GPUs", metadata: [
+                        "gpus": "\(schedulerSettings.embeddedGPUs.map { "\($0.index): \($0.model) (\($0.sku))" }.joined(separator: ", "))"])
+                }
+            }
             schedulerSettings.hardwareWait = Swift.max(0, hardwareWait)
             var fleetSettings = WorkerFleet.Settings()
             fleetSettings.lostAfter = Swift.max(1, workerLostAfter)

@@ -11,6 +11,9 @@ import Logging
 public actor Scheduler {
     public struct Settings: Sendable {
         public var maxInstancesPerVersion = 2
+        /// This machine's GPUs, which the embedded worker offers (as `lathe worker` offers its
+        /// own: one `gpu-…` SKU per model) and gives whole to the instances that ask for one.
+        public var embeddedGPUs: [GPU] = []
         /// Most instances the embedded worker runs.
         public var maxInstances = 4
         /// Whether this server runs models itself; `lathe serve --no-worker` leaves running to
@@ -73,6 +76,8 @@ public actor Scheduler {
         let location: Location
         /// The hardware it was booted for (a version whose hardware changes gets new instances).
         let sku: String
+        /// The embedded worker's GPUs it holds (given back when it stops).
+        var gpus: [GPU] = []
         /// Predictions it runs now, and how many it may run at once (the spec's `concurrency`).
         var running = 0
         let slots: Int
@@ -125,6 +130,8 @@ public actor Scheduler {
     private let runtime: URL
     private var pools: [String: [Instance]] = [:]
     private var booting: [String: Int] = [:]
+    /// The embedded worker's GPUs no instance holds.
+    private var freeGPUs: [GPU] = []
     /// Boots in flight by where they run.
     private var bootingAt: [Location: Int] = [:]
     /// Predictions told they wait for hardware no worker offers.
@@ -158,6 +165,7 @@ public actor Scheduler {
         self.runtime = settings.runtime ?? registry.runtime
         self.replica = Self.replicaID(in: runtime)
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
+        self.freeGPUs = settings.embeddedWorker ? settings.embeddedGPUs : []
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
@@ -406,7 +414,7 @@ public actor Scheduler {
         let sku = hardware(of: version)
         if let stale = pools[version]?.filter({ !$0.busy && $0.sku != sku }), !stale.isEmpty {
             // The model or deployment now asks for other hardware: idle instances on the old go.
-            for instance in stale { instance.runner.terminate() }
+            for instance in stale { retire(instance) }
             pools[version]?.removeAll { instance in stale.contains { $0 === instance } }
         }
         // Placement counts free slots: an instance with `concurrency: N` takes N at once.
@@ -484,7 +492,7 @@ public actor Scheduler {
     /// for `version` (warm: it runs an instance of it).
     private func places(for version: String? = nil) -> [Place] {
         var result: [Place] = []
-        if settings.embeddedWorker { result.append(place(.embedded, skus: ["cpu"], cached: [], capacity: settings.maxInstances, version: version)) }
+        if settings.embeddedWorker { result.append(place(.embedded, skus: embeddedSKUs, cached: [], capacity: settings.maxInstances, version: version)) }
         for member in registry.fleet.workers {
             result.append(place(.worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity, version: version))
         }
@@ -497,6 +505,11 @@ public actor Scheduler {
         return Place(location: location, skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
     }
 
+    /// What the embedded worker offers: `cpu` and one SKU per model of this machine's GPUs.
+    private var embeddedSKUs: [String] {
+        HardwareInventory(cpus: 0, memoryBytes: 0, gpus: settings.embeddedGPUs, labels: []).skus
+    }
+
     /// Whether anything in the fleet offers `sku` (full or not).
     private func offered(_ sku: String) -> Bool {
         Placement.offered(sku, by: places())
@@ -505,7 +518,11 @@ public actor Scheduler {
     /// Where a new instance of `version` goes (``Placement``); nil when every place offering
     /// `sku` is full.
     private func place(_ version: String, sku: String) -> Location? {
-        Placement.choose(version: version, sku: sku, among: places(for: version))
+        // A GPU instance goes on the embedded worker only while one of its GPUs of that model is free.
+        let candidates = places(for: version).filter { place in
+            place.location != .embedded || !sku.hasPrefix("gpu-") || freeGPUs.contains { $0.sku == sku }
+        }
+        return Placement.choose(version: version, sku: sku, among: candidates)
     }
 
     /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
@@ -574,7 +591,10 @@ public actor Scheduler {
     /// The SKUs the fleet offers, for `GET /v1/hardware`, with a name for each.
     func hardwareOffered() -> [(sku: String, name: String)] {
         var names: [String: String] = [:]
-        if settings.embeddedWorker { names["cpu"] = "CPU" }
+        if settings.embeddedWorker {
+            names["cpu"] = "CPU"
+            for gpu in settings.embeddedGPUs where names[gpu.sku] == nil { names[gpu.sku] = "\(gpu.model) GPU" }
+        }
         for member in registry.fleet.workers {
             for sku in member.hardware.skus where names[sku] == nil {
                 names[sku] = sku == "cpu" ? "CPU" : member.hardware.gpus.first(where: { $0.sku == sku }).map { "\($0.model) GPU" } ?? sku
@@ -605,13 +625,23 @@ public actor Scheduler {
         }
         defer { flusher.cancel() }
         var lostWorker: String?
+        // The embedded worker's GPUs this instance takes; given back unless it becomes ready.
+        var heldGPUs: [GPU] = []
+        defer { freeGPUs += heldGPUs }
         do {
             let runner: any InstanceRunner
             let result: SetupResult
             switch location {
             case .embedded:
+                if sku.hasPrefix("gpu-") {
+                    guard let index = freeGPUs.firstIndex(where: { $0.sku == sku }) else {
+                        throw RegistryError(503, "no \(sku) GPU of this machine is free")
+                    }
+                    heldGPUs = [freeGPUs.remove(at: index)]
+                }
                 let embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
-                let process = try await embedded.prepare(digest, manifest: loaded.manifest, config: loaded.config, work: work) { buildLog.append($0) }
+                let process = try await embedded.prepare(digest, manifest: loaded.manifest, config: loaded.config, work: work,
+                                                         gpus: heldGPUs) { buildLog.append($0) }
                 result = try await process.start()
                 runner = process
             case .worker(let workerID):
@@ -633,6 +663,8 @@ public actor Scheduler {
                 let instance = Instance(runner: runner, work: work, account: account, location: location, sku: sku,
                                         slots: loaded.config.spec.concurrency)
                 instance.setupLogs = setupLogs
+                instance.gpus = heldGPUs
+                heldGPUs = []
                 pools[version, default: []].append(instance)
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
                                                                   "where": "\(location)"])
@@ -896,7 +928,7 @@ public actor Scheduler {
         let spare = idle.filter { (pools[$0.0]?.count ?? 0) > (bounds[$0.0]?.min ?? 0) }
         let warmForOthers = idle.filter { bounds[$0.0].map { $0.account != account } ?? false }
         guard let (owner, victim) = (spare.isEmpty ? warmForOthers : spare).min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
-        victim.runner.terminate()
+        retire(victim)
         try? FileManager.default.removeItem(at: victim.work)
         pools[owner]?.removeAll { $0 === victim }
         if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
@@ -911,11 +943,18 @@ public actor Scheduler {
                 .map { (entry.key, $0) }
         }
         guard let (owner, victim) = idle.min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
-        victim.runner.terminate()
+        retire(victim)
         try? FileManager.default.removeItem(at: victim.work)
         pools[owner]?.removeAll { $0 === victim }
         if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
         return true
+    }
+
+    /// Stops an instance leaving its pool and gives back the embedded worker's GPUs it held.
+    private func retire(_ instance: Instance) {
+        instance.runner.terminate()
+        freeGPUs += instance.gpus
+        instance.gpus = []
     }
 
     private func stopIdle() {
@@ -928,7 +967,7 @@ public actor Scheduler {
             var idle = alive.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
             idle = Array(idle.prefix(Swift.max(0, alive.count - keep))) + gone
             for instance in idle {
-                instance.runner.terminate()
+                retire(instance)
                 try? FileManager.default.removeItem(at: instance.work)
             }
             pools[version] = instances.filter { instance in !idle.contains { $0 === instance } }

@@ -14,7 +14,7 @@ struct EmbeddedWorker: Sendable {
 
     /// Unpacks a version and builds its environment, off the caller's thread, and returns its
     /// model process ready to start. `log` gets the environment build's output as it comes.
-    func prepare(_ version: Digest, manifest: Manifest, config: ModelConfig, work: URL,
+    func prepare(_ version: Digest, manifest: Manifest, config: ModelConfig, work: URL, gpus: [GPU] = [],
                  log: @escaping @Sendable (String) -> Void) async throws -> ModelProcess {
         let (runtime, sandbox, build) = (self.runtime, self.sandbox, self.build)
         // The layers as local files (the store's own, or verified copies in the blob cache).
@@ -29,7 +29,10 @@ struct EmbeddedWorker: Sendable {
                                                     instances: runtime.appendingPathComponent("instances"))
             var environmentBuild = build
             environmentBuild.sandbox = sandbox
-            return try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild, log: log)
+            var configuration = try prepared.configuration(home: runtime, workDirectory: work, sandbox: sandbox, build: environmentBuild, log: log)
+            // Whole GPUs, bound into the sandbox exactly as `lathe worker` binds them.
+            configuration.gpus = GPUAccess.forInstance(gpus)
+            return configuration
         }
         return ModelProcess(configuration)
     }

@@ -64,11 +64,18 @@ public struct HardwareInventory: Codable, Sendable, Hashable {
         return result
     }
 
+    /// Where the GPUs' device nodes are on this host: `/dev`, or `LATHE_GPU_DEVICE_DIR` (set by
+    /// the operator for an unusual host, and by the tests, which give fake nodes and a fake
+    /// `nvidia-smi`). Inside a sandbox they are always `/dev/nvidiaN`.
+    public static var deviceDirectory: String {
+        ProcessInfo.processInfo.environment["LATHE_GPU_DEVICE_DIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/dev"
+    }
+
     /// This machine as it is: processors, physical memory and NVIDIA GPUs (when `/dev/nvidia0`
     /// exists and `nvidia-smi` answers).
     public static func detect(labels: [String]) -> HardwareInventory {
         var gpus: [GPU] = []
-        if FileManager.default.fileExists(atPath: "/dev/nvidia0"), let smi = try? ChildProcess.resolve("nvidia-smi"),
+        if FileManager.default.fileExists(atPath: deviceDirectory + "/nvidia0"), let smi = try? ChildProcess.resolve("nvidia-smi"),
            let result = try? ChildProcess.run(smi, ["--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]),
            result.status == 0 {
             gpus = parseNvidiaSMI(String(decoding: result.stdout, as: UTF8.self))
@@ -98,10 +105,15 @@ public struct GPUAccess: Sendable, Hashable {
     /// The driver's nodes every CUDA process opens besides its GPUs' own.
     public static let controlNodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
 
+    /// The host's node behind a sandbox's `/dev/…` path (see ``HardwareInventory/deviceDirectory``).
+    public static func hostPath(_ device: String) -> String {
+        HardwareInventory.deviceDirectory + "/" + (device.split(separator: "/").last.map(String.init) ?? device)
+    }
+
     /// What an instance given `gpus` sees: only their `/dev/nvidiaN` nodes plus the control
     /// nodes that `exists` confirms, and `CUDA_VISIBLE_DEVICES` naming them by UUID (so the
     /// numbering inside cannot point at another instance's GPU). A pure function of its inputs.
-    public static func forInstance(_ gpus: [GPU], exists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> GPUAccess {
+    public static func forInstance(_ gpus: [GPU], exists: (String) -> Bool = { FileManager.default.fileExists(atPath: GPUAccess.hostPath($0)) }) -> GPUAccess {
         guard !gpus.isEmpty else { return GPUAccess(devices: [], environment: [:]) }
         let sorted = gpus.sorted { $0.index < $1.index }
         let own = sorted.map { "/dev/nvidia\($0.index)" }
