@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import LatheArchive
 import LatheRunner
 import LatheSpec
@@ -149,7 +150,6 @@ public actor Scheduler {
     /// and readers look here first, so nobody waits on that write or sees an older row.
     private var unpersisted: [String: PredictionRecord] = [:]
     private var waiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
-    private var reaper: Task<Void, Never>?
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
     private var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]
@@ -169,9 +169,8 @@ public actor Scheduler {
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
-    /// queued predictions run again, in-flight ones fail with a reason), claims what waits, and
-    /// starts the background loop: idle instances, leases, claims, and — on the leader — lease
-    /// expiry, retention and deployment minimums.
+    /// queued predictions run again, in-flight ones fail with a reason) and claims what waits.
+    /// The background work runs in ``SchedulerService``, in the server's service group.
     public func start() async throws {
         events.subscribe { [weak self] event in await self?.handle(event) }
         let events = self.events
@@ -188,23 +187,21 @@ public actor Scheduler {
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
         registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
         await adopt()
-        reaper = Task { [weak self] in
-            var tick = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 1_000_000_000)
-                guard let self else { return }
-                tick += 1
-                await self.followAccountChanges()
-                await self.expireWorkers()
-                await self.stopIdle()
-                let leader = self.events.isLeader
-                if leader { await self.keepDeploymentsWarm() }
-                if tick % 2 == 0 { await self.heartbeat() }
-                if tick % 5 == 0, leader {
-                    await self.expireLeases()
-                    await self.removeExpiredData()
-                }
-            }
+    }
+
+    /// One second's background work (``SchedulerService`` calls it every second): accounts
+    /// changed elsewhere, lost workers, idle instances, and — on the leader — deployment
+    /// minimums; every 2 s the claims' leases; every 5 s, on the leader, lease expiry and retention.
+    func tick(_ count: Int) async {
+        await followAccountChanges()
+        await expireWorkers()
+        stopIdle()
+        let leader = events.isLeader
+        if leader { keepDeploymentsWarm() }
+        if count % 2 == 0 { await heartbeat() }
+        if count % 5 == 0, leader {
+            await expireLeases()
+            await removeExpiredData()
         }
     }
 
@@ -292,7 +289,6 @@ public actor Scheduler {
 
     /// Stops every instance (graceful shutdown).
     public func shutdown() {
-        reaper?.cancel()
         for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
     }
@@ -985,5 +981,27 @@ public actor Scheduler {
             return ca != cb ? ca < cb : a.job.record.createdAt < b.job.record.createdAt
         }
         for entry in order { pump(entry.version) }
+    }
+}
+
+/// The scheduler's background work as a swift-service-lifecycle service of the server's group:
+/// a tick every second until graceful shutdown, then every instance stopped.
+public struct SchedulerService: Service {
+    let scheduler: Scheduler
+
+    public init(scheduler: Scheduler) {
+        self.scheduler = scheduler
+    }
+
+    public func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            var count = 0
+            while !Task.isCancelled {
+                try await Task.sleep(nanoseconds: 1_000_000_000)
+                count += 1
+                await scheduler.tick(count)
+            }
+        }
+        await scheduler.shutdown()
     }
 }
