@@ -41,6 +41,7 @@ public final class ModelProcess: @unchecked Sendable {
 
     private struct Pending {
         var logs = ""
+        var metrics: [String: JSONValue] = [:]
         var onEvent: @Sendable (RunnerEvent) -> Void
         var continuation: CheckedContinuation<PredictionOutcome, Never>
         var timedOut = false
@@ -201,6 +202,13 @@ public final class ModelProcess: @unchecked Sendable {
             let handler = message.id.flatMap { pending[$0]?.onEvent }
             lock.unlock()
             handler?(.output(index: message.index ?? 0, value: message.value ?? .null))
+        case "metric":
+            guard let id = message.id, let name = message.name, let value = message.value, value.doubleValue != nil else { return }
+            lock.withLock {
+                guard var entry = pending[id] else { return }
+                entry.metrics = Self.record(name, value, mode: message.mode, into: entry.metrics)
+                pending[id] = entry
+            }
         case "done":
             guard let id = message.id else { return }
             lock.lock()
@@ -211,8 +219,9 @@ public final class ModelProcess: @unchecked Sendable {
             var status = PredictionOutcome.Status(rawValue: message.status ?? "failed") ?? .failed
             var error = message.error
             if entry.timedOut { status = .failed; error = "Prediction timed out" }
-            entry.continuation.resume(returning: PredictionOutcome(status: status, output: message.output, error: error,
-                                                                   logs: entry.logs, predictTime: message.predictTime))
+            var outcome = PredictionOutcome(status: status, output: message.output, error: error, logs: entry.logs, predictTime: message.predictTime)
+            outcome.metrics = entry.metrics.isEmpty ? nil : entry.metrics
+            entry.continuation.resume(returning: outcome)
         case "ready":
             finishSetup(.ready(setupTime: message.setupTime ?? 0, logs: setupLogs))
         case "setup_failed":
@@ -220,6 +229,22 @@ public final class ModelProcess: @unchecked Sendable {
         default:
             break
         }
+    }
+
+    /// A model's metric applied to what it recorded so far (`replace`, `incr` adds, `append`
+    /// makes a list), within bounds: 64 names, 1000 values in a list, `predict_time` Lathe's own.
+    static func record(_ name: String, _ value: JSONValue, mode: String?, into metrics: [String: JSONValue]) -> [String: JSONValue] {
+        guard name != "predict_time", name.utf8.count <= 128, metrics[name] != nil || metrics.count < 64, let number = value.doubleValue else { return metrics }
+        var metrics = metrics
+        switch mode {
+        case "incr": metrics[name] = .number((metrics[name]?.doubleValue ?? 0) + number)
+        case "append":
+            var list = metrics[name]?.arrayValue ?? []
+            if list.count < 1000 { list.append(value) }
+            metrics[name] = .array(list)
+        default: metrics[name] = value
+        }
+        return metrics
     }
 
     private func appendLog(_ text: String, id: String?) {

@@ -12,9 +12,12 @@ struct RunnerMessage: Decodable, Sendable {
     var error: String?
     var predictTime: Double?
     var setupTime: Double?
+    /// A `metric` event's name and mode (`replace`, `incr`, `append`).
+    var name: String?
+    var mode: String?
 
     enum CodingKeys: String, CodingKey {
-        case type, id, data, index, value, status, output, error
+        case type, id, data, index, value, status, output, error, name, mode
         case predictTime = "predict_time", setupTime = "setup_time"
     }
 }
@@ -63,6 +66,8 @@ public struct PredictionOutcome: Sendable, Codable {
     public var error: String?
     public var logs: String
     public var predictTime: Double?
+    /// What the model recorded with `cog.emit_metric` / `current_scope().record_metric`.
+    public var metrics: [String: JSONValue]?
 
     public init(status: Status, output: JSONValue? = nil, error: String? = nil, logs: String = "", predictTime: Double? = nil) {
         self.status = status

@@ -839,7 +839,10 @@ public actor Scheduler {
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
         record.logs = job.preamble + outcome.logs
-        record.metrics = String(decoding: JSONValue.object(["predict_time": .number(outcome.predictTime ?? 0)]).serialized(), as: UTF8.self)
+        // The model's own metrics (`cog.emit_metric`), then Lathe's, which it may not replace.
+        var metrics = outcome.metrics ?? [:]
+        metrics["predict_time"] = .number(outcome.predictTime ?? 0)
+        record.metrics = String(decoding: JSONValue.object(metrics).serialized(), as: UTF8.self)
         record.completedAt = Timestamp.now()
         // Secrets are needed until the prediction has run (a restart reruns queued ones), not after.
         let redacted = Self.redactingSecrets(record.input, spec: versions[version]?.config.spec)

@@ -54,20 +54,76 @@ class CancelationException(BaseException):
 
 # MARK: - Cog compatibility
 
+COG_VERSION = "0.23.1"  # the Cog release whose public names this module provides
+
+
+class MetricScope:
+    """What `cog.current_scope()` returns: the running prediction's metrics (`record_metric`,
+    `metrics[...] = …`, `metrics.record(…, mode="append")`) and its request `context`."""
+
+    class Metrics:
+        def __init__(self, scope):
+            self._scope = scope
+
+        def __setitem__(self, name, value):
+            self._scope.record_metric(name, value)
+
+        def record(self, name, value, mode="replace"):
+            self._scope.record_metric(name, value, mode=mode)
+
+    def __init__(self, prediction_id=None, context=None, channel=None):
+        self.prediction_id = prediction_id
+        self.context = dict(context or {})
+        self.channel = channel
+        self.metrics = MetricScope.Metrics(self)
+
+    def record_metric(self, name, value, mode="replace"):
+        if self.channel is None or self.prediction_id is None:
+            return  # outside a prediction: ignored, as Cog ignores it
+        if not isinstance(name, str) or not name or len(name) > 128 or name == "predict_time":
+            print("lathe: metric name %r ignored: use a short string other than predict_time" % (name,), file=sys.stderr)
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            print("lathe: metric %r ignored: its value %r is not a finite number" % (name, value), file=sys.stderr)
+            return
+        if mode not in ("replace", "incr", "append"):
+            print("lathe: metric %r: mode %r is not replace, incr or append; replaced" % (name, mode), file=sys.stderr)
+            mode = "replace"
+        self.channel.send(type="metric", id=self.prediction_id, name=name, value=value, mode=mode)
+
+
+# The scope of the prediction whose code is running (a context variable, so predictions that run
+# at once each see their own).
+SCOPE = contextvars.ContextVar("lathe_scope", default=MetricScope())
+
+
 def install_cog_shim():
-    """Lets Cog predictors run without the cog package installed."""
+    """Lets Cog predictors run without the cog package installed: a `cog` module (and
+    `cog.types`) with every name the current Cog release exports. A model that lists `cog` in
+    its own requirements gets the real package instead."""
     try:
         import cog  # noqa: F401
         return
     except ImportError:
         pass
     cog = types.ModuleType("cog")
+    cog_types = types.ModuleType("cog.types")
+    from typing import AsyncIterator, Iterator, TypeVar
 
     class BasePredictor:
         def setup(self, weights=None):
             pass
 
     class Path(pathlib.PosixPath):
+        pass
+
+    class URLPath(pathlib.PosixPath):
+        pass
+
+    class File(io.IOBase):
+        pass
+
+    class URLFile(io.IOBase):
         pass
 
     class Secret:
@@ -85,24 +141,62 @@ def install_cog_shim():
             super().__init_subclass__(**kwargs)
             dataclasses.dataclass(cls)
 
+    class Opaque:
+        """A value passed through unchanged."""
+
+    class FieldInfo:
+        def __init__(self, default=..., **kwargs):
+            self.default = default
+            self.__dict__.update(kwargs)
+
     def Input(default=..., **kwargs):  # noqa: N802 - Cog's name
         return None if default is ... else default
 
-    cog.BasePredictor = BasePredictor
-    cog.BaseRunner = BasePredictor
-    cog.Path = Path
-    cog.File = io.IOBase
-    cog.Secret = Secret
-    cog.Input = Input
+    item = TypeVar("Item")
+
+    class ConcatenateIterator(Iterator[item]):
+        pass
+
+    class AsyncConcatenateIterator(AsyncIterator[item]):
+        pass
+
+    class ExperimentalFeatureWarning(FutureWarning):
+        """Kept so `warnings.filterwarnings(..., category=ExperimentalFeatureWarning)` works."""
+
+    def passthrough_decorator(fn=None, **options):
+        return fn if fn is not None else (lambda inner: inner)
+
+    def get_filename(url):
+        return os.path.basename(str(url).split("?", 1)[0]) or "file"
+
+    def emit_metric(name, value):
+        SCOPE.get().record_metric(name, value)
+
+    for module in (cog, cog_types):
+        module.Path, module.URLPath, module.File, module.URLFile, module.Secret = Path, URLPath, File, URLFile, Secret
+        module.ConcatenateIterator, module.AsyncConcatenateIterator = ConcatenateIterator, AsyncConcatenateIterator
+    cog_types.get_filename = get_filename
+    cog_types.Item = item
+    cog_types.FILENAME_ILLEGAL_CHARS = set("\u0000/")
+    cog_types.FILENAME_MAX_LENGTH = 200
+    cog.__version__ = COG_VERSION
+    cog.BasePredictor = cog.BaseRunner = BasePredictor
     cog.BaseModel = BaseModel
+    cog.Opaque = Opaque
+    cog.Input = Input
+    cog.FieldInfo = FieldInfo
     cog.CancelationException = CancelationException
-    from typing import AsyncIterator, Iterator
-    cog.ConcatenateIterator = Iterator
-    cog.AsyncConcatenateIterator = AsyncIterator
-    cog.emit_metric = lambda *args, **kwargs: None
-    cog.current_scope = lambda: types.SimpleNamespace(record_metric=lambda *a, **k: None, context={})
+    cog.ExperimentalFeatureWarning = ExperimentalFeatureWarning
+    cog.current_scope = SCOPE.get
+    cog.emit_metric = emit_metric
+    cog.streaming = passthrough_decorator
+    cog.concurrent = passthrough_decorator
+    cog.types = cog_types
+    cog.__all__ = ["__version__", "BaseRunner", "BasePredictor", "BaseModel", "Opaque", "Input", "FieldInfo", "Path", "Secret",
+                   "File", "URLFile", "URLPath", "ConcatenateIterator", "AsyncConcatenateIterator", "CancelationException",
+                   "current_scope", "streaming", "concurrent", "ExperimentalFeatureWarning", "emit_metric"]
     sys.modules["cog"] = cog
-    sys.modules["cog.types"] = cog
+    sys.modules["cog.types"] = cog_types
 
 
 # MARK: - Events
@@ -432,6 +526,7 @@ class Runner:
     def run_one(self, command):
         prediction_id = command.get("id")
         writer = OutputWriter(command.get("output_dir") or os.path.join("/tmp", "outputs", str(prediction_id)))
+        scope = SCOPE.set(MetricScope(prediction_id, command.get("context"), self.channel))
         self.capture.begin(prediction_id)
         self.current = prediction_id
         started = time.monotonic()
@@ -467,12 +562,14 @@ class Runner:
             print_user_traceback(exception)
         finally:
             self.current = None
+            SCOPE.reset(scope)
         self.finish(command, status, output, error, time.monotonic() - started, settle=self.capture.settle)
 
     async def run_async(self, command):
         """One prediction as a task of the shared loop (--concurrency above 1)."""
         prediction_id = command.get("id")
         CURRENT.set(prediction_id)
+        SCOPE.set(MetricScope(prediction_id, command.get("context"), self.channel))
         writer = OutputWriter(command.get("output_dir") or os.path.join("/tmp", "outputs", str(prediction_id)))
         loop = asyncio.get_running_loop()
         started = time.monotonic()

@@ -1,0 +1,106 @@
+"""Cog projects run unchanged (issue 22): the `cog` module Lathe provides exports what the
+current `cog` release on PyPI exports, and emit_metric / current_scope() / async setup() /
+ExperimentalFeatureWarning behave, not just import."""
+import ast
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+
+import httpx
+
+from conftest import LATHE, ROOT
+
+RUNNER = os.path.join(ROOT, "Sources", "LatheRunner", "Resources", "runner.py")
+
+
+def public_names(source):
+    """Top-level public names a module's source defines (classes, functions, assignments)."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def test_the_provided_cog_module_exports_what_the_real_cog_exports(tmp_path):
+    # The real package, as PyPI has it now (its wheel only: its own dependencies are not needed
+    # to read what it exports), so a new Cog release shows up here as a failing test.
+    fetched = subprocess.run([sys.executable, "-m", "pip", "download", "cog", "--no-deps", "--only-binary", ":all:", "-d", str(tmp_path), "-q"],
+                             capture_output=True, text=True)
+    if fetched.returncode != 0:  # this environment's pip may be elsewhere
+        fetched = subprocess.run(["python3", "-m", "pip", "download", "cog", "--no-deps", "--only-binary", ":all:", "-d", str(tmp_path), "-q"],
+                                 capture_output=True, text=True)
+    assert fetched.returncode == 0, fetched.stderr
+    wheel = zipfile.ZipFile(glob.glob(str(tmp_path / "cog-*.whl"))[0])
+    init = wheel.read("cog/__init__.py").decode()
+    real_all = next(ast.literal_eval(node.value) for node in ast.parse(init).body
+                    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets))
+    real_types = public_names(wheel.read("cog/types.py").decode())
+
+    spec = importlib.util.spec_from_file_location("lathe_runner", RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    saved = {name: sys.modules.pop(name, None) for name in ("cog", "cog.types")}
+    try:
+        runner.install_cog_shim()
+        provided, provided_types = sys.modules["cog"], sys.modules["cog.types"]
+        assert set(provided.__all__) == set(real_all), f"missing {set(real_all) - set(provided.__all__)}, extra {set(provided.__all__) - set(real_all)}"
+        assert all(hasattr(provided, name) for name in real_all)
+        missing = {name for name in real_types if not hasattr(provided_types, name)}
+        assert not missing, f"cog.types lacks {missing}"
+        assert issubclass(provided.ExperimentalFeatureWarning, Warning)
+    finally:
+        for name, module in saved.items():
+            if module is not None:
+                sys.modules[name] = module
+            else:
+                sys.modules.pop(name, None)
+
+
+COG_MODEL = '''import asyncio
+import warnings
+
+from cog import BasePredictor, ExperimentalFeatureWarning, Input, current_scope, emit_metric
+from cog.types import URLFile  # noqa: F401 - imports as in current Cog projects
+
+warnings.filterwarnings("ignore", category=ExperimentalFeatureWarning)
+
+
+class Predictor(BasePredictor):
+    async def setup(self):
+        await asyncio.sleep(0)
+        self.ready = "yes"
+
+    def predict(self, text: str = Input(description="Words")) -> str:
+        emit_metric("tokens", 3)
+        scope = current_scope()
+        scope.record_metric("temperature", 0.7)
+        scope.metrics["steps"] = 2
+        scope.metrics.record("logprobs", -1.5, mode="append")
+        scope.metrics.record("logprobs", -0.5, mode="append")
+        scope.record_metric("bad", "not a number")
+        return f"{self.ready}: {text}"
+'''
+
+
+def test_cog_metrics_async_setup_and_warnings_work_in_a_prediction(server, tmp_path):
+    folder = tmp_path / "cogstyle"
+    folder.mkdir()
+    (folder / "lathe.yaml").write_text('python: "3.11"\npredict: predict.py:Predictor\ninputs:\n  text: {type: string, description: Words}\noutput: {type: string}\n')
+    (folder / "predict.py").write_text(COG_MODEL)
+    pushed = subprocess.run([LATHE, "push", str(folder), "alice/cogstyle"], capture_output=True, text=True, env=server.env)
+    assert pushed.returncode == 0, pushed.stderr
+    done = httpx.post(f"{server.url}/v1/models/alice/cogstyle/predictions", json={"input": {"text": "hi"}},
+                      headers={"Authorization": f"Bearer {server.token}", "Prefer": "wait"}, timeout=120).json()
+    assert done["status"] == "succeeded" and done["output"] == "yes: hi", done
+    metrics = done["metrics"]
+    assert metrics["tokens"] == 3 and metrics["temperature"] == 0.7 and metrics["steps"] == 2, metrics
+    assert metrics["logprobs"] == [-1.5, -0.5] and "predict_time" in metrics and "bad" not in metrics, metrics
+    assert "metric 'bad' ignored" in done["logs"], done["logs"]
