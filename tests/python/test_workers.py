@@ -110,35 +110,6 @@ def fleet():
     running.stop()
 
 
-def test_bad_worker_reports_get_a_sentence_and_hold_up_no_one(fleet):
-    """Malformed or misdirected reports on the worker routes: 400 with a sentence for a body that
-    is not the protocol's, 404 for a worker the server does not know, 409 for an assignment the
-    worker does not hold; the server stays up and the fleet keeps answering."""
-    import http.client
-    token = fleet.workers[0].token
-    registered = re.findall(r"registered as (\S+)", fleet.w1.log())
-    worker = registered[-1] if registered else None
-    status, body = call(fleet, "POST", "/internal/v1/workers/register", {"name": 42, "hardware": "lots"}, token=token)
-    assert status == 400 and "`name`" in json.dumps(body), body
-    for raw in [b"{", b"\xff\xfe", b"[]", json.dumps({"name": "w", "version": "x", "hardware": {"cpus": -1}}).encode()]:
-        connection = http.client.HTTPConnection(fleet.url[len("http://"):], timeout=30)
-        connection.request("POST", "/internal/v1/workers/register", body=raw,
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        response = connection.getresponse()
-        text = response.read().decode(errors="replace")
-        assert response.status == 400 and len(text) > 20, (raw, response.status, text)
-    status, body = call(fleet, "POST", "/internal/v1/workers/w-nobody/heartbeat", {}, token=token)
-    assert status == 404 and "register" in json.dumps(body).lower(), body
-    if worker:
-        status, body = call(fleet, "POST", f"/internal/v1/workers/{worker}/instances/i-nope/assignments/a-nope/complete",
-                            {"status": "succeeded"}, token=token)
-        assert status == 409, body
-    # Nothing of this held up real work.
-    started = time.time()
-    assert predict(fleet, "hello", {"text": "still"})["status"] == "succeeded"
-    assert time.time() - started < 30
-
-
 def test_worker_tokens_open_only_the_worker_protocol(fleet):
     token = fleet.workers[0].token
     assert token.startswith("lwk_")
@@ -175,6 +146,35 @@ def test_worker_tokens_open_only_the_worker_protocol(fleet):
     lathe("admin", "worker-token", "revoke", token_id, "--data", fleet.data, env=fleet.server_env)
     until(lambda: doomed.process.poll() is not None, 30, doomed.log)
     assert doomed.process.returncode != 0 and "the worker token is not valid (revoked or mistyped)" in doomed.log(), doomed.log()
+
+
+def test_bad_worker_reports_get_a_sentence_and_hold_up_no_one(fleet):
+    """Malformed or misdirected reports on the worker routes: 400 with a sentence for a body that
+    is not the protocol's, 404 for a worker the server does not know, 409 for an assignment the
+    worker does not hold; the server stays up and the fleet keeps answering."""
+    import http.client
+    token = fleet.workers[0].token
+    registered = re.findall(r"registered as (\S+)", fleet.w1.log())
+    worker = registered[-1] if registered else None
+    status, body = call(fleet, "POST", "/internal/v1/workers/register", {"name": 42, "hardware": "lots"}, token=token)
+    assert status == 400 and "`name`" in json.dumps(body), body
+    for raw in [b"{", b"\xff\xfe", b"[]", json.dumps({"name": "w", "version": "x", "hardware": {"cpus": -1}}).encode()]:
+        connection = http.client.HTTPConnection(fleet.url[len("http://"):], timeout=30)
+        connection.request("POST", "/internal/v1/workers/register", body=raw,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+        assert response.status == 400 and len(text) > 20, (raw, response.status, text)
+    status, body = call(fleet, "POST", "/internal/v1/workers/w-nobody/heartbeat", {}, token=token)
+    assert status == 404 and "register" in json.dumps(body).lower(), body
+    if worker:
+        status, body = call(fleet, "POST", f"/internal/v1/workers/{worker}/instances/i-nope/assignments/a-nope/complete",
+                            {"status": "succeeded"}, token=token)
+        assert status == 409, body
+    # Nothing of this held up real work.
+    started = time.time()
+    assert predict(fleet, "sleepy", {"seconds": 0.05})["status"] == "succeeded"
+    assert time.time() - started < 30
 
 
 def test_predictions_spread_over_both_workers(fleet):
