@@ -4,8 +4,18 @@ import Yams
 /// Turns a Cog project (`cog.yaml` plus a predictor using `Input(...)`) into `lathe.yaml` text
 /// with the same inputs, defaults, constraints and output.
 public enum CogImport {
+    /// The `lathe.yaml` text, and one sentence for each `cog.yaml` key it could not carry (also
+    /// written into the text as comments), for the terminal.
+    public struct Conversion: Sendable {
+        public var text: String
+        public var notes: [String]
+    }
+
     /// Reads `cog.yaml` and the predictor in `project` and returns the `lathe.yaml` to write.
-    public static func convert(project: URL) throws -> String {
+    public static func convert(project: URL) throws -> String { try conversion(project: project).text }
+
+    /// Reads `cog.yaml` and the predictor in `project`: what `lathe.yaml` says, and what it drops.
+    public static func conversion(project: URL) throws -> Conversion {
         let cogURL = project.appendingPathComponent("cog.yaml")
         guard let data = FileManager.default.contents(atPath: cogURL.path) else {
             throw Diagnostic(nil, "no cog.yaml in \(project.path)", fix: "run --from-cog in the folder of a Cog project")
@@ -55,7 +65,59 @@ public enum CogImport {
             lines.append("  \(parameter.name): {\(declaration)}")
         }
         lines.append("output: {" + output(predict.returns).joined(separator: ", ") + "}")
-        return lines.joined(separator: "\n") + "\n"
+        var notes: [String] = []
+        if let maximum = root?["concurrency"]?.mapping?["max"]?.int, maximum >= 1 {
+            lines.append("concurrency: \(min(maximum, SpecParser.Limits.concurrency))")
+        }
+        notes += dropped(root: root, build: build)
+        if !notes.isEmpty {
+            lines.append("")
+            lines += notes.map { "# " + $0 }
+        }
+        return Conversion(text: lines.joined(separator: "\n") + "\n", notes: notes)
+    }
+
+    /// One sentence per `cog.yaml` key the conversion does not carry: what it meant and what to
+    /// do in Lathe instead.
+    static func dropped(root: Node.Mapping?, build: Node.Mapping?) -> [String] {
+        var notes: [String] = []
+        let carried = ["python_version", "python_packages", "python_requirements"]
+        for (key, value) in build ?? Node.Mapping([]) {
+            guard let name = key.string, !carried.contains(name) else { continue }
+            switch name {
+            case "gpu" where value.bool == true:
+                notes.append("build.gpu: true is not a lathe.yaml key: give the model a GPU SKU on the registry (PATCH /v1/models/OWNER/NAME with {\"hardware\": \"gpu-…\"}; GET /v1/hardware lists them); `lathe predict` gives it this machine's GPUs")
+            case "gpu":
+                continue
+            case "system_packages":
+                let packages = value.sequence?.compactMap(\.string).joined(separator: ", ") ?? ""
+                notes.append("build.system_packages (\(packages)) is not carried yet: install those Debian packages on the machines that run the model")
+            case "cuda", "cudnn":
+                notes.append("build.\(name) is not carried: Lathe runs on the host's NVIDIA driver and the CUDA libraries the model's Python packages bring (torch wheels include theirs)")
+            case "run":
+                notes.append("build.run is not carried: Lathe runs no build commands (nothing a model ships runs on the host outside its sandbox); put what they set up into python_packages or the model's setup()")
+            default:
+                notes.append("build.\(name) is not carried: lathe.yaml has no such setting")
+            }
+        }
+        for (key, value) in root ?? Node.Mapping([]) {
+            guard let name = key.string, !["build", "predict", "image", "concurrency"].contains(name) else { continue }
+            switch name {
+            case "train":
+                notes.append("train: \(value.string ?? "") is not carried yet: Lathe has no trainings; the training entry point stays in the project")
+            case "environment":
+                notes.append("environment: is not carried: a model's environment variables are not taken from its spec; read settings from inputs or files")
+            default:
+                notes.append("\(name): is not carried: lathe.yaml has no such setting")
+            }
+        }
+        if let concurrency = root?["concurrency"]?.mapping {
+            for (key, _) in concurrency {
+                guard let name = key.string, name != "max" else { continue }
+                notes.append("concurrency.\(name) is not carried: Lathe's autoscaler decides how many instances run")
+            }
+        }
+        return notes
     }
 
     /// One parameter as the fields of its `inputs:` entry (`type: integer`, `minimum: 1`, …), values in JSON.

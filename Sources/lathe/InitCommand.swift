@@ -39,11 +39,13 @@ struct InitCommand: AsyncParsableCommand {
                 if FileManager.default.fileExists(atPath: target.path) && !force {
                     throw Diagnostic(nil, "\(target.path) already exists", fix: "remove it or pass --force")
                 }
-                let text = try CogImport.convert(project: project)
-                try Data(text.utf8).write(to: target)
+                let conversion = try CogImport.conversion(project: project)
+                try Data(conversion.text.utf8).write(to: target)
                 // The converted spec must pass the same checks as a hand-written one.
                 let spec = try loadCheckedSpec(project)
                 print("wrote \(target.path) with \(spec.inputs.count) inputs from cog.yaml")
+                // Nothing is dropped silently: each key it could not carry, in one sentence.
+                for note in conversion.notes { printError("note: " + note) }
                 return
             }
             let name = project.lastPathComponent.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }

@@ -115,6 +115,42 @@ struct CommandTests {
         #expect(ran.status == 0 && ran.output == "a+a+a\n", "\(ran.stderrText)")
     }
 
+    @Test("--from-cog carries concurrency.max and names, on the terminal and in lathe.yaml, every key it cannot carry")
+    func fromCogNamesWhatItDrops() throws {
+        let project = try TestSupport.makeProject([
+            "cog.yaml": """
+            build:
+              gpu: true
+              cuda: "12.1"
+              python_version: "3.11"
+              python_packages: []
+              system_packages: [ffmpeg, libsndfile1]
+              run: ["echo hi"]
+            image: r8.im/acme/voice
+            predict: "predict.py:Predictor"
+            train: "train.py:train"
+            concurrency:
+              max: 4
+              default_target: 2
+            environment: ["HF_HOME=/src/hf"]
+            """,
+            "predict.py": "from cog import BasePredictor\n\nclass Predictor(BasePredictor):\n    async def predict(self, text: str) -> str:\n        return text\n",
+        ])
+        let converted = try CLI.run(["init", "--from-cog", project.path])
+        #expect(converted.status == 0, "\(converted.stderrText)")
+        let spec = try SpecParser.load(project: project)
+        #expect(spec.concurrency == 4 && spec.name == "acme/voice")
+        let notes = converted.stderrText.split(separator: "\n").filter { $0.hasPrefix("note: ") }
+        #expect(notes.count == 7, "\(converted.stderrText)")
+        for expected in ["build.gpu: true is not a lathe.yaml key", "build.system_packages (ffmpeg, libsndfile1) is not carried yet",
+                         "build.cuda is not carried", "build.run is not carried", "train: train.py:train is not carried yet",
+                         "environment: is not carried", "concurrency.default_target is not carried"] {
+            #expect(notes.contains { $0.contains(expected) }, "\(expected): \(converted.stderrText)")
+        }
+        let text = try String(contentsOf: project.appendingPathComponent("lathe.yaml"), encoding: .utf8)
+        #expect(text.contains("\n# build.system_packages (ffmpeg, libsndfile1) is not carried yet") && text.contains("\nconcurrency: 4\n"), "\(text)")
+    }
+
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
     func fromCog() throws {
         let project = try TestSupport.makeProject([
