@@ -57,12 +57,12 @@ def test_operators_list_set_passwords_disable_enable_delete_and_promote_users():
         token = {"Authorization": f"Bearer {server.token}"}
         assert httpx.get(f"{server.url}/v1/account", headers=token).status_code == 200  # cached by the server now
         admin(server, "disable", "alice")
-        assert until(lambda: httpx.get(f"{server.url}/v1/account", headers=token).status_code == 401, 3), "the token stops within a second or so"
+        assert until(lambda: httpx.get(f"{server.url}/v1/account", headers=token).status_code == 401, 5), "the token stops within a second or so (5 s allowed on a loaded machine)"
         assert alice_web.get("/account").status_code in (302, 303), "the session ended"
         assert sign_in(server, "alice", "a new password")[1].status_code != 303, "a disabled user cannot sign in"
         assert "disabled since" in admin(server, "list").stdout
         admin(server, "enable", "alice")
-        assert until(lambda: httpx.get(f"{server.url}/v1/account", headers=token).status_code == 200, 3)
+        assert until(lambda: httpx.get(f"{server.url}/v1/account", headers=token).status_code == 200, 5)
 
         # Operators.
         admin(server, "admin", "carol")

@@ -75,6 +75,14 @@ public struct WebhookDeliveryStore: Sendable {
         let lock: SQLQueryString = kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
         let only: SQLQueryString = id.map { " AND id = \(bind: $0)" } ?? ""
         let at = Timestamp.string(now)
+        // A read first: the services poll every second, and most seconds nothing is due, so
+        // they need not queue for SQLite's one writer.
+        struct Row: Decodable { var id: String }
+        let due = try await sql.raw("""
+            SELECT id FROM webhook_deliveries
+            WHERE status = 'pending' AND next_at <= \(bind: at) AND (claimed_until IS NULL OR claimed_until < \(bind: at))\(only) LIMIT 1
+            """).all(decoding: Row.self)
+        guard !due.isEmpty else { return [] }
         return try await sql.raw("""
             UPDATE webhook_deliveries SET claimed_by = \(bind: replica), claimed_until = \(bind: Timestamp.string(now.addingTimeInterval(Self.lease)))
             WHERE id IN (SELECT id FROM webhook_deliveries
