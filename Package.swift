@@ -43,6 +43,8 @@ let package = Package(
             pkgConfig: "libcmark-gfm",
             providers: [.apt(["libcmark-gfm-dev", "libcmark-gfm-extensions-dev"])]
         ),
+        // SHA-256 with a state that can be saved (BoringSSL's, linked through swift-crypto).
+        .systemLibrary(name: "CSHA256State"),
         .target(
             name: "LatheSpec",
             dependencies: [.product(name: "Yams", package: "Yams")],
@@ -51,7 +53,7 @@ let package = Package(
         .target(
             name: "LatheArchive",
             dependencies: [
-                "CArchive", "LatheSpec",
+                "CArchive", "CSHA256State", "LatheSpec",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -87,7 +87,9 @@ extension RegistryClient {
             location = status.header("Location") ?? saved
             offset = Self.nextOffset(status.header("Range"))
         } else {
-            let opened = try await send(.POST, "/v2/\(repository)/blobs/uploads/", expect: [202])
+            // Named at the start (Lathe's extension), so a registry on S3 assembles the parts at the
+            // blob's own key instead of copying them there at the end; other registries ignore it.
+            let opened = try await send(.POST, "/v2/\(repository)/blobs/uploads/", headers: [("Lathe-Upload-Digest", digest.description)], expect: [202])
             guard let value = opened.header("Location") else {
                 throw Failure(method: "POST", url: url("/v2/\(repository)/blobs/uploads/"), status: 202, message: "no Location header")
             }

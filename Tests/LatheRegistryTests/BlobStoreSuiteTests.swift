@@ -83,6 +83,21 @@ struct BlobStoreSuiteTests {
         func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks) }
     }
 
+    /// A request body whose connection drops after `chunks`.
+    struct Interrupted: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        struct Dropped: Error {}
+        let chunks: [Data]
+        struct AsyncIterator: AsyncIteratorProtocol {
+            var remaining: [Data]
+            mutating func next() async throws -> ByteBuffer? {
+                guard !remaining.isEmpty else { throw Dropped() }
+                return ByteBuffer(data: remaining.removeFirst())
+            }
+        }
+        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: chunks) }
+    }
+
     @Test("objects: store, size, whole and ranged reads, list, replace, delete", arguments: backends)
     func objects(_ backend: Backend) async throws {
         let (store, _) = try Self.open(backend)
@@ -139,6 +154,77 @@ struct BlobStoreSuiteTests {
         #expect(try await store.uploadSize(limited) == nil)
         // An id that is not one of ours names no upload (never a path).
         await #expect(throws: RegistryError.self) { try await store.createUpload("../../etc/passwd") }
+    }
+
+    @Test("named uploads: interrupted and resumed on another instance; other bytes or another digest are DIGEST_INVALID and leave the digest's blob as it was",
+          arguments: backends)
+    func namedUploads(_ backend: Backend) async throws {
+        let (store, other) = try Self.open(backend)
+        let data = Self.bytes(27 << 20, seed: 5), digest = Digest.of(data)
+        let id = UUID().uuidString.lowercased()
+        try await store.createUpload(id, digest: digest)
+        // The connection drops after 13 MiB: what arrived in order is kept.
+        await #expect(throws: Interrupted.Dropped.self) {
+            _ = try await store.append(id, body: Interrupted(chunks: [data.prefix(5 << 20), data[(5 << 20)..<(13 << 20)]]), at: 0, limit: .max)
+        }
+        let kept = try #require(try await other.uploadSize(id))
+        #expect(kept == 13 << 20, "every byte that arrived is kept (\(kept))")
+        // Out of order: refused with the size the upload has, so the client knows where to resume.
+        let early = await #expect(throws: RegistryError.self) {
+            _ = try await other.append(id, body: Body(chunks: [Data(data.suffix(from: Int(kept) + 1))]), at: kept + 1, limit: .max)
+        }
+        #expect(early?.status == 416 && early?.message.contains("has \(kept) bytes") == true, "\(String(describing: early))")
+        #expect(try await other.append(id, body: Body(chunks: [Data(data.suffix(from: Int(kept)))]), at: kept, limit: .max) == Int64(data.count))
+        let copiesBefore = (store as? S3BlobStore)?.copies ?? 0
+        #expect(try await other.finishUpload(id, as: digest) == Int64(data.count))
+        #expect(try await Self.read(store, .blob(digest)) == data)
+        if let s3 = other as? S3BlobStore {
+            #expect(s3.copies == copiesBefore, "a named upload assembles at the blob's key: nothing is copied")
+        }
+
+        // Other bytes under a digest that exists: refused, and the blob keeps its bytes.
+        let attack = UUID().uuidString.lowercased()
+        try await store.createUpload(attack, digest: digest)
+        _ = try await store.append(attack, body: Body(chunks: [Self.bytes(20 << 20, seed: 6)]), at: 0, limit: .max)
+        let poisoned = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(attack, as: digest) }
+        #expect(poisoned?.code == "DIGEST_INVALID")
+        #expect(try await Self.read(store, .blob(digest)) == data, "the blob under the digest is untouched")
+        #expect(try await store.uploadSize(attack) == nil, "the upload ends")
+        // Other bytes under a digest nothing holds: nothing is kept under it.
+        let promised = Digest.of(Data("promised".utf8))
+        let fresh = UUID().uuidString.lowercased()
+        try await store.createUpload(fresh, digest: promised)
+        _ = try await store.append(fresh, body: Body(chunks: [Self.bytes(9 << 20, seed: 8)]), at: 0, limit: .max)
+        await #expect(throws: RegistryError.self) { _ = try await store.finishUpload(fresh, as: promised) }
+        #expect(try await store.size(of: .blob(promised)) == nil)
+        // Finishing as another digest than the one named (even the bytes' own): refused.
+        let small = Data("small blob".utf8)
+        let switched = UUID().uuidString.lowercased()
+        try await store.createUpload(switched, digest: promised)
+        _ = try await store.append(switched, body: Body(chunks: [small]), at: 0, limit: .max)
+        let other_ = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(switched, as: Digest.of(small)) }
+        #expect(other_?.code == "DIGEST_INVALID" && other_?.message.contains("was started for \(promised)") == true, "\(String(describing: other_))")
+        #expect(try await store.size(of: .blob(Digest.of(small))) == nil)
+        #expect(try await store.size(of: .blob(promised)) == nil)
+        #expect(try await store.list(under: "blobs/").map(\.key) == [.blob(digest)])
+    }
+
+    @Test("S3: an object over CopyObject's limit is copied in parts (UploadPartCopy)", .enabled(if: Backends.s3))
+    func partCopy() async throws {
+        let (first, _) = try Self.open(.s3)
+        let store = try #require(first as? S3BlobStore)
+        // 17 MiB over a 6 MiB limit: four UploadPartCopy requests of at most 5 MiB.
+        store.copyLimit = 6 << 20
+        store.copyPartSize = 5 << 20
+        let data = Self.bytes(17 << 20, seed: 11)
+        let id = UUID().uuidString.lowercased()
+        try await store.createUpload(id)
+        _ = try await store.append(id, body: Body(chunks: [data]), at: 0, limit: .max)
+        let before = store.partCopies
+        #expect(try await store.finishUpload(id, as: Digest.of(data)) == Int64(data.count))
+        #expect(store.partCopies - before == 4)
+        #expect(try await Self.read(store, .blob(Digest.of(data))) == data)
+        #expect(try await Self.read(store, .blob(Digest.of(data)), Int64(5 << 20)...Int64((5 << 20) + 9)) == data[(5 << 20)...((5 << 20) + 9)])
     }
 
     @Test("a commit hashes the bytes as stored: an upload overwritten through another instance never commits under the first digest",
@@ -231,7 +317,7 @@ struct WithoutLocalFiles: BlobStore {
     func list(under prefix: String) async throws -> [BlobListing] { try await base.list(under: prefix) }
     func redirectURL(for key: BlobKey, expires: TimeInterval, downloadName: String?) async throws -> URL? { nil }
     func localFile(_ key: BlobKey) -> URL? { nil }
-    func createUpload(_ id: String) async throws { try await base.createUpload(id) }
+    func createUpload(_ id: String, digest: Digest?) async throws { try await base.createUpload(id, digest: digest) }
     func uploadSize(_ id: String) async throws -> Int64? { try await base.uploadSize(id) }
     func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
         where Body.Element == ByteBuffer {

@@ -257,6 +257,42 @@ struct StoreSuiteTests {
         #expect(try await store.prediction(record.id) == nil)
     }
 
+    @Test("output files: indexed by token when a prediction finishes, forgotten with its data or the prediction", arguments: backends)
+    func outputFiles(_ backend: Backend) async throws {
+        let database = try await Self.open(backend)
+        defer { Task { try? await database.close() } }
+        let alice = try await AccountStore(database: database).createUser("alice", password: nil)
+        let store = PredictionStore(database: database)
+        let (a, b, c, d) = (String(repeating: "a", count: 48), String(repeating: "b", count: 48), String(repeating: "c", count: 48), String(repeating: "d", count: 48))
+        func record(_ id: String) -> PredictionRecord {
+            PredictionRecord(id: id, modelID: "m", model: "alice/hello", version: "v", creatorID: alice.id, source: "api", status: "starting",
+                             input: "{}", output: nil, error: nil, logs: "", metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil,
+                             dataRemoved: false, shared: false, webhook: nil, webhookEventsFilter: nil, accountID: nil)
+        }
+        let first = record("p" + String(repeating: "1", count: 25)), second = record("p" + String(repeating: "2", count: 25))
+        try await store.insert(first)
+        try await store.insert(second)
+        // Nested anywhere in the output, under any base URL.
+        try await store.complete(first.id, status: "succeeded", output: #"{"images":["http://old-host/files/\#(a)/x.png"],"mask":"https://r.example/files/\#(b)/m.png"}"#,
+                                 error: nil, logs: "", metrics: "{}")
+        try await store.complete(second.id, status: "succeeded", output: #""http://h/files/\#(c)/y.txt""#, error: nil, logs: "", metrics: "{}")
+        // A late second completion writes nothing, and indexes nothing.
+        #expect(try await store.complete(second.id, status: "failed", output: #""http://h/files/\#(d)/z.txt""#, error: nil, logs: "", metrics: "{}") == false)
+        #expect(try await store.referencedOutputTokens([a, b, c, d, "e"]) == [a, b, c])
+        // Outputs written before the index existed are indexed by its migration (the one full read).
+        try await database.sql.raw("DELETE FROM output_files").run()
+        #expect(try await store.referencedOutputTokens([a, b, c]).isEmpty)
+        let migration = try #require(RegistryDatabase.migrations.first { $0.version == 14 })
+        try await migration.run(database.sql, database.kind)
+        #expect(try await store.referencedOutputTokens([a, b, c, d, "e"]) == [a, b, c])
+        try await store.removeData(first.id)
+        #expect(try await store.referencedOutputTokens([a, b, c]) == [c])
+        try await store.delete(second.id)
+        #expect(try await store.referencedOutputTokens([a, b, c]).isEmpty)
+        // Lookups go in batches: more tokens than one statement's binds.
+        #expect(try await store.referencedOutputTokens((0..<1200).map { String(format: "%048x", $0) }).isEmpty)
+    }
+
     @Test("sign-in attempts: 10 in any minute, refused ones not kept, failures until a success", arguments: backends)
     func signinAttempts(_ backend: Backend) async throws {
         let database = try await Self.open(backend)

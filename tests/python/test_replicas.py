@@ -57,6 +57,69 @@ def test_push_to_one_pull_from_the_other_and_resume_an_upload_across(cluster, tm
     assert httpx.head(f"{a}/v2/alice/classifier/blobs/{digest}", headers=auth(cluster.token)).status_code == 200
 
 
+def test_a_named_upload_interrupted_on_one_replica_resumes_on_the_other(cluster):
+    """`Lathe-Upload-Digest` (docs/api.md): parts go straight to the blob's key on S3; a dropped
+    connection keeps what arrived, the other replica continues; other bytes never land under it."""
+    import hashlib
+    a, b = replica_urls(cluster)
+    blob = os.urandom(21 << 20)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    start = httpx.post(f"{a}/v2/alice/hello/blobs/uploads/", headers={**auth(cluster.token), "Lathe-Upload-Digest": digest})
+    assert start.status_code == 202 and start.headers["lathe-upload-digest"] == digest, start.text
+    location = start.headers["location"]
+
+    class Dropped(Exception):
+        pass
+
+    def body():
+        yield blob[:5 << 20]
+        yield blob[5 << 20:11 << 20]
+        raise Dropped()
+
+    with pytest.raises(Exception):
+        httpx.patch(a + location, content=body(), headers={**auth(cluster.token), "Content-Range": f"0-{len(blob) - 1}"}, timeout=30)
+    # What arrived before the drop is kept (the writer's lease lapses within 15 s at most).
+    deadline = time.time() + 20
+    while True:
+        status = httpx.get(b + location, headers=auth(cluster.token))
+        assert status.status_code == 204
+        kept = int(status.headers["range"].split("-")[1]) + 1
+        if kept == 11 << 20 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert kept == 11 << 20, status.headers
+    # Out of order: a clear 416 with the upload's range.
+    early = httpx.patch(b + location, content=blob[kept + 1:], headers={**auth(cluster.token), "Content-Range": f"{kept + 1}-{len(blob) - 1}"})
+    assert early.status_code == 416 and early.headers["range"] == f"0-{kept - 1}", early.text
+    for attempt in range(30):
+        rest = httpx.patch(b + location, content=blob[kept:], headers={**auth(cluster.token), "Content-Range": f"{kept}-{len(blob) - 1}"})
+        if rest.status_code != 409:
+            break
+        time.sleep(0.5)
+    assert rest.status_code == 202, rest.text
+    done = httpx.put(b + location, params={"digest": digest}, headers=auth(cluster.token))
+    assert done.status_code == 201, done.text
+    fetched = httpx.get(f"{a}/v2/alice/hello/blobs/{digest}", headers=auth(cluster.token), follow_redirects=True, timeout=60)
+    assert fetched.status_code == 200 and hashlib.sha256(fetched.content).hexdigest() == digest[7:], (fetched.status_code, fetched.text[:300], fetched.history)
+
+    # Other bytes named as a digest: DIGEST_INVALID, and nothing is kept under it.
+    promised = "sha256:" + hashlib.sha256(b"promised").hexdigest()
+    start = httpx.post(f"{b}/v2/alice/hello/blobs/uploads/", headers={**auth(cluster.token), "Lathe-Upload-Digest": promised})
+    location = start.headers["location"]
+    other = os.urandom(9 << 20)
+    assert httpx.patch(a + location, content=other, headers={**auth(cluster.token), "Content-Range": f"0-{len(other) - 1}"}).status_code == 202
+    refused = httpx.put(a + location, params={"digest": promised}, headers=auth(cluster.token))
+    assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == "DIGEST_INVALID", refused.text
+    assert httpx.head(f"{b}/v2/alice/hello/blobs/{promised}", headers=auth(cluster.token)).status_code == 404
+    # And the blob pushed above keeps its bytes when someone names its digest and sends others.
+    start = httpx.post(f"{a}/v2/alice/hello/blobs/uploads/", headers={**auth(cluster.token), "Lathe-Upload-Digest": digest})
+    location = start.headers["location"]
+    assert httpx.patch(a + location, content=other, headers={**auth(cluster.token), "Content-Range": f"0-{len(other) - 1}"}).status_code == 202
+    assert httpx.put(b + location, params={"digest": digest}, headers=auth(cluster.token)).status_code == 400
+    fetched = httpx.get(f"{b}/v2/alice/hello/blobs/{digest}", headers=auth(cluster.token), follow_redirects=True, timeout=60)
+    assert hashlib.sha256(fetched.content).hexdigest() == digest[7:]
+
+
 def test_a_prediction_is_read_waited_streamed_and_canceled_on_the_other_replica(cluster):
     a, b = replica_urls(cluster)
     created = httpx.post(f"{a}/v1/models/alice/streamer/predictions", json={"input": {"max_words": 8, "delay": 0.25}},

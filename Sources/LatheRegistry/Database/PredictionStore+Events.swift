@@ -46,6 +46,8 @@ extension PredictionStore {
     @discardableResult
     func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
                   startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
+        // Indexed first: a file is never named by a row that garbage collection cannot see.
+        try await Self.indexOutputFiles(sql, prediction: id, output: output)
         let update: SQLQueryString = """
             UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
               metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
@@ -53,7 +55,15 @@ extension PredictionStore {
             WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
             RETURNING id
             """
-        return try await appendingEvent(update, kind: .done, data: status, at: Timestamp.now())
+        guard try await appendingEvent(update, kind: .done, data: status, at: Timestamp.now()) else {
+            // Nothing was written: these files are named by no row.
+            let tokens = Self.outputTokens(output)
+            if !tokens.isEmpty {
+                try await sql.raw("DELETE FROM output_files WHERE prediction_id = \(bind: id) AND token IN (\(binds: tokens))").run()
+            }
+            return false
+        }
+        return true
     }
 
     /// Runs `update` (which returns the id it changed) and, when it changed the row, appends an

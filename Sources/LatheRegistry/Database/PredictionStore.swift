@@ -82,6 +82,7 @@ public struct PredictionStore: Sendable {
     /// Inserts a prediction that already finished (a quick `Prefer: wait` one): one statement
     /// instead of an insert and a completion.
     func insertFinished(_ record: PredictionRecord, checkSafety: Bool) async throws {
+        try await Self.indexOutputFiles(sql, prediction: record.id, output: record.output)
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at,
                                      started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety)
@@ -168,6 +169,7 @@ public struct PredictionStore: Sendable {
         try await sql.raw("DELETE FROM examples WHERE prediction_id = \(bind: id)").run()
         try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
         try await sql.raw("DELETE FROM predictions WHERE id = \(bind: id)").run()
+        try await sql.raw("DELETE FROM output_files WHERE prediction_id = \(bind: id)").run()
     }
 
     /// API predictions finished before `cutoff` whose data is still there (shared ones and
@@ -182,12 +184,44 @@ public struct PredictionStore: Sendable {
     func removeData(_ id: String) async throws {
         try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
         try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
+        try await sql.raw("DELETE FROM output_files WHERE prediction_id = \(bind: id)").run()
     }
 
-    /// The outputs that name files (what garbage collection keeps under `outputs/`).
-    func outputsNamingFiles() async throws -> [String] {
-        struct Row: Decodable { var output: String }
-        return try await sql.raw("SELECT output FROM predictions WHERE output LIKE '%/files/%'").all(decoding: Row.self).map(\.output)
+    /// The outputs that name files (the old full scan; now only the migration that builds the index reads them).
+    static func outputsNamingFiles(_ sql: any SQLDatabase) async throws -> [(id: String, output: String)] {
+        struct Row: Decodable { var id: String; var output: String }
+        return try await sql.raw("SELECT id, output FROM predictions WHERE output LIKE '%/files/%'").all(decoding: Row.self).map { ($0.id, $0.output) }
+    }
+
+    /// The tokens of the output files (`/files/<token>/<name>`) an output names.
+    static func outputTokens(_ output: String?) -> [String] {
+        guard let output, output.contains("/files/"),
+              let value = try? JSONDecoder().decode(JSONValue.self, from: Data(output.utf8)) else { return [] }
+        // By path, whatever base URL they were made under (`lathe admin gc` has none).
+        return OutputFiles.keys(in: value, registry: nil).compactMap { $0.path.split(separator: "/").dropFirst().first.map(String.init) }
+    }
+
+    /// Records which prediction names each output file, so garbage collection asks about the
+    /// files it finds instead of reading every output (`output_files`, migration 14).
+    static func indexOutputFiles(_ sql: any SQLDatabase, prediction id: String, output: String?) async throws {
+        for token in outputTokens(output) {
+            try await sql.raw("""
+                INSERT INTO output_files (token, prediction_id) VALUES (\(bind: token), \(bind: id)) ON CONFLICT (token) DO NOTHING
+                """).run()
+        }
+    }
+
+    /// Which of `tokens` a prediction's output still names (index lookups, a few hundred at a time).
+    func referencedOutputTokens(_ tokens: [String]) async throws -> Set<String> {
+        struct Row: Decodable { var token: String }
+        var found = Set<String>()
+        for start in stride(from: 0, to: tokens.count, by: 500) {
+            let batch = Array(tokens[start..<min(start + 500, tokens.count)])
+            for row in try await sql.raw("SELECT token FROM output_files WHERE token IN (\(binds: batch))").all(decoding: Row.self) {
+                found.insert(row.token)
+            }
+        }
+        return found
     }
 
     public func addExample(modelID: String, predictionID: String) async throws {

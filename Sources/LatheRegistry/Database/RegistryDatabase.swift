@@ -283,6 +283,14 @@ public final class RegistryDatabase: Sendable {
             try await sql.raw("CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 'pending'").run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id)").run()
         }),
+        (14, "output files by token: garbage collection looks up the files it finds instead of reading every output", { sql, _ in
+            try await sql.raw("CREATE TABLE IF NOT EXISTS output_files (token TEXT PRIMARY KEY, prediction_id TEXT NOT NULL)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS output_files_prediction ON output_files (prediction_id)").run()
+            // The one full read: outputs written before the index.
+            for row in try await PredictionStore.outputsNamingFiles(sql) {
+                try await PredictionStore.indexOutputFiles(sql, prediction: row.id, output: row.output)
+            }
+        }),
     ]
 
     private func migrate() async throws {

@@ -83,7 +83,11 @@ public protocol BlobStore: Sendable {
 
     // MARK: Resumable uploads (OCI chunked pushes)
 
-    func createUpload(_ id: String) async throws
+    /// Starts an upload. `digest`, when the client named it at the start (`Lathe-Upload-Digest`),
+    /// lets a store that assembles uploads in place (S3 multipart) put them at the blob's own
+    /// key; the bytes are still checked before anything is assembled there, and finishing as any
+    /// other digest is `DIGEST_INVALID`.
+    func createUpload(_ id: String, digest: Digest?) async throws
     /// Bytes received so far, or nil for an unknown upload.
     func uploadSize(_ id: String) async throws -> Int64?
     /// Appends a request body at `offset`, which must be the upload's current size; returns the
@@ -99,6 +103,9 @@ public protocol BlobStore: Sendable {
 }
 
 extension BlobStore {
+    /// Starts an upload whose digest is told only at its end (plain OCI clients).
+    public func createUpload(_ id: String) async throws { try await createUpload(id, digest: nil) }
+
     /// The whole object in memory: only for small ones (manifests, configs).
     public func data(_ key: BlobKey, limit: Int = 16 << 20) async throws -> Data {
         var data = Data()

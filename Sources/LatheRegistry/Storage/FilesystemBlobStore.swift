@@ -16,7 +16,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
 
     public init(root: URL) throws {
         self.root = root
-        for folder in ["blobs/sha256", "uploads", "files", "outputs"] {
+        for folder in ["blobs/sha256", "uploads", "upload-digests", "files", "outputs"] {
             try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
         }
     }
@@ -29,6 +29,12 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
             throw RegistryError(404, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
         }
         return root.appendingPathComponent("uploads/\(id)").path
+    }
+
+    /// Where the digest a client named when it started an upload is kept (beside, not among, the uploads).
+    private func namedDigestPath(_ id: String) throws -> String {
+        _ = try uploadPath(id)
+        return root.appendingPathComponent("upload-digests/\(id)").path
     }
 
     // MARK: Objects
@@ -111,7 +117,12 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         return Int64(info.st_size)
     }
 
-    public func createUpload(_ id: String) async throws {
+    public func createUpload(_ id: String, digest: Digest?) async throws {
+        // Files are renamed into place, so a named digest saves nothing here; it is kept only to
+        // hold the client to it, as the S3 store does.
+        if let digest, !FileManager.default.createFile(atPath: try namedDigestPath(id), contents: Data(digest.description.utf8)) {
+            throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
+        }
         guard FileManager.default.createFile(atPath: try uploadPath(id), contents: nil) else {
             throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
         }
@@ -122,6 +133,10 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         let fd = open(try uploadPath(id), O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, Int64(info.st_size) == offset else {
+            throw RegistryError(416, "upload \(id) has \(info.st_size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
+        }
         var position = offset
         do {
             for try await buffer in body {
@@ -150,6 +165,11 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
     public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
         guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let path = try uploadPath(id)
+        if let named = (try? String(contentsOfFile: try namedDigestPath(id), encoding: .utf8)).flatMap(Digest.init(parsing:)), named != expected {
+            try await discardUpload(id)
+            throw RegistryError(400, "upload \(id) was started for \(named) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
+                                code: "DIGEST_INVALID")
+        }
         // Hashed as stored, on a thread of its own (a large blob takes a while).
         let (actual, hashed) = try await onOwnThread { try FileHashing.digest(of: URL(fileURLWithPath: path)) }
         guard hashed == size else { throw RegistryError(409, "upload \(id) changed while it was being committed; ask GET for its Range and resume", code: "BLOB_UPLOAD_INVALID") }
@@ -180,5 +200,6 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
 
     public func discardUpload(_ id: String) async throws {
         try? FileManager.default.removeItem(atPath: try uploadPath(id))
+        try? FileManager.default.removeItem(atPath: try namedDigestPath(id))
     }
 }

@@ -3,7 +3,8 @@ import LatheArchive
 import LatheSpec
 
 /// Removes what nothing refers to from the blob store, by mark and sweep: registry blobs no
-/// manifest names, files no `/v1/files` row names, output files no prediction names. Only
+/// manifest names, files no `/v1/files` row names, output files no prediction names (looked up
+/// by token in `output_files`, so a run costs what it finds, not every output ever made). Only
 /// objects older than `grace` are candidates, so a push or an upload in flight is never
 /// harmed; a registry blob a push named during the sweep (it asked for it, mounted it, or a
 /// new manifest refers to it) survives, because its row is removed by one conditional
@@ -37,12 +38,9 @@ public struct GarbageCollector: Sendable {
         // Mark.
         var blobs = try await referencedBlobs(in: registry.models.manifestDigests())
         let files = try await FileStore(database: registry.database).allIDs()
-        var outputs = Set<BlobKey>()
-        for text in try await PredictionStore(database: registry.database).outputsNamingFiles() {
-            let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
-            // By path, whatever base URL they were made under (`lathe admin gc` has none).
-            outputs.formUnion(OutputFiles.keys(in: value, registry: nil))
-        }
+        // Output files: only those found are looked up (by token, in `output_files`), never every output.
+        let tokens = Set(candidates.compactMap { $0.key.path.hasPrefix("outputs/") ? $0.key.path.split(separator: "/")[1] : nil }.map(String.init))
+        let outputs = try await PredictionStore(database: registry.database).referencedOutputTokens(tokens.sorted())
         // Manifests pushed while marking refer to blobs too.
         blobs.formUnion(try await referencedBlobs(in: registry.models.manifestDigests(since: started)))
 
@@ -63,7 +61,7 @@ public struct GarbageCollector: Sendable {
             case "files":
                 keep = files.contains(parts[1])
             default:
-                keep = outputs.contains(listing.key)
+                keep = outputs.contains(parts[1])
             }
             if keep { continue }
             if !dryRun { try await store.delete(listing.key) }

@@ -11,9 +11,10 @@ import NIOHTTP1
 /// An OCI chunked upload is an S3 multipart upload: each request's bytes are spooled to a local
 /// file (never memory) and sent as parts of at least `partSize`; what is left over when a
 /// request ends (less than a part) is kept as the object `uploads/<id>/tail`, and the parts
-/// uploaded so far in `uploads/<id>/state`, so the next chunk may arrive at any replica. The
-/// digest is computed while the bytes stream in; a replica that did not see the earlier chunks
-/// checks the assembled object instead.
+/// uploaded so far with the running SHA-256 of the bytes in `uploads/<id>/state`, so the next
+/// chunk may arrive at any replica. The digest is therefore known before the parts are
+/// assembled; when the client named it at the start, they assemble at the blob's own key and
+/// nothing is copied.
 public final class S3BlobStore: BlobStore, @unchecked Sendable {
     /// Parts of a multipart upload (S3's minimum is 5 MiB for all but the last).
     public static let partSize: Int64 = 8 << 20
@@ -26,8 +27,6 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     let client: S3Client
     let prefix: String
     let spool: URL
-    private let lock = NSLock()
-    private var hashers: [String: (hasher: DigestWriter, generation: String)] = [:]
 
     /// - Parameters:
     ///   - location: `s3://BUCKET/PREFIX` (the prefix may be empty).
@@ -179,15 +178,20 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
 
     struct Part: Codable, Sendable { var number: Int; var etag: String; var size: Int64 }
 
-    /// What other replicas need to continue an upload.
+    /// What any replica needs to continue an upload: the multipart upload, where it assembles,
+    /// its parts, the leftover kept as `uploads/<id>/tail`, and the SHA-256 of the bytes so far.
     struct UploadState: Codable, Sendable {
         var uploadID: String
+        /// The digest the client named when it started (`Lathe-Upload-Digest`): the parts then
+        /// assemble at the blob's own key, so finishing copies nothing. Nil: they assemble at
+        /// `uploads/<id>/data` and are copied to the blob's key once the digest is known.
+        var target: LatheArchive.Digest?
         var parts: [Part] = []
         var tail: Int64 = 0
-        /// Renewed by every save: a running hash kept by the process that made this generation is
-        /// the hash of the bytes as stored, in order; any other save (another replica, a failed
-        /// part) makes it stale, and the bytes are then read back to be hashed.
-        var generation: String?
+        /// The hash of the parts' bytes, then of the parts' and the tail's: checked before
+        /// anything is assembled, whichever replica saw which chunk.
+        var partsHash = ResumableDigest()
+        var hash = ResumableDigest()
         var size: Int64 { parts.reduce(tail) { $0 + $1.size } }
     }
 
@@ -222,6 +226,53 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         }
     }
 
+    /// The largest object one `CopyObject` may copy (S3's limit is 5 GiB); larger ones are
+    /// copied in parts of `copyPartSize` with `UploadPartCopy`. Settable so tests reach that
+    /// path without 5 GiB files.
+    public var copyLimit: Int64 = 5 << 30
+    public var copyPartSize: Int64 = 512 << 20
+    /// Server-side copies made (whole objects) and parts copied (`UploadPartCopy`): the figures
+    /// that show a named upload copies nothing.
+    public var copies: Int { lock.withLock { counters.copies } }
+    public var partCopies: Int { lock.withLock { counters.parts } }
+    private let lock = NSLock()
+    private var counters = (copies: 0, parts: 0)
+
+    /// Copies `source` (bucket-relative) of `size` bytes to `target` inside the storage: the
+    /// bytes do not pass through the server.
+    private func copy(_ source: String, size: Int64, to target: String) async throws {
+        let from = "/" + client.bucket + "/" + SigV4.encode(source, keepSlash: true)
+        lock.withLock { counters.copies += 1 }
+        if size <= copyLimit {
+            let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": from])
+            if let code = S3XML.value("Code", in: data) {
+                throw RegistryError(503, "the blob store could not copy \(source): \(code)", code: "UNAVAILABLE")
+            }
+            return
+        }
+        let uploadID = try await startMultipart(target)
+        do {
+            var parts: [Part] = []
+            var offset: Int64 = 0
+            while offset < size {
+                let length = min(copyPartSize, size - offset), number = parts.count + 1
+                let data = try await client.collect(.PUT, target, query: [("partNumber", String(number)), ("uploadId", uploadID)],
+                                                    headers: ["x-amz-copy-source": from, "x-amz-copy-source-range": "bytes=\(offset)-\(offset + length - 1)"])
+                guard S3XML.value("Code", in: data) == nil, let etag = S3XML.value("ETag", in: data) else {
+                    throw RegistryError(503, "the blob store could not copy bytes \(offset)-\(offset + length - 1) of \(source): \(S3XML.value("Code", in: data) ?? "no ETag")",
+                                        code: "UNAVAILABLE")
+                }
+                parts.append(Part(number: number, etag: etag, size: length))
+                lock.withLock { counters.parts += 1 }
+                offset += length
+            }
+            try await completeMultipart(target, uploadID: uploadID, parts: parts)
+        } catch {
+            _ = try? await client.send(.DELETE, target, query: [("uploadId", uploadID)])
+            throw error
+        }
+    }
+
     private func loadState(_ id: String) async throws -> UploadState? {
         let response = try await client.call(.GET, try uploadKey(id, "state"), accept: [200, 404])
         guard response.status == .ok else { return nil }
@@ -229,20 +280,23 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         return try JSONDecoder().decode(UploadState.self, from: data)
     }
 
-    private func saveState(_ id: String, _ state: inout UploadState) async throws {
-        state.generation = UUID().uuidString
+    private func saveState(_ id: String, _ state: UploadState) async throws {
         let data = try JSONEncoder().encode(state)
         _ = try await client.call(.PUT, try uploadKey(id, "state"), headers: ["Content-Length": String(data.count)],
                                   body: .bytes(ByteBuffer(data: data)), payloadHash: SigV4.hex(SHA256.hash(data: data)))
     }
 
+    /// Where an upload's parts assemble: the named blob's own key, or the upload's staging key.
+    private func assemblyKey(_ id: String, _ state: UploadState) throws -> String {
+        try state.target.map { objectKey(.blob($0)) } ?? uploadKey(id, "data")
+    }
+
     // MARK: Uploads
 
-    public func createUpload(_ id: String) async throws {
-        var state = UploadState(uploadID: try await startMultipart(try uploadKey(id, "data")))
-        try await saveState(id, &state)
-        let generation = state.generation ?? ""
-        lock.withLock { hashers[id] = (DigestWriter(), generation) }
+    public func createUpload(_ id: String, digest: LatheArchive.Digest?) async throws {
+        var state = UploadState(uploadID: "", target: digest)
+        state.uploadID = try await startMultipart(try assemblyKey(id, state))
+        try await saveState(id, state)
     }
 
     public func uploadSize(_ id: String) async throws -> Int64? {
@@ -255,27 +309,33 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         guard state.size == offset else {
             throw RegistryError(416, "upload \(id) has \(state.size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
         }
-        let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
-        // The digest so far, when this process saw every byte; else it is checked at the end.
-        var hasher = lock.withLock { hashers.removeValue(forKey: id) }
-            .flatMap { $0.generation == state.generation && $0.hasher.count == offset ? $0.hasher : nil }
+        let dataKey = try assemblyKey(id, state), tailKey = try uploadKey(id, "tail")
+        var hasher = state.hash
         var spool = try SpoolFile(folder: self.spool, id: id)
         defer { spool.discard() }
-        // The tail left by the last request comes first.
+        // The tail left by the last request comes first (already in `hasher`).
         if state.tail > 0 {
             try await read(object: tailKey, range: nil) { try spool.write($0) }
         }
         // Full parts go up while the next ones arrive, a few at a time, each from its own file.
-        var inFlight: [Task<Part, Error>] = []
+        var inFlight: [(task: Task<Part, Error>, hashAfter: ResumableDigest)] = []
         var failure: Error?
         /// Records the oldest part in flight once it is up (in order: the parts stay contiguous).
         func settleOldest() async {
-            let task = inFlight.removeFirst()
+            let (task, hashAfter) = inFlight.removeFirst()
             switch await task.result {
-            case .success(let part) where failure == nil: state.parts.append(part)
+            case .success(let part) where failure == nil:
+                state.parts.append(part)
+                state.partsHash = hashAfter
             case .success: break
             case .failure(let error): failure = failure ?? error
             }
+        }
+        /// After a failure: the upload is its parts, without a tail (the client resends the rest).
+        func keepPartsOnly() async {
+            state.tail = 0
+            state.hash = state.partsHash
+            try? await saveState(id, state)
         }
         var received = offset
         do {
@@ -283,15 +343,15 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                 let (sum, overflow) = received.addingReportingOverflow(Int64(buffer.readableBytes))
                 if overflow || sum - offset > limit { throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID") }
                 try spool.write(buffer)
-                buffer.withUnsafeReadableBytes { hasher?.update($0) }
+                buffer.withUnsafeReadableBytes { hasher.update($0) }
                 received = sum
                 if spool.size >= Self.partSize {
                     let full = spool, number = state.parts.count + inFlight.count + 1, uploadID = state.uploadID
                     spool = try SpoolFile(folder: self.spool, id: id)
-                    inFlight.append(Task {
+                    inFlight.append((Task {
                         defer { full.discard() }
                         return try await self.uploadPart(dataKey, uploadID: uploadID, number: number, file: full.url.path, offset: 0, length: full.size)
-                    })
+                    }, hasher))
                     if inFlight.count >= Self.partsInFlight { await settleOldest() }
                     if let failure { throw failure }
                 }
@@ -300,20 +360,23 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             while !inFlight.isEmpty { await settleOldest() }
             // Keep what arrived in order, so the client can resume from the upload's size; bytes
             // after a part that failed are dropped (the client sends them again).
-            if failure == nil { try? await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size) } else {
-                state.tail = 0
-                try? await saveState(id, &state)
+            if failure == nil {
+                do {
+                    try await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size, hash: hasher)
+                } catch {
+                    await keepPartsOnly()
+                }
+            } else {
+                await keepPartsOnly()
             }
             throw error
         }
         while !inFlight.isEmpty { await settleOldest() }
         if let failure {
-            state.tail = 0
-            try? await saveState(id, &state)
+            await keepPartsOnly()
             throw failure
         }
-        try await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size)
-        if let hasher, let generation = state.generation { lock.withLock { hashers[id] = (hasher, generation) } }
+        try await keepTail(id, state: &state, key: tailKey, file: spool.url, length: spool.size, hash: hasher)
         return received
     }
 
@@ -351,30 +414,44 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         }
     }
 
-    /// Stores the spool's leftover (less than a part) as the upload's tail and saves the state.
-    private func keepTail(_ id: String, state: inout UploadState, key: String, file: URL, length: Int64) async throws {
+    /// Stores the spool's leftover (less than a part) as the upload's tail and saves the state
+    /// with `hash`, the hash of the parts and that tail.
+    private func keepTail(_ id: String, state: inout UploadState, key: String, file: URL, length: Int64, hash: ResumableDigest) async throws {
         if length > 0 {
             _ = try await client.call(.PUT, key, headers: ["Content-Length": String(length)],
                                       body: FileChunks(path: file.path, offset: 0, length: length).body, payloadHash: SigV4.unsignedPayload)
         }
         state.tail = length
-        try await saveState(id, &state)
+        state.hash = hash
+        try await saveState(id, state)
     }
 
     public func finishUpload(_ id: String, as expected: LatheArchive.Digest) async throws -> Int64 {
         guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let total = state.size
-        let dataKey = try uploadKey(id, "data"), tailKey = try uploadKey(id, "tail")
-        let hasher = lock.withLock { hashers[id] }.flatMap { $0.generation == state.generation && $0.hasher.count == total ? $0.hasher : nil }
-        let assembled: String
+        if let target = state.target, target != expected {
+            try? await discardUpload(id)
+            throw RegistryError(400, "upload \(id) was started for \(target) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
+                                code: "DIGEST_INVALID")
+        }
+        // Checked before anything is assembled: a blob's key never holds other bytes, not even for a moment.
+        let actual = state.hash.finalize()
+        guard state.hash.count == total, actual == expected else {
+            // The upload ends here: its bytes are not what the client meant to send.
+            try? await discardUpload(id)
+            throw RegistryError(400, "the uploaded bytes (\(total)) have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
+        }
+        let dataKey = try assemblyKey(id, state), tailKey = try uploadKey(id, "tail")
+        let target = objectKey(.blob(expected))
         if state.parts.isEmpty {
             // Smaller than a part: the tail is the whole blob.
-            assembled = tailKey
             if state.tail == 0 {
                 let empty = spool.appendingPathComponent("\(id)-empty")
                 _ = FileManager.default.createFile(atPath: empty.path, contents: nil)
                 defer { try? FileManager.default.removeItem(at: empty) }
-                try await store(object: tailKey, from: empty)
+                try await store(object: target, from: empty)
+            } else {
+                try await copy(tailKey, size: total, to: target)
             }
         } else {
             if state.tail > 0 {
@@ -385,27 +462,9 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                                                         offset: 0, length: last.size))
             }
             try await completeMultipart(dataKey, uploadID: state.uploadID, parts: state.parts)
-            assembled = dataKey
-        }
-        let actual: LatheArchive.Digest
-        if let hasher {
-            actual = hasher.finalize()
-        } else {
-            var reader = DigestWriter()
-            try await read(object: assembled, range: nil) { buffer in buffer.withUnsafeReadableBytes { reader.update($0) } }
-            actual = reader.finalize()
-        }
-        guard actual == expected else {
-            // The upload ends here: its bytes are not what the client meant to send.
-            try? await discardUpload(id)
-            throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
-        }
-        let target = objectKey(.blob(expected))
-        // Copied over any object already there (checked bytes replace possibly unchecked ones),
-        // inside the storage: the bytes do not pass through the server again.
-        let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": "/" + client.bucket + "/" + SigV4.encode(assembled, keepSlash: true)])
-        if let code = S3XML.value("Code", in: data) {
-            throw RegistryError(503, "the blob store could not copy \(assembled): \(code)", code: "UNAVAILABLE")
+            // Assembled at the blob's key already when the client named the digest; else copied
+            // there (over any object already there: checked bytes replace possibly unchecked ones).
+            if dataKey != target { try await copy(dataKey, size: total, to: target) }
         }
         try await discardUpload(id)
         return total
@@ -413,12 +472,12 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
 
     public func discardUpload(_ id: String) async throws {
         if let state = try? await loadState(id) {
-            _ = try? await client.send(.DELETE, try uploadKey(id, "data"), query: [("uploadId", state.uploadID)])
+            // Aborting an upload never touches the object at its key: a named blob stays as it was.
+            _ = try? await client.send(.DELETE, try assemblyKey(id, state), query: [("uploadId", state.uploadID)])
         }
         for name in ["data", "tail", "state"] {
             _ = try? await client.call(.DELETE, try uploadKey(id, name), accept: [200, 204, 404])
         }
-        lock.withLock { _ = hashers.removeValue(forKey: id) }
     }
 
     public func uploads(untouchedSince date: Date) async throws -> [String] {
