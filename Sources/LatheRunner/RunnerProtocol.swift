@@ -54,7 +54,18 @@ public enum RunnerEvent: Sendable {
     case output(index: Int, value: JSONValue)
 }
 
-/// How a prediction ended. Statuses follow Replicate's.
+extension PredictionStatus {
+    /// How a run ended, as the prediction's status.
+    public init(_ status: PredictionOutcome.Status) {
+        switch status {
+        case .succeeded: self = .succeeded
+        case .failed: self = .failed
+        case .canceled: self = .canceled
+        }
+    }
+}
+
+/// How a prediction ended. Statuses follow Replicate's (the terminal ones of ``PredictionStatus``).
 public struct PredictionOutcome: Sendable, Codable {
     public enum Status: String, Sendable, Codable {
         case succeeded, failed, canceled

@@ -9,7 +9,7 @@ public enum OpenAPISchema {
             "Output": output(spec.output),
             "Status": .object([
                 "title": .string("Status"), "description": .string("An enumeration."), "type": .string("string"),
-                "enum": .array(["starting", "processing", "succeeded", "canceled", "failed"].map { .string($0) }),
+                "enum": .array(PredictionStatus.allCases.map { .string($0.rawValue) }),
             ]),
             "PredictionRequest": .object([
                 "title": .string("PredictionRequest"), "type": .string("object"),

@@ -66,7 +66,7 @@ struct RunCommand: AsyncParsableCommand {
                     }
                     if !json { print("") }
                 }
-                while let status = prediction["status"]?.stringValue, !["succeeded", "failed", "canceled"].contains(status),
+                while let status = prediction["status"]?.stringValue.flatMap(PredictionStatus.init(rawValue:)), !status.isTerminal,
                       let get = prediction["urls"]?["get"]?.stringValue {
                     try await Task.sleep(nanoseconds: 200_000_000)
                     prediction = try await client.getJSON(get)
@@ -76,7 +76,7 @@ struct RunCommand: AsyncParsableCommand {
                     guard case .object(var object) = prediction else { return }
                     object["output"] = saved
                     try printJSON(JSONValue.object(object))
-                } else if prediction["status"]?.stringValue == "succeeded" {
+                } else if prediction["status"]?.stringValue == PredictionStatus.succeeded.rawValue {
                     if !stream {
                         if case .string(let text) = saved { print(text) } else { try printJSON(saved) }
                     }

@@ -19,15 +19,20 @@ struct StoreSuiteTests {
 
     /// A fresh, migrated database of `backend`.
     static func open(_ backend: Backend) async throws -> RegistryDatabase {
+        try await openWithURL(backend).database
+    }
+
+    /// A fresh, migrated database and, on PostgreSQL, its URL (for a second connection).
+    static func openWithURL(_ backend: Backend) async throws -> (database: RegistryDatabase, url: String?) {
         var logger = Logger(label: "store-suite")
         logger.logLevel = .error
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-store-\(UUID().uuidString)")
         switch backend {
         case .sqlite:
-            return try await RegistryDatabase.open(url: nil, data: folder, logger: logger)
+            return (try await RegistryDatabase.open(url: nil, data: folder, logger: logger), nil)
         case .postgres:
             let url = try #require(try TestDatabase.databaseURL(forData: folder.path), "PostgreSQL runs only where it is configured")
-            return try await RegistryDatabase.open(url: url, data: folder, logger: logger)
+            return (try await RegistryDatabase.open(url: url, data: folder, logger: logger), url)
         }
     }
 
@@ -215,17 +220,17 @@ struct StoreSuiteTests {
         let alice = try await accounts.createUser("alice", password: nil)
         let bob = try await accounts.createUser("bob", password: nil)
         let record = PredictionRecord(id: "p" + String(repeating: "a", count: 25), modelID: "m", model: "alice/hello", version: "v", creatorID: alice.id,
-                                      source: "api", status: "starting", input: #"{"text":"hi"}"#, output: nil, error: nil, logs: "",
+                                      source: "api", status: .starting, input: #"{"text":"hi"}"#, output: nil, error: nil, logs: "",
                                       metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
                                       webhook: nil, webhookEventsFilter: nil, accountID: nil)
         try await store.insert(record)
         let asBob = try await accounts.principal(for: bob), asAlice = try await accounts.principal(for: alice)
         #expect(try await store.prediction(record.id, viewer: asBob) == nil)
-        #expect(try await store.prediction(record.id, viewer: asAlice)?.status == "starting")
+        #expect(try await store.prediction(record.id, viewer: asAlice)?.status == .starting)
         try await store.setStartingLogs(record.id, logs: "building…")
         #expect(try await store.snapshot(record.id)?.seq == 0)
         try await store.updateProgress(record.id, output: #"["a"]"#, logs: "log", delta: .init(output: [.string("a")], logs: "log"), startedAt: Timestamp.now())
-        #expect(try await store.prediction(record.id)?.status == "processing")
+        #expect(try await store.prediction(record.id)?.status == .processing)
         // The row and its newest event are read together; the events after it are the deltas.
         let (row, seq) = try #require(try await store.snapshot(record.id))
         #expect(row.output == #"["a"]"# && seq > 0)
@@ -234,16 +239,16 @@ struct StoreSuiteTests {
         // A write from a claim that is not the prediction's changes nothing and logs nothing.
         try await store.updateProgress(record.id, output: #"["x"]"#, logs: "x", delta: .init(output: [.string("x")], logs: "x"),
                                        startedAt: Timestamp.now(), claim: "someone-else")
-        try await store.complete(record.id, status: "succeeded", output: #""done""#, error: nil, logs: "log", metrics: "{}")
+        try await store.complete(record.id, status: .succeeded, output: #""done""#, error: nil, logs: "log", metrics: "{}")
         let changes = try await store.changes(of: record.id, after: seq)
         #expect(changes.map(\.kind) == [.progress, .done])
         #expect(changes.first?.items == [.string("b")] && changes.first?.logs == "\nmore")
         #expect(try await store.changes(of: record.id, after: changes[1].seq).isEmpty)
         // A second completion is refused and logs no second `done`.
-        #expect(try await store.complete(record.id, status: "failed", output: nil, error: "late", logs: "", metrics: "{}") == false)
+        #expect(try await store.complete(record.id, status: .failed, output: nil, error: "late", logs: "", metrics: "{}") == false)
         #expect(try await store.changes(of: record.id, after: seq).count == 2)
         let done = try #require(try await store.prediction(record.id))
-        #expect(done.status == "succeeded" && done.output == #""done""# && done.completedAt != nil)
+        #expect(done.status == .succeeded && done.output == #""done""# && done.completedAt != nil)
         #expect(try await store.list(viewer: asAlice, after: nil, createdAfter: nil, createdBefore: nil, limit: 10).map(\.id) == [record.id])
         #expect(try await store.runCounts()["m"] == 1)
         for expired in try await store.expired(before: "9999") { try await store.removeData(expired.id) }
@@ -265,7 +270,7 @@ struct StoreSuiteTests {
         let store = PredictionStore(database: database)
         let (a, b, c, d) = (String(repeating: "a", count: 48), String(repeating: "b", count: 48), String(repeating: "c", count: 48), String(repeating: "d", count: 48))
         func record(_ id: String) -> PredictionRecord {
-            PredictionRecord(id: id, modelID: "m", model: "alice/hello", version: "v", creatorID: alice.id, source: "api", status: "starting",
+            PredictionRecord(id: id, modelID: "m", model: "alice/hello", version: "v", creatorID: alice.id, source: "api", status: .starting,
                              input: "{}", output: nil, error: nil, logs: "", metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil,
                              dataRemoved: false, shared: false, webhook: nil, webhookEventsFilter: nil, accountID: nil)
         }
@@ -273,11 +278,11 @@ struct StoreSuiteTests {
         try await store.insert(first)
         try await store.insert(second)
         // Nested anywhere in the output, under any base URL.
-        try await store.complete(first.id, status: "succeeded", output: #"{"images":["http://old-host/files/\#(a)/x.png"],"mask":"https://r.example/files/\#(b)/m.png"}"#,
+        try await store.complete(first.id, status: .succeeded, output: #"{"images":["http://old-host/files/\#(a)/x.png"],"mask":"https://r.example/files/\#(b)/m.png"}"#,
                                  error: nil, logs: "", metrics: "{}")
-        try await store.complete(second.id, status: "succeeded", output: #""http://h/files/\#(c)/y.txt""#, error: nil, logs: "", metrics: "{}")
+        try await store.complete(second.id, status: .succeeded, output: #""http://h/files/\#(c)/y.txt""#, error: nil, logs: "", metrics: "{}")
         // A late second completion writes nothing, and indexes nothing.
-        #expect(try await store.complete(second.id, status: "failed", output: #""http://h/files/\#(d)/z.txt""#, error: nil, logs: "", metrics: "{}") == false)
+        #expect(try await store.complete(second.id, status: .failed, output: #""http://h/files/\#(d)/z.txt""#, error: nil, logs: "", metrics: "{}") == false)
         #expect(try await store.referencedOutputTokens([a, b, c, d, "e"]) == [a, b, c])
         // Outputs written before the index existed are indexed by its migration (the one full read).
         try await database.sql.raw("DELETE FROM output_files").run()

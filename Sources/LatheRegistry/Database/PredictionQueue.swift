@@ -1,4 +1,5 @@
 import Foundation
+import LatheSpec
 import SQLKit
 
 /// The prediction queue (DESIGN §5): the `predictions` table itself. A prediction waiting to run
@@ -51,11 +52,13 @@ public struct PredictionQueue: Sendable {
         let query: SQLQueryString = """
             UPDATE predictions SET claimed_by = \(bind: replica), claim_id = \(claimID), lease_until = \(bind: Self.leaseEnd()),
               attempts = attempts + 1
-            WHERE id IN (SELECT id FROM predictions WHERE status = 'starting' AND claimed_by IS NULL AND NOT cancel_requested
+            WHERE id IN (SELECT id FROM predictions WHERE status = \(PredictionStatus.starting) AND claimed_by IS NULL AND NOT cancel_requested
                          ORDER BY created_at LIMIT \(bind: limit)\(lock))
             RETURNING \(unsafeRaw: PredictionStore.columns), claim_id, check_safety
             """
-        return try await sql.raw(query).all(decoding: Claimed.self)
+        // `UPDATE … RETURNING` keeps no order (PostgreSQL returns rows as it updated them), so
+        // the oldest-first promise is kept here.
+        return try await sql.raw(query).all(decoding: Claimed.self).sorted { ($0.record.createdAt, $0.record.id) < ($1.record.createdAt, $1.record.id) }
     }
 
     /// Extends the leases of the claims a replica holds.
@@ -79,8 +82,8 @@ public struct PredictionQueue: Sendable {
     func cancelUnclaimed(_ id: String) async throws -> Bool {
         struct Row: Decodable { var id: String }
         return try await !sql.raw("""
-            UPDATE predictions SET status = 'canceled', completed_at = \(bind: Timestamp.now()), cancel_requested = TRUE
-            WHERE id = \(bind: id) AND status = 'starting' AND claimed_by IS NULL RETURNING id
+            UPDATE predictions SET status = \(PredictionStatus.canceled), completed_at = \(bind: Timestamp.now()), cancel_requested = TRUE
+            WHERE id = \(bind: id) AND status = \(PredictionStatus.starting) AND claimed_by IS NULL RETURNING id
             """).all(decoding: Row.self).isEmpty
     }
 
@@ -90,14 +93,14 @@ public struct PredictionQueue: Sendable {
         struct Row: Decodable { var id: String }
         return try await !sql.raw("""
             UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL
-            WHERE id = \(bind: id) AND claim_id = \(bind: claim) AND status = 'starting' RETURNING id
+            WHERE id = \(bind: id) AND claim_id = \(bind: claim) AND status = \(PredictionStatus.starting) RETURNING id
             """).all(decoding: Row.self).isEmpty
     }
 
     /// Asks whoever holds the claim to cancel (they see the flag, or the event).
     func requestCancel(_ id: String) async throws {
         try await sql.raw("""
-            UPDATE predictions SET cancel_requested = TRUE WHERE id = \(bind: id) AND status IN ('starting', 'processing')
+            UPDATE predictions SET cancel_requested = TRUE WHERE id = \(bind: id) AND status IN (\([PredictionStatus.starting, .processing]))
             """).run()
     }
 
@@ -107,16 +110,16 @@ public struct PredictionQueue: Sendable {
         struct Row: Decodable { var id: String }
         let cutoff = Timestamp.string(now)
         let failed = try await sql.raw("""
-            UPDATE predictions SET status = 'failed', completed_at = \(bind: cutoff), claimed_by = NULL, claim_id = NULL, lease_until = NULL,
+            UPDATE predictions SET status = \(PredictionStatus.failed), completed_at = \(bind: cutoff), claimed_by = NULL, claim_id = NULL, lease_until = NULL,
               error = 'The server running this prediction was lost (it stopped renewing its claim) after it had started producing output or after \(unsafeRaw: String(Self.maxAttempts)) attempts'
-            WHERE status IN ('starting', 'processing') AND claimed_by IS NOT NULL AND lease_until < \(bind: cutoff)
+            WHERE status IN (\([PredictionStatus.starting, .processing])) AND claimed_by IS NOT NULL AND lease_until < \(bind: cutoff)
               AND (output IS NOT NULL OR attempts >= \(bind: Self.maxAttempts) OR cancel_requested)
             RETURNING id
             """).all(decoding: Row.self).map(\.id)
         let requeued = try await sql.raw("""
-            UPDATE predictions SET status = 'starting', claimed_by = NULL, claim_id = NULL, lease_until = NULL, started_at = NULL,
+            UPDATE predictions SET status = \(PredictionStatus.starting), claimed_by = NULL, claim_id = NULL, lease_until = NULL, started_at = NULL,
               logs = logs || 'The server running this prediction was lost; it was queued again.' || \(bind: "\n")
-            WHERE status IN ('starting', 'processing') AND claimed_by IS NOT NULL AND lease_until < \(bind: cutoff)
+            WHERE status IN (\([PredictionStatus.starting, .processing])) AND claimed_by IS NOT NULL AND lease_until < \(bind: cutoff)
             RETURNING id
             """).all(decoding: Row.self).map(\.id)
         return (requeued, failed)
@@ -129,13 +132,13 @@ public struct PredictionQueue: Sendable {
         struct Row: Decodable { var id: String }
         let mine: SQLQueryString = replica.map { " AND claimed_by = \(bind: $0)" } ?? ""
         let failed = try await sql.raw("""
-            UPDATE predictions SET status = 'failed', completed_at = \(bind: Timestamp.now()), claimed_by = NULL, claim_id = NULL,
+            UPDATE predictions SET status = \(PredictionStatus.failed), completed_at = \(bind: Timestamp.now()), claimed_by = NULL, claim_id = NULL,
               error = 'The server restarted while this prediction was running'
-            WHERE status = 'processing'\(mine) RETURNING id
+            WHERE status = \(PredictionStatus.processing)\(mine) RETURNING id
             """).all(decoding: Row.self).map(\.id)
         let requeued = try await sql.raw("""
             UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL
-            WHERE status = 'starting' AND claimed_by IS NOT NULL\(mine) RETURNING id
+            WHERE status = \(PredictionStatus.starting) AND claimed_by IS NOT NULL\(mine) RETURNING id
             """).all(decoding: Row.self).map(\.id)
         return (requeued, failed)
     }

@@ -30,9 +30,9 @@ extension PredictionStore {
         let data = String(decoding: try JSONEncoder().encode(delta), as: UTF8.self)
         let now = Timestamp.now()
         let update: SQLQueryString = """
-            UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = 'processing',
+            UPDATE predictions SET output = \(bind: output), logs = \(bind: logs), status = \(PredictionStatus.processing),
               started_at = COALESCE(started_at, \(bind: startedAt))
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
+            WHERE id = \(bind: id) AND status IN (\([PredictionStatus.starting, .processing]))\(holding(claim))
             RETURNING id
             """
         try await appendingEvent(update, kind: .progress, data: data, at: now)
@@ -44,18 +44,18 @@ extension PredictionStore {
     /// On PostgreSQL the same statement appends the `done` event and tells every replica
     /// (`NOTIFY`), so a finished prediction costs one round trip.
     @discardableResult
-    func complete(_ id: String, status: String, output: String?, error: String?, logs: String, metrics: String,
+    func complete(_ id: String, status: PredictionStatus, output: String?, error: String?, logs: String, metrics: String,
                   startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
         // Indexed first: a file is never named by a row that garbage collection cannot see.
         try await Self.indexOutputFiles(sql, prediction: id, output: output)
         let update: SQLQueryString = """
-            UPDATE predictions SET status = \(bind: status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
+            UPDATE predictions SET status = \(status), output = \(bind: output), error = \(bind: error), logs = \(bind: logs),
               metrics = \(bind: metrics), started_at = COALESCE(started_at, \(bind: startedAt)), completed_at = \(bind: completedAt ?? Timestamp.now()),
               input = COALESCE(\(bind: input), input), claimed_by = NULL, lease_until = NULL
-            WHERE id = \(bind: id) AND status IN ('starting', 'processing')\(holding(claim))
+            WHERE id = \(bind: id) AND status IN (\([PredictionStatus.starting, .processing]))\(holding(claim))
             RETURNING id
             """
-        guard try await appendingEvent(update, kind: .done, data: status, at: Timestamp.now()) else {
+        guard try await appendingEvent(update, kind: .done, data: status.rawValue, at: Timestamp.now()) else {
             // Nothing was written: these files are named by no row.
             let tokens = Self.outputTokens(output)
             if !tokens.isEmpty {

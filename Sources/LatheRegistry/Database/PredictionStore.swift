@@ -2,6 +2,22 @@ import Foundation
 import LatheSpec
 import SQLKit
 
+extension SQLQueryString {
+    /// A status as the SQL literal it is stored as (a literal, not a bind, so the planner sees
+    /// it as it sees the queue index's values).
+    mutating func appendInterpolation(_ status: PredictionStatus) {
+        appendInterpolation(literal: status.rawValue)
+    }
+
+    /// Several statuses, comma-separated, for `IN (…)`.
+    mutating func appendInterpolation(_ statuses: [PredictionStatus]) {
+        for (index, status) in statuses.enumerated() {
+            if index > 0 { appendLiteral(", ") }
+            appendInterpolation(status)
+        }
+    }
+}
+
 /// A prediction as stored; JSON fields are kept as text.
 public struct PredictionRecord: Sendable, Codable, Hashable {
     public var id: String
@@ -11,7 +27,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     public var version: String
     public var creatorID: String
     public var source: String
-    public var status: String
+    public var status: PredictionStatus
     public var input: String?
     public var output: String?
     public var error: String?
@@ -28,7 +44,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     /// The account the prediction runs for: the creator, or an organization the creator acted as on the web.
     public var accountID: String?
 
-    public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(status) }
+    public var isTerminal: Bool { status.isTerminal }
 
     /// Seconds from creation to completion (Replicate's `metrics.total_time`).
     public var totalTime: Double? {
@@ -72,7 +88,7 @@ public struct PredictionStore: Sendable {
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter,
                                      account_id, claimed_by, claim_id, lease_until, attempts, check_safety)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
-                    \(bind: record.source), \(bind: record.status), \(bind: record.input), '', \(bind: record.createdAt),
+                    \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), '', \(bind: record.createdAt),
                     \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID),
                     \(bind: claim?.replica), \(bind: claim?.id), \(bind: claim.map { _ in PredictionQueue.leaseEnd() }), \(bind: claim == nil ? 0 : 1),
                     \(bind: checkSafety))
@@ -87,7 +103,7 @@ public struct PredictionStore: Sendable {
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at,
                                      started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
-                    \(bind: record.source), \(bind: record.status), \(bind: record.input), \(bind: record.output), \(bind: record.error),
+                    \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), \(bind: record.output), \(bind: record.error),
                     \(bind: record.logs), \(bind: record.metrics), \(bind: record.createdAt), \(bind: record.startedAt), \(bind: record.completedAt),
                     \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID), 1, \(bind: checkSafety))
             """).run()
@@ -110,9 +126,9 @@ public struct PredictionStore: Sendable {
 
     /// What the web dashboard lists: the predictions run for `account` (the user's own, or an
     /// organization's the viewer belongs to), newest first, optionally by status and model.
-    public func dashboard(account: String, status: String?, model: String?, after cursor: (String, String)?, limit: Int) async throws -> [PredictionRecord] {
+    public func dashboard(account: String, status: PredictionStatus?, model: String?, after cursor: (String, String)?, limit: Int) async throws -> [PredictionRecord] {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE COALESCE(account_id, creator_id) = \(bind: account)"
-        if let status, !status.isEmpty { query = query + " AND status = \(bind: status)" }
+        if let status { query = query + " AND status = \(status)" }
         if let model, !model.isEmpty { query = query + " AND model = \(bind: model)" }
         if let (createdAt, id) = cursor {
             query = query + " AND (created_at < \(bind: createdAt) OR (created_at = \(bind: createdAt) AND id < \(bind: id)))"
@@ -152,13 +168,13 @@ public struct PredictionStore: Sendable {
 
     func markProcessing(_ id: String, at startedAt: String = Timestamp.now(), claim: String? = nil) async throws {
         try await sql.raw("""
-            UPDATE predictions SET status = 'processing', started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = 'starting'\(holding(claim))
+            UPDATE predictions SET status = \(PredictionStatus.processing), started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = \(PredictionStatus.starting)\(holding(claim))
             """).run()
     }
 
     /// Logs of a prediction that is still waiting to start (its model's environment build).
     func setStartingLogs(_ id: String, logs: String) async throws {
-        try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = 'starting'").run()
+        try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = \(PredictionStatus.starting)").run()
     }
 
     public func share(_ id: String) async throws {

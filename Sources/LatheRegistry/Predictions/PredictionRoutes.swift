@@ -39,7 +39,7 @@ struct PredictionRoutes {
             guard let principal = context.principal, principal.actsFor(model.ownerID) else { throw RegistryError(403, "only the model's owners may add examples") }
             let body = try await request.decode(as: Body.self, context: context)
             guard let prediction = try await find(body.prediction_id, viewer: principal), prediction.modelID == model.id,
-                  prediction.status == "succeeded", !prediction.dataRemoved else {
+                  prediction.status == .succeeded, !prediction.dataRemoved else {
                 throw RegistryError(400, "prediction_id must name a succeeded prediction of \(model.repository) that you can see")
             }
             try await store.addExample(modelID: model.id, predictionID: prediction.id)
@@ -191,7 +191,7 @@ struct PredictionRoutes {
         // A wait that runs out answers the prediction's real status (`processing` once it
         // runs), except to Replicate's official clients, which treat any status but `starting`
         // as finished: they get `starting` and poll.
-        if inline && !current.isTerminal && RequestValues.expectsStartingAfterWait(request.headers[.userAgent]) { current.status = "starting" }
+        if inline && !current.isTerminal && RequestValues.expectsStartingAfterWait(request.headers[.userAgent]) { current.status = .starting }
         var response = try jsonResponse((inline ? await PredictionShape(registry: registry).jsonInliningFiles(current) : PredictionShape(registry: registry).json(current)), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
@@ -215,7 +215,7 @@ struct PredictionRoutes {
         }
         var record = PredictionRecord(
             id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
-            status: "starting", input: String(decoding: JSONValue.object(raw).serialized(), as: UTF8.self), output: nil, error: nil, logs: "",
+            status: .starting, input: String(decoding: JSONValue.object(raw).serialized(), as: UTF8.self), output: nil, error: nil, logs: "",
             metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
             webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
         record.accountID = accountID ?? principal.user.id
@@ -342,10 +342,10 @@ struct PredictionRoutes {
                     if let output, output != .null, output.arrayValue == nil, sentItems == 0 {
                         try await send("output", output.stringValue ?? String(decoding: try JSON.canonical(output), as: UTF8.self))
                     }
-                    if record.status == "failed" {
+                    if record.status == .failed {
                         try await send("error", String(decoding: try JSON.canonical(["detail": record.error ?? "prediction failed"]), as: UTF8.self))
                     }
-                    try await send("done", record.status == "canceled" ? #"{"reason":"canceled"}"# : "{}")
+                    try await send("done", record.status == .canceled ? #"{"reason":"canceled"}"# : "{}")
                     break
                 }
             }

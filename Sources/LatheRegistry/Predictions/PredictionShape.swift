@@ -25,7 +25,7 @@ struct PredictionShape {
         return .object([
             "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
             "input": record.dataRemoved ? .null : decode(record.input), "output": output, "logs": .string(record.logs),
-            "error": .optional(record.error), "status": .string(record.status), "source": .string(record.source),
+            "error": .optional(record.error), "status": .string(record.status.rawValue), "source": .string(record.source),
             "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
             "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
             "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),

@@ -242,7 +242,7 @@ public actor Scheduler {
                 }
                 try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
             } catch {
-                await endUnrun(item.record.id, claim: item.claimID, status: "failed", error: "\(error)", logs: item.record.logs)
+                await endUnrun(item.record.id, claim: item.claimID, status: .failed, error: "\(error)", logs: item.record.logs)
             }
         }
     }
@@ -382,7 +382,7 @@ public actor Scheduler {
         for (version, waiting) in queues {
             if let job = waiting.first(where: { $0.id == id }) {
                 queues[version] = waiting.filter { $0.id != id }
-                await endUnrun(id, claim: job.claimID, inserted: job.inserted, status: "canceled", logs: job.preamble)
+                await endUnrun(id, claim: job.claimID, inserted: job.inserted, status: .canceled, logs: job.preamble)
                 return
             }
         }
@@ -561,7 +561,7 @@ public actor Scheduler {
             queues[version] = jobs.filter { job in !expired.contains { $0.id == job.id } }
             for job in expired {
                 waitingForHardware.remove(job.id)
-                await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: "failed",
+                await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: .failed,
                                error: "No worker offers hardware \(sku) (waited \(Int(settings.hardwareWait)) s): start a worker with `lathe worker --hardware \(sku)`, or set the model's hardware to one GET /v1/hardware lists.",
                                logs: job.preamble)
             }
@@ -717,7 +717,7 @@ public actor Scheduler {
     private func failQueue(_ version: String, error: String, logs: String) async {
         let jobs = queues.removeValue(forKey: version) ?? []
         for job in jobs {
-            await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: "failed", error: error, logs: job.preamble + logs)
+            await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: .failed, error: error, logs: job.preamble + logs)
         }
     }
 
@@ -725,7 +725,7 @@ public actor Scheduler {
     /// failed, no hardware, unreadable): the final row under its claim, the claim released,
     /// waiters here and on other replicas woken, and its `completed` webhook, in that order, as
     /// a prediction that ran ends (``run(_:on:version:)``).
-    private func endUnrun(_ id: String, claim: String, inserted: Task<Bool, any Error>? = nil, status: String, error: String? = nil,
+    private func endUnrun(_ id: String, claim: String, inserted: Task<Bool, any Error>? = nil, status: PredictionStatus, error: String? = nil,
                           logs: String) async {
         _ = try? await inserted?.value
         _ = try? await predictions.complete(id, status: status, output: nil, error: error, logs: logs, metrics: "{}", claim: claim)
@@ -750,7 +750,7 @@ public actor Scheduler {
         let store = predictions
         let id = job.id
         var record = job.record
-        record.status = "processing"
+        record.status = .processing
         let startedAt = Timestamp.now()
         record.startedAt = startedAt
         let claim = job.claimID
@@ -835,7 +835,7 @@ public actor Scheduler {
         }
         // What it streamed before it was canceled, timed out or failed stays its output.
         let output = try? await OutputFiles.publish(outcome.output ?? progress.emitted, from: outputs, registry: registry)
-        record.status = outcome.status.rawValue
+        record.status = PredictionStatus(outcome.status)
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error
         record.logs = job.preamble + outcome.logs

@@ -27,7 +27,7 @@ extension WebApp {
             guard let model = try await registry.models.model(id: prediction.modelID), context.principal?.actsFor(model.ownerID) == true else {
                 throw RegistryError(403, "only the model's owners may add examples")
             }
-            guard prediction.status == "succeeded", !prediction.dataRemoved else { throw RegistryError(400, "only succeeded predictions can be examples") }
+            guard prediction.status == .succeeded, !prediction.dataRemoved else { throw RegistryError(400, "only succeeded predictions can be examples") }
             try await predictions.store.addExample(modelID: model.id, predictionID: prediction.id)
             return redirect("/\(model.repository)")
         }
@@ -66,12 +66,12 @@ extension WebApp {
         let mine = Self.mayChange(record, context.principal)
         var data: [String: Any] = [
             "id": record.id, "model": record.model, "version": record.version, "shortVersion": String(record.version.prefix(12)),
-            "source": record.source, "status": record.status, "createdAt": record.createdAt, "terminal": record.isTerminal,
+            "source": record.source, "status": record.status.rawValue, "createdAt": record.createdAt, "terminal": record.isTerminal,
             "stream": registry.streamPath(record.id), "concatenate": spec?.output.concatenate == true ? "true" : "false",
             "outputs": PredictionView.outputs(record, spec: spec, registry: registry), "inputs": PredictionView.inputs(record, spec: spec),
             "logs": record.logs, "dataRemoved": record.dataRemoved, "shared": record.shared, "webURL": "\(registry.baseURL)/p/\(record.id)",
             "canCancel": mine && !record.isTerminal, "canShare": mine && !record.shared, "canDelete": mine,
-            "canExample": record.status == "succeeded" && !record.dataRemoved && model.map { context.principal?.actsFor($0.ownerID) == true } == true,
+            "canExample": record.status == .succeeded && !record.dataRemoved && model.map { context.principal?.actsFor($0.ownerID) == true } == true,
         ]
         if let started = record.startedAt { data["startedAt"] = started }
         if let completed = record.completedAt { data["completedAt"] = completed }
@@ -86,23 +86,24 @@ extension WebApp {
     private func dashboard(_ request: Request, _ context: RegistryContext) async throws -> Response {
         let session = try signedIn(context)
         let query = request.uri.queryParameters
-        let status = query["status"].map(String.init) ?? "", model = query["model"].map(String.init) ?? ""
+        // An unknown status filters nothing (the form offers only the known ones).
+        let status = query["status"].flatMap { PredictionStatus(rawValue: String($0)) }, model = query["model"].map(String.init) ?? ""
         let cursor = query["cursor"].flatMap { ModelRoutes.decodeCursor(String($0)) }
         let rows = try await predictions.store.dashboard(account: session.acting.id, status: status, model: model, after: cursor, limit: Self.pageSize + 1)
         let page = Array(rows.prefix(Self.pageSize))
         var data: [String: Any] = [
-            "statuses": ["starting", "processing", "succeeded", "failed", "canceled"].map { ["value": $0, "selected": $0 == status] },
+            "statuses": PredictionStatus.allCases.map { ["value": $0.rawValue, "selected": $0 == status] },
             "model": model, "hasPredictions": !page.isEmpty,
             "predictions": page.map { record -> [String: Any] in
                 let runTime = PredictionView.seconds(record.predictTime).map { "\($0) s" } ?? ""
-                return ["id": record.id, "model": record.model, "shortVersion": String(record.version.prefix(12)), "status": record.status,
+                return ["id": record.id, "model": record.model, "shortVersion": String(record.version.prefix(12)), "status": record.status.rawValue,
                         "source": record.source, "createdAt": record.createdAt, "runTime": runTime]
             },
         ]
         if rows.count > Self.pageSize, let last = page.last {
             var components = URLComponents()
             components.path = "/dashboard"
-            components.queryItems = [URLQueryItem(name: "status", value: status), URLQueryItem(name: "model", value: model),
+            components.queryItems = [URLQueryItem(name: "status", value: status?.rawValue ?? ""), URLQueryItem(name: "model", value: model),
                                      URLQueryItem(name: "cursor", value: ModelRoutes.encodeCursor(last.createdAt, last.id))]
             data["next"] = components.string ?? "/dashboard"
         }
