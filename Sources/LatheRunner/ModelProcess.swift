@@ -110,8 +110,10 @@ public final class ModelProcess: @unchecked Sendable {
         }
     }
 
-    /// Runs one prediction; `onEvent` sees logs and iterator items as they arrive.
-    public func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool = false,
+    /// Runs one prediction; `onEvent` sees logs and iterator items as they arrive. `context` is
+    /// the request's context, which the model reads as `cog.current_scope().context`.
+    public func predict(id: String, input: [String: JSONValue], context: [String: String] = [:], outputDirectory: URL, timeout: TimeInterval,
+                        checkSafety: Bool = false,
                         onEvent: @escaping @Sendable (RunnerEvent) -> Void = { _ in }) async -> PredictionOutcome {
         // The runner creates `outputDirectory` when the model writes its first file.
         let outcome = await withCheckedContinuation { continuation in
@@ -126,7 +128,7 @@ public final class ModelProcess: @unchecked Sendable {
             pending[id]?.timer = timer
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
             lock.unlock()
-            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path, safety: checkSafety))
+            send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path, safety: checkSafety, context: context))
         }
         return outcome
     }

@@ -30,9 +30,11 @@ struct RunnerCommand: Encodable, Sendable {
     var outputDir: String?
     /// Run the spec's safety checker on the output.
     var safety: Bool?
+    /// The request's `context` (Cog's `current_scope().context`).
+    var context: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case type, id, input, safety
+        case type, id, input, safety, context
         case outputDir = "output_dir"
     }
 
@@ -43,6 +45,7 @@ struct RunnerCommand: Encodable, Sendable {
         if let input { object["input"] = .object(input) }
         if let outputDir { object["output_dir"] = .string(outputDir) }
         if let safety { object["safety"] = .bool(safety) }
+        if let context, !context.isEmpty { object["context"] = .object(context.mapValues { .string($0) }) }
         return JSONValue.object(object).serialized() + [0x0A]
     }
 }

@@ -191,7 +191,7 @@ actor WorkerInstances {
             }
             let input = (command.input ?? [:]).mapValues { Self.localize($0, local) }
             let batcher = EventBatcher(client: client, path: "\(path)/events", interval: settings.batchInterval)
-            outcome = await process.predict(id: prediction, input: input, outputDirectory: outputs,
+            outcome = await process.predict(id: prediction, input: input, context: command.context ?? [:], outputDirectory: outputs,
                                             timeout: max(0.001, deadline.timeIntervalSinceNow), checkSafety: command.checkSafety ?? false) { event in
                 batcher.add(event)
             }

@@ -34,10 +34,11 @@ struct RemoteInstanceTests {
         let (instance, worker) = await ready()
         let events = EventsSeen()
         async let outcome = instance.predict(id: "p1", input: ["text": .string("hi"), "image": .string(work.path + "/inputs/p1/f/a.png")],
-                                             outputDirectory: work, timeout: 30, checkSafety: false) { events.add($0) }
+                                             context: ["tenant": "acme"], outputDirectory: work, timeout: 30, checkSafety: false) { events.add($0) }
         let command = try #require(await fleet.poll(worker, wait: 5).first)
         #expect(command.kind == .predict && command.prediction == "p1" && command.inputFiles == ["f/a.png"])
         #expect(command.input?["image"] == .string("f/a.png") && command.input?["text"] == .string("hi"))
+        #expect(command.context == ["tenant": "acme"], "the request's context reaches the worker")
         let assignment = try #require(command.assignment)
         #expect(instance.events(assignment, [WorkerEvent(.log("one\n")), WorkerEvent(.output(index: 0, value: .string("a")))]))
         #expect(instance.inputFile(assignment, path: "f/a.png") != nil)
@@ -55,8 +56,8 @@ struct RemoteInstanceTests {
     @Test("a lost worker: silent predictions may run again, ones that spoke fail with their logs")
     func lost() async throws {
         let (instance, worker) = await ready()
-        async let silent = instance.predict(id: "quiet", input: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
-        async let talking = instance.predict(id: "loud", input: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
+        async let silent = instance.predict(id: "quiet", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
+        async let talking = instance.predict(id: "loud", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         var commands: [WorkerCommand] = []
         while commands.count < 2 { commands += await fleet.poll(worker, wait: 5) }
         let loud = try #require(commands.first { $0.prediction == "loud" }?.assignment)
@@ -78,7 +79,7 @@ struct RemoteInstanceTests {
     func backstop() async {
         let (instance, worker) = await ready(backstop: 0.2)
         let started = Date()
-        async let outcome = instance.predict(id: "p", input: [:], outputDirectory: work, timeout: 0.1, checkSafety: false) { _ in }
+        async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 0.1, checkSafety: false) { _ in }
         _ = await fleet.poll(worker, wait: 5)
         let result = await outcome
         #expect(result.status == .failed && result.error?.contains("did not answer") == true)
@@ -88,7 +89,7 @@ struct RemoteInstanceTests {
     @Test("a cancel is queued for the worker's long poll at once")
     func cancel() async throws {
         let (instance, worker) = await ready()
-        async let outcome = instance.predict(id: "p", input: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
+        async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         let assignment = try #require(await fleet.poll(worker, wait: 5).first?.assignment)
         let started = Date()
         async let next = fleet.poll(worker, wait: 5)

@@ -86,7 +86,7 @@ class Predictor(BasePredictor):
         scope.metrics.record("logprobs", -1.5, mode="append")
         scope.metrics.record("logprobs", -0.5, mode="append")
         scope.record_metric("bad", "not a number")
-        return f"{self.ready}: {text}"
+        return f"{self.ready}: {text} [{scope.context.get('tenant', '-')}]"
 '''
 
 
@@ -97,9 +97,16 @@ def test_cog_metrics_async_setup_and_warnings_work_in_a_prediction(server, tmp_p
     (folder / "predict.py").write_text(COG_MODEL)
     pushed = subprocess.run([LATHE, "push", str(folder), "alice/cogstyle"], capture_output=True, text=True, env=server.env)
     assert pushed.returncode == 0, pushed.stderr
-    done = httpx.post(f"{server.url}/v1/models/alice/cogstyle/predictions", json={"input": {"text": "hi"}},
-                      headers={"Authorization": f"Bearer {server.token}", "Prefer": "wait"}, timeout=120).json()
-    assert done["status"] == "succeeded" and done["output"] == "yes: hi", done
+    headers = {"Authorization": f"Bearer {server.token}", "Prefer": "wait"}
+    done = httpx.post(f"{server.url}/v1/models/alice/cogstyle/predictions", json={"input": {"text": "hi"}, "context": {"tenant": "acme"}},
+                      headers=headers, timeout=120).json()
+    # current_scope().context is the request's `context` (Cog's HTTP API field), never echoed back.
+    assert done["status"] == "succeeded" and done["output"] == "yes: hi [acme]", done
+    assert "context" not in done
+    plain = httpx.post(f"{server.url}/v1/models/alice/cogstyle/predictions", json={"input": {"text": "hi"}}, headers=headers, timeout=120).json()
+    assert plain["output"] == "yes: hi [-]", plain
+    bad = httpx.post(f"{server.url}/v1/models/alice/cogstyle/predictions", json={"input": {"text": "hi"}, "context": {"tenant": 7}}, headers=headers)
+    assert bad.status_code == 400 and "context.tenant must be a string" in bad.text, bad.text
     metrics = done["metrics"]
     assert metrics["tokens"] == 3 and metrics["temperature"] == 0.7 and metrics["steps"] == 2, metrics
     assert metrics["logprobs"] == [-1.5, -0.5] and "predict_time" in metrics and "bad" not in metrics, metrics

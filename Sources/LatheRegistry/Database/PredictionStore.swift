@@ -43,6 +43,14 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     public var webhookEventsFilter: String?
     /// The account the prediction runs for: the creator, or an organization the creator acted as on the web.
     public var accountID: String?
+    /// The request's `context` (string keys and values, as JSON text): what the model reads as
+    /// `cog.current_scope().context`. Never shown in the API's answers.
+    public var context: String? = nil
+
+    /// ``context`` decoded (empty when there is none).
+    public var requestContext: [String: String] {
+        context.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+    }
 
     public var isTerminal: Bool { status.isTerminal }
 
@@ -63,6 +71,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         case completedAt = "completed_at", dataRemoved = "data_removed"
         case webhook, webhookEventsFilter = "webhook_events_filter"
         case accountID = "account_id"
+        case context
     }
 }
 
@@ -79,19 +88,19 @@ public struct PredictionStore: Sendable {
         gate = database.sqliteGate
     }
 
-    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id"
+    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id, context"
 
     /// Inserts a new prediction, already claimed by `claim` (the replica that will run it) or
     /// waiting for any replica to claim it.
     public func insert(_ record: PredictionRecord, claim: (replica: String, id: String)? = nil, checkSafety: Bool = true) async throws {
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter,
-                                     account_id, claimed_by, claim_id, lease_until, attempts, check_safety)
+                                     account_id, claimed_by, claim_id, lease_until, attempts, check_safety, context)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), '', \(bind: record.createdAt),
                     \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID),
                     \(bind: claim?.replica), \(bind: claim?.id), \(bind: claim.map { _ in PredictionQueue.leaseEnd() }), \(bind: claim == nil ? 0 : 1),
-                    \(bind: checkSafety))
+                    \(bind: checkSafety), \(bind: record.context))
             """).run()
     }
 
@@ -101,11 +110,11 @@ public struct PredictionStore: Sendable {
         try await Self.indexOutputFiles(sql, prediction: record.id, output: record.output)
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at,
-                                     started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety)
+                                     started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety, context)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), \(bind: record.output), \(bind: record.error),
                     \(bind: record.logs), \(bind: record.metrics), \(bind: record.createdAt), \(bind: record.startedAt), \(bind: record.completedAt),
-                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID), 1, \(bind: checkSafety))
+                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID), 1, \(bind: checkSafety), \(bind: record.context))
             """).run()
     }
 
@@ -198,7 +207,7 @@ public struct PredictionStore: Sendable {
     }
 
     func removeData(_ id: String) async throws {
-        try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
+        try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, context = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
         try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
         try await sql.raw("DELETE FROM output_files WHERE prediction_id = \(bind: id)").run()
     }

@@ -291,6 +291,9 @@ public final class RegistryDatabase: Sendable {
                 try await PredictionStore.indexOutputFiles(sql, prediction: row.id, output: row.output)
             }
         }),
+        (15, "predictions: the request's context (Cog's current_scope().context)", { sql, _ in
+            try await sql.raw("ALTER TABLE predictions ADD COLUMN context TEXT").run()
+        }),
     ]
 
     private func migrate() async throws {

@@ -144,6 +144,33 @@ struct PredictionRoutes {
         var webhook: String?
         var webhook_events_filter: [String]?
         var disable_safety_checker: Bool?
+        /// Cog's request `context`: string keys and values the model reads as `current_scope().context`.
+        var context: [String: JSONValue]?
+    }
+
+    /// The most entries, and bytes per key and per value, a request's `context` may carry.
+    static let contextLimits = (entries: 64, key: 256, value: 4096)
+
+    /// `context` as the model will see it, or a 400 naming what is wrong.
+    static func requestContext(_ raw: [String: JSONValue]?) throws -> [String: String] {
+        guard let raw else { return [:] }
+        guard raw.count <= contextLimits.entries else {
+            throw RegistryError(400, "context has \(raw.count) entries; at most \(contextLimits.entries) are allowed")
+        }
+        var context: [String: String] = [:]
+        for (key, value) in raw {
+            guard !key.isEmpty, key.utf8.count <= contextLimits.key else {
+                throw RegistryError(400, "context: keys must be 1 to \(contextLimits.key) bytes long")
+            }
+            guard case .string(let text) = value else {
+                throw RegistryError(400, "context.\(key) must be a string (context maps strings to strings, as in Cog)")
+            }
+            guard text.utf8.count <= contextLimits.value else {
+                throw RegistryError(400, "context.\(key) is longer than \(contextLimits.value) bytes")
+            }
+            context[key] = text
+        }
+        return context
     }
 
     /// Creates a prediction of `pinned` (a deployment's version) or of what the body names.
@@ -152,6 +179,7 @@ struct PredictionRoutes {
             throw RegistryError(401, context.rejectedCredentials ? "the token is not valid (revoked or mistyped)" : "authentication required: send Authorization: Bearer <token>")
         }
         let body = try await request.decode(as: CreateBody.self, context: context)
+        let requestContext = try Self.requestContext(body.context)
         var cancelAfter: TimeInterval?
         if let header = request.headers[.init("Cancel-After")!] {
             guard let seconds = RequestValues.duration(header, limit: 7 * 86_400), seconds >= 5 else {
@@ -166,7 +194,7 @@ struct PredictionRoutes {
         do {
             submitted = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
                                       webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true,
-                                      deferInsert: wait != nil && body.webhook == nil)
+                                      context: requestContext, deferInsert: wait != nil && body.webhook == nil)
         } catch let error as InputErrors {
             let detail = error.fields.map(\.description).joined(separator: "; ")
             let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
@@ -204,7 +232,7 @@ struct PredictionRoutes {
     /// inserted and then completed.
     func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
                 accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
-                deferInsert: Bool = false) async throws -> Submitted {
+                context: [String: String] = [:], deferInsert: Bool = false) async throws -> Submitted {
         let spec = try await spec(of: model, version: version)
         let input = try InputValidator.validate(raw, spec: spec)
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
@@ -219,6 +247,7 @@ struct PredictionRoutes {
             metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
             webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
         record.accountID = accountID ?? principal.user.id
+        if !context.isEmpty { record.context = String(decoding: JSONValue.object(context.mapValues { .string($0) }).serialized(), as: UTF8.self) }
         // The row is written while the model already runs; the answer and the completion both
         // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
         let store = self.store, row = record

@@ -800,7 +800,7 @@ public actor Scheduler {
                 outcome = PredictionOutcome(status: .canceled)
             } else {
                 let input = try result.get()
-                outcome = await instance.runner.predict(id: job.id, input: input, outputDirectory: outputs,
+                outcome = await instance.runner.predict(id: job.id, input: input, context: job.record.requestContext, outputDirectory: outputs,
                                                          timeout: max(0.001, deadline.timeIntervalSinceNow),
                                                          checkSafety: job.checkSafety) { event in progress.add(event) }
                 progress.close()

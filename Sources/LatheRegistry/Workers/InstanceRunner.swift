@@ -9,7 +9,7 @@ protocol InstanceRunner: AnyObject, Sendable {
     var isRunning: Bool { get }
     /// Runs one prediction; `onEvent` sees logs and streamed items as they happen. File inputs
     /// are paths under the instance's work folder; output files land in `outputDirectory`.
-    func predict(id: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
+    func predict(id: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
                  onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome
     /// Asks the running prediction to stop (it ends `canceled`).
     func cancel(id: String)

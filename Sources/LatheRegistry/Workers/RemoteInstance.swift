@@ -102,7 +102,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         if report.state == .failed || report.state == .stopped { failPending("the model process on worker \(workerName) stopped: \(report.error ?? "no reason given")", retry: false) }
     }
 
-    func predict(id prediction: String, input: [String: JSONValue], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
+    func predict(id prediction: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
                  onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome {
         let inputs = work.appendingPathComponent("inputs/\(prediction)")
         var files: [String] = []
@@ -127,7 +127,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
                 return
             }
             fleet.send(workerID, WorkerCommand(kind: .predict, instance: id, assignment: assignment, prediction: prediction, input: wire,
-                                               inputFiles: files, timeout: timeout, checkSafety: checkSafety))
+                                               inputFiles: files, timeout: timeout, checkSafety: checkSafety, context: context.isEmpty ? nil : context))
         }
     }
 

@@ -116,10 +116,12 @@ public struct WorkerCommand: Codable, Sendable {
     public var inputFiles: [String]?
     public var timeout: Double?
     public var checkSafety: Bool?
+    /// The request's `context` (predict), which the model reads as `current_scope().context`.
+    public var context: [String: String]?
 
     public init(kind: Kind, instance: String? = nil, version: WorkerVersion? = nil, gpus: Int? = nil, assignment: String? = nil,
                 prediction: String? = nil, input: [String: JSONValue]? = nil, inputFiles: [String]? = nil, timeout: Double? = nil,
-                checkSafety: Bool? = nil) {
+                checkSafety: Bool? = nil, context: [String: String]? = nil) {
         self.kind = kind
         self.instance = instance
         self.version = version
@@ -130,10 +132,11 @@ public struct WorkerCommand: Codable, Sendable {
         self.inputFiles = inputFiles
         self.timeout = timeout
         self.checkSafety = checkSafety
+        self.context = context
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, instance, version, gpus, assignment, prediction, input, timeout
+        case kind, instance, version, gpus, assignment, prediction, input, timeout, context
         case inputFiles = "input_files"
         case checkSafety = "check_safety"
     }

@@ -15,6 +15,13 @@ import NIOHTTP1
 /// chunk may arrive at any replica. The digest is therefore known before the parts are
 /// assembled; when the client named it at the start, they assemble at the blob's own key and
 /// nothing is copied.
+///
+/// Why a named digest rather than presigned part uploads straight to the bucket: with presigned
+/// parts the registry would leave the data path, and so could not hash the bytes before they
+/// are assembled; it would have to assemble first and read everything back to check it, and a
+/// blob's key would hold unchecked bytes meanwhile. Naming the digest keeps every byte checked
+/// before it is visible under that digest, costs no extra pass, and needs no bucket credentials
+/// on the client.
 public final class S3BlobStore: BlobStore, @unchecked Sendable {
     /// Parts of a multipart upload (S3's minimum is 5 MiB for all but the last).
     public static let partSize: Int64 = 8 << 20
