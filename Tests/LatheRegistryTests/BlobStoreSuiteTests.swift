@@ -190,6 +190,12 @@ struct BlobStoreSuiteTests {
         #expect(poisoned?.code == "DIGEST_INVALID")
         #expect(try await Self.read(store, .blob(digest)) == data, "the blob under the digest is untouched")
         #expect(try await store.uploadSize(attack) == nil, "the upload ends")
+        // Bytes missing at the end: a sentence that says so, and the upload ends.
+        let short = UUID().uuidString.lowercased()
+        try await store.createUpload(short, digest: Digest.of(Data("whole".utf8)))
+        _ = try await store.append(short, body: Body(chunks: [Data("who".utf8)]), at: 0, limit: .max)
+        let missing = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(short, as: Digest.of(Data("whole".utf8))) }
+        #expect(missing?.message.contains("3 bytes") == true && missing?.message.contains("missing or differ") == true, "\(String(describing: missing))")
         // Other bytes under a digest nothing holds: nothing is kept under it.
         let promised = Digest.of(Data("promised".utf8))
         let fresh = UUID().uuidString.lowercased()

@@ -102,6 +102,13 @@ public protocol BlobStore: Sendable {
     func uploads(untouchedSince date: Date) async throws -> [String]
 }
 
+/// The answer to an upload whose bytes are not the digest the client names: one sentence for
+/// every store, with what to do.
+func uploadMismatch(size: Int64, actual: Digest, expected: Digest) -> RegistryError {
+    RegistryError(400, "the upload's \(size) bytes have digest \(actual), not \(expected): bytes are missing or differ; the upload is discarded, push the blob again",
+                  code: "DIGEST_INVALID")
+}
+
 extension BlobStore {
     /// Starts an upload whose digest is told only at its end (plain OCI clients).
     public func createUpload(_ id: String) async throws { try await createUpload(id, digest: nil) }

@@ -197,7 +197,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         guard actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try await discardUpload(id)
-            throw RegistryError(400, "the uploaded bytes have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
+            throw uploadMismatch(size: size, actual: actual, expected: expected)
         }
         // Renamed over any file already there: these bytes were just checked, an older file
         // (from before that check existed) may not have been; readers keep the file they opened.

@@ -446,7 +446,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         guard state.hash.count == total, actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try? await discardUpload(id)
-            throw RegistryError(400, "the uploaded bytes (\(total)) have digest \(actual), not \(expected)", code: "DIGEST_INVALID")
+            throw uploadMismatch(size: total, actual: actual, expected: expected)
         }
         let dataKey = try assemblyKey(id, state), tailKey = try uploadKey(id, "tail")
         let target = objectKey(.blob(expected))
