@@ -14,6 +14,25 @@ public struct PythonEnvironment: Sendable, Codable {
 
     static let marker = "lathe-env.json"
 
+    /// The name of the environment folder for `requirements` under Python `version`.
+    static func key(python version: PythonVersion, requirements: [String]) -> String {
+        let key = "python=\(version)\n" + requirements.joined(separator: "\n")
+        return String(SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined().prefix(20))
+    }
+
+    /// The environment for `requirements` under Python `version` when one was built already
+    /// (nothing is built or run).
+    public static func existing(python version: PythonVersion, requirements: [String], home: URL) -> PythonEnvironment? {
+        let marker = home.appendingPathComponent("envs").appendingPathComponent(key(python: version, requirements: requirements))
+            .appendingPathComponent(Self.marker)
+        return FileManager.default.contents(atPath: marker.path).flatMap { try? JSONDecoder().decode(PythonEnvironment.self, from: $0) }
+    }
+
+    /// Its `site-packages` folder (`lib/pythonX.Y/site-packages`).
+    public func sitePackages(_ version: PythonVersion) -> URL {
+        root.appendingPathComponent("lib/python\(version.majorMinor)/site-packages")
+    }
+
     /// The environment for `requirements` under Python `version`, creating it if needed with
     /// `build` (its sandbox, limits and requirement policy). `log` receives installer output as
     /// it comes, so a slow first build is not silent. Blocking: call it off the cooperative pool.
@@ -23,10 +42,9 @@ public struct PythonEnvironment: Sendable, Codable {
         guard problems.isEmpty else {
             throw Diagnostic(nil, problems.joined(separator: "\n"), fix: "list packages from the package index by name in python_packages or requirements")
         }
-        let key = "python=\(version)\n" + requirements.joined(separator: "\n")
-        let hash = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined().prefix(20)
+        let hash = key(python: version, requirements: requirements)
         let envs = home.appendingPathComponent("envs")
-        let root = envs.appendingPathComponent(String(hash))
+        let root = envs.appendingPathComponent(hash)
         try FileManager.default.createDirectory(at: envs, withIntermediateDirectories: true)
 
         // One builder at a time per environment; others wait and then reuse it.

@@ -49,10 +49,23 @@ public enum CogImport {
         var python = build?["python_version"].map { $0.string ?? "" } ?? ModelSpec.defaultPython.description
         python = python.split(separator: ".").prefix(2).joined(separator: ".")
         lines.append("python: \(quote(python))")
+        var notes: [String] = []
+        // What `cog` itself depends on, which Cog images therefore have: added where the code imports it.
+        let imports = (try? ImportCheck.imports(project: project, files: ImportCheck.codeFiles(project: project, entry: entry.file))) ?? []
         if let requirements = build?["python_requirements"]?.string {
             lines.append("requirements: \(quote(requirements))")
-        } else if let packages = build?["python_packages"]?.sequence {
-            lines.append("python_packages: [" + packages.compactMap(\.string).map(quote).joined(separator: ", ") + "]")
+            let listed = (try? String(contentsOf: project.appendingPathComponent(requirements), encoding: .utf8))?
+                .components(separatedBy: .newlines) ?? []
+            for (module, distribution, found) in implicit(imports, project: project, listed: listed) {
+                notes.append("\(found.file) imports \(module), which Cog images have because cog depends on it: add \(distribution) to \(requirements)")
+            }
+        } else {
+            var packages = build?["python_packages"]?.sequence?.compactMap(\.string) ?? []
+            for (module, distribution, found) in implicit(imports, project: project, listed: packages) {
+                packages.append(distribution)
+                notes.append("python_packages gains \(distribution): \(found.file) imports \(module), which Cog images have because cog depends on it")
+            }
+            if !packages.isEmpty { lines.append("python_packages: [" + packages.map(quote).joined(separator: ", ") + "]") }
         }
         lines.append("predict: \(entry)")
         if predict.params.isEmpty {
@@ -65,7 +78,6 @@ public enum CogImport {
             lines.append("  \(parameter.name): {\(declaration)}")
         }
         lines.append("output: {" + output(predict.returns).joined(separator: ", ") + "}")
-        var notes: [String] = []
         if let maximum = root?["concurrency"]?.mapping?["max"]?.int, maximum >= 1 {
             lines.append("concurrency: \(min(maximum, SpecParser.Limits.concurrency))")
         }
@@ -75,6 +87,14 @@ public enum CogImport {
             lines += notes.map { "# " + $0 }
         }
         return Conversion(text: lines.joined(separator: "\n") + "\n", notes: notes)
+    }
+
+    /// The packages `cog` brings that the code imports and `listed` does not provide.
+    static func implicit(_ imports: [ImportCheck.Import], project: URL, listed: [String]) -> [(String, String, ImportCheck.Import)] {
+        let missing = ImportCheck.unprovided(imports, project: project, requirements: listed)
+        return ImportCheck.cogBrings.compactMap { module, distribution in
+            missing.first { $0.module == module }.map { (module, distribution, $0) }
+        }
     }
 
     /// One sentence per `cog.yaml` key the conversion does not carry: what it meant and what to

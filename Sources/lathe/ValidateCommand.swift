@@ -30,11 +30,35 @@ struct ValidateCommand: AsyncParsableCommand {
             if importModule {
                 try importPredictor(spec, project: project)
             }
+            let warnings = try importWarnings(spec, project: project)
             if json {
-                try printJSON(["valid": true])
+                try printJSON(ValidateResult(valid: true, warnings: warnings.map(\.description)))
             } else {
+                for warning in warnings { printError(warning.description) }
                 print("ok: lathe.yaml and \(spec.predict.file) agree (\(spec.inputs.count) inputs, output \(spec.output.type.rawValue))\(importModule ? "; the predictor imports" : "")")
             }
+        }
+    }
+
+    struct ValidateResult: Encodable { var valid: Bool; var warnings: [String] }
+
+    /// One warning per module the code imports at module level that nothing provides: the
+    /// standard library, the project's own files, `cog` (Lathe's) and the listed requirements
+    /// (what an already built environment has installed, else a name map) are checked.
+    private func importWarnings(_ spec: ModelSpec, project: URL) throws -> [Diagnostic] {
+        let requirements = try ModelBuilder.requirements(spec, project: project)
+        let installed = PythonEnvironment.existing(python: spec.python, requirements: requirements, home: LocalStore.home)
+            .map { ImportCheck.installedModules(sitePackages: $0.sitePackages(spec.python)) }
+        let files = ImportCheck.codeFiles(project: project, entry: spec.predict.file)
+        let missing = ImportCheck.unprovided(try ImportCheck.imports(project: project, files: files), project: project,
+                                             requirements: requirements, installed: installed)
+        let listing = spec.requirements.map { "your \($0)" } ?? "python_packages in lathe.yaml"
+        return missing.map { found in
+            let distribution = ImportCheck.cogBrings.first { $0.module == found.module }?.distribution
+            let because = distribution == nil ? "" : " (Cog images have it because the cog package depends on it; Lathe's do not)"
+            return Diagnostic(SourceLocation(file: found.file, line: found.line, column: 1),
+                              "warning: \(found.module) is imported, but it is not in the standard library, the project, or a listed requirement\(because)",
+                              fix: "add \(distribution ?? "the package that provides \(found.module)") to \(listing)")
         }
     }
 

@@ -151,6 +151,70 @@ struct CommandTests {
         #expect(text.contains("\n# build.system_packages (ffmpeg, libsndfile1) is not carried yet") && text.contains("\nconcurrency: 4\n"), "\(text)")
     }
 
+    @Test("--from-cog adds what cog itself brings where the code imports it, and the converted project runs")
+    func fromCogAddsWhatCogBrings() throws {
+        let project = try TestSupport.makeProject([
+            "cog.yaml": "build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\n",
+            "predict.py": """
+            import requests
+            from cog import BasePredictor
+
+            import helpers
+
+            class Predictor(BasePredictor):
+                def predict(self, text: str) -> str:
+                    return helpers.shout(text) + " " + requests.__name__
+            """,
+            "helpers.py": "import yaml\n\ndef shout(text):\n    return yaml.safe_load(text).upper()\n",
+        ])
+        let converted = try CLI.run(["init", "--from-cog", project.path])
+        #expect(converted.status == 0, "\(converted.stderrText)")
+        let spec = try SpecParser.load(project: project)
+        #expect(spec.pythonPackages == ["requests", "PyYAML"], "\(spec.pythonPackages)")
+        #expect(converted.stderrText.contains("note: python_packages gains requests: predict.py imports requests, which Cog images have because cog depends on it"),
+                "\(converted.stderrText)")
+        #expect(converted.stderrText.contains("python_packages gains PyYAML: helpers.py imports yaml"), "\(converted.stderrText)")
+        let ran = try CLI.run(["predict", project.path, "-i", "text=hi"])
+        #expect(ran.output == "HI requests\n", "\(ran.stderrText)")
+        #expect(try CLI.run(["validate", project.path]).stderrText == "", "nothing left to warn about")
+    }
+
+    @Test("lathe validate warns, with the fix, about a module-level import nothing provides")
+    func validateWarnsAboutImports() throws {
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "python_packages: [Pillow]\npredict: predict.py:Predictor\ninputs: {text: {type: string}}\noutput: {type: string}\n",
+            "predict.py": """
+            import json, os
+            from PIL import Image
+            import cog
+            import helpers
+            import requests
+            try:
+                import simplejson
+            except ImportError:
+                simplejson = None
+            from lathe_nowhere.sub import thing
+
+            class Predictor:
+                def predict(self, text: str) -> str:
+                    import torch
+                    return text
+            """,
+            "helpers.py": "",
+        ])
+        let result = try CLI.run(["validate", project.path])
+        #expect(result.status == 0, "a warning, not an error: \(result.stderrText)")
+        let warnings = result.stderrText.split(separator: "\n").map(String.init)
+        #expect(warnings == [
+            "predict.py:5:1: warning: requests is imported, but it is not in the standard library, the project, or a listed requirement "
+                + "(Cog images have it because the cog package depends on it; Lathe's do not) — add requests to python_packages in lathe.yaml",
+            "predict.py:10:1: warning: lathe_nowhere is imported, but it is not in the standard library, the project, or a listed requirement "
+                + "— add the package that provides lathe_nowhere to python_packages in lathe.yaml",
+        ], "\(result.stderrText)")
+        let json = try CLI.json(["validate", project.path, "--json"])
+        #expect(json["valid"] == .bool(true) && json["warnings"]?.arrayValue?.count == 2)
+    }
+
     @Test("lathe init --from-cog converts a Cog project that then runs without cog installed")
     func fromCog() throws {
         let project = try TestSupport.makeProject([

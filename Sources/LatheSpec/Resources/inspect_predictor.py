@@ -1,7 +1,9 @@
 """Static inspection of a Lathe (or Cog) predict entry point.
 
 Usage: python3 inspect_predictor.py FILE SYMBOL
-Prints one JSON object describing the entry point. Never imports or runs the model's code, so the
+       python3 inspect_predictor.py --imports FILE...
+Prints one JSON object describing the entry point, or (--imports) the modules each file imports
+at module level: [{"file", "module", "line", "stdlib"}]. Never imports or runs the model's code, so the
 model's dependencies need not be installed.
 """
 import ast
@@ -199,5 +201,37 @@ def main():
             "predict": function(node, False), "setup": None}
 
 
+def module_imports(paths):
+    """Absolute imports run when each file is imported (module level, also inside if/with; not
+    inside try, where a missing module is handled), by top-level package name; files that do
+    not parse are skipped (the entry point's own inspection reports those)."""
+    stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+    found = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read(), filename=path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        pending = list(tree.body)
+        while pending:
+            node = pending.pop(0)
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, (ast.If, ast.With)):
+                pending.extend(node.body)
+                pending.extend(getattr(node, "orelse", []) or [])
+            for name in names:
+                top = name.split(".")[0]
+                found.append({"file": path, "module": top, "line": node.lineno, "stdlib": top in stdlib or top == "__future__"})
+    return found
+
+
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    if len(sys.argv) > 1 and sys.argv[1] == "--imports":
+        print(json.dumps(module_imports(sys.argv[2:])))
+    else:
+        print(json.dumps(main()))
