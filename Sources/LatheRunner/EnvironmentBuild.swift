@@ -41,8 +41,9 @@ public struct EnvironmentBuild: Sendable {
     /// `writable` are the folders it may write (bound read-write inside the sandbox);
     /// `readable` are extra read-only binds (the interpreter, the installer binary).
     /// `python` (a real interpreter, readable inside) runs the forwarder to the build's proxy.
+    /// `hosts` are reached like the package index (the operator's apt sources, for system packages).
     func run(_ command: [String], python: String, environment: [String: String], writable: [URL], readable: [String],
-             log: @escaping @Sendable (String) -> Void) throws -> (status: Int32, tail: String) {
+             hosts: Set<String> = [], log: @escaping @Sendable (String) -> Void) throws -> (status: Int32, tail: String) {
         var arguments = command
         var readable = readable
         var proxy: BuildProxy?
@@ -51,7 +52,7 @@ public struct EnvironmentBuild: Sendable {
             guard let forwarder = Bundle.module.url(forResource: "egress_forwarder", withExtension: "py")?.path else {
                 throw Diagnostic(nil, "egress_forwarder.py is missing from Lathe's resources", fix: "reinstall Lathe")
             }
-            let started = try BuildProxy(policy: egress, indexHosts: BuildProxy.indexHosts(environment: environment), log: log)
+            let started = try BuildProxy(policy: egress, indexHosts: BuildProxy.indexHosts(environment: environment).union(hosts), log: log)
             proxy = started
             readable += [forwarder, started.socketPath]
             arguments = [python, forwarder, started.socketPath, "--"] + arguments

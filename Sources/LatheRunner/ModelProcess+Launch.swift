@@ -23,6 +23,12 @@ extension ModelProcess.Configuration {
             if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
         }
         if let weights { environment["LATHE_WEIGHTS"] = weights }
+        if let systemPrefix {
+            // Bound at the same path inside the sandbox, so the folders are the same either way.
+            let paths = SystemPackages.paths(systemPrefix.path)
+            environment["PATH"] = self.environment.root.appendingPathComponent("bin").path + ":" + paths.bin.joined(separator: ":") + ":/usr/local/bin:/usr/bin:/bin"
+            environment["LD_LIBRARY_PATH"] = paths.lib.joined(separator: ":")
+        }
         environment.merge(gpus.environment) { _, gpu in gpu }
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
         guard let sandbox else {
@@ -32,7 +38,7 @@ extension ModelProcess.Configuration {
         environment["HOME"] = "/tmp"
         let mounts = Sandbox.Mounts(
             project: project,
-            readOnly: [self.environment.root.path, self.environment.basePrefix] + extraReadOnly + readOnlyPaths,
+            readOnly: [self.environment.root.path, self.environment.basePrefix] + (systemPrefix.map { [$0.path] } ?? []) + extraReadOnly + readOnlyPaths,
             writable: [workDirectory.path])
         // bwrap gets an empty environment of its own; --setenv passes ours inside.
         return Launch(executable: sandbox.bwrap, arguments: sandbox.arguments(mounts: mounts, environment: environment, command: command,

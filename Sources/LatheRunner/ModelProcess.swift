@@ -29,6 +29,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var gpus = GPUAccess(devices: [], environment: [:])
         /// Predictions the process answers at once (the spec's `concurrency`).
         public var concurrency = 1
+        /// The prefix the spec's `system_packages` were unpacked into (``SystemPackages``).
+        public var systemPrefix: URL?
 
         public init(project: URL, entryPoint: EntryPoint, environment: PythonEnvironment, workDirectory: URL, sandbox: Sandbox?) {
             self.project = project

@@ -71,12 +71,14 @@ public struct PreparedModel: Sendable {
     /// `build`, by default in the model's own sandbox with the default limits and policy).
     public func configuration(home: URL, workDirectory: URL, sandbox: Sandbox?, build: EnvironmentBuild? = nil,
                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelProcess.Configuration {
-        let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home,
-                                                       build: build ?? EnvironmentBuild(sandbox: sandbox), log: log)
+        let build = build ?? EnvironmentBuild(sandbox: sandbox)
+        let environment = try PythonEnvironment.ensure(python: spec.python, requirements: requirements, home: home, build: build, log: log)
+        let systemPrefix = try SystemPackages.ensure(spec.systemPackages, home: home, build: build, log: log)
         var configuration = ModelProcess.Configuration(project: directory, entryPoint: spec.predict, environment: environment,
                                                        workDirectory: workDirectory, sandbox: sandbox)
         configuration.safetyChecker = spec.safetyChecker
         configuration.concurrency = max(1, spec.concurrency)
+        configuration.systemPrefix = systemPrefix
         if let first = spec.weights.first {
             let root = sandbox == nil ? directory.path : Sandbox.projectMount
             configuration.weights = root + "/" + first.path

@@ -67,6 +67,8 @@ public enum CogImport {
             }
             if !packages.isEmpty { lines.append("python_packages: [" + packages.map(quote).joined(separator: ", ") + "]") }
         }
+        let systemPackages = build?["system_packages"]?.sequence?.compactMap(\.string).filter(SpecParser.isDebianPackageName) ?? []
+        if !systemPackages.isEmpty { lines.append("system_packages: [" + systemPackages.map(quote).joined(separator: ", ") + "]") }
         lines.append("predict: \(entry)")
         if predict.params.isEmpty {
             lines.append("inputs: {}")
@@ -110,8 +112,10 @@ public enum CogImport {
             case "gpu":
                 continue
             case "system_packages":
-                let packages = value.sequence?.compactMap(\.string).joined(separator: ", ") ?? ""
-                notes.append("build.system_packages (\(packages)) is not carried yet: install those Debian packages on the machines that run the model")
+                // Carried as system_packages: (below); only names apt could never know are noted.
+                for bad in value.sequence?.compactMap(\.string).filter({ !SpecParser.isDebianPackageName($0) }) ?? [] {
+                    notes.append("build.system_packages entry \"\(bad)\" is not a Debian package name and is not carried")
+                }
             case "cuda", "cudnn":
                 notes.append("build.\(name) is not carried: Lathe runs on the host's NVIDIA driver and the CUDA libraries the model's Python packages bring (torch wheels include theirs)")
             case "run":

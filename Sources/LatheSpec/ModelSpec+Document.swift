@@ -13,6 +13,7 @@ extension ModelSpec {
         add("python", Self.text(python.description))
         if !pythonPackages.isEmpty { add("python_packages", Node(pythonPackages.map(Self.text))) }
         add("requirements", requirements.map(Self.text))
+        if !systemPackages.isEmpty { add("system_packages", Node(systemPackages.map(Self.text))) }
         add("predict", Self.text(predict.description))
         add("safety_checker", safetyChecker.map { Self.text($0.description) })
         add("inputs", Node(inputs.map { (Self.key($0.name), $0.document) }))

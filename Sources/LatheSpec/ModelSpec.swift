@@ -8,6 +8,14 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var pythonPackages: [String]
     /// A requirements file inside the project, as an alternative to `python_packages`.
     public var requirements: String?
+    /// Debian packages the model's code calls (`system_packages:`), fetched with their
+    /// dependencies into a prefix of the environment's own; empty for most models.
+    public var systemPackages: [String] {
+        get { systemPackagesField ?? [] }
+        set { systemPackagesField = newValue.isEmpty ? nil : newValue }
+    }
+    /// Stored as an optional so a spec without it encodes exactly as before (version digests stay).
+    var systemPackagesField: [String]?
     public var predict: EntryPoint
     /// Optional entry point run on outputs (DESIGN §5).
     public var safetyChecker: EntryPoint?
@@ -44,6 +52,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     enum CodingKeys: String, CodingKey {
         case name, description, license, python
         case pythonPackages = "python_packages"
+        case systemPackagesField = "system_packages"
         case requirements, predict
         case safetyChecker = "safety_checker"
         case inputs, output, weights, concurrency, timeout, network

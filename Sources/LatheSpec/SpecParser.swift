@@ -8,7 +8,7 @@ public struct SpecParser {
     private var problems: [Diagnostic] = []
 
     public static let rootKeys = [
-        "name", "description", "license", "python", "python_packages", "requirements", "predict",
+        "name", "description", "license", "python", "python_packages", "system_packages", "requirements", "predict",
         "safety_checker", "inputs", "output", "weights", "concurrency", "timeout", "network",
     ]
     public static let inputKeys = [
@@ -127,6 +127,14 @@ public struct SpecParser {
         }
         if let node = mapping["python_packages"] {
             spec.pythonPackages = stringList(node, what: "python_packages")
+        }
+        if let node = mapping["system_packages"] {
+            let names = stringList(node, what: "system_packages")
+            for name in names where !Self.isDebianPackageName(name) {
+                problems.append(Diagnostic(location(node), "system_packages: \"\(Self.clip(name))\" is not a Debian package name",
+                                           fix: "write package names as apt knows them, e.g. `system_packages: [ffmpeg, libsndfile1]`"))
+            }
+            spec.systemPackages = names
         }
         if let node = mapping["requirements"] {
             spec.requirements = scalarString(node, what: "requirements")
@@ -546,6 +554,13 @@ public struct SpecParser {
             return nil
         }
         return scalar.string
+    }
+
+    /// Debian policy's package names: lowercase letters, digits, `+ - .`, starting with a
+    /// letter or digit, at least two characters. Nothing else reaches apt (never an option).
+    public static func isDebianPackageName(_ name: String) -> Bool {
+        guard (2...100).contains(name.utf8.count), let first = name.utf8.first, (48...57).contains(first) || (97...122).contains(first) else { return false }
+        return name.utf8.allSatisfy { (48...57).contains($0) || (97...122).contains($0) || $0 == 43 || $0 == 45 || $0 == 46 }
     }
 
     private mutating func stringList(_ node: Node, what: String) -> [String] {

@@ -115,7 +115,7 @@ struct CommandTests {
         #expect(ran.status == 0 && ran.output == "a+a+a\n", "\(ran.stderrText)")
     }
 
-    @Test("--from-cog carries concurrency.max and names, on the terminal and in lathe.yaml, every key it cannot carry")
+    @Test("--from-cog carries concurrency.max and system_packages and names, on the terminal and in lathe.yaml, every key it cannot carry")
     func fromCogNamesWhatItDrops() throws {
         let project = try TestSupport.makeProject([
             "cog.yaml": """
@@ -139,16 +139,17 @@ struct CommandTests {
         let converted = try CLI.run(["init", "--from-cog", project.path])
         #expect(converted.status == 0, "\(converted.stderrText)")
         let spec = try SpecParser.load(project: project)
-        #expect(spec.concurrency == 4 && spec.name == "acme/voice")
+        #expect(spec.concurrency == 4 && spec.name == "acme/voice" && spec.systemPackages == ["ffmpeg", "libsndfile1"])
         let notes = converted.stderrText.split(separator: "\n").filter { $0.hasPrefix("note: ") }
-        #expect(notes.count == 7, "\(converted.stderrText)")
-        for expected in ["build.gpu: true is not a lathe.yaml key", "build.system_packages (ffmpeg, libsndfile1) is not carried yet",
+        #expect(notes.count == 6, "\(converted.stderrText)")
+        for expected in ["build.gpu: true is not a lathe.yaml key",
                          "build.cuda is not carried", "build.run is not carried", "train: train.py:train is not carried yet",
                          "environment: is not carried", "concurrency.default_target is not carried"] {
             #expect(notes.contains { $0.contains(expected) }, "\(expected): \(converted.stderrText)")
         }
         let text = try String(contentsOf: project.appendingPathComponent("lathe.yaml"), encoding: .utf8)
-        #expect(text.contains("\n# build.system_packages (ffmpeg, libsndfile1) is not carried yet") && text.contains("\nconcurrency: 4\n"), "\(text)")
+        #expect(text.contains("\nsystem_packages: [\"ffmpeg\", \"libsndfile1\"]\n") && text.contains("\nconcurrency: 4\n"), "\(text)")
+        #expect(text.contains("\n# build.cuda is not carried"), "\(text)")
     }
 
     @Test("--from-cog adds what cog itself brings where the code imports it, and the converted project runs")
@@ -177,6 +178,46 @@ struct CommandTests {
         let ran = try CLI.run(["predict", project.path, "-i", "text=hi"])
         #expect(ran.output == "HI requests\n", "\(ran.stderrText)")
         #expect(try CLI.run(["validate", project.path]).stderrText == "", "nothing left to warn about")
+    }
+
+    @Test("system_packages: a Debian package's binary on the model's PATH, fetched into a prefix of its own; an unknown one named")
+    func systemPackages() throws {
+        let predict = """
+        import shutil, subprocess
+
+        class Predictor:
+            def predict(self) -> str:
+                ran = subprocess.run(["tree", "--version"], capture_output=True, text=True)
+                return shutil.which("tree") + " " + ran.stdout.split()[1]
+        """
+        let home = try TestSupport.makeProject([:])
+        let project = try TestSupport.makeProject([
+            "lathe.yaml": "system_packages: [tree]\npredict: predict.py:Predictor\ninputs: {}\noutput: {type: string}\n",
+            "predict.py": predict,
+        ])
+        let ran = try CLI.run(["predict", project.path], home: home)
+        #expect(ran.status == 0, "\(ran.stderrText)")
+        // From the prefix, not the host (which has no tree), with what apt fetched logged.
+        #expect(ran.output.hasPrefix(home.appendingPathComponent("sysroots").path + "/") && ran.output.contains("/usr/bin/tree v"), "\(ran.output)")
+        #expect(ran.stderrText.contains("System packages tree: fetching tree"), "\(ran.stderrText)")
+        // Cached per package set: the second run fetches nothing.
+        let again = try CLI.run(["predict", project.path], home: home)
+        #expect(again.output == ran.output && !again.stderrText.contains("fetching"), "\(again.stderrText)")
+
+        let unknown = try TestSupport.makeProject([
+            "lathe.yaml": "system_packages: [tree, lathe-no-such-package]\npredict: predict.py:Predictor\ninputs: {}\noutput: {type: string}\n",
+            "predict.py": predict,
+        ])
+        let failed = try CLI.run(["predict", unknown.path], home: home)
+        #expect(failed.status == 1)
+        #expect(failed.stderrText.contains("error: system package \"lathe-no-such-package\" was not found in this machine's apt sources"),
+                "\(failed.stderrText)")
+        let option = try TestSupport.makeProject([
+            "lathe.yaml": "system_packages: [\"--allow-unauthenticated\"]\npredict: predict.py:Predictor\ninputs: {}\noutput: {type: string}\n",
+            "predict.py": predict,
+        ])
+        let refused = try CLI.run(["validate", option.path])
+        #expect(refused.status == 1 && refused.stderrText.contains("is not a Debian package name"), "\(refused.stderrText)")
     }
 
     @Test("lathe validate warns, with the fix, about a module-level import nothing provides")

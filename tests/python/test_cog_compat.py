@@ -111,3 +111,38 @@ def test_cog_metrics_async_setup_and_warnings_work_in_a_prediction(server, tmp_p
     assert metrics["tokens"] == 3 and metrics["temperature"] == 0.7 and metrics["steps"] == 2, metrics
     assert metrics["logprobs"] == [-1.5, -0.5] and "predict_time" in metrics and "bad" not in metrics, metrics
     assert "metric 'bad' ignored" in done["logs"], done["logs"]
+
+
+SYSTEM_MODEL = '''import shutil, subprocess
+
+
+class Predictor:
+    def predict(self) -> str:
+        ran = subprocess.run(["tree", "--version"], capture_output=True, text=True)
+        return shutil.which("tree") + " " + ran.stdout.split()[1]
+'''
+
+
+def test_system_packages_reach_the_model_on_the_registry_and_an_unknown_one_fails_the_boot_with_its_name(server, tmp_path):
+    """`system_packages:` (Cog's build.system_packages): fetched with the machine's apt sources
+    into a prefix of their own, inside the build sandbox; the model calls the binary."""
+    headers = {"Authorization": f"Bearer {server.token}", "Prefer": "wait"}
+    for name, packages in (("systree", "[tree]"), ("sysbad", "[tree, lathe-no-such-package]")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "lathe.yaml").write_text(f'python: "3.11"\nsystem_packages: {packages}\npredict: predict.py:Predictor\ninputs: {{}}\noutput: {{type: string}}\n')
+        (folder / "predict.py").write_text(SYSTEM_MODEL)
+        pushed = subprocess.run([LATHE, "push", str(folder), f"alice/{name}"], capture_output=True, text=True, env=server.env)
+        assert pushed.returncode == 0, pushed.stderr
+    done = httpx.post(f"{server.url}/v1/models/alice/systree/predictions", json={"input": {}}, headers=headers, timeout=180).json()
+    assert done["status"] == "succeeded", done
+    path, version = done["output"].split()
+    assert "/sysroots/" in path and path.endswith("/usr/bin/tree") and version.startswith("v"), done["output"]
+    failed = httpx.post(f"{server.url}/v1/models/alice/sysbad/predictions", json={"input": {}}, headers=headers, timeout=180).json()
+    for _ in range(60):
+        if failed["status"] in ("failed", "succeeded", "canceled"):
+            break
+        import time
+        time.sleep(1)
+        failed = httpx.get(f"{server.url}/v1/predictions/{failed['id']}", headers=headers).json()
+    assert failed["status"] == "failed" and 'system package "lathe-no-such-package" was not found' in (failed["error"] or ""), failed
