@@ -22,7 +22,9 @@ public enum CogImport {
         }
         let text = String(decoding: data, as: UTF8.self)
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch {
+        do { node = try Yams.compose(yaml: text) } catch let error as YamlError {
+            throw SpecParser.syntaxDiagnostic(error, fileName: "cog.yaml")
+        } catch {
             throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1), "cannot read cog.yaml: \(error)")
         }
         let root = node?.mapping
@@ -32,6 +34,17 @@ public enum CogImport {
                              fix: "add `predict: predict.py:Predictor` to cog.yaml")
         }
         let inspection = try PredictorInspection.inspect(project: project, file: entry.file, symbol: entry.symbol)
+        if inspection.error == "missing_symbol" {
+            let defined = inspection.available ?? []
+            throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1),
+                             "predict: names \(entry.symbol), which \(entry.file) does not define"
+                                + (defined.isEmpty ? " (it defines no class or function)" : " (it defines \(defined.joined(separator: ", ")))"),
+                             fix: "write predict: \"\(entry.file):\(defined.first ?? "Predictor")\" in cog.yaml")
+        }
+        if inspection.error == "unreadable" {
+            throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1), "predict: names \(entry.file), which cannot be read (\(inspection.message ?? "missing"))",
+                             fix: "check the file name in cog.yaml's predict:")
+        }
         if let error = inspection.error {
             throw Diagnostic(SourceLocation(file: entry.file, line: inspection.line ?? 1, column: inspection.column ?? 1),
                              "cannot read the predictor: \(inspection.message ?? error)")
@@ -50,6 +63,10 @@ public enum CogImport {
         python = python.split(separator: ".").prefix(2).joined(separator: ".")
         lines.append("python: \(quote(python))")
         var notes: [String] = []
+        if let version = PythonVersion(python), !hasInterpreter(version) {
+            notes.append("python_version \(python) is kept, but this machine has no Python \(python): install it (apt-get install python\(python), "
+                         + "or uv python install \(python)), or change python: in lathe.yaml to an installed version")
+        }
         // What `cog` itself depends on, which Cog images therefore have: added where the code imports it.
         let imports = (try? ImportCheck.imports(project: project, files: ImportCheck.codeFiles(project: project, entry: entry.file))) ?? []
         if let requirements = build?["python_requirements"]?.string {
@@ -80,7 +97,12 @@ public enum CogImport {
             lines.append("  \(parameter.name): {\(declaration)}")
         }
         lines.append("output: {" + output(predict.returns).joined(separator: ", ") + "}")
-        if let maximum = root?["concurrency"]?.mapping?["max"]?.int, maximum >= 1 {
+        if let node = root?["concurrency"]?.mapping?["max"] {
+            guard let maximum = node.int, maximum >= 1 else {
+                throw Diagnostic(SourceLocation(file: "cog.yaml", line: node.mark.map { $0.line } ?? 1, column: node.mark.map { $0.column } ?? 1),
+                                 "concurrency.max must be a whole number of at least 1, not \(node.string ?? "that")",
+                                 fix: "write the most predictions one instance runs at once, e.g. `max: 4`, or remove concurrency:")
+            }
             lines.append("concurrency: \(min(maximum, SpecParser.Limits.concurrency))")
         }
         notes += dropped(root: root, build: build)
@@ -89,6 +111,15 @@ public enum CogImport {
             lines += notes.map { "# " + $0 }
         }
         return Conversion(text: lines.joined(separator: "\n") + "\n", notes: notes)
+    }
+
+    /// Whether `version` can be found here as environments look for it (`pythonX.Y` on PATH,
+    /// or an interpreter uv knows).
+    static func hasInterpreter(_ version: PythonVersion) -> Bool {
+        // Found and able to start (a pyenv shim for a version not selected is neither).
+        if let path = try? ChildProcess.onPath("python\(version.majorMinor)"), (try? ChildProcess.run(path, ["-c", "pass"]))?.status == 0 { return true }
+        guard let uv = try? ChildProcess.onPath("uv"), let found = try? ChildProcess.run(uv, ["python", "find", "--no-config", version.majorMinor]) else { return false }
+        return found.status == 0
     }
 
     /// The packages `cog` brings that the code imports and `listed` does not provide.

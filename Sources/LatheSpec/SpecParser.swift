@@ -64,7 +64,7 @@ public struct SpecParser {
         do {
             root = try Yams.compose(yaml: text)
         } catch let error as YamlError {
-            problems.append(syntaxDiagnostic(error))
+            problems.append(Self.syntaxDiagnostic(error, fileName: fileName))
             return nil
         } catch {
             problems.append(Diagnostic(SourceLocation(file: fileName, line: 1, column: 1), "cannot read YAML: \(error)"))
@@ -642,7 +642,8 @@ public struct SpecParser {
         }
     }
 
-    private func syntaxDiagnostic(_ error: YamlError) -> Diagnostic {
+    /// One sentence for a YAML file that does not parse: where, what, and what to check.
+    static func syntaxDiagnostic(_ error: YamlError, fileName: String) -> Diagnostic {
         let fix = "check indentation and quoting there (strings holding ':' or '#' need quotes)"
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),

@@ -146,3 +146,66 @@ def test_system_packages_reach_the_model_on_the_registry_and_an_unknown_one_fail
         time.sleep(1)
         failed = httpx.get(f"{server.url}/v1/predictions/{failed['id']}", headers=headers).json()
     assert failed["status"] == "failed" and 'system package "lathe-no-such-package" was not found' in (failed["error"] or ""), failed
+
+
+ASYNC_COG_MODEL = '''import asyncio
+import warnings
+
+from cog import AsyncConcatenateIterator, BasePredictor, ExperimentalFeatureWarning, Input, current_scope, emit_metric
+from cog.types import Path as CogPath  # noqa: F401 - imported as current Cog projects do
+
+warnings.filterwarnings("ignore", category=ExperimentalFeatureWarning)
+
+
+class Predictor(BasePredictor):
+    async def setup(self):
+        await asyncio.sleep(0)
+        self.greeting = "hello"
+
+    async def predict(self, name: str = Input(description="Who")) -> AsyncConcatenateIterator[str]:
+        emit_metric("words", 3)
+        tenant = current_scope().context.get("tenant", "nobody")
+        for word in (self.greeting, " ", name, " from ", tenant):
+            await asyncio.sleep(0)
+            yield word
+'''
+
+
+def test_a_current_cog_style_async_predictor_runs_with_lathe_predict_and_the_official_client(server, tmp_path):
+    folder = tmp_path / "asynccog"
+    folder.mkdir()
+    (folder / "cog.yaml").write_text('build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n')
+    (folder / "predict.py").write_text(ASYNC_COG_MODEL)
+    converted = subprocess.run([LATHE, "init", "--from-cog", str(folder)], capture_output=True, text=True, env=server.env)
+    assert converted.returncode == 0, converted.stderr
+    local = subprocess.run([LATHE, "predict", str(folder), "-i", "name=ada"], capture_output=True, text=True, env=server.env)
+    assert local.returncode == 0 and local.stdout.strip() == "hello ada from nobody", local.stdout + local.stderr
+    pushed = subprocess.run([LATHE, "push", str(folder), "alice/asynccog"], capture_output=True, text=True, env=server.env)
+    assert pushed.returncode == 0, pushed.stderr
+    client = server.client()
+    output = client.run("alice/asynccog", input={"name": "ada"})
+    assert "".join(output) == "hello ada from nobody", output
+    prediction = client.predictions.list().results[0]
+    prediction.reload()
+    assert prediction.metrics["words"] == 3, prediction.metrics
+    # The request's context reaches current_scope().context (the official client has no field for it).
+    done = httpx.post(f"{server.url}/v1/models/alice/asynccog/predictions", json={"input": {"name": "ada"}, "context": {"tenant": "acme"}},
+                      headers={"Authorization": f"Bearer {server.token}", "Prefer": "wait"}, timeout=120).json()
+    assert "".join(done["output"]) == "hello ada from acme", done
+
+
+def test_bad_cog_projects_get_a_sentence(server, tmp_path):
+    cases = {
+        "notyaml": ("build: [unclosed\n", "cog.yaml"),
+        "badtarget": ('predict: "predict.py:Nowhere"\n', "Nowhere"),
+        "zeroconcurrency": ('predict: "predict.py:Predictor"\nconcurrency:\n  max: 0\n', "concurrency.max"),
+    }
+    for name, (cog, expected) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "cog.yaml").write_text(cog)
+        (folder / "predict.py").write_text("from cog import BasePredictor\n\nclass Predictor(BasePredictor):\n    def predict(self, text: str) -> str:\n        return text\n")
+        converted = subprocess.run([LATHE, "init", "--from-cog", str(folder)], capture_output=True, text=True, env=server.env)
+        assert converted.returncode == 1, (name, converted.stdout, converted.stderr)
+        lines = converted.stderr.strip().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0] and "Traceback" not in converted.stderr, (name, converted.stderr)
