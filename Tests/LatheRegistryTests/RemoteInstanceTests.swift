@@ -29,6 +29,37 @@ struct RemoteInstanceTests {
         return (instance, id)
     }
 
+    @Test("a boot the worker never got is sent again when its heartbeats do not list the instance; an instance the server does not know is stopped")
+    func lostBootIsSentAgain() async throws {
+        let id = worker()
+        let instance = RemoteInstance(id: "i-2", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet)
+        fleet.add(instance)
+        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
+        // The long poll's answer carrying the boot is lost on the way.
+        let lost = await fleet.poll(id, wait: 5)
+        #expect(lost.map(\.kind) == [.boot])
+        let grace = fleet.settings.heartbeat * 2
+        // A heartbeat within the grace (sent before the boot could have arrived) changes nothing.
+        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []))
+        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        // Later, still not listed: the same boot goes out again.
+        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(grace + 1))
+        let again = await fleet.poll(id, wait: 0)
+        #expect(again.map(\.kind) == [.boot] && again.first?.instance == "i-2" && again.first?.version?.id == "v")
+        // Listed as booting: nothing more is sent.
+        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2"]), now: Date().addingTimeInterval(3 * grace + 3))
+        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        instance.report(InstanceReport(state: .ready))
+        if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
+        // Ready instances are never booted again, whatever a heartbeat says.
+        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(10 * grace))
+        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        // The worker runs an instance this server does not know (it gave up on it, or restarted): stopped.
+        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2", "i-forgotten"]))
+        let stop = await fleet.poll(id, wait: 0)
+        #expect(stop.map(\.kind) == [.stop] && stop.first?.instance == "i-forgotten")
+    }
+
     @Test("a prediction's command carries an assignment; reports for it land once, then are refused")
     func assignments() async throws {
         let (instance, worker) = await ready()

@@ -45,6 +45,10 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var retryable: Set<String> = []
     /// Why the worker was counted lost (nil while it answers).
     private(set) var lostReason: String?
+    /// The boot command and when it was last sent (sent again while the worker's heartbeats do
+    /// not list the instance: a long poll's answer can be lost on the way).
+    private var bootCommand: WorkerCommand?
+    private var bootSentAt = Date.distantPast
 
     init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet,
          backstop: TimeInterval = 15) {
@@ -64,18 +68,36 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     /// the boot's output so far (pull, unpack, environment build) as the worker reports it.
     func boot(_ version: WorkerVersion, gpus: Int, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
         await withCheckedContinuation { continuation in
+            let command = WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus)
             let lost = lock.withLock { () -> String? in
                 if let lostReason { return lostReason }
                 bootContinuation = continuation
                 bootLog = log
+                bootCommand = command
+                bootSentAt = Date()
                 return nil
             }
             if let lost {
                 continuation.resume(returning: .failed(error: lost, logs: ""))
                 return
             }
-            fleet.send(workerID, WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus))
+            fleet.send(workerID, command)
         }
+    }
+
+    /// Sends the boot again when the worker's heartbeat does not list this booting instance
+    /// although the boot went out more than `grace` ago (the worker never got it). The worker
+    /// ignores a boot for an instance it has, so a late duplicate does no harm. True when sent.
+    @discardableResult
+    func resendBootIfMissing(reported: Set<String>, grace: TimeInterval, now: Date = Date()) -> Bool {
+        let command = lock.withLock { () -> WorkerCommand? in
+            guard state == .booting, !reported.contains(id), let bootCommand, now.timeIntervalSince(bootSentAt) > grace else { return nil }
+            bootSentAt = now
+            return bootCommand
+        }
+        guard let command else { return false }
+        fleet.send(workerID, command)
+        return true
     }
 
     /// A boot report from the worker.

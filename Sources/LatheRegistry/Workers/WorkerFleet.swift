@@ -83,15 +83,30 @@ public final class WorkerFleet: @unchecked Sendable {
         }
     }
 
-    func heartbeat(_ id: String, _ beat: WorkerHeartbeat) {
-        let handler = lock.withLock { () -> (@Sendable () -> Void)? in
+    /// A worker's heartbeat: its cache, and the instances it runs, reconciled with the ones this
+    /// server placed there: a boot the worker never got is sent again, and an instance the server
+    /// does not know (it gave up on it, or restarted) is stopped.
+    func heartbeat(_ id: String, _ beat: WorkerHeartbeat, now: Date = Date()) {
+        let reported = Set(beat.instances.prefix(10_000))
+        let (handler, placed, grace) = lock.withLock { () -> ((@Sendable () -> Void)?, [RemoteInstance], TimeInterval) in
+            guard members[id] != nil else { return (nil, [], 0) }
+            let placed = instances.values.filter { $0.workerID == id }
+            // Two heartbeats: a beat sent just before the boot arrived does not list it yet.
+            let grace = settingsValue.heartbeat * 2
             let cached = Set(beat.cached.prefix(10_000))
-            guard members[id] != nil, members[id]?.cached != cached else { return nil }
+            guard members[id]?.cached != cached else { return (nil, placed, grace) }
             members[id]?.cached = cached
-            return changeHandler
+            return (changeHandler, placed, grace)
+        }
+        for instance in placed { instance.resendBootIfMissing(reported: reported, grace: grace, now: now) }
+        let known = Set(placed.map(\.id))
+        for orphan in reported.subtracting(known).sorted() where members(id) {
+            send(id, WorkerCommand(kind: .stop, instance: orphan))
         }
         handler?()
     }
+
+    private func members(_ id: String) -> Bool { lock.withLock { members[id] != nil } }
 
     /// The commands waiting for worker `id`, waiting up to `wait` seconds (at most 60) for one
     /// to come; an empty list when none did.
