@@ -137,6 +137,7 @@ let package = Package(
         .testTarget(name: "LatheRegistryTests", dependencies: [
             "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Drives the built `lathe` executable as a user would.

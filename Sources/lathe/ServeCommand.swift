@@ -220,7 +220,7 @@ struct ServeCommand: AsyncParsableCommand {
                                                    services: services + [Housekeeping(registry: registry, scheduler: scheduler, settings: housekeeping,
                                                                                    isLeader: { [events] in events.isLeader }),
                                                                          WebhookDeliveryService(webhooks: scheduler.webhooks),
-                                                                         SchedulerService(scheduler: scheduler)]) { [host = settings.host, folder = settings.data] port in
+                                                                         ] + scheduler.services()) { [host = settings.host, folder = settings.data] port in
                 // Tests and scripts read this line to learn the port when started with --port 0.
                 print("lathe registry listening on http://\(host):\(port) (data \(folder))")
                 fflush(nil)

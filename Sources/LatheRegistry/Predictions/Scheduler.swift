@@ -189,20 +189,22 @@ public actor Scheduler {
         await adopt()
     }
 
-    /// One second's background work (``SchedulerService`` calls it every second): accounts
-    /// changed elsewhere, lost workers, idle instances, and — on the leader — deployment
-    /// minimums; every 2 s the claims' leases; every 5 s, on the leader, lease expiry and retention.
-    func tick(_ count: Int) async {
-        await followAccountChanges()
-        await expireWorkers()
-        stopIdle()
-        let leader = events.isLeader
-        if leader { keepDeploymentsWarm() }
-        if count % 2 == 0 { await heartbeat() }
-        if count % 5 == 0, leader {
-            await expireLeases()
-            await removeExpiredData()
-        }
+    /// The scheduler's background work, one swift-service-lifecycle service per chore (DESIGN
+    /// §5): claims renewed and queued work adopted, accounts changed elsewhere followed, lost
+    /// workers and idle instances ended on every replica; deployment minimums, lease expiry and
+    /// retention on the leader only; and, at graceful shutdown, every instance stopped.
+    public nonisolated func services() -> [any Service] {
+        let isLeader: @Sendable () -> Bool = { [events] in events.isLeader }
+        return [
+            PeriodicService("prediction claims", every: 2) { await self.heartbeat() },
+            PeriodicService("account changes", every: 1) { await self.followAccountChanges() },
+            PeriodicService("worker expiry", every: 1) { await self.expireWorkers() },
+            PeriodicService("idle instances", every: 1) { await self.stopIdle() },
+            PeriodicService("deployment minimums", every: 1, leader: isLeader) { await self.keepDeploymentsWarm() },
+            PeriodicService("lease expiry", every: 5, leader: isLeader) { await self.expireLeases() },
+            PeriodicService("retention", every: 5, leader: isLeader) { await self.removeExpiredData() },
+            DrainOnShutdown { await self.shutdown() },
+        ]
     }
 
     /// The id stored in `runtime/replica-id`, made on first start.
@@ -984,27 +986,5 @@ public actor Scheduler {
             return ca != cb ? ca < cb : a.job.record.createdAt < b.job.record.createdAt
         }
         for entry in order { pump(entry.version) }
-    }
-}
-
-/// The scheduler's background work as a swift-service-lifecycle service of the server's group:
-/// a tick every second until graceful shutdown, then every instance stopped.
-public struct SchedulerService: Service {
-    let scheduler: Scheduler
-
-    public init(scheduler: Scheduler) {
-        self.scheduler = scheduler
-    }
-
-    public func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            var count = 0
-            while !Task.isCancelled {
-                try await Task.sleep(nanoseconds: 1_000_000_000)
-                count += 1
-                await scheduler.tick(count)
-            }
-        }
-        await scheduler.shutdown()
     }
 }
