@@ -179,10 +179,7 @@ public actor Scheduler {
         // Upload writer leases this replica's previous process held died with it: free them now
         // (a client resuming a push need not wait for them to lapse).
         try await registry.models.releaseUploadWriters(heldBy: replica)
-        for id in failed {
-            await publishFinished(id)
-            await notify("completed", id)
-        }
+        for id in failed { await announceEnded(id, notified: false, webhook: true) }
         if !requeued.isEmpty { await events.publish(.queued) }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
         registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
@@ -272,11 +269,8 @@ public actor Scheduler {
     /// The leader requeues or fails the predictions of replicas that stopped renewing.
     private func expireLeases() async {
         guard let (requeued, failed) = try? await queue.expireLeases() else { return }
-        for id in failed {
-            await publishFinished(id)
-            // The replica that ran it is gone, so the leader sends its last webhook.
-            await notify("completed", id)
-        }
+        // The replica that ran them is gone, so the leader announces their ending and sends their last webhook.
+        for id in failed { await announceEnded(id, notified: false, webhook: true) }
         if !requeued.isEmpty {
             registry.logger.warning("requeued predictions of a lost replica", metadata: ["count": "\(requeued.count)"])
             await events.publish(.queued)
@@ -390,8 +384,7 @@ public actor Scheduler {
         }
         if claims[id] == nil {
             if try await queue.cancelUnclaimed(id) {
-                await publishFinished(id)
-                await notify("completed", id)
+                await announceEnded(id, notified: false, webhook: true)
             } else {
                 try await queue.requestCancel(id)
                 await events.publish(.cancel(id))
@@ -723,17 +716,79 @@ public actor Scheduler {
         }
     }
 
+    /// How a prediction this replica holds ends, whatever ends it: what ``end(_:)`` writes.
+    struct Ending: Sendable {
+        var id: String
+        var claim: String
+        var status: PredictionStatus
+        var output: String? = nil
+        var error: String? = nil
+        var logs: String
+        /// `predict_time` is running time only (no queueing, no boot); `{}` for one that never ran.
+        var metrics = "{}"
+        var startedAt: String? = nil
+        var completedAt: String? = nil
+        /// The input with its secrets redacted, replacing the stored one.
+        var input: String? = nil
+        /// The insert of its row, waited for first (true when it wrote the finished row itself).
+        var inserted: Task<Bool, any Error>? = nil
+        /// Folders of the prediction's inputs and outputs on this machine.
+        var cleanup: [URL] = []
+        /// Whether it may have a webhook (false skips the lookup: most predictions have none).
+        var webhook = true
+    }
+
+    /// The one ending of a prediction (DESIGN §5), whatever ended it — succeeded, failed,
+    /// canceled, timed out, lost, `Cancel-After`, or never run (canceled while queued, setup
+    /// failed, no hardware). In this order: the final row under its claim (metrics included),
+    /// the claim released, waiters here and on the other replicas woken, the `completed`
+    /// webhook scheduled, the local files removed. Returns whether the row was written (false:
+    /// the claim was lost, and what another replica wrote stands).
+    @discardableResult
+    private func end(_ ending: Ending) async -> Bool {
+        let id = ending.id
+        var written = false
+        if let inserted = ending.inserted {
+            switch await inserted.result {
+            case .success(let finished): written = finished
+            case .failure: registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
+            }
+        }
+        // A row the insert wrote finished belongs to a prediction whose id nobody else knew yet:
+        // only this replica's waiters need waking.
+        var notified = written
+        if !written {
+            written = (try? await predictions.complete(id, status: ending.status, output: ending.output, error: ending.error, logs: ending.logs,
+                                                       metrics: ending.metrics, startedAt: ending.startedAt, completedAt: ending.completedAt,
+                                                       input: ending.input, claim: ending.claim)) ?? false
+            // On PostgreSQL the completing statement itself tells every replica (NOTIFY).
+            notified = written && registry.database.kind == .postgres
+            if !written {
+                // The lease ran out (this replica stalled) and the prediction was requeued or
+                // failed elsewhere: what was found here is not written over it.
+                registry.logger.warning("late completion refused: the claim was lost", metadata: ["prediction": "\(id)"])
+            }
+        }
+        claims.removeValue(forKey: id)
+        await announceEnded(id, notified: notified, webhook: written && ending.webhook)
+        for folder in ending.cleanup { try? FileManager.default.removeItem(at: folder) }
+        return written
+    }
+
+    /// The part of the ending after the row: waiters woken here and (unless the completing
+    /// statement `notified` them) on the other replicas, then the `completed` webhook. The
+    /// queue's sweeps, which end what a lost replica or a restart left (their rows written by
+    /// one conditional statement each), end through here too.
+    private func announceEnded(_ id: String, notified: Bool, webhook: Bool) async {
+        if notified { finished(id) } else { await publishFinished(id) }
+        if webhook { await notify("completed", id) }
+    }
+
     /// The ending of a prediction that never ran (canceled while queued, its model's setup
-    /// failed, no hardware, unreadable): the final row under its claim, the claim released,
-    /// waiters here and on other replicas woken, and its `completed` webhook, in that order, as
-    /// a prediction that ran ends (``run(_:on:version:)``).
+    /// failed, no hardware, unreadable).
     private func endUnrun(_ id: String, claim: String, inserted: Task<Bool, any Error>? = nil, status: PredictionStatus, error: String? = nil,
                           logs: String) async {
-        _ = try? await inserted?.value
-        _ = try? await predictions.complete(id, status: status, output: nil, error: error, logs: logs, metrics: "{}", claim: claim)
-        claims.removeValue(forKey: id)
-        await publishFinished(id)
-        await notify("completed", id)
+        await end(Ending(id: id, claim: claim, status: status, error: error, logs: logs, inserted: inserted))
     }
 
     /// Sends a webhook event with the prediction as it now stands.
@@ -810,7 +865,7 @@ public actor Scheduler {
         } catch {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
         }
-        if let remote = instance.runner as? RemoteInstance, remote.takeRetry(id) {
+        if instance.runner.takeRetry(id) {
             // Its worker was lost before the prediction produced anything: run it again
             // elsewhere, twice at most; after that it fails with the worker's name.
             if job.attempts < 2 {
@@ -861,29 +916,11 @@ public actor Scheduler {
         finished(id)
         pump(version)
         pumpWaiting()
-        var insertedFinished = false
-        if let inserted = job.inserted {
-            switch await inserted.result {
-            case .success(let finished): insertedFinished = finished
-            case .failure: registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
-            }
-        }
-        var written = insertedFinished
-        if !written {
-            written = (try? await store.complete(id, status: record.status, output: record.output, error: record.error, logs: record.logs,
-                                                 metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt,
-                                                 input: redacted, claim: claim)) ?? false
-        }
-        if !written {
-            // The lease ran out (this replica stalled) and the prediction was requeued or failed
-            // elsewhere: what was found here is not written over it.
-            registry.logger.warning("late completion refused: the claim was lost", metadata: ["prediction": "\(id)"])
-        }
-        claims.removeValue(forKey: id)
+        await end(Ending(id: id, claim: claim, status: record.status, output: record.output, error: record.error, logs: record.logs,
+                         metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt, input: redacted,
+                         inserted: job.inserted, cleanup: [instance.work.appendingPathComponent("inputs/\(job.id)"), outputs],
+                         webhook: job.hasWebhook))
         unpersisted.removeValue(forKey: id)
-        try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
-        try? FileManager.default.removeItem(at: outputs)
-        if job.hasWebhook { await notify("completed", job.id) }
     }
 
     /// API predictions lose input, output, logs and files after the retention time; the object stays.

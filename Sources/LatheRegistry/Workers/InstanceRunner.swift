@@ -15,6 +15,11 @@ protocol InstanceRunner: AnyObject, Sendable {
     func cancel(id: String)
     /// Stops the instance.
     func terminate()
+    /// True once for a prediction whose runner was lost before it produced anything (it may
+    /// run again elsewhere); a local process never loses one that way.
+    func takeRetry(_ prediction: String) -> Bool
 }
 
-extension ModelProcess: InstanceRunner {}
+extension ModelProcess: InstanceRunner {
+    func takeRetry(_ prediction: String) -> Bool { false }
+}
