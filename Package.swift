@@ -48,7 +48,9 @@ let package = Package(
         .target(
             name: "LatheSpec",
             dependencies: [.product(name: "Yams", package: "Yams")],
-            resources: [.copy("Resources/inspect_predictor.py")]
+            resources: [.copy("Resources/inspect_predictor.py")],
+            // ICU as Foundation ships it: patterns are matched with its step limit (PatternMatch).
+            linkerSettings: [.linkedLibrary("_FoundationICU")]
         ),
         .target(
             name: "LatheArchive",

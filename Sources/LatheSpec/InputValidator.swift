@@ -106,9 +106,14 @@ public enum InputValidator {
             let length = text.count
             if let minimum = input.minLength, length < minimum { messages.append("is \(length) characters long, shorter than min_length \(minimum)") }
             if let maximum = input.maxLength, length > maximum { messages.append("is \(length) characters long, longer than max_length \(maximum)") }
-            if let pattern = input.pattern, let regex = try? NSRegularExpression(pattern: pattern) {
-                let range = NSRange(text.startIndex..., in: text)
-                if regex.firstMatch(in: text, range: range) == nil { messages.append("does not match pattern \(pattern)") }
+            if let pattern = input.pattern {
+                switch PatternMatch.find(pattern, in: text) {
+                case .matched: break
+                case .notMatched: messages.append("does not match pattern \(pattern)")
+                case .notDecided:
+                    messages.append("could not be checked against pattern \(pattern) within Lathe's limit (the expression backtracks too much "
+                                    + "on this text); send a shorter or simpler value, or ask the model's author to simplify the pattern")
+                }
             }
         }
         if let choices = input.choices, !choices.contains(where: { $0 == value || ($0.doubleValue != nil && $0.doubleValue == value.doubleValue) }) {

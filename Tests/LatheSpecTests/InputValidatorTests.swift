@@ -45,4 +45,27 @@ struct InputValidatorTests {
         #expect(throws: InputErrors.self) { try InputValidator.validate(["text": .string("ABC")], spec: spec) }
         #expect(throws: InputErrors.self) { try InputValidator.validate(["text": .string("")], spec: spec) }
     }
+
+    @Test("a backtracking pattern is stopped at ICU's step limit: the input is refused with a sentence, at once")
+    func catastrophicPattern() throws {
+        let hostile = try SpecParser.parse("predict: p.py:f\ninputs:\n  text: {type: string, pattern: '^(a+)+$'}\noutput: string\n")
+        // 2^40 backtracking steps without a limit: hours of one core for one request.
+        let text = String(repeating: "a", count: 40) + "b"
+        let clock = ContinuousClock()
+        let started = clock.now
+        do {
+            _ = try InputValidator.validate(["text": .string(text)], spec: hostile)
+            Issue.record("expected the input to be refused")
+        } catch {
+            #expect(error.fields.first?.message.contains("could not be checked against pattern ^(a+)+$ within Lathe's limit") == true,
+                    "\(error.fields)")
+        }
+        #expect(clock.now - started < .seconds(2))
+        // The same pattern still decides plain values.
+        #expect(PatternMatch.find("^(a+)+$", in: "aaaa") == .matched)
+        #expect(PatternMatch.find("^(a+)+$", in: "aaab") == .notMatched)
+        #expect(PatternMatch.find("[a-z", in: "a") == .notDecided)
+        // Unicode beyond the BMP, as NSRegularExpression sees it (UTF-16).
+        #expect(PatternMatch.find("^\\p{So}+$", in: "🙂🙂") == .matched)
+    }
 }
