@@ -56,16 +56,22 @@ extension Scheduler {
         // only this replica's waiters need waking.
         var notified = written
         if !written {
-            written = (try? await predictions.complete(id, status: ending.status, output: ending.output, error: ending.error, logs: ending.logs,
-                                                       metrics: ending.metrics, startedAt: ending.startedAt, completedAt: ending.completedAt,
-                                                       input: ending.input, claim: ending.claim)) ?? false
+            do {
+                written = try await predictions.complete(id, status: ending.status, output: ending.output, error: ending.error, logs: ending.logs,
+                                                         metrics: ending.metrics, startedAt: ending.startedAt, completedAt: ending.completedAt,
+                                                         input: ending.input, claim: ending.claim)
+                if !written {
+                    // The lease ran out (this replica stalled) and the prediction was requeued or
+                    // failed elsewhere: what was found here is not written over it.
+                    registry.logger.warning("late completion refused: the claim was lost", metadata: ["prediction": "\(id)"])
+                }
+            } catch {
+                // The database is unreachable: the claim's lease runs out and the leader requeues
+                // the prediction or fails it with a sentence, as for a lost replica.
+                registry.logger.error("could not write a prediction's ending", metadata: ["prediction": "\(id)", "error": "\(RegistryDatabase.reason(error))"])
+            }
             // On PostgreSQL the completing statement itself tells every replica (NOTIFY).
             notified = written && registry.database.kind == .postgres
-            if !written {
-                // The lease ran out (this replica stalled) and the prediction was requeued or
-                // failed elsewhere: what was found here is not written over it.
-                registry.logger.warning("late completion refused: the claim was lost", metadata: ["prediction": "\(id)"])
-            }
         }
         claims.removeValue(forKey: id)
         await announceEnded(id, notified: notified, webhook: written && ending.webhook)
