@@ -14,7 +14,7 @@ public enum RegistryApplication {
                               metrics: PrometheusCollectorRegistry? = nil, metricsToken: String? = nil,
                               web: WebSettings = WebSettings(), build: BuildVersion = .unknown) throws -> Router<RegistryContext> {
         let router = Router(context: RegistryContext.self)
-        let webApp = try WebApp(registry: registry, scheduler: scheduler, predictions: PredictionRoutes(registry: registry, scheduler: scheduler), settings: web)
+        let webApp = try WebApp(registry: registry, scheduler: scheduler, predictions: PredictionService(registry: registry, scheduler: scheduler), settings: web)
         router.add(middleware: ClientAddressMiddleware(trusted: registry.trustedProxies))
         router.add(middleware: FallbackErrorMiddleware(pages: webApp.pages))
         router.add(middleware: LogRequestsMiddleware(.debug))

@@ -14,7 +14,7 @@ struct FileRoutes {
     static let maxBytes: Int64 = 100 << 20
     var files: FileStore { FileStore(database: registry.database) }
 
-    /// Ids are `PredictionRoutes.newID()`: 26 lowercase base32 characters (never a path).
+    /// Ids are `PredictionService.newID()`: 26 lowercase base32 characters (never a path).
     static func isID(_ id: String) -> Bool {
         id.count == 26 && id.allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
     }
@@ -23,7 +23,7 @@ struct FileRoutes {
     /// returns the URL a prediction input names it by.
     static func store(file: URL, size: Int64, name: String, contentType: String, owner: String, registry: Registry) async throws -> String {
         try await checkQuota(owner: owner, adding: size, registry: registry)
-        let id = PredictionRoutes.newID()
+        let id = PredictionService.newID()
         guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
         let digest = try await onOwnThread { try FileHashing.digest(of: file).0 }
         try await registry.blobs.store(key, from: file)
@@ -123,7 +123,7 @@ struct FileRoutes {
         // Read once: the declared length is checked before the body, the streamed size as it grows.
         let used = try await files.used(by: principal.user.id)
         try Self.checkQuota(used: used, adding: max(0, declared - (64 << 10)), quota: registry.fileQuota)
-        let id = PredictionRoutes.newID()
+        let id = PredictionService.newID()
         guard let key = BlobKey.file(id) else { throw RegistryError(500, "bad file id") }
         // The body streams into a partial file, stored only when complete: a dropped connection
         // leaves nothing that counts (and housekeeping removes the partial file).

@@ -13,6 +13,8 @@ struct PredictionRoutes {
     static let pageSize = 100
 
     var store: PredictionStore { PredictionStore(database: registry.database) }
+    /// The domain operations the API's routes share with the web pages.
+    var service: PredictionService { PredictionService(registry: registry, scheduler: scheduler) }
 
     func add(to router: Router<RegistryContext>, v1: RouterGroup<RegistryContext>) {
         v1.post("predictions") { request, context in try await create(request, context, model: nil) }
@@ -24,26 +26,26 @@ struct PredictionRoutes {
         v1.delete("predictions/:id") { _, context -> Response in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(404, "prediction not found") }
-            try await remove(prediction)
+            try await service.remove(prediction)
             return Response(status: .noContent)
         }
         v1.post("predictions/:id/share") { _, context in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may share a prediction") }
             try await store.share(prediction.id)
-            return try jsonResponse(PredictionShape(registry: registry).json(try await current(prediction.id) ?? prediction))
+            return try jsonResponse(PredictionShape(registry: registry).json(try await service.current(prediction.id) ?? prediction))
         }
         v1.post("models/:owner/:name/examples") { request, context in
             struct Body: Decodable { var prediction_id: String }
             let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
             guard let principal = context.principal, principal.actsFor(model.ownerID) else { throw RegistryError(403, "only the model's owners may add examples") }
             let body = try await request.decode(as: Body.self, context: context)
-            guard let prediction = try await find(body.prediction_id, viewer: principal), prediction.modelID == model.id,
+            guard let prediction = try await service.find(body.prediction_id, viewer: principal), prediction.modelID == model.id,
                   prediction.status == .succeeded, !prediction.dataRemoved else {
                 throw RegistryError(400, "prediction_id must name a succeeded prediction of \(model.repository) that you can see")
             }
             try await store.addExample(modelID: model.id, predictionID: prediction.id)
-            return try jsonResponse(PredictionShape(registry: registry).json(try await current(prediction.id) ?? prediction), status: .created)
+            return try jsonResponse(PredictionShape(registry: registry).json(try await service.current(prediction.id) ?? prediction), status: .created)
         }
         v1.get("models/:owner/:name/examples") { _, context in
             let model = try await registry.readable(owner: try context.parameters.require("owner"), name: try context.parameters.require("name"), context: context)
@@ -64,7 +66,7 @@ struct PredictionRoutes {
         v1.post("predictions/:id/cancel") { _, context in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(403, "only the creator may cancel a prediction") }
-            try await stop(prediction)
+            try await service.stop(prediction)
             return try jsonResponse(PredictionShape(registry: registry).json(try await visible(context)))
         }
         router.get("v1/predictions/:id/stream") { request, context -> Response in
@@ -75,7 +77,7 @@ struct PredictionRoutes {
             let id = try context.parameters.require("id")
             let signature = request.uri.queryParameters["sig"].map(String.init)
             let signed = signature.map { constantTimeEqual($0, registry.streamSignature(id)) } ?? false
-            guard let prediction = signed ? try await current(id) : try await find(id, viewer: context.principal) else {
+            guard let prediction = signed ? try await service.current(id) : try await service.find(id, viewer: context.principal) else {
                 throw RegistryError(404, "prediction not found (open its stream through urls.stream, or with its creator's token)")
             }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
@@ -93,46 +95,9 @@ struct PredictionRoutes {
         }
     }
 
-    /// Cancels a prediction that has not finished and waits (up to 10 s) for it to stop.
-    func stop(_ prediction: PredictionRecord) async throws {
-        guard !prediction.isTerminal else { return }
-        try await scheduler.cancel(prediction.id)
-        await scheduler.wait(for: prediction.id, seconds: 10)
-    }
-
-    /// Deletes a prediction with its output files and the uploaded files its input names.
-    func remove(_ prediction: PredictionRecord) async throws {
-        try await stop(prediction)
-        let latest = try await current(prediction.id) ?? prediction
-        func decode(_ text: String?) -> JSONValue? { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } }
-        await OutputFiles.delete(in: decode(latest.output), registry: registry)
-        let uploads = "\(registry.baseURL)/v1/files/"
-        for case .string(let url) in decode(latest.input)?.objectValue?.values.map({ $0 }) ?? [] where url.hasPrefix(uploads) {
-            let id = String(url.dropFirst(uploads.count))
-            guard FileRoutes.isID(id) else { continue }
-            try await FileStore(database: registry.database).delete(id, owner: latest.creatorID)
-            if let key = BlobKey.file(id) { try? await registry.blobs.delete(key) }
-        }
-        try await store.delete(prediction.id)
-    }
-
-    /// The prediction if `viewer` may see it (created it, acts for its account, or it is shared):
-    /// the scheduler's copy while its completion is being written, else the database's row.
-    func find(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
-        guard let pending = await scheduler.pending(id) else { return try await store.prediction(id, viewer: viewer) }
-        let mayView = pending.shared || pending.creatorID == viewer?.user.id || pending.accountID.map { viewer?.actsFor($0) == true } == true
-        return mayView ? pending : nil
-    }
-
-    /// The latest state whoever asks (internal: callers have checked access).
-    func current(_ id: String) async throws -> PredictionRecord? {
-        if let pending = await scheduler.pending(id) { return pending }
-        return try await store.prediction(id)
-    }
-
     private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
         if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)") }
-        guard let prediction = try await find(try context.parameters.require("id"), viewer: context.principal) else {
+        guard let prediction = try await service.find(try context.parameters.require("id"), viewer: context.principal) else {
             throw RegistryError(404, "prediction not found")
         }
         return prediction
@@ -190,9 +155,9 @@ struct PredictionRoutes {
         let wait = try RequestValues.preferWait(request.headers[.init("Prefer")!])
         let (model, version): (ModelRecord, VersionRecord)
         if let given, let pinned { (model, version) = (given, pinned) } else { (model, version) = try await resolve(body.version, model: given, context: context) }
-        let submitted: Submitted
+        let submitted: PredictionService.Submitted
         do {
-            submitted = try await submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
+            submitted = try await service.submit(model: model, version: version, principal: principal, input: body.input ?? [:], source: "api",
                                       webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true,
                                       context: requestContext, deferInsert: wait != nil && body.webhook == nil)
         } catch let error as InputErrors {
@@ -215,7 +180,7 @@ struct PredictionRoutes {
             inline = true
         }
         _ = try await submitted.persisted()
-        var current = try await find(record.id, viewer: principal) ?? record
+        var current = try await service.find(record.id, viewer: principal) ?? record
         // A wait that runs out answers the prediction's real status (`processing` once it
         // runs), except to Replicate's official clients, which treat any status but `starting`
         // as finished: they get `starting` and poll.
@@ -223,63 +188,6 @@ struct PredictionRoutes {
         var response = try jsonResponse((inline ? await PredictionShape(registry: registry).jsonInliningFiles(current) : PredictionShape(registry: registry).json(current)), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
         return response
-    }
-
-    /// Checks `input` against the version's spec (throwing `InputErrors`, one per field) and
-    /// queues the prediction. The API and the web form both create predictions here.
-    /// With `deferInsert` (a `Prefer: wait` request: the client learns the id only from the
-    /// answer), a prediction that finishes within 50 ms is written once, finished, instead of
-    /// inserted and then completed.
-    func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
-                accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
-                context: [String: String] = [:], deferInsert: Bool = false) async throws -> Submitted {
-        let spec = try await spec(of: model, version: version)
-        let input = try InputValidator.validate(raw, spec: spec)
-        if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
-            throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
-        }
-        if let webhook, let problem = Webhooks.problem(with: webhook, policy: registry.outbound.policy) {
-            throw RegistryError(400, problem)
-        }
-        var record = PredictionRecord(
-            id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
-            status: .starting, input: String(decoding: JSONValue.object(raw).serialized(), as: UTF8.self), output: nil, error: nil, logs: "",
-            metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
-            webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
-        record.accountID = accountID ?? principal.user.id
-        if !context.isEmpty { record.context = String(decoding: JSONValue.object(context.mapValues { .string($0) }).serialized(), as: UTF8.self) }
-        // The row is written while the model already runs; the answer and the completion both
-        // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
-        let store = self.store, row = record
-        let claim = await scheduler.newClaim(for: record.id)
-        let scheduler = self.scheduler
-        let insert = Task { () async throws -> Bool in
-            if deferInsert {
-                await scheduler.wait(for: row.id, seconds: 0.05)
-                if let done = await scheduler.pending(row.id), done.isTerminal {
-                    try await store.insertFinished(done, checkSafety: checkSafety)
-                    return true
-                }
-            }
-            try await store.insert(row, claim: claim, checkSafety: checkSafety)
-            return false
-        }
-        try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, model: model, input: input, checkSafety: checkSafety, inserted: insert,
-                                    claimID: claim.id)
-        return Submitted(record: record, insert: insert)
-    }
-
-    /// A queued prediction whose row is being written.
-    struct Submitted {
-        var record: PredictionRecord
-        /// The row's insert; true when it wrote the finished prediction.
-        let insert: Task<Bool, any Error>
-
-        /// The record once its row exists.
-        func persisted() async throws -> PredictionRecord {
-            _ = try await insert.value
-            return record
-        }
     }
 
     /// `id`, `owner/name:id` or `owner/name` (latest), or the model of the URL.
@@ -306,19 +214,6 @@ struct PredictionRoutes {
         }
         guard let found = try await registry.models.findVersion(text, viewer: context.principal) else { throw RegistryError(404, "version \(text) not found") }
         return found
-    }
-
-    func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
-        if let cached = SpecCache.shared.get(version.manifestDigest) { return cached }
-        let spec = try await loadSpec(version: version)
-        SpecCache.shared.set(version.manifestDigest, spec)
-        return spec
-    }
-
-    private func loadSpec(version: VersionRecord) async throws -> ModelSpec {
-        guard let digest = Digest(parsing: version.manifestDigest) else { throw RegistryError(500, "bad manifest digest") }
-        let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
-        return try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))).spec
     }
 
     private func list(_ request: Request, _ context: RegistryContext) async throws -> Response {
@@ -407,12 +302,6 @@ struct PredictionRoutes {
         try await writer.finish(nil)
     }
 
-    /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.
-    static func newID() -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
-        var generator = SystemRandomNumberGenerator()
-        return String((0..<26).map { _ in alphabet.randomElement(using: &generator)! })
-    }
 }
 
 /// Specs by manifest digest: a version's content never changes, so it is decoded once.

@@ -15,14 +15,14 @@ public struct WebSettings: Sendable {
 struct WebApp {
     let registry: Registry
     let scheduler: Scheduler
-    let predictions: PredictionRoutes
+    let predictions: PredictionService
     let sessions: SessionStore
     let pages: WebRenderer
     let settings: WebSettings
     /// Sign-in attempts and failures per client address and username, on every replica alike.
     let signins: SigninAttemptStore
 
-    init(registry: Registry, scheduler: Scheduler, predictions: PredictionRoutes, settings: WebSettings) throws {
+    init(registry: Registry, scheduler: Scheduler, predictions: PredictionService, settings: WebSettings) throws {
         self.registry = registry
         self.scheduler = scheduler
         self.predictions = predictions
