@@ -100,13 +100,12 @@ public final class WorkerFleet: @unchecked Sendable {
         }
         for instance in placed { instance.resendBootIfMissing(reported: reported, grace: grace, now: now) }
         let known = Set(placed.map(\.id))
-        for orphan in reported.subtracting(known).sorted() where members(id) {
+        // `send` drops commands for a worker that is gone meanwhile.
+        for orphan in reported.subtracting(known).sorted() {
             send(id, WorkerCommand(kind: .stop, instance: orphan))
         }
         handler?()
     }
-
-    private func members(_ id: String) -> Bool { lock.withLock { members[id] != nil } }
 
     /// The commands waiting for worker `id`, waiting up to `wait` seconds (at most 60) for one
     /// to come; an empty list when none did.

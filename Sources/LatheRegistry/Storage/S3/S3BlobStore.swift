@@ -126,13 +126,22 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                                       body: FileChunks(path: file.path, offset: 0, length: size).body, payloadHash: SigV4.unsignedPayload)
             return
         }
+        try await multipart(key, size: size, partSize: Self.partSize) { uploadID, number, offset, length in
+            try await self.uploadPart(key, uploadID: uploadID, number: number, file: file.path, offset: offset, length: length)
+        }
+    }
+
+    /// One multipart upload of `size` bytes at `key`, in parts of `partSize` made by `part`
+    /// (upload ID, part number, offset, length), completed, or aborted when a part fails.
+    private func multipart(_ key: String, size: Int64, partSize: Int64,
+                           part: (String, Int, Int64, Int64) async throws -> Part) async throws {
         let uploadID = try await startMultipart(key)
         do {
             var parts: [Part] = []
             var offset: Int64 = 0
             while offset < size {
-                let length = min(Self.partSize, size - offset)
-                parts.append(try await uploadPart(key, uploadID: uploadID, number: parts.count + 1, file: file.path, offset: offset, length: length))
+                let length = min(partSize, size - offset)
+                parts.append(try await part(uploadID, parts.count + 1, offset, length))
                 offset += length
             }
             try await completeMultipart(key, uploadID: uploadID, parts: parts)
@@ -257,26 +266,15 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             }
             return
         }
-        let uploadID = try await startMultipart(target)
-        do {
-            var parts: [Part] = []
-            var offset: Int64 = 0
-            while offset < size {
-                let length = min(copyPartSize, size - offset), number = parts.count + 1
-                let data = try await client.collect(.PUT, target, query: [("partNumber", String(number)), ("uploadId", uploadID)],
-                                                    headers: ["x-amz-copy-source": from, "x-amz-copy-source-range": "bytes=\(offset)-\(offset + length - 1)"])
-                guard S3XML.value("Code", in: data) == nil, let etag = S3XML.value("ETag", in: data) else {
-                    throw RegistryError(503, "the blob store could not copy bytes \(offset)-\(offset + length - 1) of \(source): \(S3XML.value("Code", in: data) ?? "no ETag")",
-                                        code: "UNAVAILABLE")
-                }
-                parts.append(Part(number: number, etag: etag, size: length))
-                lock.withLock { counters.parts += 1 }
-                offset += length
+        try await multipart(target, size: size, partSize: copyPartSize) { uploadID, number, offset, length in
+            let data = try await self.client.collect(.PUT, target, query: [("partNumber", String(number)), ("uploadId", uploadID)],
+                                                     headers: ["x-amz-copy-source": from, "x-amz-copy-source-range": "bytes=\(offset)-\(offset + length - 1)"])
+            guard S3XML.value("Code", in: data) == nil, let etag = S3XML.value("ETag", in: data) else {
+                throw RegistryError(503, "the blob store could not copy bytes \(offset)-\(offset + length - 1) of \(source): \(S3XML.value("Code", in: data) ?? "no ETag")",
+                                    code: "UNAVAILABLE")
             }
-            try await completeMultipart(target, uploadID: uploadID, parts: parts)
-        } catch {
-            _ = try? await client.send(.DELETE, target, query: [("uploadId", uploadID)])
-            throw error
+            self.lock.withLock { self.counters.parts += 1 }
+            return Part(number: number, etag: etag, size: length)
         }
     }
 
