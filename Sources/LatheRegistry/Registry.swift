@@ -26,6 +26,9 @@ public struct Registry: Sendable {
     /// only once the server is listening when it was started on port 0.
     public let base: BaseURL
     public var baseURL: String { base.value }
+    /// Where the other replicas reach this one (they relay a worker's reports about the
+    /// instances this replica placed): `--replica-url`, else `http://HOST:PORT` as bound.
+    public let replicaURL = BaseURL("")
     public var logger: Logger
     /// Every request made on a user's behalf (URL inputs, webhooks) goes through this, and so
     /// through the operator's egress policy.
@@ -43,8 +46,8 @@ public struct Registry: Sendable {
     /// Signs prediction stream URLs (``streamSignature(_:)``); the same on every replica once
     /// ``open(data:database:blobs:runtime:baseURL:logger:)`` loaded it from the database.
     public var streamKey = SymmetricKey(size: .bits256)
-    /// The remote workers this server decides for (shared by every copy of this value).
-    public let fleet = WorkerFleet()
+    /// The remote workers, kept in the metadata store (shared by every copy of this value).
+    public let fleet: WorkerFleet
 
     public init(database: RegistryDatabase, blobs: any BlobStore, runtime: URL, baseURL: String, logger: Logger) {
         self.database = database
@@ -55,6 +58,7 @@ public struct Registry: Sendable {
         self.blobCache = BlobCache(store: blobs, folder: runtime.appendingPathComponent("blob-cache"))
         self.base = BaseURL(baseURL)
         self.logger = logger
+        self.fleet = WorkerFleet(store: WorkerStore(database: database))
     }
 
     /// Opens the registry: metadata in PostgreSQL when `database` is a URL, else in
@@ -78,9 +82,14 @@ public struct Registry: Sendable {
         if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)", code: "UNAUTHORIZED") }
         if let worker = context.worker {
             // A worker reads a model's versions only while it was asked to run one of them.
-            guard let model = try await models.anyModel(owner: owner, name: name),
-                  model.isPublic || fleet.mayPull(tokenID: worker.id, modelID: model.id) else {
+            guard let model = try await models.anyModel(owner: owner, name: name) else {
                 throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+            }
+            guard model.isPublic else {
+                guard await fleet.mayPull(tokenID: worker.id, modelID: model.id) else {
+                    throw RegistryError.notFound("model \(owner)/\(name) does not exist")
+                }
+                return model
             }
             return model
         }

@@ -79,6 +79,12 @@ public enum RegistryApplication {
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 if registry.baseURL.isEmpty { registry.base.value = "http://\(host):\(bound)" }
+                if registry.replicaURL.value.isEmpty {
+                    // Bound to every address: the others reach it on loopback (one host) unless
+                    // the operator names its address with --replica-url.
+                    let reachable = ["0.0.0.0", "::", "[::]"].contains(host) ? "127.0.0.1" : host.contains(":") ? "[\(host)]" : host
+                    registry.replicaURL.value = "http://\(reachable):\(bound)"
+                }
                 onListening(bound)
             },
             logger: registry.logger

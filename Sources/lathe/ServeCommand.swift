@@ -28,6 +28,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("base-url"), help: "URL clients use to reach this server (default http://HOST:PORT).")
     var baseURL: String?
 
+    @Option(name: .customLong("replica-url"), help: "URL the other replicas reach this one at, to relay workers' reports (default http://HOST:PORT as bound; name this replica's own address when replicas run on several hosts).")
+    var replicaURL: String?
+
     @Option(help: "PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DB for metadata (env LATHE_DATABASE_URL; default SQLite in --data).")
     var database: String?
 
@@ -159,6 +162,12 @@ struct ServeCommand: AsyncParsableCommand {
                 return network
             }
             registry.maxBlobSize = Self.bytes(megabytes: maxBlobSize)
+            if let replicaURL {
+                guard let url = URL(string: replicaURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                    throw ValidationError("--replica-url \(replicaURL) is not an http(s) URL; write it like http://10.0.0.5:8081")
+                }
+                registry.replicaURL.value = replicaURL
+            }
             var schedulerSettings = Scheduler.Settings()
             schedulerSettings.sandbox = try Sandbox.detect(network: false)
             schedulerSettings.runtime = runtime.map { URL(fileURLWithPath: $0) }

@@ -1,26 +1,45 @@
 import Foundation
+import Logging
 @testable import LatheRegistry
 import LatheRunner
 import LatheSpec
 import Testing
 
 /// The server's side of an instance on a remote worker: commands out through the fleet's long
-/// poll, reports in, and what happens when the worker is late, lost or silent.
-@Suite("a remote instance as the server sees it")
+/// poll, reports in, and what happens when the worker is late, lost or silent. The fleet lives
+/// in the metadata store, so every test runs on SQLite and (when configured) PostgreSQL.
+@Suite("a remote instance as the server sees it", .serialized)
 struct RemoteInstanceTests {
-    let fleet = WorkerFleet()
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-remote-\(UUID().uuidString)")
 
-    func worker() -> String {
+    /// A fleet on a fresh database of `backend`, joined to `events` as replica `replica`.
+    static func fleet(_ backend: StoreSuiteTests.Backend, events: any PredictionEvents = LocalEvents(), replica: String = "r1",
+                      database: RegistryDatabase? = nil) async throws -> WorkerFleet {
+        let opened: RegistryDatabase
+        if let database { opened = database } else { opened = try await StoreSuiteTests.open(backend) }
+        let database = opened
+        let fleet = WorkerFleet(store: WorkerStore(database: database))
+        fleet.connect(events: events, replica: replica, url: { "http://\(replica).invalid" }, logger: Logger(label: "test"))
+        events.subscribe { event in
+            switch event {
+            case .workerCommands(let id): fleet.commandsWaiting(for: id)
+            case .workerLost(let id, let replaced): fleet.lostElsewhere(id, replaced: replaced)
+            default: break
+            }
+        }
+        return fleet
+    }
+
+    static func worker(_ fleet: WorkerFleet, name: String = "w", capacity: Int = 2) async throws -> String {
         let hardware = HardwareInventory(cpus: 2, memoryBytes: 1 << 30, gpus: [], labels: [])
-        return fleet.register(WorkerRegistration(name: "w", version: "test", hardware: hardware, capacity: 2, cached: []), tokenID: "t").id
+        return try await fleet.register(WorkerRegistration(name: name, version: "test", hardware: hardware, capacity: capacity, cached: []), tokenID: "t").id
     }
 
     /// A ready instance on a fresh worker (the boot command taken, ready reported).
-    func ready(backstop: TimeInterval = 15) async -> (RemoteInstance, String) {
-        let id = worker()
+    func ready(_ fleet: WorkerFleet, backstop: TimeInterval = 15) async throws -> (RemoteInstance, String) {
+        let id = try await Self.worker(fleet)
         let instance = RemoteInstance(id: "i-1", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet, backstop: backstop)
-        fleet.add(instance)
+        #expect(await fleet.add(instance))
         async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
         let boot = await fleet.poll(id, wait: 5)
         #expect(boot.map(\.kind) == [.boot] && boot.first?.instance == "i-1")
@@ -29,40 +48,43 @@ struct RemoteInstanceTests {
         return (instance, id)
     }
 
-    @Test("a boot the worker never got is sent again when its heartbeats do not list the instance; an instance the server does not know is stopped")
-    func lostBootIsSentAgain() async throws {
-        let id = worker()
+    @Test("a boot the worker never got is sent again when its heartbeats do not list the instance; an instance the server does not know is stopped",
+          arguments: StoreSuiteTests.backends)
+    func lostBootIsSentAgain(_ backend: StoreSuiteTests.Backend) async throws {
+        let fleet = try await Self.fleet(backend)
+        let id = try await Self.worker(fleet)
         let instance = RemoteInstance(id: "i-2", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet)
-        fleet.add(instance)
+        #expect(await fleet.add(instance))
         async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
         // The long poll's answer carrying the boot is lost on the way.
         let lost = await fleet.poll(id, wait: 5)
         #expect(lost.map(\.kind) == [.boot])
         let grace = fleet.settings.heartbeat * 2
         // A heartbeat within the grace (sent before the boot could have arrived) changes nothing.
-        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []))
+        try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []))
         #expect(await fleet.poll(id, wait: 0).isEmpty)
         // Later, still not listed: the same boot goes out again.
-        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(grace + 1))
-        let again = await fleet.poll(id, wait: 0)
+        try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(grace + 1))
+        let again = await fleet.poll(id, wait: 1)
         #expect(again.map(\.kind) == [.boot] && again.first?.instance == "i-2" && again.first?.version?.id == "v")
         // Listed as booting: nothing more is sent.
-        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2"]), now: Date().addingTimeInterval(3 * grace + 3))
+        try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2"]), now: Date().addingTimeInterval(3 * grace + 3))
         #expect(await fleet.poll(id, wait: 0).isEmpty)
         instance.report(InstanceReport(state: .ready))
         if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
         // Ready instances are never booted again, whatever a heartbeat says.
-        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(10 * grace))
+        try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(10 * grace))
         #expect(await fleet.poll(id, wait: 0).isEmpty)
         // The worker runs an instance this server does not know (it gave up on it, or restarted): stopped.
-        fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2", "i-forgotten"]))
-        let stop = await fleet.poll(id, wait: 0)
+        try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2", "i-forgotten"]))
+        let stop = await fleet.poll(id, wait: 1)
         #expect(stop.map(\.kind) == [.stop] && stop.first?.instance == "i-forgotten")
     }
 
-    @Test("a prediction's command carries an assignment; reports for it land once, then are refused")
-    func assignments() async throws {
-        let (instance, worker) = await ready()
+    @Test("a prediction's command carries an assignment; reports for it land once, then are refused", arguments: StoreSuiteTests.backends)
+    func assignments(_ backend: StoreSuiteTests.Backend) async throws {
+        let fleet = try await Self.fleet(backend)
+        let (instance, worker) = try await ready(fleet)
         let events = EventsSeen()
         async let outcome = instance.predict(id: "p1", input: ["text": .string("hi"), "image": .string(work.path + "/inputs/p1/f/a.png")],
                                              context: ["tenant": "acme"], outputDirectory: work, timeout: 30, checkSafety: false) { events.add($0) }
@@ -84,9 +106,10 @@ struct RemoteInstanceTests {
         #expect(!instance.complete("a-made-up", PredictionOutcome(status: .succeeded)))
     }
 
-    @Test("a lost worker: silent predictions may run again, ones that spoke fail with their logs")
-    func lost() async throws {
-        let (instance, worker) = await ready()
+    @Test("a lost worker: silent predictions may run again, ones that spoke fail with their logs", arguments: StoreSuiteTests.backends)
+    func lost(_ backend: StoreSuiteTests.Backend) async throws {
+        let fleet = try await Self.fleet(backend)
+        let (instance, worker) = try await ready(fleet)
         async let silent = instance.predict(id: "quiet", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         async let talking = instance.predict(id: "loud", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         var commands: [WorkerCommand] = []
@@ -94,7 +117,7 @@ struct RemoteInstanceTests {
         let loud = try #require(commands.first { $0.prediction == "loud" }?.assignment)
         #expect(instance.events(loud, [WorkerEvent(.log("working\n"))]))
         // Nothing heard for longer than the limit: the worker is lost.
-        #expect(fleet.expire(now: Date().addingTimeInterval(fleet.settings.lostAfter + 1)) == ["w"])
+        #expect(await fleet.sweep(now: Date().addingTimeInterval(fleet.settings.lostAfter + 1)) == ["w"])
         let (quiet, spoke) = await (silent, talking)
         #expect(quiet.status == .failed && quiet.error?.contains("worker w (\(worker)) was lost") == true)
         #expect(spoke.status == .failed && spoke.logs == "working\n")
@@ -106,9 +129,10 @@ struct RemoteInstanceTests {
         #expect(fleet.instance("i-1", on: worker) == nil)
     }
 
-    @Test("the server fails a prediction the worker never answers, after its timeout and the backstop")
-    func backstop() async {
-        let (instance, worker) = await ready(backstop: 0.2)
+    @Test("the server fails a prediction the worker never answers, after its timeout and the backstop", arguments: StoreSuiteTests.backends)
+    func backstop(_ backend: StoreSuiteTests.Backend) async throws {
+        let fleet = try await Self.fleet(backend)
+        let (instance, worker) = try await ready(fleet, backstop: 0.2)
         let started = Date()
         async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 0.1, checkSafety: false) { _ in }
         _ = await fleet.poll(worker, wait: 5)
@@ -117,9 +141,10 @@ struct RemoteInstanceTests {
         #expect(Date().timeIntervalSince(started) >= 0.3)
     }
 
-    @Test("a cancel is queued for the worker's long poll at once")
-    func cancel() async throws {
-        let (instance, worker) = await ready()
+    @Test("a cancel is queued for the worker's long poll at once", arguments: StoreSuiteTests.backends)
+    func cancel(_ backend: StoreSuiteTests.Backend) async throws {
+        let fleet = try await Self.fleet(backend)
+        let (instance, worker) = try await ready(fleet)
         async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         let assignment = try #require(await fleet.poll(worker, wait: 5).first?.assignment)
         let started = Date()
@@ -131,6 +156,84 @@ struct RemoteInstanceTests {
         #expect(Date().timeIntervalSince(started) < 1)
         #expect(instance.complete(assignment, PredictionOutcome(status: .canceled)))
         #expect(await outcome.status == .canceled)
+    }
+}
+
+extension RemoteInstanceTests {
+    @Test("two replicas, one fleet in the store: either serves the worker, commands reach the poll wherever it is held, capacity is shared and never overfilled, a dead replica's instances are stopped, a lost worker ends instances on every replica",
+          arguments: StoreSuiteTests.backends)
+    func twoReplicas(_ backend: StoreSuiteTests.Backend) async throws {
+        let database = try await StoreSuiteTests.open(backend)
+        let events = LocalEvents()
+        let a = try await Self.fleet(backend, events: events, replica: "ra", database: database)
+        let b = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let worker = try await Self.worker(a, capacity: 2)
+        // Registered through A, known to B (from the store), and only with its own token.
+        #expect(try await b.touch(worker, tokenID: "t")?.name == "w")
+        #expect(try await b.touch(worker, tokenID: "someone-else") == nil)
+        try await b.refresh()
+        #expect(b.workers.map(\.id) == [worker])
+
+        // A places an instance; the worker's long poll is held by B: the boot reaches it at once.
+        let placed = RemoteInstance(id: "i-a", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: a)
+        #expect(await a.add(placed))
+        async let poll = b.poll(worker, wait: 5)
+        try await Task.sleep(nanoseconds: 100_000_000)
+        let sent = Date()
+        async let booted = placed.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
+        let commands = await poll
+        #expect(commands.map(\.kind) == [.boot] && commands.first?.instance == "i-a")
+        #expect(Date().timeIntervalSince(sent) < 0.1, "a command reaches a poll held by another replica within 100 ms")
+        // B knows who placed it (a report reaching B is relayed there).
+        #expect(try await b.owner(of: "i-a", on: worker)?.replica == "ra")
+        #expect(b.instance("i-a", on: worker) == nil && a.instance("i-a", on: worker) === placed)
+        placed.report(InstanceReport(state: .ready))
+        if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
+
+        // The worker's capacity (2) is shared: B places one more, then it is full for both.
+        let second = RemoteInstance(id: "i-b", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: b)
+        #expect(await b.add(second))
+        #expect(!(await a.add(RemoteInstance(id: "i-c", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: a))))
+        try await a.refresh()
+        #expect(a.workers.first?.elsewhere == 1, "A counts B's instance against the worker")
+        let (may, mayNot) = (await a.mayPull(tokenID: "t", modelID: "m"), await a.mayPull(tokenID: "t", modelID: "other"))
+        #expect(may && !mayNot, "a worker token pulls only what runs on it")
+
+        // Twelve replicas racing for a worker with room for three: exactly three win.
+        let racer = try await Self.worker(a, name: "race", capacity: 3)
+        let store = WorkerStore(database: database)
+        let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<12 {
+                group.addTask {
+                    try await store.reserve(WorkerInstanceRecord(id: "race-\(index)", workerID: racer, replica: "r\(index)", replicaURL: "",
+                                                                 tokenID: "t", modelID: "m"), until: Date().addingTimeInterval(30))
+                }
+            }
+            var count = 0
+            for try await won in group where won { count += 1 }
+            return count
+        }
+        #expect(wins == 3)
+
+        // A dies (stops renewing): its instance is forgotten, its slot frees, and the worker's
+        // next heartbeat (through B) gets a stop for it.
+        let now = Date()
+        try await store.renew(replica: "rb", until: now.addingTimeInterval(300))
+        try await store.renew(replica: "ra", until: now.addingTimeInterval(30))
+        let expired = try await store.expireInstances(now: now.addingTimeInterval(60))
+        #expect(expired.contains { $0.id == "i-a" } && !expired.contains { $0.id == "i-b" })
+        try await b.heartbeat(worker, WorkerHeartbeat(cached: [], instances: ["i-a", "i-b"]))
+        let stops = await b.poll(worker, wait: 1)
+        #expect(stops.map(\.kind) == [.stop] && stops.first?.instance == "i-a")
+
+        // The worker goes silent: whichever replica sweeps counts it lost once, and the
+        // instances every replica placed there end.
+        let later = Date().addingTimeInterval(b.settings.lostAfter + 1)
+        let lost = await b.sweep(now: later)
+        #expect(lost.sorted() == ["race", "w"])
+        #expect(await a.sweep(now: later).isEmpty)
+        #expect(!second.isRunning && !placed.isRunning)
+        #expect(try await b.touch(worker, tokenID: "t") == nil, "it registers again")
     }
 }
 

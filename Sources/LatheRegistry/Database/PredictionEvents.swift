@@ -17,6 +17,12 @@ public enum RegistryEvent: Sendable, Equatable {
     case cancel(String)
     /// Accounts, tokens, memberships, models or versions changed: drop cached copies.
     case cachesChanged
+    /// Commands wait for a worker: the replica holding its long poll answers it.
+    case workerCommands(String)
+    /// A worker was counted lost or registered again: the replicas with instances there end them.
+    case workerLost(String, replaced: Bool)
+    /// A worker registered or its cache changed: replicas look again at what waits.
+    case fleetChanged
 
     var payload: String {
         switch self {
@@ -25,6 +31,9 @@ public enum RegistryEvent: Sendable, Equatable {
         case .cancel(let id): "cancel:\(id)"
         case .progress(let id): "progress:\(id)"
         case .cachesChanged: "caches"
+        case .workerCommands(let id): "commands:\(id)"
+        case .workerLost(let id, let replaced): replaced ? "replaced:\(id)" : "lost:\(id)"
+        case .fleetChanged: "fleet"
         }
     }
 
@@ -33,6 +42,10 @@ public enum RegistryEvent: Sendable, Equatable {
         switch (parts.first, parts.count) {
         case ("queued", 1): self = .queued
         case ("caches", 1): self = .cachesChanged
+        case ("fleet", 1): self = .fleetChanged
+        case ("commands", 2): self = .workerCommands(parts[1])
+        case ("lost", 2): self = .workerLost(parts[1], replaced: false)
+        case ("replaced", 2): self = .workerLost(parts[1], replaced: true)
         case ("finished", 2): self = .finished(parts[1])
         case ("cancel", 2): self = .cancel(parts[1])
         case ("progress", 2): self = .progress(parts[1])

@@ -294,6 +294,25 @@ public final class RegistryDatabase: Sendable {
         (15, "predictions: the request's context (Cog's current_scope().context)", { sql, _ in
             try await sql.raw("ALTER TABLE predictions ADD COLUMN context TEXT").run()
         }),
+        (16, "the fleet in the shared store: workers, the instances replicas placed on them, commands for their long polls", { sql, kind in
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS workers (
+                  id TEXT PRIMARY KEY, name TEXT NOT NULL, token_id TEXT NOT NULL, version TEXT NOT NULL, hardware TEXT NOT NULL,
+                  capacity INTEGER NOT NULL, cached TEXT NOT NULL, reported TEXT NOT NULL, reported_at TEXT NOT NULL, seen_until TEXT NOT NULL)
+                """).run()
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS worker_instances (
+                  id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, replica TEXT NOT NULL, replica_url TEXT NOT NULL,
+                  token_id TEXT NOT NULL, model_id TEXT NOT NULL, lease_until TEXT NOT NULL)
+                """).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS worker_instances_by_worker ON worker_instances (worker_id)").run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS worker_instances_by_token ON worker_instances (token_id, model_id)").run()
+            let key = kind == .postgres ? "seq BIGSERIAL PRIMARY KEY" : "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+            try await sql.raw("""
+                CREATE TABLE IF NOT EXISTS worker_commands (\(unsafeRaw: key), worker_id TEXT NOT NULL, command TEXT NOT NULL, created_at TEXT NOT NULL)
+                """).run()
+            try await sql.raw("CREATE INDEX IF NOT EXISTS worker_commands_by_worker ON worker_commands (worker_id, seq)").run()
+        }),
     ]
 
     private func migrate() async throws {

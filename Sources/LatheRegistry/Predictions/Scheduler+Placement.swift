@@ -94,13 +94,15 @@ extension Scheduler {
         var result: [Place] = []
         if settings.embeddedWorker { result.append(place(.embedded, skus: embeddedSKUs, cached: [], capacity: settings.maxInstances, version: version)) }
         for member in registry.fleet.workers {
-            result.append(place(.worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity, version: version))
+            result.append(place(.worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
+                                elsewhere: member.elsewhere, version: version))
         }
         return result
     }
 
-    func place(_ location: Location, skus: [String], cached: Set<String>, capacity: Int, version: String?) -> Place {
-        let load = pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0)
+    /// `elsewhere`: instances other replicas hold there (the worker's capacity is shared).
+    func place(_ location: Location, skus: [String], cached: Set<String>, capacity: Int, elsewhere: Int = 0, version: String?) -> Place {
+        let load = pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0) + elsewhere
         let warm = version.map { version in pools[version]?.contains { $0.location == location } ?? false } ?? false
         return Place(location: location, skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
     }
@@ -175,7 +177,7 @@ extension Scheduler {
     /// Counts silent workers lost: their instances end (the predictions on them run again or
     /// fail), and what waited is placed again.
     func expireWorkers() async {
-        for name in registry.fleet.expire() {
+        for name in await registry.fleet.sweep() {
             registry.logger.warning("worker lost", metadata: ["worker": "\(name)"])
         }
         await failUnplaceable()
@@ -251,7 +253,12 @@ extension Scheduler {
                 }
                 let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
                                             tokenID: member.tokenID, modelID: loaded.modelID, work: work, fleet: registry.fleet)
-                registry.fleet.add(remote)
+                guard await registry.fleet.add(remote) else {
+                    // Another replica filled it first (or it left): placed again with a fresh look.
+                    lostWorker = "the worker chosen for it is full or left"
+                    try? await registry.fleet.refresh()
+                    throw RegistryError(503, "the worker chosen for it is full or left")
+                }
                 result = await remote.boot(WorkerVersion(id: version, repository: loaded.repository, manifestDigest: loaded.manifestDigest),
                                            gpus: sku.hasPrefix("gpu-") ? 1 : 0) { buildLog.replace($0) }
                 lostWorker = remote.lostReason

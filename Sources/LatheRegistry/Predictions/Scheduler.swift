@@ -182,7 +182,9 @@ public actor Scheduler {
         for id in failed { await announceEnded(id, notified: false, webhook: true) }
         if !requeued.isEmpty { await events.publish(.queued) }
         try await DeploymentRoutes.restore(registry: registry, scheduler: self)
+        registry.fleet.connect(events: events, replica: replica, url: { [registry] in registry.replicaURL.value }, logger: registry.logger)
         registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
+        try? await registry.fleet.refresh()
         await adopt()
     }
 
@@ -215,6 +217,11 @@ public actor Scheduler {
         case .progress(let id): signals.changed(id)
         case .cancel(let id): if claims[id] != nil { try? await cancel(id) }
         case .cachesChanged: registry.database.caches.clear()
+        case .workerCommands(let worker): registry.fleet.commandsWaiting(for: worker)
+        case .workerLost(let worker, let replaced): registry.fleet.lostElsewhere(worker, replaced: replaced)
+        case .fleetChanged:
+            try? await registry.fleet.refresh()
+            await fleetChanged()
         }
     }
 

@@ -1,10 +1,14 @@
 import Foundation
 import LatheRunner
+import Logging
 
-/// The remote workers this server decides for (DESIGN §6): who registered, what hardware they
-/// offer and cache, the commands waiting for each one's long poll, the instances on them, and
-/// who stopped answering. It decides nothing itself: the scheduler places instances, the fleet
-/// carries commands and notices losses.
+/// The remote workers, as this replica takes part in them (DESIGN §6). The fleet itself lives in
+/// the metadata store (``WorkerStore``): any replica registers a worker, takes its heartbeat,
+/// holds its long poll and places instances on it. What stays here is only what cannot be
+/// shared: the long polls this replica holds, the instances it placed (whose predictions it
+/// runs), and a copy of the fleet for placement, refreshed every second and on every event.
+/// It decides nothing itself: the scheduler places instances, the fleet carries commands and
+/// notices losses.
 public final class WorkerFleet: @unchecked Sendable {
     /// How long a worker may stay silent before it is counted lost.
     public struct Settings: Sendable {
@@ -14,7 +18,7 @@ public final class WorkerFleet: @unchecked Sendable {
         var poll: TimeInterval { max(0.5, min(20, lostAfter / 3)) }
     }
 
-    /// A registered worker.
+    /// A registered worker, as the last look at the store found it.
     public struct Member: Sendable {
         public let id: String
         public let name: String
@@ -23,199 +27,397 @@ public final class WorkerFleet: @unchecked Sendable {
         public var hardware: HardwareInventory
         public var capacity: Int
         public var cached: Set<String>
-        var lastSeen: Date
-        /// A long poll is waiting: the worker counts as present while it does.
-        var polling = false
+        /// Instances other replicas placed there (they count against its capacity too).
+        var elsewhere = 0
+        /// What its last heartbeat listed, and when it came.
+        var reported: Set<String> = []
+        var reportedAt = Date.distantPast
+
+        init(_ record: WorkerRecord) {
+            id = record.id
+            name = record.name
+            tokenID = record.tokenID
+            version = record.version
+            hardware = record.hardware
+            capacity = record.capacity
+            cached = record.cached
+            reported = record.reported
+            reportedAt = record.reportedAt
+        }
     }
 
+    let store: WorkerStore
     private let lock = NSLock()
     private var settingsValue = Settings()
+    private var events: (any PredictionEvents)?
+    private var replicaID = "local"
+    private var replicaURL: @Sendable () -> String = { "" }
+    private var logger = Logger(label: "lathe.fleet")
     private var members: [String: Member] = [:]
-    private var outboxes: [String: [WorkerCommand]] = [:]
-    private var pollers: [String: (token: UUID, continuation: CheckedContinuation<[WorkerCommand], Never>)] = [:]
+    /// When this replica last wrote each worker's `seen_until` (at most once a second).
+    private var lastSeenWrite: [String: Date] = [:]
+    private var pollers: [String: PollWaiter] = [:]
     private var instances: [String: RemoteInstance] = [:]
-    /// Models each worker token may pull over /v2: counted per booted instance, so a private
-    /// version is readable by a worker only while it was asked to run it.
-    private var grants: [String: [String: Int]] = [:]
+    /// Commands on their way into the store, in the order they were sent, and how many per worker.
+    private var outbox: [(worker: String, command: WorkerCommand)] = []
+    private var outboxDraining = false
+    private var queuedFor: [String: Int] = [:]
     private var changeHandler: (@Sendable () -> Void)?
 
-    public init() {}
+    public init(store: WorkerStore) {
+        self.store = store
+    }
 
     public var settings: Settings {
         get { lock.withLock { settingsValue } }
         set { lock.withLock { settingsValue = newValue } }
     }
 
-    /// Called (outside the lock) when a worker registers or heartbeats a changed cache, so the
-    /// scheduler places what waits.
+    /// Joins the other replicas: events carry commands, losses and changes between them, and
+    /// `url` is where they relay reports about the instances this replica placed.
+    func connect(events: any PredictionEvents, replica: String, url: @escaping @Sendable () -> String, logger: Logger) {
+        lock.withLock {
+            self.events = events
+            replicaID = replica
+            replicaURL = url
+            self.logger = logger
+        }
+    }
+
+    var replica: String { lock.withLock { replicaID } }
+
+    /// Called (outside the lock) when the fleet changed (a worker registered, or a cache
+    /// changed), so the scheduler places what waits.
     func setChangeHandler(_ handler: @escaping @Sendable () -> Void) {
         lock.withLock { changeHandler = handler }
     }
 
-    // MARK: - What workers say
+    // MARK: - What workers say (through any replica)
 
     /// Registers a worker. One that registered before under the same name and token is
     /// replaced at once (it restarted): its instances are lost now rather than after the lease.
-    func register(_ registration: WorkerRegistration, tokenID: String) -> WorkerRegistered {
+    func register(_ registration: WorkerRegistration, tokenID: String) async throws -> WorkerRegistered {
         let id = "w-" + UUID().uuidString.lowercased().prefix(12)
-        let (replaced, settings, handler) = lock.withLock { () -> ([RemoteInstance], Settings, (@Sendable () -> Void)?) in
-            var replaced: [RemoteInstance] = []
-            for (oldID, member) in members where member.name == registration.name && member.tokenID == tokenID {
-                replaced += dropLocked(oldID)
-            }
-            members[id] = Member(id: id, name: registration.name, tokenID: tokenID, version: registration.version,
-                                 hardware: registration.hardware, capacity: max(0, min(registration.capacity, 1024)),
-                                 cached: Set(registration.cached.prefix(10_000)), lastSeen: Date())
-            return (replaced, settingsValue, changeHandler)
+        let now = Date()
+        let record = WorkerRecord(id: id, name: registration.name, tokenID: tokenID, version: registration.version, hardware: registration.hardware,
+                                  capacity: max(0, min(registration.capacity, 1024)), cached: Set(registration.cached.prefix(10_000)),
+                                  reported: [], reportedAt: now, seenUntil: now)
+        let replaced = try await store.register(record)
+        let settings = lock.withLock { () -> Settings in
+            members[id] = Member(record)
+            lastSeenWrite[id] = now
+            return settingsValue
         }
-        for instance in replaced { instance.lost("worker \(registration.name) restarted and registered again") }
-        handler?()
+        for old in replaced {
+            dropLocal(old, reason: "worker \(registration.name) restarted and registered again")
+            await events?.publish(.workerLost(old, replaced: true))
+        }
+        await announceChange()
         return WorkerRegistered(id: id, heartbeatSeconds: settings.heartbeat, pollSeconds: settings.poll, lostAfterSeconds: settings.lostAfter)
     }
 
-    /// The worker `id` if `tokenID` registered it; marks it seen.
-    func touch(_ id: String, tokenID: String) -> Member? {
-        lock.withLock {
-            guard var member = members[id], member.tokenID == tokenID else { return nil }
-            member.lastSeen = Date()
-            members[id] = member
-            return member
+    /// The worker `id` if `tokenID` registered it (asking the store when this replica has not
+    /// seen it yet); marks it seen.
+    func touch(_ id: String, tokenID: String, now: Date = Date()) async throws -> Member? {
+        var member = lock.withLock { members[id] }
+        if member == nil || member?.tokenID != tokenID {
+            guard let record = try await store.worker(id, tokenID: tokenID) else { return nil }
+            member = Member(record)
+            lock.withLock { members[id] = member }
         }
+        let write = lock.withLock { () -> Bool in
+            guard now.timeIntervalSince(lastSeenWrite[id] ?? .distantPast) >= 1 else { return false }
+            lastSeenWrite[id] = now
+            return true
+        }
+        if write, try await !store.seen(id, until: now) {
+            // Counted lost meanwhile (by this replica or another): it registers again.
+            dropLocal(id, reason: lostReason(id))
+            return nil
+        }
+        return member
     }
 
-    /// A worker's heartbeat: its cache, and the instances it runs, reconciled with the ones this
-    /// server placed there: a boot the worker never got is sent again, and an instance the server
-    /// does not know (it gave up on it, or restarted) is stopped.
-    func heartbeat(_ id: String, _ beat: WorkerHeartbeat, now: Date = Date()) {
+    /// A worker's heartbeat: its cache, and the instances it runs, reconciled with the ones the
+    /// replicas placed there: a boot it never got is sent again, and an instance nobody placed
+    /// (its replica gave up on it, died or restarted) is stopped.
+    func heartbeat(_ id: String, _ beat: WorkerHeartbeat, now: Date = Date()) async throws {
         let reported = Set(beat.instances.prefix(10_000))
-        let (handler, placed, grace) = lock.withLock { () -> ((@Sendable () -> Void)?, [RemoteInstance], TimeInterval) in
-            guard members[id] != nil else { return (nil, [], 0) }
-            let placed = instances.values.filter { $0.workerID == id }
-            // Two heartbeats: a beat sent just before the boot arrived does not list it yet.
-            let grace = settingsValue.heartbeat * 2
-            let cached = Set(beat.cached.prefix(10_000))
-            guard members[id]?.cached != cached else { return (nil, placed, grace) }
+        let cached = Set(beat.cached.prefix(10_000))
+        guard let changed = try await store.heartbeat(id, cached: cached, reported: reported, at: now) else { return }
+        lock.withLock {
             members[id]?.cached = cached
-            return (changeHandler, placed, grace)
+            members[id]?.reported = reported
+            members[id]?.reportedAt = now
         }
-        for instance in placed { instance.resendBootIfMissing(reported: reported, grace: grace, now: now) }
-        let known = Set(placed.map(\.id))
+        resendMissingBoots(of: id, reported: reported, at: now)
+        let known = Set(try await store.instances(on: id).map(\.id))
         // `send` drops commands for a worker that is gone meanwhile.
         for orphan in reported.subtracting(known).sorted() {
             send(id, WorkerCommand(kind: .stop, instance: orphan))
         }
-        handler?()
+        if changed { await announceChange() }
     }
 
     /// The commands waiting for worker `id`, waiting up to `wait` seconds (at most 60) for one
-    /// to come; an empty list when none did.
+    /// to come; an empty list when none did. The worker counts as present while it waits.
     func poll(_ id: String, wait: TimeInterval) async -> [WorkerCommand] {
         let clamped = max(0, min(wait, 60))
-        let token = UUID()
-        return await withCheckedContinuation { continuation in
-            let (ready, previous) = lock.withLock { () -> ([WorkerCommand]?, CheckedContinuation<[WorkerCommand], Never>?) in
-                if let waiting = outboxes[id], !waiting.isEmpty {
-                    outboxes[id] = []
-                    return (waiting, nil)
-                }
-                if clamped == 0 { return ([], nil) }
-                let previous = pollers[id]?.continuation
-                pollers[id] = (token, continuation)
-                members[id]?.polling = true
-                return (nil, previous)
+        let deadline = Date().addingTimeInterval(clamped)
+        let waiter = PollWaiter()
+        let previous = lock.withLock { () -> PollWaiter? in
+            defer { pollers[id] = waiter }
+            return pollers[id]
+        }
+        previous?.supersede()
+        defer { lock.withLock { if pollers[id] === waiter { pollers.removeValue(forKey: id) } } }
+        if clamped > 0 { _ = try? await store.seen(id, until: deadline) }
+        waiter.expire(at: deadline)
+        while true {
+            // Registered before taking: a command stored meanwhile wakes this poll, never slips by.
+            let stored = (try? await store.take(id)) ?? []
+            let commands = stored.compactMap { try? JSONDecoder().decode(WorkerCommand.self, from: Data($0.utf8)) } + waiter.takeHanded()
+            if !commands.isEmpty {
+                // Present now, not until the deadline: silence from here on counts (unless a
+                // newer poll of the worker holds it already).
+                if clamped > 0, lock.withLock({ pollers[id] === waiter }) { _ = try? await store.pollAnswered(id, at: Date()) }
+                return commands
             }
-            previous?.resume(returning: [])
-            if let ready {
-                continuation.resume(returning: ready)
-                return
-            }
-            DispatchQueue.global().asyncAfter(deadline: .now() + clamped) { [weak self] in
-                guard let self else { return }
-                let expired = self.lock.withLock { () -> CheckedContinuation<[WorkerCommand], Never>? in
-                    guard let poller = self.pollers[id], poller.token == token else { return nil }
-                    self.pollers.removeValue(forKey: id)
-                    self.members[id]?.polling = false
-                    self.members[id]?.lastSeen = Date()
-                    return poller.continuation
-                }
-                expired?.resume(returning: [])
-            }
+            guard await waiter.wait() else { return waiter.takeHanded() }
         }
     }
 
     // MARK: - What the scheduler asks
 
-    /// Queues a command for worker `id` and wakes its long poll.
+    /// Queues a command for worker `id` and wakes its long poll, wherever it is held: straight
+    /// to a poll this replica holds when nothing is on its way to the store before it, else
+    /// through the store (in the order sent) and an event to the replica holding the poll.
     func send(_ id: String, _ command: WorkerCommand) {
-        let poller = lock.withLock { () -> CheckedContinuation<[WorkerCommand], Never>? in
-            guard members[id] != nil else { return nil }
-            if let poller = pollers.removeValue(forKey: id) {
-                members[id]?.polling = false
-                members[id]?.lastSeen = Date()
-                return poller.continuation
-            }
-            outboxes[id, default: []].append(command)
-            return nil
+        let drain = lock.withLock { () -> Bool in
+            if queuedFor[id, default: 0] == 0, let waiter = pollers[id], waiter.hand(command) { return false }
+            outbox.append((id, command))
+            queuedFor[id, default: 0] += 1
+            defer { outboxDraining = true }
+            return !outboxDraining
         }
-        poller?.resume(returning: [command])
+        if drain { Task { await self.drainOutbox() } }
     }
 
-    /// Registered workers, as they stand.
+    private func drainOutbox() async {
+        while let (worker, command) = lock.withLock({ () -> (String, WorkerCommand)? in
+            guard !outbox.isEmpty else {
+                outboxDraining = false
+                return nil
+            }
+            return outbox.removeFirst()
+        }) {
+            do {
+                try await store.send(worker, command: String(decoding: try JSONEncoder().encode(command), as: UTF8.self))
+            } catch {
+                lock.withLock { logger }.warning("could not queue a command for a worker", metadata: [
+                    "worker": "\(worker)", "command": "\(command.kind)", "error": "\(RegistryDatabase.reason(error))"])
+            }
+            let (waiter, events) = lock.withLock { () -> (PollWaiter?, (any PredictionEvents)?) in
+                queuedFor[worker, default: 1] -= 1
+                if queuedFor[worker] == 0 { queuedFor.removeValue(forKey: worker) }
+                return (pollers[worker], self.events)
+            }
+            if let waiter { waiter.wake() } else { await events?.publish(.workerCommands(worker)) }
+        }
+    }
+
+    /// Another replica stored commands for worker `id`: wakes its long poll if held here.
+    func commandsWaiting(for id: String) {
+        lock.withLock { pollers[id] }?.wake()
+    }
+
+    /// The registered workers, as this replica last saw them.
     public var workers: [Member] { lock.withLock { Array(members.values) } }
 
-    func add(_ instance: RemoteInstance) {
-        lock.withLock {
-            instances[instance.id] = instance
-            grants[instance.tokenID, default: [:]][instance.modelID, default: 0] += 1
+    /// Records an instance this replica places on its worker; false when the worker is full
+    /// (counting every replica's instances) or gone.
+    func add(_ instance: RemoteInstance) async -> Bool {
+        let record = WorkerInstanceRecord(id: instance.id, workerID: instance.workerID, replica: replica, replicaURL: lock.withLock { replicaURL }(),
+                                          tokenID: instance.tokenID, modelID: instance.modelID)
+        do {
+            guard try await store.reserve(record, until: Date().addingTimeInterval(PredictionQueue.lease)) else { return false }
+        } catch {
+            return false
         }
+        lock.withLock { instances[instance.id] = instance }
+        return true
     }
 
+    /// Forgets an instance that stopped; its slot on the worker frees.
     func remove(_ instance: RemoteInstance) {
-        lock.withLock { removeLocked(instance) }
+        let known = lock.withLock { instances.removeValue(forKey: instance.id) != nil }
+        guard known else { return }
+        let store = self.store
+        Task { try? await store.release(instance.id) }
     }
 
-    private func removeLocked(_ instance: RemoteInstance) {
-        guard instances.removeValue(forKey: instance.id) != nil else { return }
-        let left = (grants[instance.tokenID]?[instance.modelID] ?? 1) - 1
-        grants[instance.tokenID]?[instance.modelID] = left > 0 ? left : nil
-    }
-
-    /// The instance `id` if it lives on worker `worker`.
+    /// The instance `id` if this replica placed it on worker `worker`.
     func instance(_ id: String, on worker: String) -> RemoteInstance? {
         lock.withLock { instances[id].flatMap { $0.workerID == worker ? $0 : nil } }
     }
 
-    /// Whether the worker token `tokenID` may pull versions of `modelID` now.
-    public func mayPull(tokenID: String, modelID: String) -> Bool {
-        lock.withLock { (grants[tokenID]?[modelID] ?? 0) > 0 }
+    /// The replica that placed instance `id` on worker `worker` (reports about it go there).
+    func owner(of id: String, on worker: String) async throws -> WorkerInstanceRecord? {
+        try await store.instance(id, on: worker)
     }
 
-    /// Counts lost every worker not heard from for `lostAfter` (a waiting long poll counts as
-    /// heard) and ends their instances. Returns the names of the lost workers.
+    /// Whether the worker token `tokenID` may pull versions of `modelID` now: while an instance
+    /// of it runs on a worker with that token, whichever replica placed it.
+    public func mayPull(tokenID: String, modelID: String) async -> Bool {
+        (try? await store.mayPull(tokenID: tokenID, modelID: modelID)) ?? false
+    }
+
+    // MARK: - Keeping the picture true
+
+    /// Once a second on every replica: renews the leases of this replica's instances, counts
+    /// lost every worker not heard from for `lostAfter` (a held long poll counts as heard) and
+    /// ends the instances there, forgets instances of replicas that died, and looks at the
+    /// fleet again. Returns the names of the workers this call counted lost.
     @discardableResult
-    func expire(now: Date = Date()) -> [String] {
-        let (lost, dropped) = lock.withLock { () -> ([Member], [(RemoteInstance, String)]) in
-            let limit = settingsValue.lostAfter
-            let gone = members.values.filter { !$0.polling && now.timeIntervalSince($0.lastSeen) > limit }
-            var dropped: [(RemoteInstance, String)] = []
-            for member in gone {
-                for instance in dropLocked(member.id) {
-                    dropped.append((instance, "worker \(member.name) (\(member.id)) was lost: nothing heard from it for \(Int(limit)) s"))
-                }
+    func sweep(now: Date = Date()) async -> [String] {
+        let (replica, lostAfter) = lock.withLock { (replicaID, settingsValue.lostAfter) }
+        var lostNames: [String] = []
+        do {
+            try await store.renew(replica: replica, until: now.addingTimeInterval(PredictionQueue.lease))
+            try await store.expireInstances(now: now)
+            for gone in try await store.expire(notSeenSince: now.addingTimeInterval(-lostAfter)) {
+                lostNames.append(gone.name)
+                dropLocal(gone.id, reason: "worker \(gone.name) (\(gone.id)) was lost: nothing heard from it for \(Int(lostAfter)) s")
+                await lock.withLock { events }?.publish(.workerLost(gone.id, replaced: false))
             }
-            return (gone, dropped)
+            try await refresh()
+        } catch {
+            lock.withLock { logger }.warning("could not look at the fleet", metadata: ["error": "\(RegistryDatabase.reason(error))"])
         }
-        for (instance, reason) in dropped { instance.lost(reason) }
-        return lost.map(\.name)
+        return lostNames
     }
 
-    /// Forgets worker `id` and returns its instances (the caller ends them outside the lock).
-    private func dropLocked(_ id: String) -> [RemoteInstance] {
-        members.removeValue(forKey: id)
-        outboxes.removeValue(forKey: id)
-        if let poller = pollers.removeValue(forKey: id) { poller.continuation.resume(returning: []) }
-        let theirs = instances.values.filter { $0.workerID == id }
-        for instance in theirs { removeLocked(instance) }
-        return theirs
+    /// Reads the fleet again: workers, and how many instances other replicas hold on each.
+    /// Instances placed here on a worker that is gone end now (an event may have been missed),
+    /// and boots the workers' heartbeats do not list are sent again.
+    func refresh() async throws {
+        let records = try await store.workers()
+        let placed = try await store.instances()
+        let mine = lock.withLock { () -> [RemoteInstance] in
+            var fresh: [String: Member] = [:]
+            for record in records { fresh[record.id] = Member(record) }
+            for instance in placed where instance.replica != replicaID { fresh[instance.workerID]?.elsewhere += 1 }
+            members = fresh
+            lastSeenWrite = lastSeenWrite.filter { fresh[$0.key] != nil }
+            return Array(instances.values)
+        }
+        var orphaned: Set<String> = []
+        for instance in mine where !records.contains(where: { $0.id == instance.workerID }) { orphaned.insert(instance.workerID) }
+        for worker in orphaned { dropLocal(worker, reason: lostReason(worker)) }
+        for record in records { resendMissingBoots(of: record.id, reported: record.reported, at: record.reportedAt) }
+    }
+
+    /// Another replica counted worker `id` lost (or it registered again): its instances here end.
+    func lostElsewhere(_ id: String, replaced: Bool) {
+        let name = lock.withLock { members[id]?.name ?? instances.values.first { $0.workerID == id }?.workerName ?? id }
+        dropLocal(id, reason: replaced ? "worker \(name) restarted and registered again" : lostReason(id, name: name))
+    }
+
+    private func lostReason(_ id: String, name: String? = nil) -> String {
+        let (known, lostAfter) = lock.withLock { (members[id]?.name ?? instances.values.first { $0.workerID == id }?.workerName, settingsValue.lostAfter) }
+        return "worker \(name ?? known ?? id) (\(id)) was lost: nothing heard from it for \(Int(lostAfter)) s"
+    }
+
+    private func resendMissingBoots(of worker: String, reported: Set<String>, at time: Date) {
+        let (placed, grace) = lock.withLock { (instances.values.filter { $0.workerID == worker }, settingsValue.heartbeat * 2) }
+        // Two heartbeats: a beat sent just before the boot arrived does not list it yet.
+        for instance in placed { instance.resendBootIfMissing(reported: reported, grace: grace, now: time) }
+    }
+
+    /// Forgets worker `id` here and ends the instances this replica placed on it.
+    private func dropLocal(_ id: String, reason: String) {
+        let (theirs, poller) = lock.withLock { () -> ([RemoteInstance], PollWaiter?) in
+            members.removeValue(forKey: id)
+            lastSeenWrite.removeValue(forKey: id)
+            let theirs = instances.values.filter { $0.workerID == id }
+            for instance in theirs { instances.removeValue(forKey: instance.id) }
+            return (theirs, pollers.removeValue(forKey: id))
+        }
+        poller?.supersede()
+        for instance in theirs { instance.lost(reason) }
+    }
+
+    private func announceChange() async {
+        let (events, handler) = lock.withLock { (self.events, changeHandler) }
+        // Every replica (this one too) hears the event and places what waits.
+        if let events { await events.publish(.fleetChanged) } else { handler?() }
+    }
+}
+
+/// One long poll's wait: woken when a command is handed to it directly or stored for its worker,
+/// ended at its deadline or when a newer poll of the same worker replaces it.
+final class PollWaiter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Bool, Never>?
+    private var handed: [WorkerCommand] = []
+    private var woken = false
+    private var over = false
+
+    /// Takes `command` unless the poll is over; wakes it.
+    func hand(_ command: WorkerCommand) -> Bool {
+        let resume = lock.withLock { () -> CheckedContinuation<Bool, Never>?? in
+            guard !over else { return .none }
+            handed.append(command)
+            woken = true
+            defer { continuation = nil }
+            return .some(continuation)
+        }
+        guard case .some(let waiting) = resume else { return false }
+        waiting?.resume(returning: true)
+        return true
+    }
+
+    func takeHanded() -> [WorkerCommand] {
+        lock.withLock {
+            defer { handed = [] }
+            return handed
+        }
+    }
+
+    /// Something was stored for the worker: look again.
+    func wake() { finish(over: false) }
+
+    /// A newer poll of the same worker took over (or the worker is gone): this one answers now.
+    func supersede() { finish(over: true) }
+
+    func expire(at deadline: Date) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + max(0, deadline.timeIntervalSinceNow)) { [weak self] in
+            self?.finish(over: true)
+        }
+    }
+
+    private func finish(over end: Bool) {
+        let waiting = lock.withLock { () -> CheckedContinuation<Bool, Never>? in
+            if end { over = true } else { woken = true }
+            defer { continuation = nil }
+            return continuation
+        }
+        waiting?.resume(returning: !end)
+    }
+
+    /// Waits until woken (true: look again) or over (false).
+    func wait() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let answer = lock.withLock { () -> Bool? in
+                if woken {
+                    woken = false
+                    return true
+                }
+                if over { return false }
+                self.continuation = continuation
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
+        }
     }
 }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import LatheRunner
@@ -29,63 +30,69 @@ struct WorkerRoutes {
             guard labels.count <= 64, labels.allSatisfy(HardwareInventory.isValidSKU) else {
                 throw RegistryError(400, "hardware labels must be at most 64 SKUs of lowercase letters, digits and '-', e.g. cpu-large")
             }
-            let answer = fleet.register(registration, tokenID: token.id)
+            let answer = try await fleet.register(registration, tokenID: token.id)
             logger.info("worker registered", metadata: ["worker": "\(answer.id)", "name": "\(registration.name)",
                                                         "skus": "\(registration.hardware.skus.joined(separator: ","))",
                                                         "capacity": "\(registration.capacity)"])
             return try encoded(answer, status: .created)
         }
         group.post(":worker/heartbeat") { request, context -> Response in
-            let member = try worker(context)
-            fleet.heartbeat(member.id, try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerHeartbeat.self, from: request, context: context))
+            let member = try await worker(context)
+            try await fleet.heartbeat(member.id, try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerHeartbeat.self, from: request, context: context))
             return Response(status: .noContent)
         }
         group.get(":worker/work") { request, context -> Response in
-            let member = try worker(context)
+            let member = try await worker(context)
             let wait = request.uri.queryParameters["wait"].flatMap { Double(String($0)) }.map { $0.isFinite ? $0 : 0 } ?? 0
             let commands = await fleet.poll(member.id, wait: wait)
             return try encoded(WorkerWork(commands: commands))
         }
+        // Reports about an instance go to the replica that placed it (relayed from any other).
         group.post(":worker/instances/:instance") { request, context -> Response in
-            let instance = try instance(context)
-            instance.report(try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(InstanceReport.self, from: request, context: context))
-            return Response(status: .noContent)
+            try await instance(request, context) { instance in
+                instance.report(try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(InstanceReport.self, from: request, context: context))
+                return Response(status: .noContent)
+            }
         }
         group.post(":worker/instances/:instance/assignments/:assignment/events") { request, context -> Response in
-            let instance = try instance(context)
-            let batch = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerEventBatch.self, from: request, context: context)
-            guard instance.events(try context.parameters.require("assignment"), batch.events) else { throw Self.notHeld }
-            return Response(status: .noContent)
+            try await instance(request, context) { instance in
+                let batch = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerEventBatch.self, from: request, context: context)
+                guard instance.events(try context.parameters.require("assignment"), batch.events) else { throw Self.notHeld }
+                return Response(status: .noContent)
+            }
         }
         group.put(":worker/instances/:instance/assignments/:assignment/files/:name") { request, context -> Response in
-            let instance = try instance(context)
-            guard let target = instance.outputFile(try context.parameters.require("assignment"), name: try context.parameters.require("name")) else {
-                throw Self.notHeld
+            try await instance(request, context) { instance in
+                guard let target = instance.outputFile(try context.parameters.require("assignment"), name: try context.parameters.require("name")) else {
+                    throw Self.notHeld
+                }
+                try await Self.store(request.body, at: target)
+                return Response(status: .created)
             }
-            try await Self.store(request.body, at: target)
-            return Response(status: .created)
         }
         group.post(":worker/instances/:instance/assignments/:assignment/complete") { request, context -> Response in
-            let instance = try instance(context)
-            let completion = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerCompletion.self, from: request, context: context)
-            guard instance.complete(try context.parameters.require("assignment"), completion.outcome) else { throw Self.notHeld }
-            return Response(status: .noContent)
-        }
-        group.get(":worker/instances/:instance/assignments/:assignment/inputs/:folder/:name") { _, context -> Response in
-            let instance = try instance(context)
-            let path = try context.parameters.require("folder") + "/" + context.parameters.require("name")
-            guard let file = instance.inputFile(try context.parameters.require("assignment"), path: path),
-                  let handle = FileHandle(forReadingAtPath: file.path) else {
-                throw RegistryError(404, "no input \(path) for this assignment")
+            try await instance(request, context) { instance in
+                let completion = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerCompletion.self, from: request, context: context)
+                guard instance.complete(try context.parameters.require("assignment"), completion.outcome) else { throw Self.notHeld }
+                return Response(status: .noContent)
             }
-            // Streamed in 1 MiB pieces: inputs may be up to 100 MB.
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
-                defer { try? handle.close() }
-                while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-                    try await writer.write(ByteBuffer(data: chunk))
+        }
+        group.get(":worker/instances/:instance/assignments/:assignment/inputs/:folder/:name") { request, context -> Response in
+            try await instance(request, context) { instance in
+                let path = try context.parameters.require("folder") + "/" + context.parameters.require("name")
+                guard let file = instance.inputFile(try context.parameters.require("assignment"), path: path),
+                      let handle = FileHandle(forReadingAtPath: file.path) else {
+                    throw RegistryError(404, "no input \(path) for this assignment")
                 }
-                try await writer.finish(nil)
-            })
+                // Streamed in 1 MiB pieces: inputs may be up to 100 MB.
+                return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
+                    defer { try? handle.close() }
+                    while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                        try await writer.write(ByteBuffer(data: chunk))
+                    }
+                    try await writer.finish(nil)
+                })
+            }
         }
     }
 
@@ -101,19 +108,56 @@ struct WorkerRoutes {
         return token
     }
 
-    private func worker(_ context: RegistryContext) throws -> WorkerFleet.Member {
+    private func worker(_ context: RegistryContext) async throws -> WorkerFleet.Member {
         let token = try workerToken(context)
-        guard let member = fleet.touch(try context.parameters.require("worker"), tokenID: token.id) else {
-            // Unknown here: the server restarted, or the worker was counted lost. It registers again.
-            throw RegistryError(404, "this worker is not registered (the server restarted or counted it lost); register again")
+        guard let member = try await fleet.touch(try context.parameters.require("worker"), tokenID: token.id) else {
+            // Unknown: it was counted lost (or never registered). It registers again.
+            throw RegistryError(404, "this worker is not registered (it was counted lost); register again")
         }
         return member
     }
 
-    private func instance(_ context: RegistryContext) throws -> RemoteInstance {
-        let member = try worker(context)
-        guard let instance = fleet.instance(try context.parameters.require("instance"), on: member.id) else { throw Self.notHeld }
-        return instance
+    /// Runs `body` on the instance when this replica placed it; relays the request to the
+    /// replica that did otherwise (once: a relayed request is never relayed again); 409 when
+    /// no replica holds it.
+    private func instance(_ request: Request, _ context: RegistryContext, _ body: (RemoteInstance) async throws -> Response) async throws -> Response {
+        let member = try await worker(context)
+        let id = try context.parameters.require("instance")
+        if let instance = fleet.instance(id, on: member.id) { return try await body(instance) }
+        guard request.headers[Self.relayed] == nil, let owner = try await fleet.owner(of: id, on: member.id),
+              owner.replica != fleet.replica, !owner.replicaURL.isEmpty else { throw Self.notHeld }
+        return try await relay(request, to: owner.replicaURL)
+    }
+
+    /// Marks a request one replica relayed to another.
+    static let relayed = HTTPFields.Key("Lathe-Relayed")!
+
+    /// Sends the worker's request on to the replica at `base`, with its own credentials (that
+    /// replica checks them again), streaming the body both ways.
+    private func relay(_ request: Request, to base: String) async throws -> Response {
+        var outgoing = HTTPClientRequest(url: base + request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
+        outgoing.method = .init(rawValue: request.method.rawValue)
+        for field in request.headers where [.authorization, .contentType, .contentLength].contains(field.name) {
+            outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outgoing.headers.add(name: Self.relayed.rawName, value: "1")
+        if request.method == .post || request.method == .put {
+            let length = request.headers[.contentLength].flatMap { Int($0) }.map { HTTPClientRequest.Body.Length.known(Int64($0)) } ?? .unknown
+            outgoing.body = .stream(request.body, length: length)
+        }
+        let answer: HTTPClientResponse
+        do {
+            answer = try await HTTPClient.shared.execute(outgoing, timeout: .seconds(600))
+        } catch {
+            // The replica that placed it is down: its predictions are counted lost there and run
+            // again; the worker drops this assignment.
+            throw Self.notHeld
+        }
+        var headers = HTTPFields()
+        for header in answer.headers where ["content-type", "content-length"].contains(header.name.lowercased()) {
+            if let name = HTTPFields.Key(header.name) { headers[name] = header.value }
+        }
+        return Response(status: .init(code: Int(answer.status.code)), headers: headers, body: ResponseBody(asyncSequence: answer.body))
     }
 
     private func encoded(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
