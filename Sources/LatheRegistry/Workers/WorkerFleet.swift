@@ -176,14 +176,14 @@ public final class WorkerFleet: @unchecked Sendable {
         while true {
             // Registered before taking: a command stored meanwhile wakes this poll, never slips by.
             let stored = (try? await store.take(id)) ?? []
-            let commands = stored.compactMap { try? JSONDecoder().decode(WorkerCommand.self, from: Data($0.utf8)) } + waiter.takeHanded()
+            let commands = waiter.answer(with: stored.compactMap { try? JSONDecoder().decode(WorkerCommand.self, from: Data($0.utf8)) })
             if !commands.isEmpty {
                 // Present now, not until the deadline: silence from here on counts (unless a
                 // newer poll of the worker holds it already).
                 if clamped > 0, lock.withLock({ pollers[id] === waiter }) { _ = try? await store.pollAnswered(id, at: Date()) }
                 return commands
             }
-            guard await waiter.wait() else { return waiter.takeHanded() }
+            guard await waiter.wait() else { return waiter.answer(with: [], final: true) }
         }
     }
 
@@ -377,10 +377,15 @@ final class PollWaiter: @unchecked Sendable {
         return true
     }
 
-    func takeHanded() -> [WorkerCommand] {
+    /// `stored` and what was handed over, in that order; when there is anything (or `final`),
+    /// the poll is over from here on, so nothing handed later is taken by an answered poll.
+    func answer(with stored: [WorkerCommand], final: Bool = false) -> [WorkerCommand] {
         lock.withLock {
-            defer { handed = [] }
-            return handed
+            let commands = stored + handed
+            guard !commands.isEmpty || final else { return [] }
+            over = true
+            handed = []
+            return commands
         }
     }
 
