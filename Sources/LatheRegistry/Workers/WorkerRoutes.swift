@@ -141,13 +141,19 @@ struct WorkerRoutes {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         outgoing.headers.add(name: Self.relayed.rawName, value: "1")
-        if request.method == .post || request.method == .put {
-            let length = request.headers[.contentLength].flatMap { Int($0) }.map { HTTPClientRequest.Body.Length.known(Int64($0)) } ?? .unknown
+        if request.method == .put {
+            // An output file (up to 8 GiB) streams through.
+            let length = request.headers[.contentLength].flatMap { Int64($0) }.map { HTTPClientRequest.Body.Length.known($0) } ?? .unknown
             outgoing.body = .stream(request.body, length: length)
+        } else if request.method == .post {
+            // Reports are small: read whole first, so a relay that fails leaves nothing half read.
+            outgoing.body = .bytes(try await request.body.collect(upTo: Self.maxReportBytes))
         }
         let answer: HTTPClientResponse
         do {
-            answer = try await HTTPClient.shared.execute(outgoing, timeout: .seconds(600))
+            // A replica that died is retried by the client's pool until the deadline: reports get
+            // a short one (the worker then drops the assignment), an output file's upload its time.
+            answer = try await HTTPClient.shared.execute(outgoing, timeout: request.method == .put ? .seconds(600) : .seconds(10))
         } catch {
             // The replica that placed it is down: its predictions are counted lost there and run
             // again; the worker drops this assignment.
