@@ -237,6 +237,37 @@ extension RemoteInstanceTests {
     }
 }
 
+extension RemoteInstanceTests {
+    @Test("a command for a worker whose long poll another replica holds reaches it within 100 ms p99 (NOTIFY wakes that replica on PostgreSQL)",
+          arguments: StoreSuiteTests.backends)
+    func commandLatencyAcrossReplicas(_ backend: StoreSuiteTests.Backend) async throws {
+        let (database, url) = try await StoreSuiteTests.openWithURL(backend)
+        let buses = try QueueStoreSuiteTests.buses(backend, database, url: url)
+        let services = buses.compactMap { $0 as? PostgresEvents }.map { bus in Task { try await bus.run() } }
+        defer { services.forEach { $0.cancel() } }
+        let a = try await Self.fleet(backend, events: buses[0], replica: "ra", database: database)
+        let b = try await Self.fleet(backend, events: buses[buses.count - 1], replica: "rb", database: database)
+        try await QueueStoreSuiteTests.eventually { buses.filter(\.isLeader).count == 1 }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        let worker = try await Self.worker(a)
+        var delays: [Double] = []
+        for round in 0..<60 {
+            async let poll = b.poll(worker, wait: 5)
+            try await Task.sleep(nanoseconds: 20_000_000)
+            let sent = Date()
+            a.send(worker, WorkerCommand(kind: .stop, instance: "i-\(round)"))
+            let commands = await poll
+            delays.append(Date().timeIntervalSince(sent))
+            #expect(commands.map(\.instance) == ["i-\(round)"])
+        }
+        let p99 = delays.sorted()[Int(Double(delays.count - 1) * 0.99)]
+        #expect(p99 < 0.1, "p99 \(Int(p99 * 1000)) ms")
+        #expect(RegistryEvent(payload: RegistryEvent.workerLost("w-1", replaced: true).payload) == .workerLost("w-1", replaced: true))
+        #expect(RegistryEvent(payload: RegistryEvent.workerCommands("w-1").payload) == .workerCommands("w-1"))
+        #expect(RegistryEvent(payload: RegistryEvent.fleetChanged.payload) == .fleetChanged)
+    }
+}
+
 final class EventsSeen: @unchecked Sendable {
     private let lock = NSLock()
     private var events: [RunnerEvent] = []
