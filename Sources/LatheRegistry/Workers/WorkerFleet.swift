@@ -180,7 +180,11 @@ public final class WorkerFleet: @unchecked Sendable {
             if !commands.isEmpty {
                 // Present now, not until the deadline: silence from here on counts (unless a
                 // newer poll of the worker holds it already).
-                if clamped > 0, lock.withLock({ pollers[id] === waiter }) { _ = try? await store.pollAnswered(id, at: Date()) }
+                // Written after the answer leaves: it is not on the prediction's path.
+                if clamped > 0, lock.withLock({ pollers[id] === waiter }) {
+                    let (store, now) = (self.store, Date())
+                    Task { _ = try? await store.pollAnswered(id, at: now) }
+                }
                 return commands
             }
             guard await waiter.wait() else { return waiter.answer(with: [], final: true) }
