@@ -8,8 +8,8 @@ import Testing
 /// The server's side of an instance on a remote worker: commands out through the fleet's long
 /// poll, reports in, and what happens when the worker is late, lost or silent. The fleet lives
 /// in the metadata store, so every test runs on SQLite and (when configured) PostgreSQL.
-@Suite("a remote instance as the server sees it", .serialized)
-struct RemoteInstanceTests {
+@Suite("StoreSuite: the fleet (workers, their instances and commands) and a remote instance as the server sees it, on SQLite and PostgreSQL", .serialized)
+struct FleetStoreSuiteTests {
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-remote-\(UUID().uuidString)")
 
     /// A fleet on a fresh database of `backend`, joined to `events` as replica `replica`.
@@ -159,7 +159,7 @@ struct RemoteInstanceTests {
     }
 }
 
-extension RemoteInstanceTests {
+extension FleetStoreSuiteTests {
     @Test("two replicas, one fleet in the store: either serves the worker, commands reach the poll wherever it is held, capacity is shared and never overfilled, a dead replica's instances are stopped, a lost worker ends instances on every replica",
           arguments: StoreSuiteTests.backends)
     func twoReplicas(_ backend: StoreSuiteTests.Backend) async throws {
@@ -237,7 +237,7 @@ extension RemoteInstanceTests {
     }
 }
 
-extension RemoteInstanceTests {
+extension FleetStoreSuiteTests {
     @Test("a command for a worker whose long poll another replica holds reaches it within 100 ms p99 (NOTIFY wakes that replica on PostgreSQL)",
           arguments: StoreSuiteTests.backends)
     func commandLatencyAcrossReplicas(_ backend: StoreSuiteTests.Backend) async throws {
