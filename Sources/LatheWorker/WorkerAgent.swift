@@ -106,13 +106,22 @@ public final class WorkerAgent: Sendable {
         }
         defer { heartbeat.cancel() }
         var failures = 0
+        // The highest command number received: named in the next poll, which acknowledges it (a
+        // command whose answer was lost on the way comes again; one seen already is skipped).
+        var received: Int64 = 0
         while !Task.isCancelled && !forgotten.value {
             do {
                 // A poll the server never answers (a dead connection) ends a little after its wait.
-                let reply = try await client.send(.GET, base + "/work?wait=\(registered.pollSeconds)", expect: [200], limit: 64 << 20,
+                let reply = try await client.send(.GET, base + "/work?wait=\(registered.pollSeconds)&after=\(received)", expect: [200], limit: 64 << 20,
                                                   timeout: registered.pollSeconds + 10)
                 failures = 0
-                for command in try JSONDecoder().decode(WorkerWork.self, from: reply.body).commands { await instances.handle(command) }
+                for command in try JSONDecoder().decode(WorkerWork.self, from: reply.body).commands {
+                    if let seq = command.seq {
+                        guard seq > received else { continue }
+                        received = seq
+                    }
+                    await instances.handle(command)
+                }
             } catch let failure as RegistryClient.Failure where failure.status == 404 || failure.status == 401 {
                 // Forgotten (register again), or the token was revoked (registering says so and stops).
                 return

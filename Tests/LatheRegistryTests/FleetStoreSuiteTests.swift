@@ -10,6 +10,8 @@ import Testing
 /// in the metadata store, so every test runs on SQLite and (when configured) PostgreSQL.
 @Suite("StoreSuite: the fleet (workers, their instances and commands) and a remote instance as the server sees it, on SQLite and PostgreSQL", .serialized)
 struct FleetStoreSuiteTests {
+    /// Polls as a worker does: naming the last command number it received.
+    let polls = PollCursor()
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-remote-\(UUID().uuidString)")
 
     /// A fleet on a fresh database of `backend`, joined to `events` as replica `replica`.
@@ -41,7 +43,7 @@ struct FleetStoreSuiteTests {
         let instance = RemoteInstance(id: "i-1", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet, backstop: backstop)
         #expect(await fleet.add(instance))
         async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
-        let boot = await fleet.poll(id, wait: 5)
+        let boot = await polls.next(fleet, id, wait: 5)
         #expect(boot.map(\.kind) == [.boot] && boot.first?.instance == "i-1")
         instance.report(InstanceReport(state: .ready))
         if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
@@ -57,27 +59,27 @@ struct FleetStoreSuiteTests {
         #expect(await fleet.add(instance))
         async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
         // The long poll's answer carrying the boot is lost on the way.
-        let lost = await fleet.poll(id, wait: 5)
+        let lost = await polls.next(fleet, id, wait: 5)
         #expect(lost.map(\.kind) == [.boot])
         let grace = fleet.settings.heartbeat * 2
         // A heartbeat within the grace (sent before the boot could have arrived) changes nothing.
         try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []))
-        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        #expect(await polls.next(fleet, id, wait: 0).isEmpty)
         // Later, still not listed: the same boot goes out again.
         try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(grace + 1))
-        let again = await fleet.poll(id, wait: 1)
+        let again = await polls.next(fleet, id, wait: 1)
         #expect(again.map(\.kind) == [.boot] && again.first?.instance == "i-2" && again.first?.version?.id == "v")
         // Listed as booting: nothing more is sent.
         try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2"]), now: Date().addingTimeInterval(3 * grace + 3))
-        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        #expect(await polls.next(fleet, id, wait: 0).isEmpty)
         instance.report(InstanceReport(state: .ready))
         if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
         // Ready instances are never booted again, whatever a heartbeat says.
         try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: []), now: Date().addingTimeInterval(10 * grace))
-        #expect(await fleet.poll(id, wait: 0).isEmpty)
+        #expect(await polls.next(fleet, id, wait: 0).isEmpty)
         // The worker runs an instance this server does not know (it gave up on it, or restarted): stopped.
         try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-2", "i-forgotten"]))
-        let stop = await fleet.poll(id, wait: 1)
+        let stop = await polls.next(fleet, id, wait: 1)
         #expect(stop.map(\.kind) == [.stop] && stop.first?.instance == "i-forgotten")
     }
 
@@ -88,7 +90,7 @@ struct FleetStoreSuiteTests {
         let events = EventsSeen()
         async let outcome = instance.predict(id: "p1", input: ["text": .string("hi"), "image": .string(work.path + "/inputs/p1/f/a.png")],
                                              context: ["tenant": "acme"], outputDirectory: work, timeout: 30, checkSafety: false) { events.add($0) }
-        let command = try #require(await fleet.poll(worker, wait: 5).first)
+        let command = try #require(await polls.next(fleet, worker, wait: 5).first)
         #expect(command.kind == .predict && command.prediction == "p1" && command.inputFiles == ["f/a.png"])
         #expect(command.input?["image"] == .string("f/a.png") && command.input?["text"] == .string("hi"))
         #expect(command.context == ["tenant": "acme"], "the request's context reaches the worker")
@@ -113,7 +115,7 @@ struct FleetStoreSuiteTests {
         async let silent = instance.predict(id: "quiet", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         async let talking = instance.predict(id: "loud", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
         var commands: [WorkerCommand] = []
-        while commands.count < 2 { commands += await fleet.poll(worker, wait: 5) }
+        while commands.count < 2 { commands += await polls.next(fleet, worker, wait: 5) }
         let loud = try #require(commands.first { $0.prediction == "loud" }?.assignment)
         #expect(instance.events(loud, [WorkerEvent(.log("working\n"))]))
         // Nothing heard for longer than the limit: the worker is lost.
@@ -135,7 +137,7 @@ struct FleetStoreSuiteTests {
         let (instance, worker) = try await ready(fleet, backstop: 0.2)
         let started = Date()
         async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 0.1, checkSafety: false) { _ in }
-        _ = await fleet.poll(worker, wait: 5)
+        _ = await polls.next(fleet, worker, wait: 5)
         let result = await outcome
         #expect(result.status == .failed && result.error?.contains("did not answer") == true)
         #expect(Date().timeIntervalSince(started) >= 0.3)
@@ -146,9 +148,9 @@ struct FleetStoreSuiteTests {
         let fleet = try await Self.fleet(backend)
         let (instance, worker) = try await ready(fleet)
         async let outcome = instance.predict(id: "p", input: [:], context: [:], outputDirectory: work, timeout: 30, checkSafety: false) { _ in }
-        let assignment = try #require(await fleet.poll(worker, wait: 5).first?.assignment)
+        let assignment = try #require(await polls.next(fleet, worker, wait: 5).first?.assignment)
         let started = Date()
-        async let next = fleet.poll(worker, wait: 5)
+        async let next = polls.next(fleet, worker, wait: 5)
         try await Task.sleep(nanoseconds: 50_000_000)
         instance.cancel(id: "p")
         let commands = await next
@@ -177,7 +179,7 @@ extension FleetStoreSuiteTests {
         // A places an instance; the worker's long poll is held by B: the boot reaches it at once.
         let placed = RemoteInstance(id: "i-a", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: a)
         #expect(await a.add(placed))
-        async let poll = b.poll(worker, wait: 5)
+        async let poll = polls.next(b, worker, wait: 5)
         try await Task.sleep(nanoseconds: 100_000_000)
         let sent = Date()
         async let booted = placed.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
@@ -223,7 +225,7 @@ extension FleetStoreSuiteTests {
         let expired = try await store.expireInstances(now: now.addingTimeInterval(60))
         #expect(expired.contains { $0.id == "i-a" } && !expired.contains { $0.id == "i-b" })
         try await b.heartbeat(worker, WorkerHeartbeat(cached: [], instances: ["i-a", "i-b"]))
-        let stops = await b.poll(worker, wait: 1)
+        let stops = await polls.next(b, worker, wait: 1)
         #expect(stops.map(\.kind) == [.stop] && stops.first?.instance == "i-a")
 
         // The worker goes silent: whichever replica sweeps counts it lost once, and the
@@ -252,7 +254,7 @@ extension FleetStoreSuiteTests {
         let worker = try await Self.worker(a)
         var delays: [Double] = []
         for round in 0..<60 {
-            async let poll = b.poll(worker, wait: 5)
+            async let poll = polls.next(b, worker, wait: 5)
             try await Task.sleep(nanoseconds: 20_000_000)
             let sent = Date()
             a.send(worker, WorkerCommand(kind: .stop, instance: "i-\(round)"))
@@ -265,6 +267,48 @@ extension FleetStoreSuiteTests {
         #expect(RegistryEvent(payload: RegistryEvent.workerLost("w-1", replaced: true).payload) == .workerLost("w-1", replaced: true))
         #expect(RegistryEvent(payload: RegistryEvent.workerCommands("w-1").payload) == .workerCommands("w-1"))
         #expect(RegistryEvent(payload: RegistryEvent.fleetChanged.payload) == .fleetChanged)
+    }
+}
+
+extension FleetStoreSuiteTests {
+    @Test("a poll's answer lost on the way (its replica died mid-answer) is sent again until the worker acknowledges it", arguments: StoreSuiteTests.backends)
+    func unacknowledgedCommandsComeAgain(_ backend: StoreSuiteTests.Backend) async throws {
+        let database = try await StoreSuiteTests.open(backend)
+        let events = LocalEvents()
+        let a = try await Self.fleet(backend, events: events, replica: "ra", database: database)
+        let b = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let worker = try await Self.worker(a)
+        a.send(worker, WorkerCommand(kind: .stop, instance: "i-1"))
+        a.send(worker, WorkerCommand(kind: .stop, instance: "i-2"))
+        let first = await a.poll(worker, wait: 2)
+        #expect(first.map(\.instance) == ["i-1", "i-2"] && first.allSatisfy { $0.seq != nil })
+        // That answer never arrived: the worker asks again (through another replica) naming what it had before.
+        let again = await b.poll(worker, wait: 0, after: 0)
+        #expect(again.map(\.seq) == first.map(\.seq))
+        // It names the last one it received: they are gone for good.
+        let last = try #require(again.last?.seq)
+        #expect(await b.poll(worker, wait: 0, after: last).isEmpty)
+        #expect(await a.poll(worker, wait: 0, after: 0).isEmpty)
+    }
+}
+
+/// A worker's side of the long poll: the highest command number received, acknowledged by the
+/// next poll; a command seen already is skipped.
+final class PollCursor: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: [String: Int64] = [:]
+
+    func next(_ fleet: WorkerFleet, _ worker: String, wait: TimeInterval) async -> [WorkerCommand] {
+        let after = lock.withLock { received[worker] ?? 0 }
+        let commands = await fleet.poll(worker, wait: wait, after: after)
+        return lock.withLock {
+            commands.filter { command in
+                guard let seq = command.seq else { return true }
+                guard seq > received[worker] ?? 0 else { return false }
+                received[worker] = seq
+                return true
+            }
+        }
     }
 }
 

@@ -245,10 +245,14 @@ public struct WorkerStore: Sendable {
             """).run()
     }
 
-    /// Takes the commands waiting for `worker`, oldest first; each is taken once.
-    public func take(_ worker: String) async throws -> [String] {
+    /// The commands queued for `worker` after `after`, oldest first, with their numbers; the
+    /// ones up to `after` (the worker received them) are deleted. A command stays until the
+    /// worker acknowledges it, so an answer lost on the way is sent again.
+    public func commands(_ worker: String, after: Int64) async throws -> [(seq: Int64, command: String)] {
         struct Row: Decodable { var seq: Int64; var command: String }
-        return try await sql.raw("DELETE FROM worker_commands WHERE worker_id = \(bind: worker) RETURNING seq, command")
-            .all(decoding: Row.self).sorted { $0.seq < $1.seq }.map(\.command)
+        try await sql.raw("DELETE FROM worker_commands WHERE worker_id = \(bind: worker) AND seq <= \(bind: after)").run()
+        return try await sql.raw("""
+            SELECT seq, command FROM worker_commands WHERE worker_id = \(bind: worker) AND seq > \(bind: after) ORDER BY seq
+            """).all(decoding: Row.self).map { ($0.seq, $0.command) }
     }
 }

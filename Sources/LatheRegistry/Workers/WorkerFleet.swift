@@ -159,9 +159,10 @@ public final class WorkerFleet: @unchecked Sendable {
         if changed { await announceChange() }
     }
 
-    /// The commands waiting for worker `id`, waiting up to `wait` seconds (at most 60) for one
-    /// to come; an empty list when none did. The worker counts as present while it waits.
-    func poll(_ id: String, wait: TimeInterval) async -> [WorkerCommand] {
+    /// The commands waiting for worker `id` after the one numbered `after` (the last it
+    /// received), waiting up to `wait` seconds (at most 60) for one to come; an empty list when
+    /// none did. The worker counts as present while it waits.
+    func poll(_ id: String, wait: TimeInterval, after: Int64 = 0) async -> [WorkerCommand] {
         let clamped = max(0, min(wait, 60))
         let deadline = Date().addingTimeInterval(clamped)
         let waiter = PollWaiter()
@@ -175,8 +176,12 @@ public final class WorkerFleet: @unchecked Sendable {
         waiter.expire(at: deadline)
         while true {
             // Registered before taking: a command stored meanwhile wakes this poll, never slips by.
-            let stored = (try? await store.take(id)) ?? []
-            let commands = waiter.answer(with: stored.compactMap { try? JSONDecoder().decode(WorkerCommand.self, from: Data($0.utf8)) })
+            let stored = (try? await store.commands(id, after: max(0, after))) ?? []
+            let commands = waiter.answer(with: stored.compactMap { row in
+                var command = try? JSONDecoder().decode(WorkerCommand.self, from: Data(row.command.utf8))
+                command?.seq = row.seq
+                return command
+            })
             if !commands.isEmpty {
                 // Present now, not until the deadline: silence from here on counts (unless a
                 // newer poll of the worker holds it already).

@@ -44,7 +44,9 @@ struct WorkerRoutes {
         group.get(":worker/work") { request, context -> Response in
             let member = try await worker(context)
             let wait = request.uri.queryParameters["wait"].flatMap { Double(String($0)) }.map { $0.isFinite ? $0 : 0 } ?? 0
-            let commands = await fleet.poll(member.id, wait: wait)
+            // The highest command number the worker received (it acknowledges them).
+            let after = request.uri.queryParameters["after"].flatMap { Int64(String($0)) } ?? 0
+            let commands = await fleet.poll(member.id, wait: wait, after: after)
             return try encoded(WorkerWork(commands: commands))
         }
         // Reports about an instance go to the replica that placed it (relayed from any other).

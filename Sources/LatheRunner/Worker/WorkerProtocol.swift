@@ -118,6 +118,11 @@ public struct WorkerCommand: Codable, Sendable {
     public var checkSafety: Bool?
     /// The request's `context` (predict), which the model reads as `current_scope().context`.
     public var context: [String: String]?
+    /// The command's place in the worker's queue in the store. The worker names the highest it
+    /// received in its next poll (`?after=`); until then the command stays queued, so a poll's
+    /// answer lost on the way (a replica dying mid-answer) is sent again, and the worker skips
+    /// a number it already had. Absent for a command handed straight to a waiting poll.
+    public var seq: Int64?
 
     public init(kind: Kind, instance: String? = nil, version: WorkerVersion? = nil, gpus: Int? = nil, assignment: String? = nil,
                 prediction: String? = nil, input: [String: JSONValue]? = nil, inputFiles: [String]? = nil, timeout: Double? = nil,
@@ -136,7 +141,7 @@ public struct WorkerCommand: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, instance, version, gpus, assignment, prediction, input, timeout, context
+        case kind, instance, version, gpus, assignment, prediction, input, timeout, context, seq
         case inputFiles = "input_files"
         case checkSafety = "check_safety"
     }
