@@ -39,8 +39,7 @@ final class EventBatcher: @unchecked Sendable {
                 return waiting
             }
             if batch.isEmpty { return }
-            guard let body = try? JSONEncoder().encode(WorkerEventBatch(events: batch)) else { continue }
-            _ = try? await client.send(.POST, path, headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: body)))
+            try? await WorkerInstances.post(client, path, WorkerEventBatch(events: batch))
         }
     }
 

@@ -234,8 +234,24 @@ actor WorkerInstances {
         }
     }
 
+    /// Sends a report. One that did not arrive (the connection failed, or a balancer answered
+    /// 5xx because the replica behind it died) is sent again, up to 6 times over about 6 s: any
+    /// replica takes it. The server's own refusals (409, 400, 404) are final.
     static func post(_ client: RegistryClient, _ path: String, _ body: some Encodable) async throws {
-        try await client.send(.POST, path, headers: [("Content-Type", "application/json")],
-                              body: .bytes(ByteBuffer(data: try JSONEncoder().encode(body))), expect: [200, 201, 204])
+        let data = try JSONEncoder().encode(body)
+        var attempt = 0
+        while true {
+            do {
+                try await client.send(.POST, path, headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: data)),
+                                      expect: [200, 201, 204])
+                return
+            } catch let failure as RegistryClient.Failure where failure.status < 500 {
+                throw failure
+            } catch {
+                attempt += 1
+                guard attempt < 6, !Task.isCancelled else { throw error }
+                try await Task.sleep(nanoseconds: UInt64(100_000_000 << attempt))
+            }
+        }
     }
 }

@@ -102,8 +102,10 @@ def test_kill9_of_a_replica_during_a_burst_leaves_every_prediction_succeeded_and
     # The dead replica's claims are requeued when their leases run out (30 s).
     done = wait_done(survivor, fleet.token, created, 120)
     statuses = {identifier: body["status"] for identifier, body in done.items()}
+    stuck = [httpx.get(f"{survivor}/v1/predictions/{i}", headers=auth(fleet.token)).json() for i in created if i not in done]
     assert len(done) == 30 and set(statuses.values()) == {"succeeded"}, (
-        f"{len(done)} of 30 ended: {[b for b in done.values() if b['status'] != 'succeeded'][:2]}\n" + fleet.log()[-3000:])
+        f"{len(done)} of 30 ended: {[b for b in done.values() if b['status'] != 'succeeded'][:2]}\nstuck: {stuck}\n"
+        + fleet.log()[-3000:] + "".join(w.log()[-2000:] for w in fleet.workers))
     # The workers carried on through the surviving replica: still the same processes, and they
     # answer new predictions.
     assert all(worker.process.poll() is None for worker in fleet.workers)
