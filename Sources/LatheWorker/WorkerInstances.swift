@@ -186,7 +186,7 @@ actor WorkerInstances {
                     throw Diagnostic(nil, "the server named an input file \"\(relative.prefix(80))\" that is not FOLDER/NAME")
                 }
                 let target = inputs.appendingPathComponent(relative)
-                try await client.download("\(path)/inputs/\(relative)", to: target, limit: Int64(InputFiles.maxBytes) + 1)
+                try await Self.resending { try await client.download("\(path)/inputs/\(relative)", to: target, limit: Int64(InputFiles.maxBytes) + 1) }
                 local[relative] = target.path
             }
             let input = (command.input ?? [:]).mapValues { Self.localize($0, local) }
@@ -199,8 +199,11 @@ actor WorkerInstances {
             for name in Self.files(in: outcome.output) {
                 let file = outputs.appendingPathComponent(name)
                 guard !name.contains("/"), FileManager.default.fileExists(atPath: file.path) else { continue }
-                try await client.upload(.PUT, "\(path)/files/\(name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)",
-                                        file: file, expect: [201])
+                // The server writes the whole file again on a second PUT.
+                try await Self.resending {
+                    try await client.upload(.PUT, "\(path)/files/\(name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)",
+                                            file: file, expect: [201])
+                }
             }
         } catch {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
@@ -234,17 +237,24 @@ actor WorkerInstances {
         }
     }
 
-    /// Sends a report. One that did not arrive (the connection failed, or a balancer answered
-    /// 5xx because the replica behind it died) is sent again, up to 6 times over about 6 s: any
-    /// replica takes it. The server's own refusals (409, 400, 404) are final.
+    /// Sends a report. One that did not arrive is sent again (``resending(_:)``).
     static func post(_ client: RegistryClient, _ path: String, _ body: some Encodable) async throws {
         let data = try JSONEncoder().encode(body)
+        try await resending {
+            try await client.send(.POST, path, headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: data)),
+                                  expect: [200, 201, 204])
+        }
+    }
+
+    /// Runs `request` again when it did not arrive (the connection failed, or a balancer
+    /// answered 5xx because the replica behind it died), up to 6 times over about 6 s: any
+    /// replica takes it. The server's own refusals (409, 400, 404) are final.
+    @discardableResult
+    static func resending<T: Sendable>(_ request: @Sendable () async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             do {
-                try await client.send(.POST, path, headers: [("Content-Type", "application/json")], body: .bytes(ByteBuffer(data: data)),
-                                      expect: [200, 201, 204])
-                return
+                return try await request()
             } catch let failure as RegistryClient.Failure where failure.status < 500 {
                 throw failure
             } catch {

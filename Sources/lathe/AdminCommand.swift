@@ -8,7 +8,7 @@ struct AdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin",
         abstract: "Manage users, organizations and tokens in a registry's data folder; collect unreferenced blobs.",
-        subcommands: [User.self, Token.self, WorkerToken.self, Organization.self, GC.self]
+        subcommands: [User.self, Token.self, WorkerToken.self, Workers.self, Organization.self, GC.self]
     )
 
     struct DataOption: ParsableArguments {
@@ -266,6 +266,30 @@ struct AdminCommand: AsyncParsableCommand {
                             throw ValidationError("no live worker token \(id); `lathe admin worker-token ls` lists them")
                         }
                         print("revoked \(id)")
+                    }
+                }
+            }
+        }
+    }
+
+    struct Workers: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "workers", abstract: "List the fleet every replica shares: each registered `lathe worker`, what it offers, the instances on it and which replica placed them.")
+        @OptionGroup var data: DataOption
+
+        func run() async throws {
+            try await guarded {
+                try await data.withRegistry { registry in
+                    let store = WorkerStore(database: registry.database)
+                    let workers = try await store.workers()
+                    let instances = try await store.instances()
+                    if workers.isEmpty { print("no worker is registered (start one with `lathe worker --registry URL`)") }
+                    let now = Date()
+                    for worker in workers {
+                        let theirs = instances.filter { $0.workerID == worker.id }
+                        let seen = worker.seenUntil > now ? "polling" : "seen \(Int(now.timeIntervalSince(worker.seenUntil))) s ago"
+                        print("\(worker.id)\t\(worker.name)\t\(worker.hardware.skus.joined(separator: ","))\t\(theirs.count) of \(worker.capacity) instance(s)\t\(seen)\tlathe \(worker.version)")
+                        for instance in theirs { print("  \(instance.id)\tplaced by \(instance.replica) (\(instance.replicaURL))") }
                     }
                 }
             }

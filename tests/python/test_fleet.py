@@ -3,6 +3,7 @@ PostgreSQL behind nginx (deploy/nginx.conf), and two `lathe worker`s given only 
 Register, heartbeats, long polls and reports land on whichever replica nginx picks; reports about an
 instance reach the replica that placed it. Runs only on PostgreSQL (scripts/test sets
 LATHE_TEST_POSTGRES)."""
+import re
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import POSTGRES, Server, Worker
+from conftest import POSTGRES, Server, Worker, lathe
 
 pytestmark = pytest.mark.skipif(not POSTGRES, reason="replicas need PostgreSQL (set LATHE_TEST_POSTGRES, as scripts/test does)")
 
@@ -71,6 +72,11 @@ def test_every_replica_sees_the_whole_fleet_and_runs_predictions_on_it(fleet):
     logs = "".join(open(path).read() for _, path, _ in fleet.replicas)
     assert "instance ready" in open(fleet.replicas[0][1]).read() and "instance ready" in open(fleet.replicas[1][1]).read(), logs[-3000:]
     assert sum(worker.instances() for worker in fleet.workers) >= 2, [w.log()[-1500:] for w in fleet.workers]
+    # The operator sees the shared fleet from the store: both workers, their slots, and which
+    # replica placed each instance.
+    listing = lathe("admin", "workers", "--data", fleet.data, env=fleet.server_env).stdout
+    assert all(f"\t{name}\tcpu\t" in listing for name in ("w1", "w2")), listing
+    assert "of 2 instance(s)" in listing and len(set(re.findall(r"placed by (r-[0-9a-f-]+)", listing))) == 2, listing
 
 
 def test_kill9_of_a_replica_during_a_burst_leaves_every_prediction_succeeded_and_the_workers_carry_on(fleet):
