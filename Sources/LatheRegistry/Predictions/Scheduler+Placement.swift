@@ -257,6 +257,8 @@ extension Scheduler {
                     // Another replica filled it first (or it left): placed again with a fresh look.
                     lostWorker = "the worker chosen for it is full or left"
                     try? await registry.fleet.refresh()
+                    // Placed again after a pause: with the database unreachable this would spin.
+                    try? await Task.sleep(nanoseconds: 250_000_000)
                     throw RegistryError(503, "the worker chosen for it is full or left")
                 }
                 result = await remote.boot(WorkerVersion(id: version, repository: loaded.repository, manifestDigest: loaded.manifestDigest),
