@@ -11,6 +11,13 @@ public enum InputFiles {
     /// A file the caller found for a reference: where it is and the name to give the copy.
     public typealias Known = (source: URL, name: String)
 
+    /// Whether `values` hold a file input to localize (most predictions' inputs do not).
+    public static func anyToLocalize(_ values: [String: JSONValue], spec: ModelSpec) -> Bool {
+        spec.inputs.contains { input in
+            (input.type == .file || (input.type == .array && input.items == .file)) && (values[input.name].map { $0 != .null } ?? false)
+        }
+    }
+
     /// Localizes every file (and array-of-file) input. `known` resolves references other than
     /// data URIs and http(s) URLs, or throws a ``FieldError`` when it cannot. URLs are fetched
     /// through `outbound` (its egress policy), all of them within `timeout` seconds; cancelling

@@ -175,12 +175,14 @@ struct PredictionRoutes {
             }
         }
         var inline = false
+        var done: PredictionRecord?
         if let seconds = wait {
-            await scheduler.wait(for: record.id, seconds: seconds)
+            done = await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
         _ = try await submitted.persisted()
-        var current = try await service.find(record.id, viewer: principal) ?? record
+        // A prediction that ended while this waited is answered as it ended (its creator asks).
+        var current = if let done { done } else { try await service.find(record.id, viewer: principal) ?? record }
         // A wait that runs out answers the prediction's real status (`processing` once it
         // runs), except to Replicate's official clients, which treat any status but `starting`
         // as finished: they get `starting` and poll.

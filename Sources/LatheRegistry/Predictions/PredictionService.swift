@@ -82,8 +82,7 @@ struct PredictionService {
         let scheduler = self.scheduler
         let insert = Task { () async throws -> Bool in
             if deferInsert {
-                await scheduler.wait(for: row.id, seconds: 0.05)
-                if let done = await scheduler.pending(row.id), done.isTerminal {
+                if let done = await scheduler.wait(for: row.id, seconds: 0.05), done.isTerminal {
                     try await store.insertFinished(done, checkSafety: checkSafety)
                     return true
                 }

@@ -75,7 +75,8 @@ extension Scheduler {
         }
         claims.removeValue(forKey: id)
         await announceEnded(id, notified: notified, webhook: written && ending.webhook)
-        for folder in ending.cleanup { try? FileManager.default.removeItem(at: folder) }
+        // Most predictions made no folder: a failing removal costs an error object.
+        for folder in ending.cleanup where FileManager.default.fileExists(atPath: folder.path) { try? FileManager.default.removeItem(at: folder) }
         return written
     }
 
@@ -151,12 +152,18 @@ extension Scheduler {
             let deadline = Date().addingTimeInterval(job.timeout)
             let spec = versions[version]!.config.spec, directory = instance.work.appendingPathComponent("inputs/\(job.id)")
             let registry = self.registry, timeout = job.timeout, creator = job.creatorID, raw = job.input
-            let localizing = Task {
-                try await RegistryInputs.localize(raw, spec: spec, directory: directory, owner: creator, registry: registry, timeout: timeout)
+            let result: Result<[String: JSONValue], any Error>
+            if InputFiles.anyToLocalize(raw, spec: spec) {
+                let localizing = Task {
+                    try await RegistryInputs.localize(raw, spec: spec, directory: directory, owner: creator, registry: registry, timeout: timeout)
+                }
+                downloads[id] = localizing
+                result = await localizing.result
+                downloads.removeValue(forKey: id)
+            } else {
+                // Most inputs name no file: no task to start, nothing to download or cancel.
+                result = .success(raw)
             }
-            downloads[id] = localizing
-            let result = await localizing.result
-            downloads.removeValue(forKey: id)
             if canceledDownloads.remove(id) != nil {
                 outcome = PredictionOutcome(status: .canceled)
             } else {

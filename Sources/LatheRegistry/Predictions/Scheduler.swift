@@ -149,7 +149,8 @@ public actor Scheduler {
     /// Finished predictions whose completion is still being written: waiters answer from here,
     /// and readers look here first, so nobody waits on that write or sees an older row.
     var unpersisted: [String: PredictionRecord] = [:]
-    var waiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+    /// Waiters for a prediction's end, each given the finished record when this replica has it.
+    var waiters: [String: [UUID: CheckedContinuation<PredictionRecord?, Never>]] = [:]
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
     var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]
@@ -337,11 +338,13 @@ public actor Scheduler {
         }
     }
 
-    /// Returns when the prediction has finished or `seconds` have passed. A waiter is one
-    /// continuation; its timer is left to run out on its own (cancelling it would cost a wake-up
-    /// on the answer's path).
-    func wait(for id: String, seconds: TimeInterval) async {
-        if completed.contains(id) { return }
+    /// Returns when the prediction has finished or `seconds` have passed: the finished record
+    /// while its completion is being written here (so the answer needs no second look), else nil.
+    /// A waiter is one continuation; its timer is left to run out on its own (cancelling it
+    /// would cost a wake-up on the answer's path).
+    @discardableResult
+    func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
+        if completed.contains(id) { return unpersisted[id] }
         let token = UUID()
         Task { [weak self] in
             try? await Task.sleep(seconds: seconds)
@@ -360,7 +363,7 @@ public actor Scheduler {
                 }
             }
         }
-        await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
+        return await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
     }
 
     func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
@@ -368,7 +371,7 @@ public actor Scheduler {
     func isRunning(_ id: String) -> Bool { running[id] != nil }
 
     func expire(_ id: String, _ token: UUID) {
-        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume() }
+        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume(returning: nil) }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
@@ -376,7 +379,8 @@ public actor Scheduler {
         signals.changed(id)
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
-        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume() }
+        let record = unpersisted[id]
+        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: record) }
     }
 
     /// Cancels a queued or running prediction, wherever it is: here, unclaimed in the queue, or
