@@ -8,103 +8,103 @@ import Logging
 /// Where instances run and how many: the queues pumped into instances, placement on the
 /// embedded worker and the fleet, boots, deployment bounds, eviction and idle instances.
 extension Scheduler {
-    // MARK: - Instances
+    // MARK: - Deciding
 
+    /// Places `version`'s waiting work (``Decider``).
     func pump(_ version: String) {
-        let sku = hardware(of: version)
-        if let stale = pools[version]?.filter({ !$0.busy && $0.sku != sku }), !stale.isEmpty {
-            // The model or deployment now asks for other hardware: idle instances on the old go.
-            for instance in stale { retire(instance) }
-            pools[version]?.removeAll { instance in stale.contains { $0 === instance } }
+        apply(Decider.plan(fleetView(), versions: [version]))
+    }
+
+    /// Gives every version with queued predictions a chance at freed capacity, fairly
+    /// (``Decider/fairOrder(_:)``).
+    func pumpWaiting() {
+        let view = fleetView()
+        apply(Decider.plan(view, versions: Decider.fairOrder(view)))
+    }
+
+    /// What the decider is shown: this replica's queues, instances and boots, and every place
+    /// of the fleet with what other replicas placed there.
+    func fleetView() -> FleetView {
+        var view = FleetView()
+        for version in Set(queues.keys).union(pools.keys).union(bounds.keys).union(booting.keys) {
+            let bound = bounds[version]
+            view.versions[version] = FleetView.Version(
+                queue: (queues[version] ?? []).map { FleetView.Waiting(id: $0.id, account: $0.account, createdAt: $0.record.createdAt) },
+                sku: hardware(of: version), concurrency: versions[version]?.config.spec.concurrency ?? 1, booting: booting[version] ?? 0,
+                bounds: bound.map { FleetView.Bounds(min: $0.min, max: $0.max, account: $0.account) })
         }
-        // Placement counts free slots: an instance with `concurrency: N` takes N at once.
-        while let job = queues[version]?.first, let instance = pools[version]?.first(where: { $0.hasRoom && $0.runner.isRunning && $0.sku == sku }) {
-            queues[version]?.removeFirst()
-            instance.running += 1
-            running[job.id] = instance
-            Task { await run(job, on: instance, version: version) }
-        }
-        let waiting = queues[version]?.count ?? 0
-        let mine = (pools[version]?.count ?? 0) + (booting[version] ?? 0)
-        let limit = bounds[version]?.max ?? settings.maxInstancesPerVersion
-        // Each instance being booted will take `concurrency` of the waiting ones.
-        let slots = max(1, versions[version]?.config.spec.concurrency ?? 1)
-        let needWork = waiting > (booting[version] ?? 0) * slots
-        // Deployment minimums are kept by the leader only, so replicas do not each keep them.
-        let needWarm = events.isLeader && mine < (bounds[version]?.min ?? 0)
-        guard needWork || needWarm, mine < limit else { return }
-        // The new instance is for the account of the first job it will take, or the deployment's.
-        // Work is held to the per-account limit; warm minimums were held to theirs when the
-        // deployment was made.
-        guard let account = needWork ? queues[version]?.dropFirst((booting[version] ?? 0) * slots).first?.account : bounds[version]?.account else { return }
-        if needWork && instanceCount(of: account) >= perAccountLimit {
-            // At its limit, an account's waiting work may replace its own idle instance of
-            // another version (never someone else's).
-            guard evictOwnIdle(except: version, of: account) else { return }
-        }
-        var target = place(version, sku: sku)
-        if target == nil {
-            guard offered(sku) else {
-                if needWork && places().isEmpty && registry.database.kind == .postgres {
-                    // Replicas share the queue: one with a worker takes it.
-                    Task { await handBack(version) }
-                } else if needWork {
-                    tellWaitingForHardware(version, sku: sku)
-                }
-                return
+        for (version, instances) in pools {
+            for instance in instances {
+                view.instances.append(FleetView.Instance(key: instance.key, version: version, account: instance.account, location: instance.location,
+                                                         sku: instance.sku, running: instance.running, slots: instance.slots,
+                                                         alive: instance.runner.isRunning, lastUsed: instance.lastUsed, gpus: instance.gpus.map(\.sku)))
             }
-            // Everything that offers the hardware is full: waiting work (never a warm minimum)
-            // makes room by stopping an idle instance of another version, so a waiting account
-            // is never starved.
-            guard needWork, evictIdle(except: version, for: account, sku: sku) else { return }
-            target = place(version, sku: sku)
         }
-        guard let target else { return }
-        booting[version, default: 0] += 1
-        bootingFor[account, default: 0] += 1
-        bootingAt[target, default: 0] += 1
-        Task { await boot(version, account: account, at: target) }
+        view.bootingFor = bootingFor
+        view.bootingAt = bootingAt
+        view.offers = offers()
+        view.freeGPUs = freeGPUs.map(\.sku)
+        view.maxInstancesPerVersion = settings.maxInstancesPerVersion
+        view.perAccountLimit = settings.maxInstancesPerAccount ?? max(1, view.offers.reduce(0) { $0 + $1.capacity } - 1)
+        view.isLeader = events.isLeader
+        view.sharedQueue = registry.database.kind == .postgres
+        return view
     }
 
-    /// Instances held or being booted for `account`.
-    func instanceCount(of account: String) -> Int {
-        pools.values.reduce(0) { $0 + $1.filter { $0.account == account }.count } + (bootingFor[account] ?? 0)
-    }
-
-    /// The most instances one account may hold: the operator's limit, or all but one slot.
-    var perAccountLimit: Int {
-        settings.maxInstancesPerAccount ?? max(1, totalCapacity - 1)
+    /// Does what the decider planned.
+    func apply(_ actions: [SchedulerAction]) {
+        for action in actions {
+            switch action {
+            case .start(let id, let version, let key):
+                guard let index = queues[version]?.firstIndex(where: { $0.id == id }),
+                      let instance = pools[version]?.first(where: { $0.key == key }) else { continue }
+                let job = queues[version]!.remove(at: index)
+                instance.running += 1
+                running[job.id] = instance
+                Task { await run(job, on: instance, version: version) }
+            case .retire(let key):
+                guard let (version, instance) = pools.lazy.compactMap({ entry in entry.value.first { $0.key == key }.map { (entry.key, $0) } }).first
+                else { continue }
+                retire(instance)
+                try? FileManager.default.removeItem(at: instance.work)
+                pools[version]?.removeAll { $0 === instance }
+                if pools[version]?.isEmpty == true { pools.removeValue(forKey: version) }
+            case .boot(let version, let account, let location):
+                booting[version, default: 0] += 1
+                bootingFor[account, default: 0] += 1
+                bootingAt[location, default: 0] += 1
+                // The GPU is taken now, so a second plan cannot place on it too.
+                let sku = hardware(of: version)
+                var gpus: [GPU] = []
+                if location == .embedded, sku.hasPrefix("gpu-"), let index = freeGPUs.firstIndex(where: { $0.sku == sku }) {
+                    gpus = [freeGPUs.remove(at: index)]
+                }
+                Task { await boot(version, account: account, at: location, gpus: gpus) }
+            case .handBack(let version):
+                Task { await handBack(version) }
+            case .waitForHardware(let version, let sku):
+                tellWaitingForHardware(version, sku: sku)
+            }
+        }
     }
 
     // MARK: - Placement
-
-    /// Instances the whole fleet (the embedded worker and every remote one) may run at once.
-    var totalCapacity: Int {
-        (settings.embeddedWorker ? settings.maxInstances : 0) + registry.fleet.workers.reduce(0) { $0 + $1.capacity }
-    }
 
     /// The SKU a version runs on: its deployment's, else its model's.
     func hardware(of version: String) -> String {
         bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
     }
 
-    /// Every place that could run instances, with what it offers and holds, and how it stands
-    /// for `version` (warm: it runs an instance of it).
-    func places(for version: String? = nil) -> [Place] {
-        var result: [Place] = []
-        if settings.embeddedWorker { result.append(place(.embedded, skus: embeddedSKUs, cached: [], capacity: settings.maxInstances, version: version)) }
+    /// Every place that could run instances: the embedded worker and each worker of the fleet,
+    /// with what other replicas placed there.
+    func offers() -> [FleetView.Offer] {
+        var result: [FleetView.Offer] = []
+        if settings.embeddedWorker { result.append(FleetView.Offer(location: .embedded, skus: embeddedSKUs, capacity: settings.maxInstances)) }
         for member in registry.fleet.workers {
-            result.append(place(.worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
-                                elsewhere: member.elsewhere, version: version))
+            result.append(FleetView.Offer(location: .worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
+                                          elsewhere: member.elsewhere))
         }
         return result
-    }
-
-    /// `elsewhere`: instances other replicas hold there (the worker's capacity is shared).
-    func place(_ location: Location, skus: [String], cached: Set<String>, capacity: Int, elsewhere: Int = 0, version: String?) -> Place {
-        let load = pools.values.reduce(0) { $0 + $1.filter { $0.location == location }.count } + (bootingAt[location] ?? 0) + elsewhere
-        let warm = version.map { version in pools[version]?.contains { $0.location == location } ?? false } ?? false
-        return Place(location: location, skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
     }
 
     /// What the embedded worker offers: `cpu` and one SKU per model of this machine's GPUs.
@@ -114,17 +114,7 @@ extension Scheduler {
 
     /// Whether anything in the fleet offers `sku` (full or not).
     func offered(_ sku: String) -> Bool {
-        Placement.offered(sku, by: places())
-    }
-
-    /// Where a new instance of `version` goes (``Placement``); nil when every place offering
-    /// `sku` is full.
-    func place(_ version: String, sku: String) -> Location? {
-        // A GPU instance goes on the embedded worker only while one of its GPUs of that model is free.
-        let candidates = places(for: version).filter { place in
-            place.location != .embedded || !sku.hasPrefix("gpu-") || freeGPUs.contains { $0.sku == sku }
-        }
-        return Placement.choose(version: version, sku: sku, among: candidates)
+        offers().contains { $0.skus.contains(sku) }
     }
 
     /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
@@ -205,7 +195,8 @@ extension Scheduler {
         return names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
-    func boot(_ version: String, account: String, at location: Location) async {
+    /// Boots an instance; `gpus` are the embedded worker's GPUs taken for it (given back unless it becomes ready).
+    func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
         defer {
             booting[version, default: 1] -= 1
             bootingFor[account, default: 1] -= 1
@@ -227,20 +218,14 @@ extension Scheduler {
         }
         defer { flusher.cancel() }
         var lostWorker: String?
-        // The embedded worker's GPUs this instance takes; given back unless it becomes ready.
-        var heldGPUs: [GPU] = []
+        var heldGPUs = gpus
         defer { freeGPUs += heldGPUs }
         do {
             let runner: any InstanceRunner
             let result: SetupResult
             switch location {
             case .embedded:
-                if sku.hasPrefix("gpu-") {
-                    guard let index = freeGPUs.firstIndex(where: { $0.sku == sku }) else {
-                        throw RegistryError(503, "no \(sku) GPU of this machine is free")
-                    }
-                    heldGPUs = [freeGPUs.remove(at: index)]
-                }
+                if sku.hasPrefix("gpu-") && heldGPUs.isEmpty { throw RegistryError(503, "no \(sku) GPU of this machine is free") }
                 let embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
                 let process = try await embedded.prepare(digest, manifest: loaded.manifest, config: loaded.config, work: work,
                                                          gpus: heldGPUs) { buildLog.append($0) }
@@ -269,7 +254,8 @@ extension Scheduler {
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
             switch result {
             case .ready(_, let setupLogs):
-                let instance = Instance(runner: runner, work: work, account: account, location: location, sku: sku,
+                nextInstanceKey += 1
+                let instance = Instance(key: nextInstanceKey, runner: runner, work: work, account: account, location: location, sku: sku,
                                         slots: loaded.config.spec.concurrency)
                 instance.setupLogs = setupLogs
                 instance.gpus = heldGPUs
@@ -351,38 +337,6 @@ extension Scheduler {
         bounds.removeValue(forKey: version)
     }
 
-    /// Stops the least recently used idle instance of another version to make room for work of
-    /// `account`; false when there is none. Instances above their deployment's minimum go first;
-    /// then an idle instance kept only for another account's deployment minimum gives way (it is
-    /// booted again when capacity frees).
-    func evictIdle(except version: String, for account: String, sku: String) -> Bool {
-        let offering = Set(places().filter { $0.skus.contains(sku) }.map(\.location))
-        let idle = pools.flatMap { entry in entry.value.filter { !$0.busy && entry.key != version && offering.contains($0.location) }.map { (entry.key, $0) } }
-        let spare = idle.filter { (pools[$0.0]?.count ?? 0) > (bounds[$0.0]?.min ?? 0) }
-        let warmForOthers = idle.filter { bounds[$0.0].map { $0.account != account } ?? false }
-        guard let (owner, victim) = (spare.isEmpty ? warmForOthers : spare).min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
-        retire(victim)
-        try? FileManager.default.removeItem(at: victim.work)
-        pools[owner]?.removeAll { $0 === victim }
-        if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
-        return true
-    }
-
-    /// Stops `account`'s least recently used idle instance of another version that is not
-    /// kept for a deployment's minimum; false when there is none.
-    func evictOwnIdle(except version: String, of account: String) -> Bool {
-        let idle = pools.flatMap { entry in
-            entry.value.filter { !$0.busy && entry.key != version && $0.account == account && (pools[entry.key]?.count ?? 0) > (bounds[entry.key]?.min ?? 0) }
-                .map { (entry.key, $0) }
-        }
-        guard let (owner, victim) = idle.min(by: { $0.1.lastUsed < $1.1.lastUsed }) else { return false }
-        retire(victim)
-        try? FileManager.default.removeItem(at: victim.work)
-        pools[owner]?.removeAll { $0 === victim }
-        if pools[owner]?.isEmpty == true { pools.removeValue(forKey: owner) }
-        return true
-    }
-
     /// Stops an instance leaving its pool and gives back the embedded worker's GPUs it held.
     func retire(_ instance: Instance) {
         instance.runner.terminate()
@@ -390,33 +344,9 @@ extension Scheduler {
         instance.gpus = []
     }
 
+    /// Stops crashed instances, and idle ones past the idle timeout beyond deployments' minimums.
     func stopIdle() {
-        let now = Date()
-        for (version, instances) in pools {
-            let keep = bounds[version]?.min ?? 0
-            // Instances that crashed or whose worker was lost go at once.
-            let gone = instances.filter { !$0.busy && !$0.runner.isRunning }
-            let alive = instances.filter { instance in !gone.contains { $0 === instance } }
-            var idle = alive.filter { !$0.busy && now.timeIntervalSince($0.lastUsed) > settings.idleTimeout }
-            idle = Array(idle.prefix(Swift.max(0, alive.count - keep))) + gone
-            for instance in idle {
-                retire(instance)
-                try? FileManager.default.removeItem(at: instance.work)
-            }
-            pools[version] = instances.filter { instance in !idle.contains { $0 === instance } }
-            if pools[version]?.isEmpty == true { pools.removeValue(forKey: version) }
-        }
+        apply(Decider.scaleDown(fleetView(), now: Date(), idleTimeout: settings.idleTimeout))
         pumpWaiting()
-    }
-
-    /// Gives every version with queued predictions a chance at freed capacity, fairly: versions
-    /// whose first waiting job's account holds the fewest instances go first, then the oldest.
-    func pumpWaiting() {
-        let waiting = queues.compactMap { entry in entry.value.first.map { (version: entry.key, job: $0) } }
-        let order = waiting.sorted { a, b in
-            let (ca, cb) = (instanceCount(of: a.job.account), instanceCount(of: b.job.account))
-            return ca != cb ? ca < cb : a.job.record.createdAt < b.job.record.createdAt
-        }
-        for entry in order { pump(entry.version) }
     }
 }

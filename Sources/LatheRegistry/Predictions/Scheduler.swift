@@ -70,6 +70,8 @@ public actor Scheduler {
     typealias Location = InstanceLocation
 
     final class Instance: @unchecked Sendable {
+        /// Names it in the decider's view and plans.
+        let key: Int
         let runner: any InstanceRunner
         let work: URL
         /// The account whose work booted it (counted against that account's instance limit).
@@ -89,7 +91,8 @@ public actor Scheduler {
         var lastUsed = Date()
         /// What setup() printed, until the first prediction on the instance shows it in its logs.
         var setupLogs = ""
-        init(runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String, slots: Int = 1) {
+        init(key: Int, runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String, slots: Int = 1) {
+            self.key = key
             self.slots = max(1, slots)
             self.runner = runner
             self.work = work
@@ -133,6 +136,8 @@ public actor Scheduler {
     var booting: [String: Int] = [:]
     /// The embedded worker's GPUs no instance holds.
     var freeGPUs: [GPU] = []
+    /// The last key given to an instance.
+    var nextInstanceKey = 0
     /// Boots in flight by where they run.
     var bootingAt: [Location: Int] = [:]
     /// Predictions told they wait for hardware no worker offers.
@@ -237,7 +242,7 @@ public actor Scheduler {
     /// Claims unclaimed waiting predictions while this replica has room for them.
     func adopt() async {
         // An API-only replica with no worker of its own leaves the queue to those that have one.
-        guard !places().isEmpty else { return }
+        guard !offers().isEmpty else { return }
         let queued = queues.values.reduce(0) { $0 + $1.count }
         let room = 2 * settings.maxInstances - queued
         guard room > 0, let claimed = try? await queue.claim(replica: replica, limit: room) else { return }
