@@ -75,10 +75,8 @@ extension Scheduler {
                 bootingAt[location, default: 0] += 1
                 // The GPU is taken now, so a second plan cannot place on it too.
                 let sku = hardware(of: version)
-                var gpus: [GPU] = []
-                if location == .embedded, sku.hasPrefix("gpu-"), let index = freeGPUs.firstIndex(where: { $0.sku == sku }) {
-                    gpus = [freeGPUs.remove(at: index)]
-                }
+                let index = location == .embedded && sku.hasPrefix("gpu-") ? freeGPUs.firstIndex { $0.sku == sku } : nil
+                let gpus = index.map { [freeGPUs.remove(at: $0)] } ?? []
                 Task { await boot(version, account: account, at: location, gpus: gpus) }
             case .handBack(let version):
                 Task { await handBack(version) }
@@ -195,6 +193,14 @@ extension Scheduler {
         return names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
+    /// The host at `location`: the only place that tells the embedded worker from the fleet's.
+    func host(at location: Location) -> any InstanceHost {
+        switch location {
+        case .embedded: EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
+        case .worker(let id): FleetWorkerHost(workerID: id, fleet: registry.fleet)
+        }
+    }
+
     /// Boots an instance; `gpus` are the embedded worker's GPUs taken for it (given back unless it becomes ready).
     func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
         defer {
@@ -217,45 +223,16 @@ extension Scheduler {
             }
         }
         defer { flusher.cancel() }
-        var lostWorker: String?
         var heldGPUs = gpus
         defer { freeGPUs += heldGPUs }
+        let request = BootRequest(version: version, digest: digest, loaded: loaded, work: work, sku: sku, gpus: gpus)
         do {
-            let runner: any InstanceRunner
-            let result: SetupResult
-            switch location {
-            case .embedded:
-                if sku.hasPrefix("gpu-") && heldGPUs.isEmpty { throw RegistryError(503, "no \(sku) GPU of this machine is free") }
-                let embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
-                let process = try await embedded.prepare(digest, manifest: loaded.manifest, config: loaded.config, work: work,
-                                                         gpus: heldGPUs) { buildLog.append($0) }
-                result = try await process.start()
-                runner = process
-            case .worker(let workerID):
-                guard let member = registry.fleet.workers.first(where: { $0.id == workerID }) else {
-                    lostWorker = "the worker chosen for it left"
-                    throw RegistryError(503, "the worker chosen for it left")
-                }
-                let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
-                                            tokenID: member.tokenID, modelID: loaded.modelID, work: work, fleet: registry.fleet)
-                guard await registry.fleet.add(remote) else {
-                    // Another replica filled it first (or it left): placed again with a fresh look.
-                    lostWorker = "the worker chosen for it is full or left"
-                    try? await registry.fleet.refresh()
-                    // Placed again after a pause: with the database unreachable this would spin.
-                    try? await Task.sleep(nanoseconds: 250_000_000)
-                    throw RegistryError(503, "the worker chosen for it is full or left")
-                }
-                result = await remote.boot(WorkerVersion(id: version, repository: loaded.repository, manifestDigest: loaded.manifestDigest),
-                                           gpus: sku.hasPrefix("gpu-") ? 1 : 0) { buildLog.replace($0) }
-                lostWorker = remote.lostReason
-                runner = remote
-            }
+            let booted = try await host(at: location).boot(request, log: buildLog)
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
-            switch result {
+            switch booted.setup {
             case .ready(_, let setupLogs):
                 nextInstanceKey += 1
-                let instance = Instance(key: nextInstanceKey, runner: runner, work: work, account: account, location: location, sku: sku,
+                let instance = Instance(key: nextInstanceKey, runner: booted.runner, work: work, account: account, location: location, sku: sku,
                                         slots: loaded.config.spec.concurrency)
                 instance.setupLogs = setupLogs
                 instance.gpus = heldGPUs
@@ -264,20 +241,20 @@ extension Scheduler {
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
                                                                   "where": "\(location)"])
             case .failed(let error, let logs):
-                runner.terminate()
-                if let lostWorker {
+                booted.runner.terminate()
+                if let lost = booted.lost {
                     // Not the model's fault: it is placed again elsewhere.
-                    registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lostWorker)"])
+                    registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
                 } else {
                     setupFailed(version, error: "\(error)", logs: logs)
                     await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
                 }
             }
+        } catch let lost as HostLost {
+            registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
         } catch {
-            if lostWorker == nil {
-                setupFailed(version, error: "\(error)", logs: buildLog.text)
-                await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
-            }
+            setupFailed(version, error: "\(error)", logs: buildLog.text)
+            await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
         }
         pump(version)
         pumpWaiting()

@@ -1,0 +1,69 @@
+import Foundation
+import LatheArchive
+import LatheRunner
+
+/// Where an instance boots (DESIGN §6): the embedded worker in this process, or a worker of the
+/// fleet. The scheduler boots every instance through this one seam and never asks which.
+protocol InstanceHost: Sendable {
+    /// Boots an instance of the version; `log` gets the environment build's output as it comes.
+    /// Throws ``HostLost`` when the host itself went away or filled up (the boot is placed
+    /// again elsewhere); any other error is the model's setup failing.
+    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance
+}
+
+/// What a host needs to boot an instance.
+struct BootRequest: Sendable {
+    var version: String
+    var digest: Digest
+    var loaded: Scheduler.LoadedVersion
+    /// The instance's own folder on this machine (inputs and outputs of its predictions).
+    var work: URL
+    var sku: String
+    /// The embedded worker's GPUs given to it (a worker of the fleet picks its own).
+    var gpus: [GPU]
+}
+
+/// A booted instance: its runner and how setup went.
+struct BootedInstance: Sendable {
+    var runner: any InstanceRunner
+    var setup: SetupResult
+    /// Set when setup did not finish because the host was lost, not because the model failed.
+    var lost: String?
+}
+
+/// The host went away or filled up before the instance booted: not the model's fault.
+struct HostLost: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension EmbeddedWorker: InstanceHost {
+    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
+        if request.sku.hasPrefix("gpu-") && request.gpus.isEmpty { throw HostLost(description: "no \(request.sku) GPU of this machine is free") }
+        let process = try await prepare(request.digest, manifest: request.loaded.manifest, config: request.loaded.config, work: request.work,
+                                        gpus: request.gpus) { log.append($0) }
+        return BootedInstance(runner: process, setup: try await process.start())
+    }
+}
+
+/// A worker of the fleet as a host: the slot is reserved in the shared store (under the
+/// worker's row lock), then the worker is told to boot.
+struct FleetWorkerHost: InstanceHost {
+    var workerID: String
+    var fleet: WorkerFleet
+
+    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
+        guard let member = fleet.workers.first(where: { $0.id == workerID }) else { throw HostLost(description: "the worker chosen for it left") }
+        let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
+                                    tokenID: member.tokenID, modelID: request.loaded.modelID, work: request.work, fleet: fleet)
+        guard await fleet.add(remote) else {
+            // Another replica filled it first (or it left): placed again with a fresh look, after
+            // a pause (with the database unreachable this would spin).
+            try? await fleet.refresh()
+            try? await Task.sleep(nanoseconds: 250_000_000)
+            throw HostLost(description: "the worker chosen for it is full or left")
+        }
+        let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
+        let setup = await remote.boot(version, gpus: request.sku.hasPrefix("gpu-") ? 1 : 0) { log.replace($0) }
+        return BootedInstance(runner: remote, setup: setup, lost: remote.lostReason)
+    }
+}
