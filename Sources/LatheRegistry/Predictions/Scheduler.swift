@@ -5,10 +5,19 @@ import LatheRunner
 import LatheSpec
 import Logging
 
-/// Decides where predictions run (DESIGN §6): one queue per version, instances cold-booted on
-/// demand up to a per-version and a per-account limit, on the embedded worker or a remote one
-/// that offers the version's hardware (preferring one that has the version warm or cached),
-/// stopped again after an idle time.
+/// The execution core (DESIGN §5–§6): one queue per version, instances cold-booted on demand up
+/// to a per-version and a per-account limit on whatever host offers the version's hardware,
+/// stopped again after an idle time. Its state lives here; each job has its own file:
+///
+/// | piece | file | does |
+/// |---|---|---|
+/// | intake | `Scheduler+Intake` | queues a prediction, loads its version, cancels wherever it is |
+/// | claim keeper | `Scheduler+Claims` | claims, renews and hands back work in the shared queue |
+/// | decider | ``Decider`` (pure), `Scheduler+Decisions` | plans starts, boots and evictions; applies the plan |
+/// | instance pool | `Scheduler+Pool`, ``InstanceHost`` | boots through a host, retires idle and crashed instances |
+/// | executor | `Scheduler+Executor` | runs one prediction on an instance, streams its progress |
+/// | completer | `Scheduler+Completer` | the one ending of every prediction |
+/// | waiters | `Scheduler+Waiters` | `Prefer: wait`, cancels and streams waiting for an end |
 public actor Scheduler {
     public struct Settings: Sendable {
         public var maxInstancesPerVersion = 2
@@ -231,187 +240,10 @@ public actor Scheduler {
         }
     }
 
-    /// A claim for a prediction this replica is creating (it runs what it takes in, unless it
-    /// dies: then the lease runs out and another replica claims it).
-    func newClaim(for id: String) -> (replica: String, id: String) {
-        let claim = "\(replica):\(id):1"
-        claims[id] = claim
-        return (replica, claim)
-    }
-
-    /// Claims unclaimed waiting predictions while this replica has room for them.
-    func adopt() async {
-        // An API-only replica with no worker of its own leaves the queue to those that have one.
-        guard !offers().isEmpty else { return }
-        let queued = queues.values.reduce(0) { $0 + $1.count }
-        let room = 2 * settings.maxInstances - queued
-        guard room > 0, let claimed = try? await queue.claim(replica: replica, limit: room) else { return }
-        for item in claimed {
-            claims[item.record.id] = item.claimID
-            do {
-                guard let input = item.record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) else {
-                    throw RegistryError(500, "the prediction's input could not be read")
-                }
-                try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
-            } catch {
-                await endUnrun(item.record.id, claim: item.claimID, status: .failed, error: "\(error)", logs: item.record.logs)
-            }
-        }
-    }
-
-    /// Clears cached tokens and models when another process (`lathe admin`) changed accounts:
-    /// it bumps a counter in the database, read here once a second.
-    func followAccountChanges() async {
-        guard let counter = try? await registry.accounts.changeCounter() else { return }
-        if let seen = accountsCounter, seen != counter { registry.database.caches.clear() }
-        accountsCounter = counter
-    }
-
-    /// Renews this replica's leases, and stops what someone asked to cancel elsewhere.
-    func heartbeat() async {
-        let held = Array(claims.values)
-        do {
-            try await queue.renew(held)
-            for id in try await queue.cancelRequested(among: held) { try? await cancel(id) }
-        } catch {
-            registry.logger.warning("could not renew prediction leases", metadata: ["error": "\(RegistryDatabase.reason(error))"])
-        }
-        await adopt()
-    }
-
-    /// The leader requeues or fails the predictions of replicas that stopped renewing.
-    func expireLeases() async {
-        guard let (requeued, failed) = try? await queue.expireLeases() else { return }
-        // The replica that ran them is gone, so the leader announces their ending and sends their last webhook.
-        for id in failed { await announceEnded(id, notified: false, webhook: true) }
-        if !requeued.isEmpty {
-            registry.logger.warning("requeued predictions of a lost replica", metadata: ["count": "\(requeued.count)"])
-            await events.publish(.queued)
-        }
-    }
-
-    /// Wakes waiters here and, scaled out, on the other replicas.
-    func publishFinished(_ id: String) async {
-        finished(id)
-        if registry.database.kind == .postgres { await events.publish(.finished(id)) }
-    }
-
     /// Stops every instance (graceful shutdown).
     public func shutdown() {
         for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
     }
 
-    // MARK: - Submitting and waiting
-
-    /// Queues an inserted prediction; `input` is the validated input it runs with.
-    /// `model`, when the caller has it, refreshes the hardware the version asks for.
-    func enqueue(_ record: PredictionRecord, manifestDigest: String?, model: ModelRecord? = nil, input: [String: JSONValue], checkSafety: Bool = true,
-                 inserted: Task<Bool, any Error>? = nil, claimID: String) async throws {
-        let version = record.version
-        try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
-        if let model, versions[version]?.hardware != model.hardware { versions[version]?.hardware = model.hardware }
-        let timeout = min(TimeInterval(versions[version]?.config.spec.timeout ?? 1800), settings.maxTimeout)
-        queues[version, default: []].append(Job(id: record.id, creatorID: record.creatorID, record: record, inserted: inserted, input: input, timeout: timeout,
-                                                checkSafety: checkSafety, hasWebhook: record.webhook != nil, claimID: claimID))
-        pump(version)
-    }
-
-    /// A finished prediction whose completion is still being written.
-    func pending(_ id: String) -> PredictionRecord? {
-        unpersisted[id]
-    }
-
-    /// Reads a version's manifest and config once.
-    func load(_ version: String, manifestDigest: String?, modelID: String) async throws {
-        if versions[version] == nil {
-            guard let model = try await registry.models.model(id: modelID) else { throw RegistryError(404, "the model of version \(version) is gone") }
-            let digest: String
-            if let manifestDigest {
-                digest = manifestDigest
-            } else {
-                guard let found = try await registry.models.manifestDigest(modelID: modelID, version: version) else {
-                    throw RegistryError(404, "version \(version) is gone")
-                }
-                digest = found
-            }
-            guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
-            let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(manifestDigest)))
-            let config = try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest)))
-            versions[version] = LoadedVersion(manifest: manifest, config: config, manifestDigest: digest, modelID: modelID,
-                                              repository: model.repository, hardware: model.hardware)
-        }
-    }
-
-    /// Returns when the prediction has finished or `seconds` have passed: the finished record
-    /// while its completion is being written here (so the answer needs no second look), else nil.
-    /// A waiter is one continuation; its timer is left to run out on its own (cancelling it
-    /// would cost a wake-up on the answer's path).
-    @discardableResult
-    func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
-        if completed.contains(id) { return unpersisted[id] }
-        let token = UUID()
-        Task { [weak self] in
-            try? await Task.sleep(seconds: seconds)
-            await self?.expire(id, token)
-        }
-        if registry.database.kind == .postgres, claims[id] == nil {
-            // Running on another replica: its NOTIFY wakes this waiter; a notification lost
-            // while the events connection reconnected is caught by looking at the row each second.
-            let store = predictions
-            Task { [weak self] in
-                let deadline = Date().addingTimeInterval(seconds)
-                while Date() < deadline {
-                    try? await Task.sleep(nanoseconds: 1_000_000_000)
-                    guard let self, await self.isWaiting(id, token) else { return }
-                    if let row = try? await store.prediction(id), row.isTerminal { await self.finished(id); return }
-                }
-            }
-        }
-        return await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
-    }
-
-    func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
-
-    func isRunning(_ id: String) -> Bool { running[id] != nil }
-
-    func expire(_ id: String, _ token: UUID) {
-        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume(returning: nil) }
-        if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
-    }
-
-    func finished(_ id: String) {
-        signals.changed(id)
-        completed.insert(id)
-        if completed.count > 10_000 { completed.removeAll() }
-        let record = unpersisted[id]
-        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: record) }
-    }
-
-    /// Cancels a queued or running prediction, wherever it is: here, unclaimed in the queue, or
-    /// on another replica (which hears the event, or sees the flag at its next heartbeat).
-    func cancel(_ id: String) async throws {
-        for (version, waiting) in queues {
-            if let job = waiting.first(where: { $0.id == id }) {
-                queues[version] = waiting.filter { $0.id != id }
-                await endUnrun(id, claim: job.claimID, inserted: job.inserted, status: .canceled, logs: job.preamble)
-                return
-            }
-        }
-        if claims[id] == nil {
-            if try await queue.cancelUnclaimed(id) {
-                await announceEnded(id, notified: false, webhook: true)
-            } else {
-                try await queue.requestCancel(id)
-                await events.publish(.cancel(id))
-            }
-            return
-        }
-        if let download = downloads[id] {
-            canceledDownloads.insert(id)
-            download.cancel()
-            return
-        }
-        running[id]?.runner.cancel(id: id)
-    }
 }

@@ -1,15 +1,12 @@
 import Foundation
-import ServiceLifecycle
 import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
 
-/// Where instances run and how many: the queues pumped into instances, placement on the
-/// embedded worker and the fleet, boots, deployment bounds, eviction and idle instances.
+/// The decider's inputs and its plans applied (``Decider``), with what the fleet offers,
+/// deployments' bounds and hardware nobody offers.
 extension Scheduler {
-    // MARK: - Deciding
-
     /// Places `version`'s waiting work (``Decider``).
     func pump(_ version: String) {
         apply(Decider.plan(fleetView(), versions: [version]))
@@ -86,8 +83,6 @@ extension Scheduler {
         }
     }
 
-    // MARK: - Placement
-
     /// The SKU a version runs on: its deployment's, else its model's.
     func hardware(of version: String) -> String {
         bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
@@ -113,23 +108,6 @@ extension Scheduler {
     /// Whether anything in the fleet offers `sku` (full or not).
     func offered(_ sku: String) -> Bool {
         offers().contains { $0.skus.contains(sku) }
-    }
-
-    /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
-    /// models and has no worker) and tells the other replicas.
-    func handBack(_ version: String) async {
-        let jobs = queues.removeValue(forKey: version) ?? []
-        var released = false
-        for job in jobs {
-            _ = try? await job.inserted?.value
-            if (try? await queue.release(job.id, claim: job.claimID)) == true {
-                claims.removeValue(forKey: job.id)
-                released = true
-            } else {
-                queues[version, default: []].append(job)
-            }
-        }
-        if released { await events.publish(.queued) }
     }
 
     /// Tells the predictions of `version` (once each) that no worker offers its hardware.
@@ -193,111 +171,10 @@ extension Scheduler {
         return names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
-    /// The host at `location`: the only place that tells the embedded worker from the fleet's.
-    func host(at location: Location) -> any InstanceHost {
-        switch location {
-        case .embedded: EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
-        case .worker(let id): FleetWorkerHost(workerID: id, fleet: registry.fleet)
-        }
-    }
-
-    /// Boots an instance; `gpus` are the embedded worker's GPUs taken for it (given back unless it becomes ready).
-    func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
-        defer {
-            booting[version, default: 1] -= 1
-            bootingFor[account, default: 1] -= 1
-            bootingAt[location, default: 1] -= 1
-            if bootingFor[account] == 0 { bootingFor.removeValue(forKey: account) }
-            if bootingAt[location] == 0 { bootingAt.removeValue(forKey: location) }
-        }
-        guard let loaded = versions[version], let digest = Digest(parsing: version) else { return }
-        let sku = hardware(of: version)
-        let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
-        let started = Date()
-        let buildLog = BuildLog()
-        let flusher = Task { [weak self] in
-            // Build output reaches the predictions waiting for this version twice a second.
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 500_000_000)
-                if let text = buildLog.takeIfChanged() { await self?.showBuildLogs(version, text) }
-            }
-        }
-        defer { flusher.cancel() }
-        var heldGPUs = gpus
-        defer { freeGPUs += heldGPUs }
-        let request = BootRequest(version: version, digest: digest, loaded: loaded, work: work, sku: sku, gpus: gpus)
-        do {
-            let booted = try await host(at: location).boot(request, log: buildLog)
-            if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
-            switch booted.setup {
-            case .ready(_, let setupLogs):
-                nextInstanceKey += 1
-                let instance = Instance(key: nextInstanceKey, runner: booted.runner, work: work, account: account, location: location, sku: sku,
-                                        slots: loaded.config.spec.concurrency)
-                instance.setupLogs = setupLogs
-                instance.gpus = heldGPUs
-                heldGPUs = []
-                pools[version, default: []].append(instance)
-                registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
-                                                                  "where": "\(location)"])
-            case .failed(let error, let logs):
-                booted.runner.terminate()
-                if let lost = booted.lost {
-                    // Not the model's fault: it is placed again elsewhere.
-                    registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
-                } else {
-                    setupFailed(version, error: "\(error)", logs: logs)
-                    await failQueue(version, error: "Model setup failed: \(error)", logs: logs)
-                }
-            }
-        } catch let lost as HostLost {
-            registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
-        } catch {
-            setupFailed(version, error: "\(error)", logs: buildLog.text)
-            await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
-        }
-        pump(version)
-        pumpWaiting()
-    }
-
-    /// Shows an environment build's output as the logs of the predictions waiting for it.
-    func showBuildLogs(_ version: String, _ text: String) async {
-        for job in queues[version] ?? [] {
-            _ = try? await job.inserted?.value
-            try? await predictions.setStartingLogs(job.id, logs: text)
-        }
-    }
-
-    /// The stored input with every `secret` input's value replaced by asterisks, as Replicate
-    /// shows them; nil when the spec has no secret inputs.
-    static func redactingSecrets(_ input: String?, spec: ModelSpec?) -> String? {
-        let secrets = Set(spec?.inputs.filter { $0.type == .secret }.map(\.name) ?? [])
-        guard !secrets.isEmpty, let input, var values = try? JSONDecoder().decode([String: JSONValue].self, from: Data(input.utf8)) else { return nil }
-        for name in secrets where values[name] != nil && values[name] != .null { values[name] = .string("**********") }
-        return String(decoding: JSONValue.object(values).serialized(), as: UTF8.self)
-    }
-
-    /// Tells the operator, and holds off warm boots for a while so a broken model does not loop.
-    func setupFailed(_ version: String, error: String, logs: String) {
-        warmRetry[version] = Date().addingTimeInterval(30)
-        registry.logger.error("model setup failed", metadata: ["version": "\(version)", "error": "\(error)",
-                                                             "logs": "\(logs.suffix(2000))"])
-    }
-
     /// Boots instances again for deployments below their minimum (after a crash or a failed setup).
     func keepDeploymentsWarm() {
         let now = Date()
         for version in bounds.keys where warmRetry[version].map({ $0 < now }) ?? true { pump(version) }
-    }
-
-    /// Removes unpacked copies of versions that no instance runs or is booting (they are
-    /// unpacked again on the next cold boot), so deleted and unused versions free their space.
-    func removeUnusedUnpackedVersions() {
-        let folder = runtime.appendingPathComponent("instances")
-        let inUse = Set(pools.keys).union(booting.filter { $0.value > 0 }.keys).compactMap { Digest(parsing: $0)?.hex }
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where !name.hasPrefix(".") && !inUse.contains(name) {
-            try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
-        }
     }
 
     /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
@@ -312,18 +189,5 @@ extension Scheduler {
 
     func clearBounds(version: String) {
         bounds.removeValue(forKey: version)
-    }
-
-    /// Stops an instance leaving its pool and gives back the embedded worker's GPUs it held.
-    func retire(_ instance: Instance) {
-        instance.runner.terminate()
-        freeGPUs += instance.gpus
-        instance.gpus = []
-    }
-
-    /// Stops crashed instances, and idle ones past the idle timeout beyond deployments' minimums.
-    func stopIdle() {
-        apply(Decider.scaleDown(fleetView(), now: Date(), idleTimeout: settings.idleTimeout))
-        pumpWaiting()
     }
 }

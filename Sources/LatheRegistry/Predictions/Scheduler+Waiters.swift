@@ -1,0 +1,59 @@
+import Foundation
+import LatheArchive
+import LatheRunner
+import LatheSpec
+import Logging
+
+/// Waiting for a prediction's end, here or on another replica.
+extension Scheduler {
+    /// Returns when the prediction has finished or `seconds` have passed: the finished record
+    /// while its completion is being written here (so the answer needs no second look), else nil.
+    /// A waiter is one continuation; its timer is left to run out on its own (cancelling it
+    /// would cost a wake-up on the answer's path).
+    @discardableResult
+    func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
+        if completed.contains(id) { return unpersisted[id] }
+        let token = UUID()
+        Task { [weak self] in
+            try? await Task.sleep(seconds: seconds)
+            await self?.expire(id, token)
+        }
+        if registry.database.kind == .postgres, claims[id] == nil {
+            // Running on another replica: its NOTIFY wakes this waiter; a notification lost
+            // while the events connection reconnected is caught by looking at the row each second.
+            let store = predictions
+            Task { [weak self] in
+                let deadline = Date().addingTimeInterval(seconds)
+                while Date() < deadline {
+                    try? await Task.sleep(nanoseconds: 1_000_000_000)
+                    guard let self, await self.isWaiting(id, token) else { return }
+                    if let row = try? await store.prediction(id), row.isTerminal { await self.finished(id); return }
+                }
+            }
+        }
+        return await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
+    }
+
+    func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
+
+    func isRunning(_ id: String) -> Bool { running[id] != nil }
+
+    func expire(_ id: String, _ token: UUID) {
+        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume(returning: nil) }
+        if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
+    }
+
+    func finished(_ id: String) {
+        signals.changed(id)
+        completed.insert(id)
+        if completed.count > 10_000 { completed.removeAll() }
+        let record = unpersisted[id]
+        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: record) }
+    }
+
+    /// Wakes waiters here and, scaled out, on the other replicas.
+    func publishFinished(_ id: String) async {
+        finished(id)
+        if registry.database.kind == .postgres { await events.publish(.finished(id)) }
+    }
+}
