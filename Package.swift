@@ -69,18 +69,35 @@ let package = Package(
             ],
             resources: [.copy("Resources/runner.py"), .copy("Resources/egress_forwarder.py")]
         ),
+        // Everything the registry stores (DESIGN §2): all SQL, the blob stores and the queue, with
+        // their own errors; the HTTP surfaces and the execution core sit above it.
         .target(
-            name: "LatheRegistry",
+            name: "LatheStore",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "CMarkGFM",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "LatheSpec", "LatheArchive", "LatheRunner",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                // The S3 blob store's requests (SigV4-signed, streamed).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "LatheRegistry",
+            dependencies: [
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore", "CMarkGFM",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                // No SQL client here: every statement lives in LatheStore, and the compiler keeps it so.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 // The S3 blob store's requests (SigV4-signed, streamed).
@@ -125,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "lathe",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheRegistry", "LatheClient", "LatheWorker",
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheStore", "LatheRegistry", "LatheClient", "LatheWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -137,7 +154,7 @@ let package = Package(
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRegistryTests", dependencies: [
-            "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
+            "LatheStore", "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),

@@ -5,6 +5,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// Everything a request handler needs, passed in rather than global.
 public struct Registry: Sendable {

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import LatheStore
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API), health routes and the web UI at `/`.
 public enum RegistryApplication {

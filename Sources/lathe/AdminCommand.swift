@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LatheRegistry
+import LatheStore
 import Logging
 
 /// Operator commands on a data folder, with the server running or not.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LatheRegistry
+import LatheStore
 
 /// Where a registry keeps its blobs: files under `--data` (the default), or a bucket of
 /// S3-compatible object storage. Shared by `lathe serve` and `lathe admin`, which must agree.

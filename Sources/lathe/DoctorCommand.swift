@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LatheArchive
 import LatheRegistry
+import LatheStore
 import LatheRunner
 import LatheSpec
 import Logging

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import LatheArchive
 @testable import LatheRegistry
+@testable import LatheStore
 import NIOCore
 import LatheTestSupport
 import Testing
@@ -119,7 +120,7 @@ struct BlobStoreSuiteTests {
         try await store.delete(file)
         try await store.delete(file)  // absent: nothing happens
         #expect(try await store.size(of: file) == nil)
-        await #expect(throws: RegistryError.self) { _ = try await Self.read(store, file) }
+        await #expect(throws: StoreError.self) { _ = try await Self.read(store, file) }
     }
 
     @Test("uploads: chunks, resumed by another instance, wrong digest refused, right digest committed", arguments: backends)
@@ -143,17 +144,17 @@ struct BlobStoreSuiteTests {
         try await store.createUpload(wrong)
         _ = try await store.append(wrong, body: Body(chunks: [Data("not what was promised".utf8)]), at: 0, limit: .max)
         let promised = Digest.of(Data("what was promised".utf8))
-        await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(wrong, as: promised) }
+        await #expect(throws: StoreError.self) { _ = try await other.finishUpload(wrong, as: promised) }
         #expect(try await store.size(of: .blob(promised)) == nil)
         #expect(try await store.uploadSize(wrong) == nil)
         // A body over the limit is refused and what arrived before it is kept for a retry.
         let limited = UUID().uuidString.lowercased()
         try await store.createUpload(limited)
-        await #expect(throws: RegistryError.self) { _ = try await store.append(limited, body: Body(chunks: [Self.bytes(100)]), at: 0, limit: 10) }
+        await #expect(throws: StoreError.self) { _ = try await store.append(limited, body: Body(chunks: [Self.bytes(100)]), at: 0, limit: 10) }
         try await store.discardUpload(limited)
         #expect(try await store.uploadSize(limited) == nil)
         // An id that is not one of ours names no upload (never a path).
-        await #expect(throws: RegistryError.self) { try await store.createUpload("../../etc/passwd") }
+        await #expect(throws: StoreError.self) { try await store.createUpload("../../etc/passwd") }
     }
 
     @Test("named uploads: interrupted and resumed on another instance; other bytes or another digest are DIGEST_INVALID and leave the digest's blob as it was",
@@ -170,10 +171,10 @@ struct BlobStoreSuiteTests {
         let kept = try #require(try await other.uploadSize(id))
         #expect(kept == 13 << 20, "every byte that arrived is kept (\(kept))")
         // Out of order: refused with the size the upload has, so the client knows where to resume.
-        let early = await #expect(throws: RegistryError.self) {
+        let early = await #expect(throws: StoreError.self) {
             _ = try await other.append(id, body: Body(chunks: [Data(data.suffix(from: Int(kept) + 1))]), at: kept + 1, limit: .max)
         }
-        #expect(early?.status == 416 && early?.message.contains("has \(kept) bytes") == true, "\(String(describing: early))")
+        #expect(early?.kind == .badRange && early?.message.contains("has \(kept) bytes") == true, "\(String(describing: early))")
         #expect(try await other.append(id, body: Body(chunks: [Data(data.suffix(from: Int(kept)))]), at: kept, limit: .max) == Int64(data.count))
         let copiesBefore = (store as? S3BlobStore)?.copies ?? 0
         #expect(try await other.finishUpload(id, as: digest) == Int64(data.count))
@@ -186,7 +187,7 @@ struct BlobStoreSuiteTests {
         let attack = UUID().uuidString.lowercased()
         try await store.createUpload(attack, digest: digest)
         _ = try await store.append(attack, body: Body(chunks: [Self.bytes(20 << 20, seed: 6)]), at: 0, limit: .max)
-        let poisoned = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(attack, as: digest) }
+        let poisoned = await #expect(throws: StoreError.self) { _ = try await other.finishUpload(attack, as: digest) }
         #expect(poisoned?.code == "DIGEST_INVALID")
         #expect(try await Self.read(store, .blob(digest)) == data, "the blob under the digest is untouched")
         #expect(try await store.uploadSize(attack) == nil, "the upload ends")
@@ -194,21 +195,21 @@ struct BlobStoreSuiteTests {
         let short = UUID().uuidString.lowercased()
         try await store.createUpload(short, digest: Digest.of(Data("whole".utf8)))
         _ = try await store.append(short, body: Body(chunks: [Data("who".utf8)]), at: 0, limit: .max)
-        let missing = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(short, as: Digest.of(Data("whole".utf8))) }
+        let missing = await #expect(throws: StoreError.self) { _ = try await other.finishUpload(short, as: Digest.of(Data("whole".utf8))) }
         #expect(missing?.message.contains("3 bytes") == true && missing?.message.contains("missing or differ") == true, "\(String(describing: missing))")
         // Other bytes under a digest nothing holds: nothing is kept under it.
         let promised = Digest.of(Data("promised".utf8))
         let fresh = UUID().uuidString.lowercased()
         try await store.createUpload(fresh, digest: promised)
         _ = try await store.append(fresh, body: Body(chunks: [Self.bytes(9 << 20, seed: 8)]), at: 0, limit: .max)
-        await #expect(throws: RegistryError.self) { _ = try await store.finishUpload(fresh, as: promised) }
+        await #expect(throws: StoreError.self) { _ = try await store.finishUpload(fresh, as: promised) }
         #expect(try await store.size(of: .blob(promised)) == nil)
         // Finishing as another digest than the one named (even the bytes' own): refused.
         let small = Data("small blob".utf8)
         let switched = UUID().uuidString.lowercased()
         try await store.createUpload(switched, digest: promised)
         _ = try await store.append(switched, body: Body(chunks: [small]), at: 0, limit: .max)
-        let other_ = await #expect(throws: RegistryError.self) { _ = try await other.finishUpload(switched, as: Digest.of(small)) }
+        let other_ = await #expect(throws: StoreError.self) { _ = try await other.finishUpload(switched, as: Digest.of(small)) }
         #expect(other_?.code == "DIGEST_INVALID" && other_?.message.contains("was started for \(promised)") == true, "\(String(describing: other_))")
         #expect(try await store.size(of: .blob(Digest.of(small))) == nil)
         #expect(try await store.size(of: .blob(promised)) == nil)
@@ -265,15 +266,15 @@ struct BlobStoreSuiteTests {
         let spool = FileManager.default.temporaryDirectory.appendingPathComponent("blobstore-\(UUID().uuidString)")
         let refused = try S3BlobStore(location: "s3://lathe/x", endpoint: endpoint, region: "us-east-1",
                                       credentials: .init(accessKey: "lathetest", secretKey: "not-the-secret"), spool: spool)
-        let error = await #expect(throws: RegistryError.self) { try await refused.check() }
+        let error = await #expect(throws: StoreError.self) { try await refused.check() }
         #expect(error?.message.contains("SignatureDoesNotMatch") == true || error?.message.contains("Access") == true, "\(String(describing: error))")
         #expect(error?.message.contains("not-the-secret") == false, "the secret is never shown")
 
         // Nothing listens on port 9 (discard) of loopback: the store answers 503, so clients retry.
         let gone = try S3BlobStore(location: "s3://lathe/x", endpoint: URL(string: "http://127.0.0.1:9")!, region: "us-east-1",
                                    credentials: .init(accessKey: "a", secretKey: "b"), spool: spool)
-        let unreachable = await #expect(throws: RegistryError.self) { _ = try await gone.size(of: .blob(digest)) }
-        #expect(unreachable?.status == 503)
+        let unreachable = await #expect(throws: StoreError.self) { _ = try await gone.size(of: .blob(digest)) }
+        #expect(unreachable?.kind == .unavailable)
     }
 
     @Test("keys are built from checked parts only")
@@ -298,14 +299,14 @@ struct BlobStoreSuiteTests {
         // Bytes altered in storage under the digest's name are never handed out as the blob.
         let altered = Digest.of(Data("what the digest promises".utf8))
         try await store.store(.blob(altered), data: Data("something else".utf8))
-        await #expect(throws: RegistryError.self) { _ = try await cache.file(for: altered) }
+        await #expect(throws: StoreError.self) { _ = try await cache.file(for: altered) }
         #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("sha256/\(altered.hex)").path))
         // The store's own files (the filesystem backend) are checked too, once: before, they were used as they were.
         let direct = BlobCache(store: store, folder: folder.appendingPathComponent("direct"))
-        await #expect(throws: RegistryError.self) { _ = try await direct.file(for: altered) }
+        await #expect(throws: StoreError.self) { _ = try await direct.file(for: altered) }
         if store.localFile(.blob(altered)) != nil {
             // What `/v2` checks before serving a local file as the digest.
-            await #expect(throws: RegistryError.self) { try await direct.verifyLocal(altered) }
+            await #expect(throws: StoreError.self) { try await direct.verifyLocal(altered) }
         }
         #expect(try Data(contentsOf: try await direct.file(for: good)) == Self.bytes(100_000))
     }

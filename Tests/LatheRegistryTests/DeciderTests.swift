@@ -1,5 +1,6 @@
 import Foundation
 @testable import LatheRegistry
+@testable import LatheStore
 import Testing
 
 /// The decider's rules, one by one, on views built by hand (no scheduler, no processes).

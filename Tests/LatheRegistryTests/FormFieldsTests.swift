@@ -2,6 +2,7 @@ import Foundation
 import LatheSpec
 import Testing
 @testable import LatheRegistry
+@testable import LatheStore
 
 @Suite("the run form generated from a spec")
 struct FormFieldsTests {

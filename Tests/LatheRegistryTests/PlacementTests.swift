@@ -1,5 +1,6 @@
 import Foundation
 @testable import LatheRegistry
+@testable import LatheStore
 import Testing
 
 @Suite("placing a new instance across the fleet")

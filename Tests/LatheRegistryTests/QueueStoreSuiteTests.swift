@@ -3,6 +3,7 @@ import LatheSpec
 import Logging
 import Testing
 @testable import LatheRegistry
+@testable import LatheStore
 import LatheTestSupport
 
 /// The prediction queue and the events seam, one suite for every database behind them (SQLite

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 @testable import LatheRegistry
+@testable import LatheStore
 import Testing
 
 /// AWS's published Signature Version 4 examples for S3 ("Examples: Signature calculations",

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import LatheRegistry
+@testable import LatheStore
 import LatheTestSupport
 
 /// The stores' behaviour, one suite for every database behind them (as distribution's storage
@@ -59,7 +60,7 @@ struct StoreSuiteTests {
         let accounts = AccountStore(database: database)
         let alice = try await accounts.createUser("alice", password: "correct horse")
         let bob = try await accounts.createUser("bob", password: nil)
-        await #expect(throws: RegistryError.self) { try await accounts.createUser("alice", password: nil) }
+        await #expect(throws: StoreError.self) { try await accounts.createUser("alice", password: nil) }
         let acme = try await accounts.createOrganization("acme", owner: alice)
         try await accounts.setMember(acme, user: bob, role: "member")
         #expect(try await accounts.role(of: bob, in: acme) == "member")
@@ -343,7 +344,7 @@ struct StoreSuiteTests {
             try await deployments.insert(.init(id: "d\(index)", ownerID: alice.id, name: "dep\(index)", modelID: "m", version: "v", hardware: "cpu",
                                                minInstances: minimum, maxInstances: 3, release: 1, createdBy: alice.id, createdAt: Timestamp.now()))
         }
-        await #expect(throws: RegistryError.self) {
+        await #expect(throws: StoreError.self) {
             try await deployments.insert(.init(id: "d9", ownerID: alice.id, name: "dep0", modelID: "m", version: "v", hardware: "cpu",
                                                minInstances: 0, maxInstances: 1, release: 1, createdBy: alice.id, createdAt: Timestamp.now()))
         }

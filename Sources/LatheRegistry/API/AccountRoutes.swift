@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LatheSpec
+import LatheStore
 
 /// `/v1/account`, `/v1/tokens` and `/v1/organizations`: Lathe's additions in Replicate's style.
 struct AccountRoutes {

@@ -4,6 +4,7 @@ import LatheRunner
 import LatheSpec
 import NIOCore
 import NIOFoundationCompat
+import LatheStore
 
 /// `/v1/models…`: models and versions in Replicate's shapes.
 struct ModelRoutes {

@@ -4,7 +4,7 @@ import NIOFoundationCompat
 import Hummingbird
 import LatheSpec
 import Logging
-import PostgresNIO
+import LatheStore
 
 extension RegistryError {
     /// The error as Replicate's API shapes it: RFC 7807 problem JSON.
@@ -28,6 +28,9 @@ extension RegistryError {
         switch error {
         case let error as RegistryError:
             self = error
+        case let error as StoreError:
+            // A store's own error: its kind chooses the status.
+            self.init(error)
         case is NIOTooManyBytesError:
             self.init(413, "the request body is too large for \(request.uri.path); send less, or large files through /v1/files", code: "SIZE_INVALID")
         case let error as HTTPError:
@@ -40,12 +43,9 @@ extension RegistryError {
             default: message = error.body.flatMap { $0.isEmpty ? nil : $0 } ?? "the request could not be handled (\(error.status.reasonPhrase))"
             }
             self.init(code, message, code: code == 404 ? "NAME_UNKNOWN" : "UNSUPPORTED")
-        case let error as PSQLError where [.connectionError, .serverClosedConnection, .unexpectedBackendMessage, .poolClosed].contains(error.code):
+        case let error where RegistryDatabase.isUnavailable(error):
             // PostgreSQL is down or restarting: a retryable 503, not a 500.
             logger.warning("database unavailable", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(RegistryDatabase.reason(error))"])
-            self.init(503, "the registry's database is unavailable right now; try again in a few seconds", code: "UNAVAILABLE")
-        case let error where String(describing: type(of: error)).contains("ConnectionPool"):
-            logger.warning("database unavailable", metadata: ["path": "\(request.uri.path.prefix(200))", "error": "\(String(describing: error).prefix(200))"])
             self.init(503, "the registry's database is unavailable right now; try again in a few seconds", code: "UNAVAILABLE")
         case let error as any HTTPResponseError where error.status.code < 500:
             self.init(Int(error.status.code), "the request could not be handled (\(error.status.reasonPhrase))", code: "UNSUPPORTED")

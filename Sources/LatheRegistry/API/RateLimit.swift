@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LatheStore
 
 /// Per-account request budgets per minute (Replicate's: 600 prediction creations and 3000 other
 /// requests), with `ratelimit-remaining`/`ratelimit-reset` on answers and 429 + `Retry-After`

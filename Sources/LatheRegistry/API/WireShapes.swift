@@ -1,5 +1,6 @@
 import Foundation
 import LatheSpec
+import LatheStore
 
 /// Replicate's JSON shapes for models and versions (shared/reference/replicate-api.md §2).
 enum WireShapes {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LatheRunner
+import LatheStore
 
 /// Reads `Authorization: Bearer <token>`, `Token <token>` (Replicate's older scheme) or
 /// `Basic base64(user:token)` (OCI clients) and sets the principal. Tokens are never logged.

@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import LatheStore
 
 /// The per-request context: Hummingbird's core storage plus who is calling.
 public struct RegistryContext: RequestContext {

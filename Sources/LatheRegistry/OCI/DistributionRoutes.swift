@@ -4,6 +4,7 @@ import LatheArchive
 import LatheSpec
 import NIOCore
 import NIOFoundationCompat
+import LatheStore
 
 /// `/v2/…`: the OCI distribution API over the registry's models (`/v2/<owner>/<name>/…`).
 struct DistributionRoutes {
@@ -224,7 +225,7 @@ struct DistributionRoutes {
         guard min(quotaLeft, blobLeft) >= 0 else { throw refusal }
         do {
             return try await registry.blobs.append(id, body: request.body, at: uploaded, limit: min(quotaLeft, blobLeft))
-        } catch let error as RegistryError where error.status == 413 {
+        } catch let error as StoreError where error.kind == .tooLarge {
             throw refusal
         }
     }

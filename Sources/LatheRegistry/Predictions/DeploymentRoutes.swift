@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import LatheRunner
 import LatheSpec
+import LatheStore
 
 /// `/v1/deployments…` in Replicate's shapes, and predictions through a deployment.
 struct DeploymentRoutes {

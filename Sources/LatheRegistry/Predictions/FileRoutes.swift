@@ -6,6 +6,7 @@ import LatheRunner
 import LatheSpec
 import MultipartKit
 import NIOCore
+import LatheStore
 
 /// `/v1/files`: multipart upload (streamed to disk, 100 MB at most), list, get, delete. A
 /// prediction input may then name the file's `urls.get`, which the server resolves itself.

@@ -1,5 +1,6 @@
 import Foundation
 import ServiceLifecycle
+import LatheStore
 
 /// Keeps the disk bounded (issue: "disk fills without bound"): files past their `expires_at`,
 /// uploads of either kind abandoned for longer than `uploadMaxAge`, and unpacked versions no

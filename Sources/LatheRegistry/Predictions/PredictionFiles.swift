@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import LatheRunner
 import LatheSpec
+import LatheStore
 
 /// File inputs on the registry: besides data URIs and http(s) URLs (``InputFiles``), the
 /// registry's own URLs are read from its blob store: files the same user uploaded through
@@ -82,28 +83,12 @@ enum OutputFiles {
     /// whose path is `/files/<token>/<name>` (for garbage collection, which must keep every
     /// output a prediction names whatever base URL it was made under).
     static func key(for url: String, registry: Registry?) -> BlobKey? {
-        let parts: [String]
-        if let registry {
-            let prefix = registry.baseURL + "/files/"
-            guard url.hasPrefix(prefix) else { return nil }
-            parts = url.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
-        } else {
-            // URL.path is already decoded; a name never holds a "/".
-            guard let path = URL(string: url)?.path, path.hasPrefix("/files/") else { return nil }
-            parts = path.dropFirst("/files/".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        }
-        guard parts.count == 2 else { return nil }
-        return BlobKey.output(token: parts[0], name: parts[1])
+        BlobKey.output(url: url, baseURL: registry?.baseURL)
     }
 
     /// Every output file a prediction's output names.
     static func keys(in value: JSONValue?, registry: Registry?) -> [BlobKey] {
-        switch value {
-        case .string(let text): return key(for: text, registry: registry).map { [$0] } ?? []
-        case .array(let items): return items.flatMap { keys(in: $0, registry: registry) }
-        case .object(let object): return object.values.flatMap { keys(in: $0, registry: registry) }
-        default: return []
-        }
+        BlobKey.outputs(in: value, baseURL: registry?.baseURL)
     }
 
     /// Deletes the output files a prediction's output names.

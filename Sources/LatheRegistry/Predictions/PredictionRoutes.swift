@@ -4,6 +4,7 @@ import LatheArchive
 import LatheSpec
 import NIOCore
 import NIOFoundationCompat
+import LatheStore
 
 /// `/v1/predictions…` and `/v1/models/{o}/{n}/predictions` in Replicate's shapes, plus the
 /// `/files/…` URLs of output files.

@@ -4,6 +4,7 @@ import LatheArchive
 import LatheSpec
 import NIOCore
 import NIOFoundationCompat
+import LatheStore
 
 /// What can be done with predictions, whoever asks: submit one (checked, queued, its row
 /// written while it runs), find it as a viewer may see it, stop it, delete it with its files,

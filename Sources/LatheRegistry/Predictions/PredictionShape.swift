@@ -1,5 +1,6 @@
 import Foundation
 import LatheSpec
+import LatheStore
 
 /// Builds Replicate's prediction JSON, for API answers and webhook bodies alike.
 struct PredictionShape {

@@ -1,6 +1,7 @@
 import Foundation
 import LatheRunner
 import LatheSpec
+import LatheStore
 
 /// Accumulates a running prediction's logs and streamed items, and says when to save them.
 final class Progress: @unchecked Sendable {

@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// The claim keeper: this replica's claims on the shared queue, renewed, adopted and handed back;
 /// leases of lost replicas expired by the leader.

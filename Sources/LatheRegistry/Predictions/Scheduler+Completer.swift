@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// The completer: a prediction's one ending (DESIGN §5), and retention of finished predictions'
 /// data.

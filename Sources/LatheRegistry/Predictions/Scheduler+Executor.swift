@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// The executor: one prediction run on an instance, its progress streamed, its outcome handed to
 /// the completer.

@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// Taking predictions in: queued here (or found in the shared queue), loaded, cancelled wherever
 /// they are.

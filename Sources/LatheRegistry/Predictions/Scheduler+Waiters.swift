@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// Waiting for a prediction's end, here or on another replica.
 extension Scheduler {

@@ -4,6 +4,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// The execution core (DESIGN §5–§6): one queue per version, instances cold-booted on demand up
 /// to a per-version and a per-account limit on whatever host offers the version's hardware,

@@ -3,6 +3,7 @@ import Foundation
 import ServiceLifecycle
 import LatheRunner
 import LatheSpec
+import LatheStore
 
 /// Webhook delivery with Standard Webhooks signatures (Replicate's scheme): `webhook-id`,
 /// `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body`,

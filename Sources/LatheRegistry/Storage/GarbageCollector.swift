@@ -1,6 +1,7 @@
 import Foundation
 import LatheArchive
 import LatheSpec
+import LatheStore
 
 /// Removes what nothing refers to from the blob store, by mark and sweep: registry blobs no
 /// manifest names, files no `/v1/files` row names, output files no prediction names (looked up

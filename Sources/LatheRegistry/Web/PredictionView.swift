@@ -1,5 +1,6 @@
 import Foundation
 import LatheSpec
+import LatheStore
 
 /// What the prediction page shows of a prediction: outputs by type, the input (secrets masked),
 /// timings.

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LatheStore
 
 /// Sign up, sign in and out, the account page (tokens, webhook secret, acting as), organizations.
 extension WebApp {
@@ -48,7 +49,7 @@ extension WebApp {
             do {
                 let user = try await registry.accounts.createUser(username, password: password)
                 return try await startSession(user, request: request, next: "/account")
-            } catch let error as RegistryError where error.status == 400 || error.status == 409 {
+            } catch let error as StoreError where error.kind == .invalid || error.kind == .conflict {
                 return again(error.message)
             }
         }
@@ -90,7 +91,7 @@ extension WebApp {
             do {
                 let organization = try await registry.accounts.createOrganization(form["name"] ?? "", owner: session.principal.user)
                 return redirect("/organizations/\(organization.username)")
-            } catch let error as RegistryError where error.status == 400 || error.status == 409 {
+            } catch let error as StoreError where error.kind == .invalid || error.kind == .conflict {
                 return try await accountPage(context, extra: ["notice": error.message], status: .unprocessableContent)
             }
         }

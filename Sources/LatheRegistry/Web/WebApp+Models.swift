@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LatheSpec
+import LatheStore
 
 /// Explore and search, the model page with its generated run form, and model management.
 extension WebApp {
@@ -22,7 +23,7 @@ extension WebApp {
                                                                   visibility: form["visibility"] == "private" ? "private" : "public",
                                                                   description: description, license: nil)
                 return redirect("/\(model.repository)")
-            } catch let error as RegistryError where error.status == 400 || error.status == 409 {
+            } catch let error as StoreError where error.kind == .invalid || error.kind == .conflict {
                 return pages.page("model_new", title: "New model", context: context, status: .unprocessableContent, [
                     "accounts": try await actingOptions(session), "formError": error.message, "name": form["name"] ?? "",
                     "description": form["description"] ?? "",

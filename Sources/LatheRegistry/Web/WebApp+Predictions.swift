@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LatheSpec
+import LatheStore
 
 /// The prediction page (`urls.web`) with its actions, and the dashboard.
 extension WebApp {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import LatheStore
 
 /// Operator settings for the web UI.
 public struct WebSettings: Sendable {

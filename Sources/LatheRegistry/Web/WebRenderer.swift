@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Mustache
 import NIOCore
+import LatheStore
 
 /// Renders the web UI's Mustache templates (shipped as resources) into HTML responses.
 /// Mustache escapes every `{{value}}`; only `{{{html}}}` from `Markdown` is inserted raw.
@@ -79,7 +80,12 @@ struct WebMiddleware: RouterMiddleware {
                origin != Self.origin(of: registry.baseURL) {
                 throw RegistryError(403, "Cross-site form posts are refused.")
             }
-            response = try await next(request, context)
+            do {
+                response = try await next(request, context)
+            } catch let error as StoreError {
+                // A store's own error, as the pages answer it.
+                throw RegistryError(error)
+            }
         } catch let error as RegistryError {
             if error.status == 401 {
                 let next = request.uri.path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? "/"

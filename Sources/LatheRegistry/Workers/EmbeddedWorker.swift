@@ -1,6 +1,7 @@
 import Foundation
 import LatheArchive
 import LatheRunner
+import LatheStore
 
 /// The worker inside `lathe serve` (DESIGN §6: one machine needs nothing else): instances run as
 /// this process's children, from versions unpacked out of the registry's own blob store, with no

@@ -1,6 +1,7 @@
 import Foundation
 import LatheRunner
 import Logging
+import LatheStore
 
 /// The remote workers, as this replica takes part in them (DESIGN §6). The fleet itself lives in
 /// the metadata store (``WorkerStore``): any replica registers a worker, takes its heartbeat,

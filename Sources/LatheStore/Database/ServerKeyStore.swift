@@ -3,15 +3,15 @@ import SQLKit
 
 /// Keys the server signs with, made once and shared by every replica (the first replica to
 /// write one wins; the others read it).
-struct ServerKeyStore: Sendable {
+package struct ServerKeyStore: Sendable {
     let sql: any SQLDatabase
 
-    init(database: RegistryDatabase) {
+    package init(database: RegistryDatabase) {
         sql = database.sql
     }
 
     /// The 32-byte key named `name`, created from random bytes the first time it is asked for.
-    func key(_ name: String) async throws -> Data {
+    package func key(_ name: String) async throws -> Data {
         struct Row: Decodable { var secret: String }
         if let row = try await sql.raw("SELECT secret FROM server_keys WHERE name = \(bind: name)").first(decoding: Row.self),
            let key = Data(base64Encoded: row.secret) {

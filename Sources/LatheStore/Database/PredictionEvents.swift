@@ -24,7 +24,7 @@ public enum RegistryEvent: Sendable, Equatable {
     /// A worker registered or its cache changed: replicas look again at what waits.
     case fleetChanged
 
-    var payload: String {
+    package var payload: String {
         switch self {
         case .queued: "queued"
         case .finished(let id): "finished:\(id)"
@@ -37,7 +37,7 @@ public enum RegistryEvent: Sendable, Equatable {
         }
     }
 
-    init?(payload: String) {
+    package init?(payload: String) {
         let parts = payload.split(separator: ":", maxSplits: 1).map(String.init)
         switch (parts.first, parts.count) {
         case ("queued", 1): self = .queued
@@ -87,7 +87,7 @@ public final class LocalEvents: PredictionEvents, @unchecked Sendable {
 /// per replica `LISTEN`s and holds (or keeps trying to take) the leader's advisory lock; a lost
 /// connection drops the lock, so another replica leads within seconds. Runs as a service.
 public final class PostgresEvents: PredictionEvents, Service, @unchecked Sendable {
-    static let channel = "lathe_events"
+    package static let channel = "lathe_events"
     static let leaderLock = 7_210_002
 
     private let configuration: PostgresConnection.Configuration

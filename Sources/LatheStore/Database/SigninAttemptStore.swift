@@ -15,7 +15,7 @@ public struct SigninAttemptStore: Sendable {
     /// returns whether it was allowed, when the oldest attempt of that minute leaves it, and the
     /// failures in the last 15 minutes. A refused attempt is not kept (hammering adds no rows),
     /// but is counted first, so two replicas racing at the limit cannot both get through.
-    func attempt(_ key: String, limit: Int, now: Date = Date()) async throws -> (allowed: Bool, oldest: Date?, failures: Int) {
+    package func attempt(_ key: String, limit: Int, now: Date = Date()) async throws -> (allowed: Bool, oldest: Date?, failures: Int) {
         let stamp = Timestamp.string(now)
         try await sql.raw("INSERT INTO signin_attempts (key, kind, at) VALUES (\(bind: key), 'attempt', \(bind: stamp))").run()
         struct Row: Decodable { var attempts: Int; var oldest: String?; var failures: Int }
@@ -34,17 +34,17 @@ public struct SigninAttemptStore: Sendable {
     }
 
     /// The attempt for `key` failed (a wrong password): it adds to the growing delay.
-    func failed(_ key: String, now: Date = Date()) async throws {
+    package func failed(_ key: String, now: Date = Date()) async throws {
         try await sql.raw("INSERT INTO signin_attempts (key, kind, at) VALUES (\(bind: key), 'failure', \(bind: Timestamp.string(now)))").run()
     }
 
     /// A successful sign-in forgets the failures (attempts still count toward the minute).
-    func succeeded(_ key: String) async throws {
+    package func succeeded(_ key: String) async throws {
         try await sql.raw("DELETE FROM signin_attempts WHERE key = \(bind: key) AND kind = 'failure'").run()
     }
 
     /// Forgets rows older than any window looks back.
-    func removeOld(before cutoff: String) async throws {
+    package func removeOld(before cutoff: String) async throws {
         try await sql.raw("DELETE FROM signin_attempts WHERE at < \(bind: cutoff)").run()
     }
 }

@@ -10,12 +10,12 @@ final class HotCache<Value: Sendable>: @unchecked Sendable {
     private let lifetime: TimeInterval
     private let capacity: Int
 
-    init(lifetime: TimeInterval = 10, capacity: Int = 10_000) {
+    package init(lifetime: TimeInterval = 10, capacity: Int = 10_000) {
         self.lifetime = lifetime
         self.capacity = capacity
     }
 
-    func get(_ key: String) -> Value? {
+    package func get(_ key: String) -> Value? {
         lock.withLock {
             guard let entry = entries[key] else { return nil }
             if entry.expires < Date() {
@@ -26,14 +26,14 @@ final class HotCache<Value: Sendable>: @unchecked Sendable {
         }
     }
 
-    func set(_ key: String, _ value: Value) {
+    package func set(_ key: String, _ value: Value) {
         lock.withLock {
             if entries.count >= capacity { entries.removeAll() }
             entries[key] = (value, Date().addingTimeInterval(lifetime))
         }
     }
 
-    func removeAll() {
+    package func removeAll() {
         lock.withLock { entries.removeAll() }
     }
 }
@@ -42,24 +42,24 @@ final class HotCache<Value: Sendable>: @unchecked Sendable {
 /// hold calls ``changed()``: this process drops them at once and, through the hook set by the
 /// server, every other replica does too (a NOTIFY on PostgreSQL), so a revoked token or a model
 /// made private is refused everywhere within moments, not after `lifetime`.
-final class RegistryCaches: @unchecked Sendable {
+package final class RegistryCaches: @unchecked Sendable {
     private let lock = NSLock()
     private var onChange: (@Sendable () -> Void)?
 
     /// Called after every local change (set once by the server to tell the other replicas).
-    func setChangeHandler(_ handler: @escaping @Sendable () -> Void) {
+    package func setChangeHandler(_ handler: @escaping @Sendable () -> Void) {
         lock.withLock { onChange = handler }
     }
 
     /// This process changed accounts, tokens, memberships, models or versions.
-    func changed() {
+    package func changed() {
         clear()
         let handler = lock.withLock { onChange }
         handler?()
     }
 
     /// Another replica changed them.
-    func clear() {
+    package func clear() {
         tokens.removeAll()
         versions.removeAll()
         models.removeAll()
@@ -67,10 +67,10 @@ final class RegistryCaches: @unchecked Sendable {
     }
 
     struct CachedToken: Sendable {
-        var tokenID: String
-        var principal: Principal
+        package var tokenID: String
+        package var principal: Principal
         /// `last_used_at` as last written (the minute it names is written once).
-        var lastUsedAt: String?
+        package var lastUsedAt: String?
     }
 
     /// Token hash → the principal it stands for.

@@ -6,15 +6,15 @@ import SQLKit
 public struct WebSession: Sendable {
     public var principal: Principal
     public var acting: Account
-    var idHash: String
+    package var idHash: String
 }
 
 /// Browser sessions. The cookie holds a random secret; only its SHA-256 is stored, as for tokens.
 public struct SessionStore: Sendable {
     let sql: any SQLDatabase
-    let accounts: AccountStore
+    package let accounts: AccountStore
     /// Sessions last 30 days.
-    static let lifetime: TimeInterval = 30 * 24 * 3600
+    package static let lifetime: TimeInterval = 30 * 24 * 3600
 
     public init(database: RegistryDatabase) {
         sql = database.sql
@@ -59,7 +59,7 @@ public struct SessionStore: Sendable {
     }
 
     /// 32 random bytes from the system's CSPRNG, hex-encoded (cookie-safe).
-    static func randomSecret() -> String {
+    package static func randomSecret() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }

@@ -8,16 +8,16 @@ import NIOHTTP1
 
 /// The few S3 calls the blob store makes, path-style (`ENDPOINT/BUCKET/KEY`, what SeaweedFS,
 /// MinIO and other non-AWS endpoints expect), signed with ``SigV4``, over async-http-client.
-/// Every failure is a ``RegistryError``: 503 when the storage is unreachable or failing (the
-/// client retries), 500 when it refused the request (credentials, permissions).
+/// Every failure is a ``StoreError``: unavailable when the storage is unreachable or failing (the
+/// client retries), failed when it refused the request (credentials, permissions).
 struct S3Client: Sendable {
-    let endpoint: URL
-    let bucket: String
-    let signer: SigV4
-    let http: HTTPClient
+    package let endpoint: URL
+    package let bucket: String
+    package let signer: SigV4
+    package let http: HTTPClient
 
     /// A bucket-relative key as a URL (each segment percent-encoded; `/` separates them).
-    func url(_ key: String?, query: [(String, String)] = []) -> URL {
+    package func url(_ key: String?, query: [(String, String)] = []) -> URL {
         var text = endpoint.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/" + SigV4.encode(bucket)
         if let key { text += "/" + SigV4.encode(key, keepSlash: true) }
         if !query.isEmpty { text += "?" + query.map { "\(SigV4.encode($0.0))=\(SigV4.encode($0.1))" }.joined(separator: "&") }
@@ -25,7 +25,7 @@ struct S3Client: Sendable {
     }
 
     /// Sends a signed request; the response's body is the caller's to read.
-    func send(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
+    package func send(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
               body: HTTPClientRequest.Body? = nil, payloadHash: String = SigV4.emptyPayload,
               timeout: TimeAmount = .seconds(600)) async throws -> HTTPClientResponse {
         let target = url(key, query: query)
@@ -39,14 +39,14 @@ struct S3Client: Sendable {
         do {
             return try await http.execute(request, timeout: timeout)
         } catch {
-            throw RegistryError(503, "the blob store at \(SigV4.host(endpoint)) cannot be reached (\(error)); try again when it is back",
+            throw StoreError(.unavailable, "the blob store at \(SigV4.host(endpoint)) cannot be reached (\(error)); try again when it is back",
                                 code: "UNAVAILABLE")
         }
     }
 
     /// Sends and checks the status: `accept` statuses return the response, anything else throws
     /// with S3's own code and message.
-    func call(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
+    package func call(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
               body: HTTPClientRequest.Body? = nil, payloadHash: String = SigV4.emptyPayload, accept: Set<UInt> = [200, 204, 206])
         async throws -> HTTPClientResponse {
         let response = try await send(method, key, query: query, headers: headers, body: body, payloadHash: payloadHash)
@@ -55,22 +55,22 @@ struct S3Client: Sendable {
     }
 
     /// Sends and collects a small answer (XML listings, results).
-    func collect(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
+    package func collect(_ method: HTTPMethod, _ key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
                  body: HTTPClientRequest.Body? = nil, payloadHash: String = SigV4.emptyPayload) async throws -> Data {
         let response = try await call(method, key, query: query, headers: headers, body: body, payloadHash: payloadHash)
         let buffer = try await response.body.collect(upTo: 16 << 20)
         return Data(buffer: buffer)
     }
 
-    func failure(_ response: HTTPClientResponse, method: HTTPMethod, key: String?) async throws -> RegistryError {
+    package func failure(_ response: HTTPClientResponse, method: HTTPMethod, key: String?) async throws -> StoreError {
         let text = (try? await response.body.collect(upTo: 64 << 10)).map { Data(buffer: $0) } ?? Data()
         let code = S3XML.value("Code", in: text) ?? "HTTP \(response.status.code)"
         let message = S3XML.value("Message", in: text) ?? response.status.reasonPhrase
         let what = "\(method.rawValue) \(bucket)/\(key ?? "")"
         if response.status.code >= 500 {
-            return RegistryError(503, "the blob store at \(SigV4.host(endpoint)) failed on \(what): \(code) \(message); try again", code: "UNAVAILABLE")
+            return StoreError(.unavailable, "the blob store at \(SigV4.host(endpoint)) failed on \(what): \(code) \(message); try again", code: "UNAVAILABLE")
         }
-        return RegistryError(500, "the blob store at \(SigV4.host(endpoint)) refused \(what): \(code) \(message)", code: "BLOB_UNKNOWN")
+        return StoreError(.failed, "the blob store at \(SigV4.host(endpoint)) refused \(what): \(code) \(message)", code: "BLOB_UNKNOWN")
     }
 }
 
@@ -149,7 +149,7 @@ struct FileChunks: AsyncSequence, Sendable {
             let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted) { bytes in
                 Swift.max(0, pread(fd, bytes.baseAddress, wanted, off_t(start)))
             }
-            guard count > 0 else { throw RegistryError(500, "a file being uploaded to the blob store got shorter") }
+            guard count > 0 else { throw StoreError(.failed, "a file being uploaded to the blob store got shorter") }
             position += Int64(count)
             return buffer
         }

@@ -14,10 +14,10 @@ public final class RegistryDatabase: Sendable {
     public enum Kind: String, Sendable { case sqlite, postgres }
 
     public let kind: Kind
-    public let sql: any SQLDatabase
+    let sql: any SQLDatabase
     private let closer: @Sendable () async throws -> Void
     /// In-memory copies of hot rows, dropped by the stores' own writes.
-    let caches = RegistryCaches()
+    package let caches = RegistryCaches()
     /// SQLite is one connection that concurrent tasks share, so a `BEGIN` there would take in
     /// other tasks' statements: writes that must be seen together (a prediction's row and its
     /// event) and the reads of both pass this gate instead.
@@ -39,7 +39,7 @@ public final class RegistryDatabase: Sendable {
         do {
             configuration = try SQLPostgresConfiguration(url: url)
         } catch {
-            throw RegistryError(400, "the database URL is not postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            throw StoreError(.invalid, "the database URL is not postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
         }
         let components = URLComponents(string: url)
         let place = "\(components?.host ?? "?"):\(components?.port ?? 5432)"
@@ -56,7 +56,7 @@ public final class RegistryDatabase: Sendable {
             _ = try await database.sql.raw("SELECT 1 AS one").all()
         } catch {
             try? await box.pool.shutdownAsync()
-            throw RegistryError(503, "cannot reach PostgreSQL at \(place) (\(Self.reason(error))); check that it runs and that the URL's host, port, user and database are right")
+            throw StoreError(.unavailable, "cannot reach PostgreSQL at \(place) (\(Self.reason(error))); check that it runs and that the URL's host, port, user and database are right")
         }
         if migrate { try await database.migrate() }
         return database
@@ -77,7 +77,7 @@ public final class RegistryDatabase: Sendable {
     public static func open(url: String?, data: URL, logger: Logger) async throws -> RegistryDatabase {
         if let url, !url.isEmpty {
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
-                throw RegistryError(400, "--database takes a postgres:// URL (SQLite in --data is the default)")
+                throw StoreError(.invalid, "--database takes a postgres:// URL (SQLite in --data is the default)")
             }
             return try await open(postgres: url, logger: logger)
         }
@@ -95,8 +95,17 @@ public final class RegistryDatabase: Sendable {
         try await closer()
     }
 
+    /// Whether `error` says the database is unreachable or restarting (a retryable condition),
+    /// as opposed to a query it refused.
+    package static func isUnavailable(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            return [.connectionError, .serverClosedConnection, .unexpectedBackendMessage, .poolClosed].contains(error.code)
+        }
+        return String(describing: type(of: error)).contains("ConnectionPool")
+    }
+
     /// A connection error in words (PostgresNIO's descriptions can be long and carry the query).
-    static func reason(_ error: any Error) -> String {
+    package static func reason(_ error: any Error) -> String {
         if let psql = error as? PSQLError {
             if let message = psql.serverInfo?[.message] {
                 return message + (psql.serverInfo?[.sqlState].map { " [SQLSTATE \($0)]" } ?? "")
@@ -111,7 +120,7 @@ public final class RegistryDatabase: Sendable {
 
     /// Runs `body` in one transaction on one connection: committed if it returns, rolled back
     /// if it throws.
-    public func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> T) async throws -> T {
         try await sql.withSession { session in
             try await session.raw("BEGIN").run()
             do {
@@ -127,7 +136,7 @@ public final class RegistryDatabase: Sendable {
 
     /// The tables as migration 1 creates them. (SQLite runs with WAL and synchronous=NORMAL:
     /// consistent across crashes, a power loss may drop the last commits, never corrupt.)
-    static let schema = [
+    package static let schema = [
         """
         CREATE TABLE IF NOT EXISTS accounts (
           id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, name TEXT,
@@ -205,7 +214,7 @@ public final class RegistryDatabase: Sendable {
 
     /// The migrations, in order. Each runs once, in a transaction, and is recorded in
     /// `schema_migrations`; never edit one that has shipped, add the next.
-    static let migrations: [(version: Int, name: String, run: @Sendable (any SQLDatabase, Kind) async throws -> Void)] = [
+    package static let migrations: [(version: Int, name: String, run: @Sendable (any SQLDatabase, Kind) async throws -> Void)] = [
         (1, "initial schema", { sql, _ in
             for statement in schema { try await sql.raw(SQLQueryString(statement)).run() }
         }),
@@ -354,20 +363,20 @@ extension SQLDatabase {
 }
 
 private struct PoolBox: @unchecked Sendable {
-    let pool: EventLoopGroupConnectionPool<PostgresConnectionSource>
+    package let pool: EventLoopGroupConnectionPool<PostgresConnectionSource>
 }
 
 /// Timestamps are stored as ISO-8601 text with milliseconds, which sort as they read.
-enum Timestamp {
+package enum Timestamp {
     /// A format style, not an `ISO8601DateFormatter`: creating one of those costs ~120 µs on
     /// Linux, and a prediction needs several timestamps (measured: 0.4 µs with the style).
-    static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    package static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    static func now() -> String { string(Date()) }
+    package static func now() -> String { string(Date()) }
 
-    static func string(_ date: Date) -> String { style.format(date) }
+    package static func string(_ date: Date) -> String { style.format(date) }
 
-    static func date(_ text: String) -> Date? { try? style.parse(text) }
+    package static func date(_ text: String) -> Date? { try? style.parse(text) }
 }
 
 /// Runs one body at a time, in the order they arrive (an async mutex).
@@ -375,7 +384,7 @@ actor SerialGate {
     private var busy = false
     private var waiting: [CheckedContinuation<Void, Never>] = []
 
-    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+    package func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
         if busy {
             await withCheckedContinuation { waiting.append($0) }
         } else {

@@ -2,56 +2,72 @@ import Foundation
 import SQLKit
 
 /// A deployment: a name that pins one version of a model, with instances kept warm.
-struct DeploymentRecord: Sendable, Codable {
-    var id: String
-    var ownerID: String
-    var name: String
-    var modelID: String
-    var version: String
-    var hardware: String
-    var minInstances: Int
-    var maxInstances: Int
-    var release: Int
-    var createdBy: String
-    var createdAt: String
+package struct DeploymentRecord: Sendable, Codable {
+    package var id: String
+    package var ownerID: String
+    package var name: String
+    package var modelID: String
+    package var version: String
+    package var hardware: String
+    package var minInstances: Int
+    package var maxInstances: Int
+    package var release: Int
+    package var createdBy: String
+    package var createdAt: String
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, name, version, hardware, release
         case ownerID = "owner_id", modelID = "model_id", minInstances = "min_instances", maxInstances = "max_instances"
         case createdBy = "created_by", createdAt = "created_at"
     }
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(id: String, ownerID: String, name: String, modelID: String, version: String, hardware: String,
+                 minInstances: Int, maxInstances: Int, release: Int, createdBy: String, createdAt: String) {
+        self.id = id
+        self.ownerID = ownerID
+        self.name = name
+        self.modelID = modelID
+        self.version = version
+        self.hardware = hardware
+        self.minInstances = minInstances
+        self.maxInstances = maxInstances
+        self.release = release
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
 }
 
 /// Deployments (`/v1/deployments`).
-struct DeploymentStore: Sendable {
+package struct DeploymentStore: Sendable {
     let sql: any SQLDatabase
-    static let columns = "id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at"
+    package static let columns = "id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at"
 
-    init(database: RegistryDatabase) {
+    package init(database: RegistryDatabase) {
         sql = database.sql
     }
 
     /// Every deployment (to restore their bounds at start).
-    func all() async throws -> [DeploymentRecord] {
+    package func all() async throws -> [DeploymentRecord] {
         try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM deployments").all(decoding: DeploymentRecord.self)
     }
 
     /// The deployments of `user` and of the organizations they belong to, oldest first.
-    func visible(to user: String) async throws -> [DeploymentRecord] {
+    package func visible(to user: String) async throws -> [DeploymentRecord] {
         try await sql.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: user)
                OR owner_id IN (SELECT organization_id FROM memberships WHERE user_id = \(bind: user)) ORDER BY created_at
             """).all(decoding: DeploymentRecord.self)
     }
 
-    func find(owner: String, name: String) async throws -> DeploymentRecord? {
+    package func find(owner: String, name: String) async throws -> DeploymentRecord? {
         try await sql.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM deployments WHERE owner_id = \(bind: owner) AND name = \(bind: name)
             """).first(decoding: DeploymentRecord.self)
     }
 
     /// Inserts a new deployment; 409 when the owner has one of that name.
-    func insert(_ record: DeploymentRecord) async throws {
+    package func insert(_ record: DeploymentRecord) async throws {
         do {
             try await sql.raw("""
                 INSERT INTO deployments (id, owner_id, name, model_id, version, hardware, min_instances, max_instances, release, created_by, created_at)
@@ -60,23 +76,23 @@ struct DeploymentStore: Sendable {
                         \(bind: record.createdBy), \(bind: record.createdAt))
                 """).run()
         } catch {
-            throw RegistryError(409, "you already have a deployment named \(record.name)")
+            throw StoreError(.conflict, "you already have a deployment named \(record.name)")
         }
     }
 
-    func update(_ record: DeploymentRecord) async throws {
+    package func update(_ record: DeploymentRecord) async throws {
         try await sql.raw("""
             UPDATE deployments SET version = \(bind: record.version), min_instances = \(bind: record.minInstances), max_instances = \(bind: record.maxInstances),
               hardware = \(bind: record.hardware), release = \(bind: record.release) WHERE id = \(bind: record.id)
             """).run()
     }
 
-    func delete(_ id: String) async throws {
+    package func delete(_ id: String) async throws {
         try await sql.raw("DELETE FROM deployments WHERE id = \(bind: id)").run()
     }
 
     /// Instances the owner's other deployments keep warm (min_instances summed).
-    func warmInstances(owner: String, excluding id: String?) async throws -> Int {
+    package func warmInstances(owner: String, excluding id: String?) async throws -> Int {
         struct Row: Decodable { var total: Int? }
         return try await sql.raw("""
             SELECT CAST(SUM(min_instances) AS BIGINT) AS total FROM deployments WHERE owner_id = \(bind: owner) AND id <> \(bind: id ?? "")

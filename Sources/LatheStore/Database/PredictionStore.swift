@@ -65,7 +65,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         metrics.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }?["predict_time"]?.doubleValue
     }
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, model, version, source, status, input, output, error, logs, metrics, shared
         case modelID = "model_id", creatorID = "creator_id", createdAt = "created_at", startedAt = "started_at"
         case completedAt = "completed_at", dataRemoved = "data_removed"
@@ -73,12 +73,41 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         case accountID = "account_id"
         case context
     }
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(id: String, modelID: String, model: String, version: String, creatorID: String, source: String,
+                 status: PredictionStatus, input: String? = nil, output: String? = nil, error: String? = nil, logs: String,
+                 metrics: String? = nil, createdAt: String, startedAt: String? = nil, completedAt: String? = nil,
+                 dataRemoved: Bool, shared: Bool, webhook: String? = nil, webhookEventsFilter: String? = nil,
+                 accountID: String? = nil, context: String? = nil) {
+        self.id = id
+        self.modelID = modelID
+        self.model = model
+        self.version = version
+        self.creatorID = creatorID
+        self.source = source
+        self.status = status
+        self.input = input
+        self.output = output
+        self.error = error
+        self.logs = logs
+        self.metrics = metrics
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.completedAt = completedAt
+        self.dataRemoved = dataRemoved
+        self.shared = shared
+        self.webhook = webhook
+        self.webhookEventsFilter = webhookEventsFilter
+        self.accountID = accountID
+        self.context = context
+    }
 }
 
 /// Predictions: created, advanced by the scheduler, read by their creator (or anyone, once shared).
 public struct PredictionStore: Sendable {
     let sql: any SQLDatabase
-    let kind: RegistryDatabase.Kind
+    package let kind: RegistryDatabase.Kind
 
     let gate: SerialGate
 
@@ -88,7 +117,7 @@ public struct PredictionStore: Sendable {
         gate = database.sqliteGate
     }
 
-    static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id, context"
+    package static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id, context"
 
     /// Inserts a new prediction, already claimed by `claim` (the replica that will run it) or
     /// waiting for any replica to claim it.
@@ -106,7 +135,7 @@ public struct PredictionStore: Sendable {
 
     /// Inserts a prediction that already finished (a quick `Prefer: wait` one): one statement
     /// instead of an insert and a completion.
-    func insertFinished(_ record: PredictionRecord, checkSafety: Bool) async throws {
+    package func insertFinished(_ record: PredictionRecord, checkSafety: Bool) async throws {
         try await Self.indexOutputFiles(sql, prediction: record.id, output: record.output)
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at,
@@ -119,7 +148,7 @@ public struct PredictionStore: Sendable {
     }
 
     /// `AND claim_id = …` when a claim is named: a write from a claim that was lost changes nothing.
-    func holding(_ claim: String?) -> SQLQueryString {
+    package func holding(_ claim: String?) -> SQLQueryString {
         claim.map { " AND claim_id = \(bind: $0)" } ?? ""
     }
 
@@ -159,7 +188,7 @@ public struct PredictionStore: Sendable {
     }
 
     /// Internal read for the scheduler.
-    func prediction(_ id: String) async throws -> PredictionRecord? {
+    package func prediction(_ id: String) async throws -> PredictionRecord? {
         try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id)").first(decoding: PredictionRecord.self)
     }
 
@@ -175,14 +204,14 @@ public struct PredictionStore: Sendable {
         return try await sql.raw(query).all(decoding: PredictionRecord.self)
     }
 
-    func markProcessing(_ id: String, at startedAt: String = Timestamp.now(), claim: String? = nil) async throws {
+    package func markProcessing(_ id: String, at startedAt: String = Timestamp.now(), claim: String? = nil) async throws {
         try await sql.raw("""
             UPDATE predictions SET status = \(PredictionStatus.processing), started_at = \(bind: startedAt) WHERE id = \(bind: id) AND status = \(PredictionStatus.starting)\(holding(claim))
             """).run()
     }
 
     /// Logs of a prediction that is still waiting to start (its model's environment build).
-    func setStartingLogs(_ id: String, logs: String) async throws {
+    package func setStartingLogs(_ id: String, logs: String) async throws {
         try await sql.raw("UPDATE predictions SET logs = \(bind: logs) WHERE id = \(bind: id) AND status = \(PredictionStatus.starting)").run()
     }
 
@@ -199,14 +228,14 @@ public struct PredictionStore: Sendable {
 
     /// API predictions finished before `cutoff` whose data is still there (shared ones and
     /// examples are kept, as on Replicate).
-    func expired(before cutoff: String) async throws -> [PredictionRecord] {
+    package func expired(before cutoff: String) async throws -> [PredictionRecord] {
         try await sql.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM predictions
             WHERE source = 'api' AND NOT data_removed AND NOT shared AND completed_at IS NOT NULL AND completed_at < \(bind: cutoff)
             """).all(decoding: PredictionRecord.self)
     }
 
-    func removeData(_ id: String) async throws {
+    package func removeData(_ id: String) async throws {
         try await sql.raw("UPDATE predictions SET input = NULL, output = NULL, context = NULL, logs = '', data_removed = TRUE WHERE id = \(bind: id)").run()
         try await sql.raw("DELETE FROM prediction_events WHERE prediction_id = \(bind: id)").run()
         try await sql.raw("DELETE FROM output_files WHERE prediction_id = \(bind: id)").run()
@@ -223,7 +252,7 @@ public struct PredictionStore: Sendable {
         guard let output, output.contains("/files/"),
               let value = try? JSONDecoder().decode(JSONValue.self, from: Data(output.utf8)) else { return [] }
         // By path, whatever base URL they were made under (`lathe admin gc` has none).
-        return OutputFiles.keys(in: value, registry: nil).compactMap { $0.path.split(separator: "/").dropFirst().first.map(String.init) }
+        return BlobKey.outputs(in: value, baseURL: nil).compactMap { $0.path.split(separator: "/").dropFirst().first.map(String.init) }
     }
 
     /// Records which prediction names each output file, so garbage collection asks about the
@@ -237,7 +266,7 @@ public struct PredictionStore: Sendable {
     }
 
     /// Which of `tokens` a prediction's output still names (index lookups, a few hundred at a time).
-    func referencedOutputTokens(_ tokens: [String]) async throws -> Set<String> {
+    package func referencedOutputTokens(_ tokens: [String]) async throws -> Set<String> {
         struct Row: Decodable { var token: String }
         var found = Set<String>()
         for start in stride(from: 0, to: tokens.count, by: 500) {

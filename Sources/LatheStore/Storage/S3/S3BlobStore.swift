@@ -32,23 +32,23 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     public let location: String
     public let endpoint: URL
     let client: S3Client
-    let prefix: String
-    let spool: URL
+    package let prefix: String
+    package let spool: URL
 
     /// - Parameters:
     ///   - location: `s3://BUCKET/PREFIX` (the prefix may be empty).
     ///   - endpoint: the storage's URL (path-style addressing).
     ///   - spool: a local folder for upload parts in progress.
     public init(location: String, endpoint: URL, region: String, credentials: SigV4.Credentials, spool: URL) throws {
-        guard location.hasPrefix("s3://") else { throw RegistryError(400, "--blobs takes s3://BUCKET/PREFIX (files under --data are the default)") }
+        guard location.hasPrefix("s3://") else { throw StoreError(.invalid, "--blobs takes s3://BUCKET/PREFIX (files under --data are the default)") }
         let rest = location.dropFirst("s3://".count)
         let parts = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         guard let bucket = parts.first, !bucket.isEmpty,
               bucket.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }) else {
-            throw RegistryError(400, "\(location) names no valid bucket: write s3://BUCKET/PREFIX with a lowercase bucket name")
+            throw StoreError(.invalid, "\(location) names no valid bucket: write s3://BUCKET/PREFIX with a lowercase bucket name")
         }
         guard endpoint.scheme == "http" || endpoint.scheme == "https", endpoint.host != nil else {
-            throw RegistryError(400, "--s3-endpoint \(endpoint) is not an http(s) URL")
+            throw StoreError(.invalid, "--s3-endpoint \(endpoint) is not an http(s) URL")
         }
         var prefix = parts.count > 1 ? parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "/")) : ""
         if !prefix.isEmpty { prefix += "/" }
@@ -79,14 +79,14 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     }
 
     /// S3's `LastModified`, with or without fractional seconds.
-    static func date(_ text: String) -> Date? {
+    package static func date(_ text: String) -> Date? {
         (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text))
     }
 
     private func objectKey(_ key: BlobKey) -> String { prefix + key.path }
     private func uploadKey(_ id: String, _ name: String) throws -> String {
         guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == "-") }) else {
-            throw RegistryError(404, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
+            throw StoreError(.notFound, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
         }
         return prefix + "uploads/\(id)/\(name)"
     }
@@ -110,7 +110,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     private func read(object key: String, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
         let headers = range.map { ["Range": "bytes=\($0.lowerBound)-\($0.upperBound)"] } ?? [:]
         let response = try await client.call(.GET, key, headers: headers, accept: [200, 206, 404])
-        guard response.status != .notFound else { throw RegistryError(404, "\(key) does not exist", code: "BLOB_UNKNOWN") }
+        guard response.status != .notFound else { throw StoreError(.notFound, "\(key) does not exist", code: "BLOB_UNKNOWN") }
         for try await buffer in response.body { try await write(buffer) }
     }
 
@@ -196,25 +196,25 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
 
     /// What any replica needs to continue an upload: the multipart upload, where it assembles,
     /// its parts, the leftover kept as `uploads/<id>/tail`, and the SHA-256 of the bytes so far.
-    struct UploadState: Codable, Sendable {
+    package struct UploadState: Codable, Sendable {
         var uploadID: String
         /// The digest the client named when it started (`Lathe-Upload-Digest`): the parts then
         /// assemble at the blob's own key, so finishing copies nothing. Nil: they assemble at
         /// `uploads/<id>/data` and are copied to the blob's key once the digest is known.
-        var target: LatheArchive.Digest?
+        package var target: LatheArchive.Digest?
         var parts: [Part] = []
-        var tail: Int64 = 0
+        package var tail: Int64 = 0
         /// The hash of the parts' bytes, then of the parts' and the tail's: checked before
         /// anything is assembled, whichever replica saw which chunk.
         var partsHash = ResumableDigest()
-        var hash = ResumableDigest()
-        var size: Int64 { parts.reduce(tail) { $0 + $1.size } }
+        package var hash = ResumableDigest()
+        package var size: Int64 { parts.reduce(tail) { $0 + $1.size } }
     }
 
     private func startMultipart(_ key: String) async throws -> String {
         let data = try await client.collect(.POST, key, query: [("uploads", "")])
         guard let id = S3XML.value("UploadId", in: data), !id.isEmpty else {
-            throw RegistryError(503, "the blob store did not start a multipart upload for \(key)", code: "UNAVAILABLE")
+            throw StoreError(.unavailable, "the blob store did not start a multipart upload for \(key)", code: "UNAVAILABLE")
         }
         return id
     }
@@ -224,7 +224,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                                              headers: ["Content-Length": String(length)],
                                              body: FileChunks(path: file, offset: offset, length: length).body, payloadHash: SigV4.unsignedPayload)
         guard let etag = response.headers.first(name: "ETag") else {
-            throw RegistryError(503, "the blob store answered part \(number) of \(key) without an ETag", code: "UNAVAILABLE")
+            throw StoreError(.unavailable, "the blob store answered part \(number) of \(key) without an ETag", code: "UNAVAILABLE")
         }
         _ = try? await response.body.collect(upTo: 1 << 20)
         return Part(number: number, etag: etag, size: length)
@@ -238,7 +238,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                                             body: .bytes(ByteBuffer(data: body)), payloadHash: SigV4.hex(SHA256.hash(data: body)))
         // S3 can answer 200 with an error in the body.
         if let code = S3XML.value("Code", in: data) {
-            throw RegistryError(503, "the blob store could not assemble \(key): \(code) \(S3XML.value("Message", in: data) ?? "")", code: "UNAVAILABLE")
+            throw StoreError(.unavailable, "the blob store could not assemble \(key): \(code) \(S3XML.value("Message", in: data) ?? "")", code: "UNAVAILABLE")
         }
     }
 
@@ -262,7 +262,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         if size <= copyLimit {
             let data = try await client.collect(.PUT, target, headers: ["x-amz-copy-source": from])
             if let code = S3XML.value("Code", in: data) {
-                throw RegistryError(503, "the blob store could not copy \(source): \(code)", code: "UNAVAILABLE")
+                throw StoreError(.unavailable, "the blob store could not copy \(source): \(code)", code: "UNAVAILABLE")
             }
             return
         }
@@ -270,7 +270,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             let data = try await self.client.collect(.PUT, target, query: [("partNumber", String(number)), ("uploadId", uploadID)],
                                                      headers: ["x-amz-copy-source": from, "x-amz-copy-source-range": "bytes=\(offset)-\(offset + length - 1)"])
             guard S3XML.value("Code", in: data) == nil, let etag = S3XML.value("ETag", in: data) else {
-                throw RegistryError(503, "the blob store could not copy bytes \(offset)-\(offset + length - 1) of \(source): \(S3XML.value("Code", in: data) ?? "no ETag")",
+                throw StoreError(.unavailable, "the blob store could not copy bytes \(offset)-\(offset + length - 1) of \(source): \(S3XML.value("Code", in: data) ?? "no ETag")",
                                     code: "UNAVAILABLE")
             }
             self.lock.withLock { self.counters.parts += 1 }
@@ -310,9 +310,9 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
 
     public func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
         where Body.Element == ByteBuffer {
-        guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        guard var state = try await loadState(id) else { throw StoreError(.notFound, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         guard state.size == offset else {
-            throw RegistryError(416, "upload \(id) has \(state.size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.badRange, "upload \(id) has \(state.size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
         }
         let dataKey = try assemblyKey(id, state), tailKey = try uploadKey(id, "tail")
         var hasher = state.hash
@@ -346,7 +346,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         do {
             for try await buffer in body {
                 let (sum, overflow) = received.addingReportingOverflow(Int64(buffer.readableBytes))
-                if overflow || sum - offset > limit { throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID") }
+                if overflow || sum - offset > limit { throw StoreError(.tooLarge, "body is larger than \(limit) bytes", code: "SIZE_INVALID") }
                 try spool.write(buffer)
                 buffer.withUnsafeReadableBytes { hasher.update($0) }
                 received = sum
@@ -397,7 +397,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
         init(folder: URL, id: String) throws {
             url = folder.appendingPathComponent("\(id)-\(UUID().uuidString)")
             fd = open(url.path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw RegistryError(500, "cannot spool upload \(id) in \(folder.path)") }
+            guard fd >= 0 else { throw StoreError(.failed, "cannot spool upload \(id) in \(folder.path)") }
         }
 
         mutating func write(_ buffer: ByteBuffer) throws {
@@ -406,7 +406,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
                 var written = 0
                 while written < bytes.count {
                     let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(start) + off_t(written))
-                    if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot write to the upload spool") }
+                    if count < 0 { if errno == EINTR { continue }; throw StoreError(.failed, "cannot write to the upload spool") }
                     written += count
                 }
             }
@@ -432,11 +432,11 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     }
 
     public func finishUpload(_ id: String, as expected: LatheArchive.Digest) async throws -> Int64 {
-        guard var state = try await loadState(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        guard var state = try await loadState(id) else { throw StoreError(.notFound, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let total = state.size
         if let target = state.target, target != expected {
             try? await discardUpload(id)
-            throw RegistryError(400, "upload \(id) was started for \(target) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
+            throw StoreError(.invalid, "upload \(id) was started for \(target) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
                                 code: "DIGEST_INVALID")
         }
         // Checked before anything is assembled: a blob's key never holds other bytes, not even for a moment.

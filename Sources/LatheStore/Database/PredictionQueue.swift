@@ -17,7 +17,7 @@ public struct PredictionQueue: Sendable {
     public static let lease: TimeInterval = 30
 
     let sql: any SQLDatabase
-    let kind: RegistryDatabase.Kind
+    package let kind: RegistryDatabase.Kind
 
     public init(database: RegistryDatabase) {
         sql = database.sql
@@ -25,14 +25,14 @@ public struct PredictionQueue: Sendable {
     }
 
     /// A claimed prediction, with what the replica needs to run it.
-    struct Claimed: Decodable, Sendable {
-        var record: PredictionRecord
-        var claimID: String
-        var checkSafety: Bool
+    package struct Claimed: Decodable, Sendable {
+        package var record: PredictionRecord
+        package var claimID: String
+        package var checkSafety: Bool
 
-        enum CodingKeys: String, CodingKey { case claimID = "claim_id", checkSafety = "check_safety" }
+        package enum CodingKeys: String, CodingKey { case claimID = "claim_id", checkSafety = "check_safety" }
 
-        init(from decoder: any Decoder) throws {
+        package init(from decoder: any Decoder) throws {
             record = try PredictionRecord(from: decoder)
             let container = try decoder.container(keyedBy: CodingKeys.self)
             claimID = try container.decode(String.self, forKey: .claimID)
@@ -45,7 +45,7 @@ public struct PredictionQueue: Sendable {
     static func newClaimID() -> String { UUID().uuidString.lowercased() }
 
     /// Claims up to `limit` unclaimed waiting predictions, oldest first, for `replica`.
-    func claim(replica: String, limit: Int) async throws -> [Claimed] {
+    package func claim(replica: String, limit: Int) async throws -> [Claimed] {
         let lock: SQLQueryString = kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
         // The claim id is unique per claim: the replica's id, the prediction's and the attempt.
         let claimID: SQLQueryString = "\(bind: replica) || ':' || id || ':' || CAST(attempts + 1 AS TEXT)"
@@ -62,7 +62,7 @@ public struct PredictionQueue: Sendable {
     }
 
     /// Extends the leases of the claims a replica holds.
-    func renew(_ claims: [String]) async throws {
+    package func renew(_ claims: [String]) async throws {
         guard !claims.isEmpty else { return }
         try await sql.raw("""
             UPDATE predictions SET lease_until = \(bind: Self.leaseEnd()) WHERE claim_id IN \(SQLBind.group(claims))
@@ -70,7 +70,7 @@ public struct PredictionQueue: Sendable {
     }
 
     /// Which of `claims` someone asked to cancel.
-    func cancelRequested(among claims: [String]) async throws -> [String] {
+    package func cancelRequested(among claims: [String]) async throws -> [String] {
         guard !claims.isEmpty else { return [] }
         struct Row: Decodable { var id: String }
         return try await sql.raw("""
@@ -79,7 +79,7 @@ public struct PredictionQueue: Sendable {
     }
 
     /// Cancels a prediction nobody has claimed; false when it is claimed or finished.
-    func cancelUnclaimed(_ id: String) async throws -> Bool {
+    package func cancelUnclaimed(_ id: String) async throws -> Bool {
         struct Row: Decodable { var id: String }
         return try await !sql.raw("""
             UPDATE predictions SET status = \(PredictionStatus.canceled), completed_at = \(bind: Timestamp.now()), cancel_requested = TRUE
@@ -89,7 +89,7 @@ public struct PredictionQueue: Sendable {
 
     /// Gives a waiting prediction back to the queue for another replica to claim (this one has
     /// nowhere to run it); false when the claim is no longer `claim`.
-    func release(_ id: String, claim: String) async throws -> Bool {
+    package func release(_ id: String, claim: String) async throws -> Bool {
         struct Row: Decodable { var id: String }
         return try await !sql.raw("""
             UPDATE predictions SET claimed_by = NULL, claim_id = NULL, lease_until = NULL
@@ -98,7 +98,7 @@ public struct PredictionQueue: Sendable {
     }
 
     /// Asks whoever holds the claim to cancel (they see the flag, or the event).
-    func requestCancel(_ id: String) async throws {
+    package func requestCancel(_ id: String) async throws {
         try await sql.raw("""
             UPDATE predictions SET cancel_requested = TRUE WHERE id = \(bind: id) AND status IN (\([PredictionStatus.starting, .processing]))
             """).run()
@@ -106,7 +106,7 @@ public struct PredictionQueue: Sendable {
 
     /// Handles claims whose lease ran out before `now`: requeued when nothing was produced and
     /// attempts remain, failed otherwise. Returns the ids of each.
-    func expireLeases(now: Date = Date()) async throws -> (requeued: [String], failed: [String]) {
+    package func expireLeases(now: Date = Date()) async throws -> (requeued: [String], failed: [String]) {
         struct Row: Decodable { var id: String }
         let cutoff = Timestamp.string(now)
         let failed = try await sql.raw("""
@@ -128,7 +128,7 @@ public struct PredictionQueue: Sendable {
     /// After a restart: what the previous process of `replica` (every replica's, with nil: the
     /// only server, on SQLite) was running fails (it may have had effects), what it had not
     /// started is queued again for anyone to claim. Claims of other live replicas are untouched.
-    func recoverAfterRestart(replica: String?) async throws -> (requeued: [String], failed: [String]) {
+    package func recoverAfterRestart(replica: String?) async throws -> (requeued: [String], failed: [String]) {
         struct Row: Decodable { var id: String }
         let mine: SQLQueryString = replica.map { " AND claimed_by = \(bind: $0)" } ?? ""
         let failed = try await sql.raw("""

@@ -19,7 +19,7 @@ public struct ModelRecord: Sendable, Codable, Hashable {
     public var repository: String { "\(owner)/\(name)" }
     public var isPublic: Bool { visibility == "public" }
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, owner, name, visibility, description, license, readme, hardware
         case ownerID = "owner_id"
         case createdAt = "created_at"
@@ -33,7 +33,7 @@ public struct VersionRecord: Sendable, Codable, Hashable {
     public var openapiSchema: String
     public var createdAt: String
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id
         case manifestDigest = "manifest_digest"
         case openapiSchema = "openapi_schema"
@@ -54,7 +54,7 @@ public struct ModelStore: Sendable {
         caches = database.caches
     }
 
-    static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.hardware, m.created_at"
+    package static let columns = "m.id, m.owner_id, a.username AS owner, m.name, m.visibility, m.description, m.license, m.readme, m.hardware, m.created_at"
 
     /// `visible` restricts rows to public models and those `viewer` may act for.
     private func visible(_ viewer: Principal?) -> SQLQueryString {
@@ -79,14 +79,14 @@ public struct ModelStore: Sendable {
     }
 
     /// A model by id (internal: deployments and predictions already passed their checks).
-    func model(id: String) async throws -> ModelRecord? {
+    package func model(id: String) async throws -> ModelRecord? {
         try await sql.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id WHERE m.id = \(bind: id)
             """).first(decoding: ModelRecord.self)
     }
 
     /// The model whatever its visibility (for deciding whether a name is taken).
-    func anyModel(owner: String, name: String) async throws -> ModelRecord? {
+    package func anyModel(owner: String, name: String) async throws -> ModelRecord? {
         try await sql.raw("""
             SELECT \(unsafeRaw: Self.columns) FROM models m JOIN accounts a ON a.id = m.owner_id
             WHERE a.username = \(bind: owner) AND m.name = \(bind: name)
@@ -96,16 +96,16 @@ public struct ModelStore: Sendable {
     public func createModel(owner: Account, name: String, visibility: String, description: String?, license: String?,
                             hardware: String = "cpu") async throws -> ModelRecord {
         guard HardwareInventory.isValidSKU(hardware) else {
-            throw RegistryError(400, "hardware \"\(hardware.prefix(64))\" is not a SKU: use lowercase letters, digits and '-' (for example cpu or gpu-a100); GET /v1/hardware lists what the fleet offers")
+            throw StoreError(.invalid, "hardware \"\(hardware.prefix(64))\" is not a SKU: use lowercase letters, digits and '-' (for example cpu or gpu-a100); GET /v1/hardware lists what the fleet offers")
         }
         guard AccountStore.isValidName(name) else {
-            throw RegistryError(400, "\"\(name)\" is not a valid model name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
+            throw StoreError(.invalid, "\"\(name)\" is not a valid model name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
         }
         guard visibility == "public" || visibility == "private" else {
-            throw RegistryError(400, "visibility must be public or private")
+            throw StoreError(.invalid, "visibility must be public or private")
         }
         if try await anyModel(owner: owner.username, name: name) != nil {
-            throw RegistryError(409, "the model name \(owner.username)/\(name) is taken")
+            throw StoreError(.conflict, "the model name \(owner.username)/\(name) is taken")
         }
         let record = ModelRecord(id: UUID().uuidString.lowercased(), ownerID: owner.id, owner: owner.username, name: name, visibility: visibility,
                                  description: description, license: license, readme: nil, hardware: hardware, createdAt: Timestamp.now())
@@ -146,7 +146,7 @@ public struct ModelStore: Sendable {
     public func pushedReadme(_ text: String, model: ModelRecord) async throws -> PushedReadme {
         struct Row: Decodable { var readme: String?; var readme_edited_at: String? }
         let row = try await sql.raw("SELECT readme, readme_edited_at FROM models WHERE id = \(bind: model.id)").first(decoding: Row.self)
-        guard let row else { throw RegistryError.notFound("model \(model.repository) does not exist") }
+        guard let row else { throw StoreError(.notFound, "model \(model.repository) does not exist", code: "NAME_UNKNOWN") }
         if row.readme == text { return .unchanged }
         if row.readme_edited_at != nil, row.readme?.isEmpty == false { return .kept }
         // Conditional, so an edit that lands between the read and this write wins.
@@ -209,7 +209,7 @@ public struct ModelStore: Sendable {
     }
 
     /// The manifest digest of version `version` of the model with id `modelID`.
-    func manifestDigest(modelID: String, version: String) async throws -> String? {
+    package func manifestDigest(modelID: String, version: String) async throws -> String? {
         struct Row: Decodable { var manifest_digest: String }
         return try await sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: modelID) AND id = \(bind: version)")
             .first(decoding: Row.self)?.manifest_digest
@@ -280,7 +280,7 @@ public struct ModelStore: Sendable {
         public var digest: String
         public var mediaType: String
         public var size: Int
-        enum CodingKeys: String, CodingKey { case digest, size; case mediaType = "media_type" }
+        package enum CodingKeys: String, CodingKey { case digest, size; case mediaType = "media_type" }
     }
 
     public func manifest(repository: String, digest: String) async throws -> ManifestRow? {
@@ -341,7 +341,7 @@ public struct ModelStore: Sendable {
     }
 
     /// Every manifest's digest (of every repository), or only those stored after `since`.
-    func manifestDigests(since: String? = nil) async throws -> Set<String> {
+    package func manifestDigests(since: String? = nil) async throws -> Set<String> {
         struct Row: Decodable { var digest: String }
         var query: SQLQueryString = "SELECT DISTINCT digest FROM manifests"
         if let since { query = query + " WHERE created_at >= \(bind: since)" }
@@ -350,7 +350,7 @@ public struct ModelStore: Sendable {
 
     /// Forgets a blob nobody touched since `cutoff` (its row and its repository links), in one
     /// conditional statement: false when a push touched it meanwhile, so it must stay.
-    func forgetBlob(_ digest: String, untouchedSince cutoff: String) async throws -> Bool {
+    package func forgetBlob(_ digest: String, untouchedSince cutoff: String) async throws -> Bool {
         struct Row: Decodable { var digest: String }
         try await sql.raw("""
             DELETE FROM blobs WHERE digest = \(bind: digest) AND COALESCE(touched_at, created_at) < \(bind: cutoff)

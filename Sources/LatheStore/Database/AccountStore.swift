@@ -13,7 +13,7 @@ public struct Account: Sendable, Codable, Hashable {
     public var isAdmin: Bool
     public var createdAt: String
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, username, kind, name
         case isAdmin = "is_admin"
         case createdAt = "created_at"
@@ -28,7 +28,7 @@ public struct TokenRecord: Sendable, Codable, Hashable {
     public var lastUsedAt: String?
     public var revokedAt: String?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, label
         case createdAt = "created_at"
         case lastUsedAt = "last_used_at"
@@ -46,23 +46,6 @@ public struct Principal: Sendable, Hashable {
     public func actsFor(_ ownerID: String) -> Bool {
         ownerID == user.id || organizationIDs.contains(ownerID)
     }
-}
-
-/// A mistake the caller can fix; rendered as the API's error shape with `status`.
-public struct RegistryError: Error, Sendable, CustomStringConvertible {
-    public var status: Int
-    public var message: String
-    /// OCI error code, for /v2 responses.
-    public var code: String
-
-    public init(_ status: Int, _ message: String, code: String = "DENIED") {
-        self.status = status
-        self.message = message
-        self.code = code
-    }
-
-    public var description: String { message }
-    static func notFound(_ message: String, code: String = "NAME_UNKNOWN") -> RegistryError { .init(404, message, code: code) }
 }
 
 /// Users, organizations, memberships and tokens.
@@ -98,13 +81,13 @@ public struct AccountStore: Sendable {
 
     private func create(_ username: String, kind: Account.Kind, passwordHash: String?, isAdmin: Bool) async throws -> Account {
         guard Self.isValidName(username) else {
-            throw RegistryError(400, "\"\(username)\" is not a valid name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
+            throw StoreError(.invalid, "\"\(username)\" is not a valid name: use lowercase letters, digits and single '-', '_' or '.' between them", code: "NAME_INVALID")
         }
         if Self.reservedNames.contains(username) {
-            throw RegistryError(409, "the name \"\(username)\" is reserved for the registry's own pages; choose another")
+            throw StoreError(.conflict, "the name \"\(username)\" is reserved for the registry's own pages; choose another")
         }
         if try await account(named: username) != nil {
-            throw RegistryError(409, "the name \"\(username)\" is taken")
+            throw StoreError(.conflict, "the name \"\(username)\" is taken")
         }
         let account = Account(id: UUID().uuidString.lowercased(), username: username, kind: kind, name: nil, isAdmin: isAdmin, createdAt: Timestamp.now())
         try await sql.raw("""
@@ -152,7 +135,7 @@ public struct AccountStore: Sendable {
         public var tokens: Int
         public var createdAt: String
 
-        enum CodingKeys: String, CodingKey {
+        package enum CodingKeys: String, CodingKey {
             case username, models, tokens
             case isAdmin = "is_admin", hasPassword = "has_password", disabledAt = "disabled_at", createdAt = "created_at"
         }
@@ -171,14 +154,14 @@ public struct AccountStore: Sendable {
     /// The user named `username`, or a sentence saying there is none.
     public func user(named username: String) async throws -> Account {
         guard let user = try await account(named: username), user.kind == .user else {
-            throw RegistryError(404, "there is no user named \(username); `lathe admin user list` lists them")
+            throw StoreError(.notFound, "there is no user named \(username); `lathe admin user list` lists them")
         }
         return user
     }
 
     /// Sets the user's web password (at least 8 characters).
     public func setPassword(_ user: Account, password: String) async throws {
-        guard password.count >= 8 else { throw RegistryError(400, "the password is shorter than 8 characters; choose a longer one") }
+        guard password.count >= 8 else { throw StoreError(.invalid, "the password is shorter than 8 characters; choose a longer one") }
         try await sql.raw("UPDATE accounts SET password_hash = \(bind: Bcrypt.hash(password, cost: 10)) WHERE id = \(bind: user.id)").run()
         try await accountsChanged()
     }
@@ -202,7 +185,7 @@ public struct AccountStore: Sendable {
         struct Count: Decodable { var count: Int }
         let models = try await sql.raw("SELECT COUNT(*) AS count FROM models WHERE owner_id = \(bind: user.id)").first(decoding: Count.self)?.count ?? 0
         guard models == 0 else {
-            throw RegistryError(409, "\(user.username) owns \(models) model\(models == 1 ? "" : "s"); delete them first (`DELETE /v1/models/\(user.username)/NAME`) or disable the user instead")
+            throw StoreError(.conflict, "\(user.username) owns \(models) model\(models == 1 ? "" : "s"); delete them first (`DELETE /v1/models/\(user.username)/NAME`) or disable the user instead")
         }
         struct Organization: Decodable { var username: String }
         let soleOwner = try await sql.raw("""
@@ -211,7 +194,7 @@ public struct AccountStore: Sendable {
               AND NOT EXISTS (SELECT 1 FROM memberships x WHERE x.organization_id = m.organization_id AND x.role = 'owner' AND x.user_id <> \(bind: user.id))
             """).all(decoding: Organization.self)
         guard soleOwner.isEmpty else {
-            throw RegistryError(409, "\(user.username) is the only owner of \(soleOwner.map(\.username).joined(separator: ", ")); give it another owner first")
+            throw StoreError(.conflict, "\(user.username) is the only owner of \(soleOwner.map(\.username).joined(separator: ", ")); give it another owner first")
         }
         try await database.transaction { sql in
             for table in ["tokens", "sessions", "memberships"] {
@@ -240,9 +223,9 @@ public struct AccountStore: Sendable {
 
     public func setMember(_ organization: Account, user: Account, role: String) async throws {
         guard organization.kind == .organization, user.kind == .user else {
-            throw RegistryError(400, "members are users, added to organizations")
+            throw StoreError(.invalid, "members are users, added to organizations")
         }
-        guard role == "owner" || role == "member" else { throw RegistryError(400, "role must be owner or member") }
+        guard role == "owner" || role == "member" else { throw StoreError(.invalid, "role must be owner or member") }
         try await sql.raw("""
             INSERT INTO memberships (organization_id, user_id, role) VALUES (\(bind: organization.id), \(bind: user.id), \(bind: role))
             ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
@@ -276,7 +259,7 @@ public struct AccountStore: Sendable {
 
     /// Creates a token; the returned secret is never stored, only its SHA-256.
     public func createToken(for user: Account, label: String) async throws -> (secret: String, record: TokenRecord) {
-        guard user.kind == .user else { throw RegistryError(400, "tokens belong to users, not organizations") }
+        guard user.kind == .user else { throw StoreError(.invalid, "tokens belong to users, not organizations") }
         // 40 characters from a 62-letter alphabet (~238 bits), drawn from the system's CSPRNG.
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
         var generator = SystemRandomNumberGenerator()
@@ -352,7 +335,7 @@ public struct AccountStore: Sendable {
         return Principal(user: user, organizationIDs: Set(organizations.map(\.organization_id)))
     }
 
-    static func hash(_ token: String) -> String {
+    package static func hash(_ token: String) -> String {
         SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -12,8 +12,8 @@ import NIOCore
 /// size, inode and change time, so a file replaced since is hashed again): a file that does not
 /// hold its digest's bytes is never used or served as that blob.
 public struct BlobCache: Sendable {
-    let store: any BlobStore
-    let folder: URL
+    package let store: any BlobStore
+    package let folder: URL
     private let verified = VerifiedFiles()
 
     public init(store: any BlobStore, folder: URL) {
@@ -31,7 +31,7 @@ public struct BlobCache: Sendable {
         try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
         let temporary = folder.appendingPathComponent(".download-\(UUID().uuidString)")
         guard FileManager.default.createFile(atPath: temporary.path, contents: nil), let handle = FileHandle(forWritingAtPath: temporary.path) else {
-            throw RegistryError(500, "cannot write to the blob cache at \(folder.path)")
+            throw StoreError(.failed, "cannot write to the blob cache at \(folder.path)")
         }
         defer { try? FileManager.default.removeItem(at: temporary) }
         var hasher = DigestWriter()
@@ -49,10 +49,10 @@ public struct BlobCache: Sendable {
         }
         let actual = hasher.finalize()
         guard actual == digest else {
-            throw RegistryError(500, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
+            throw StoreError(.failed, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
                                 code: "BLOB_UNKNOWN")
         }
-        guard rename(temporary.path, target.path) == 0 else { throw RegistryError(500, "cannot keep \(digest) in the blob cache") }
+        guard rename(temporary.path, target.path) == 0 else { throw StoreError(.failed, "cannot keep \(digest) in the blob cache") }
         return target
     }
 }
@@ -66,13 +66,13 @@ extension BlobCache {
 
     private func verify(_ file: URL, as digest: Digest) async throws {
         guard let identity = VerifiedFiles.identity(of: file.path) else {
-            throw RegistryError(404, "blob \(digest) is not in the blob store", code: "BLOB_UNKNOWN")
+            throw StoreError(.notFound, "blob \(digest) is not in the blob store", code: "BLOB_UNKNOWN")
         }
         if verified.contains(digest, identity) { return }
         // Hashing a large blob takes a while: never on a thread of the cooperative pool.
         let actual = try await onOwnThread { try FileHashing.digest(of: file).0 }
         guard actual == digest else {
-            throw RegistryError(500, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
+            throw StoreError(.failed, "blob \(digest) in the blob store has the digest \(actual): its bytes were altered; push the version again",
                                 code: "BLOB_UNKNOWN")
         }
         verified.insert(digest, identity)
@@ -85,13 +85,13 @@ final class VerifiedFiles: @unchecked Sendable {
     private let lock = NSLock()
     private var files: [Digest: Identity] = [:]
 
-    static func identity(of path: String) -> Identity? {
+    package static func identity(of path: String) -> Identity? {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
         return Identity(size: Int64(info.st_size), inode: UInt64(info.st_ino),
                         changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec))
     }
 
-    func contains(_ digest: Digest, _ identity: Identity) -> Bool { lock.withLock { files[digest] == identity } }
-    func insert(_ digest: Digest, _ identity: Identity) { lock.withLock { files[digest] = identity } }
+    package func contains(_ digest: Digest, _ identity: Identity) -> Bool { lock.withLock { files[digest] == identity } }
+    package func insert(_ digest: Digest, _ identity: Identity) { lock.withLock { files[digest] = identity } }
 }

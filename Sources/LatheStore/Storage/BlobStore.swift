@@ -1,6 +1,6 @@
 import Foundation
-import Hummingbird
 import LatheArchive
+import LatheSpec
 import NIOCore
 
 /// Where an object lives in a ``BlobStore``: `blobs/sha256/<hex>` (registry blobs: layers,
@@ -38,11 +38,38 @@ public struct BlobKey: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    static func isPlainName(_ name: String) -> Bool {
+    package static func isPlainName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 255 && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
     }
 
     public var description: String { path }
+
+    /// The output file a URL names: `/files/TOKEN/NAME` under `baseURL` (decoded), or under any
+    /// host when `baseURL` is nil; nil for anything else.
+    public static func output(url: String, baseURL: String?) -> BlobKey? {
+        let parts: [String]
+        if let baseURL {
+            let prefix = baseURL + "/files/"
+            guard url.hasPrefix(prefix) else { return nil }
+            parts = url.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
+        } else {
+            // URL.path is already decoded; a name never holds a "/".
+            guard let path = URL(string: url)?.path, path.hasPrefix("/files/") else { return nil }
+            parts = path.dropFirst("/files/".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        }
+        guard parts.count == 2 else { return nil }
+        return output(token: parts[0], name: parts[1])
+    }
+
+    /// Every output file a prediction's output names (see ``output(url:baseURL:)``).
+    public static func outputs(in value: JSONValue?, baseURL: String?) -> [BlobKey] {
+        switch value {
+        case .string(let text): return output(url: text, baseURL: baseURL).map { [$0] } ?? []
+        case .array(let items): return items.flatMap { outputs(in: $0, baseURL: baseURL) }
+        case .object(let object): return object.values.flatMap { outputs(in: $0, baseURL: baseURL) }
+        default: return []
+        }
+    }
 }
 
 /// One object found by ``BlobStore/list(under:)``.
@@ -104,8 +131,8 @@ public protocol BlobStore: Sendable {
 
 /// The answer to an upload whose bytes are not the digest the client names: one sentence for
 /// every store, with what to do.
-func uploadMismatch(size: Int64, actual: Digest, expected: Digest) -> RegistryError {
-    RegistryError(400, "the upload's \(size) bytes have digest \(actual), not \(expected): bytes are missing or differ; the upload is discarded, push the blob again",
+func uploadMismatch(size: Int64, actual: Digest, expected: Digest) -> StoreError {
+    StoreError(.invalid, "the upload's \(size) bytes have digest \(actual), not \(expected): bytes are missing or differ; the upload is discarded, push the blob again",
                   code: "DIGEST_INVALID")
 }
 
@@ -118,19 +145,11 @@ extension BlobStore {
         var data = Data()
         try await read(key, range: nil) { buffer in
             guard data.count + buffer.readableBytes <= limit else {
-                throw RegistryError(500, "\(key) is larger than \(limit) bytes", code: "BLOB_UNKNOWN")
+                throw StoreError(.failed, "\(key) is larger than \(limit) bytes", code: "BLOB_UNKNOWN")
             }
             data.append(contentsOf: buffer.readableBytesView)
         }
         return data
-    }
-
-    /// A response body that streams the object (or `range` of it).
-    public func responseBody(_ key: BlobKey, range: ClosedRange<Int64>? = nil) -> ResponseBody {
-        ResponseBody { writer in
-            try await read(key, range: range) { try await writer.write($0) }
-            try await writer.finish(nil)
-        }
     }
 
     /// Stores bytes held in memory (small objects: manifests).

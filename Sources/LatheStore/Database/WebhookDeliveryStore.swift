@@ -29,13 +29,29 @@ public struct WebhookDelivery: Sendable, Codable, Hashable {
     public var createdAt: String
     public var lastError: String?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, event, url, body, status, attempts
         case predictionID = "prediction_id"
         case accountID = "account_id"
         case nextAt = "next_at"
         case createdAt = "created_at"
         case lastError = "last_error"
+    }
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(id: String, predictionID: String, event: String, url: String, accountID: String, body: String, status: Status,
+                 attempts: Int, nextAt: String, createdAt: String, lastError: String? = nil) {
+        self.id = id
+        self.predictionID = predictionID
+        self.event = event
+        self.url = url
+        self.accountID = accountID
+        self.body = body
+        self.status = status
+        self.attempts = attempts
+        self.nextAt = nextAt
+        self.createdAt = createdAt
+        self.lastError = lastError
     }
 }
 
@@ -48,14 +64,14 @@ public struct WebhookDeliveryStore: Sendable {
     public static let lease: TimeInterval = 30
 
     let sql: any SQLDatabase
-    let kind: RegistryDatabase.Kind
+    package let kind: RegistryDatabase.Kind
 
     public init(database: RegistryDatabase) {
         sql = database.sql
         kind = database.kind
     }
 
-    static let columns = "id, prediction_id, event, url, account_id, body, status, attempts, next_at, created_at, last_error"
+    package static let columns = "id, prediction_id, event, url, account_id, body, status, attempts, next_at, created_at, last_error"
 
     /// Records a delivery to make now; a second one with the same id (the same event of the
     /// same prediction, recorded again after a restart) is ignored.

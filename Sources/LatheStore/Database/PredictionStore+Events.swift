@@ -17,16 +17,22 @@ public struct PredictionChange: Sendable, Equatable {
 }
 
 /// What a running prediction produced since its last progress write.
-struct ProgressDelta: Sendable, Codable, Equatable {
-    var output: [JSONValue]
-    var logs: String
+package struct ProgressDelta: Sendable, Codable, Equatable {
+    package var output: [JSONValue]
+    package var logs: String
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(output: [JSONValue], logs: String) {
+        self.output = output
+        self.logs = logs
+    }
 }
 
 extension PredictionStore {
     /// Streamed output and logs so far, with what is new since the last write appended to the
     /// event log in the same statement (PostgreSQL, which also tells every replica) or
     /// transaction (SQLite). The first such write also marks the prediction processing.
-    func updateProgress(_ id: String, output: String?, logs: String, delta: ProgressDelta, startedAt: String, claim: String? = nil) async throws {
+    package func updateProgress(_ id: String, output: String?, logs: String, delta: ProgressDelta, startedAt: String, claim: String? = nil) async throws {
         let data = String(decoding: try JSONEncoder().encode(delta), as: UTF8.self)
         let now = Timestamp.now()
         let update: SQLQueryString = """
@@ -44,7 +50,7 @@ extension PredictionStore {
     /// On PostgreSQL the same statement appends the `done` event and tells every replica
     /// (`NOTIFY`), so a finished prediction costs one round trip.
     @discardableResult
-    func complete(_ id: String, status: PredictionStatus, output: String?, error: String?, logs: String, metrics: String,
+    package func complete(_ id: String, status: PredictionStatus, output: String?, error: String?, logs: String, metrics: String,
                   startedAt: String? = nil, completedAt: String? = nil, input: String? = nil, claim: String? = nil) async throws -> Bool {
         // Indexed first: a file is never named by a row that garbage collection cannot see.
         try await Self.indexOutputFiles(sql, prediction: id, output: output)
@@ -99,7 +105,7 @@ extension PredictionStore {
 
     /// The prediction with the newest event logged for it, in one read: a stream sends what the
     /// row holds and follows the events after `seq`.
-    func snapshot(_ id: String) async throws -> (record: PredictionRecord, seq: Int64)? {
+    package func snapshot(_ id: String) async throws -> (record: PredictionRecord, seq: Int64)? {
         struct Row: Decodable {
             var record: PredictionRecord
             var seq: Int64
@@ -122,7 +128,7 @@ extension PredictionStore {
     }
 
     /// The events of a prediction after `seq`, oldest first.
-    func changes(of id: String, after seq: Int64) async throws -> [PredictionChange] {
+    package func changes(of id: String, after seq: Int64) async throws -> [PredictionChange] {
         struct Row: Decodable { var seq: Int64; var kind: String; var data: String }
         return try await sql.raw("""
             SELECT seq, kind, data FROM prediction_events WHERE prediction_id = \(bind: id) AND seq > \(bind: seq) ORDER BY seq
@@ -141,7 +147,7 @@ extension PredictionStore {
 
     /// Drops events older than `cutoff`. A stream starts from the row, so the log only has to
     /// reach back as far as the slowest stream that is following it.
-    func removeEvents(before cutoff: String) async throws {
+    package func removeEvents(before cutoff: String) async throws {
         try await sql.raw("DELETE FROM prediction_events WHERE created_at < \(bind: cutoff)").run()
     }
 }

@@ -9,7 +9,7 @@ public struct WorkerTokenRecord: Sendable, Codable, Hashable {
     public var createdAt: String
     public var revokedAt: String?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case id, name
         case createdAt = "created_at"
         case revokedAt = "revoked_at"

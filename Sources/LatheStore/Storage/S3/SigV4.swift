@@ -71,7 +71,7 @@ public struct SigV4: Sendable {
         return Self.hex(HMAC<SHA256>.authenticationCode(for: Data(toSign.utf8), using: key))
     }
 
-    static func host(_ url: URL) -> String {
+    package static func host(_ url: URL) -> String {
         let host = url.host ?? ""
         guard let port = url.port, !(url.scheme == "http" && port == 80), !(url.scheme == "https" && port == 443) else { return host }
         return "\(host):\(port)"
@@ -86,7 +86,7 @@ public struct SigV4: Sendable {
     }
 
     /// RFC 3986 encoding as SigV4 wants it: everything but unreserved characters (and `/` in paths).
-    static func encode(_ text: String, keepSlash: Bool = false) -> String {
+    package static func encode(_ text: String, keepSlash: Bool = false) -> String {
         var result = ""
         for byte in text.utf8 {
             switch byte {
@@ -107,7 +107,7 @@ public struct SigV4: Sendable {
         return path.isEmpty ? "/" : encode(path, keepSlash: true)
     }
 
-    static func queryItems(_ url: URL) -> [(String, String)] {
+    package static func queryItems(_ url: URL) -> [(String, String)] {
         (URLComponents(url: url, resolvingAgainstBaseURL: false)?.queryItems ?? []).map { ($0.name, $0.value ?? "") }
     }
 
@@ -117,5 +117,5 @@ public struct SigV4: Sendable {
         return sorted.map { "\($0.name)=\($0.value)" }.joined(separator: "&")
     }
 
-    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { bytes.map { String(format: "%02x", $0) }.joined() }
+    package static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { bytes.map { String(format: "%02x", $0) }.joined() }
 }

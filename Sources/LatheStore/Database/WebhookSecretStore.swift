@@ -2,16 +2,16 @@ import Foundation
 import SQLKit
 
 /// Each account's webhook signing secret (`whsec_…`), created on first use.
-struct WebhookSecretStore: Sendable {
+package struct WebhookSecretStore: Sendable {
     let sql: any SQLDatabase
 
-    init(database: RegistryDatabase) {
+    package init(database: RegistryDatabase) {
         sql = database.sql
     }
 
     /// The account's secret, made from 32 random bytes the first time it is asked for (a race
     /// between replicas keeps whichever row was written first).
-    func secret(for accountID: String) async throws -> String {
+    package func secret(for accountID: String) async throws -> String {
         struct Row: Decodable { var secret: String }
         if let row = try await sql.raw("SELECT secret FROM webhook_secrets WHERE account_id = \(bind: accountID)").first(decoding: Row.self) {
             return row.secret

@@ -19,6 +19,21 @@ public struct WorkerRecord: Sendable, Equatable {
     public var reportedAt: Date
     /// Counted present until then (a long poll held by any replica pushes it forward).
     public var seenUntil: Date
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(id: String, name: String, tokenID: String, version: String, hardware: HardwareInventory, capacity: Int,
+                 cached: Set<String>, reported: Set<String>, reportedAt: Date, seenUntil: Date) {
+        self.id = id
+        self.name = name
+        self.tokenID = tokenID
+        self.version = version
+        self.hardware = hardware
+        self.capacity = capacity
+        self.cached = cached
+        self.reported = reported
+        self.reportedAt = reportedAt
+        self.seenUntil = seenUntil
+    }
 }
 
 /// An instance on a worker, and the replica that placed it and runs its predictions (the
@@ -32,6 +47,16 @@ public struct WorkerInstanceRecord: Sendable, Equatable {
     public var replicaURL: String
     public var tokenID: String
     public var modelID: String
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(id: String, workerID: String, replica: String, replicaURL: String, tokenID: String, modelID: String) {
+        self.id = id
+        self.workerID = workerID
+        self.replica = replica
+        self.replicaURL = replicaURL
+        self.tokenID = tokenID
+        self.modelID = modelID
+    }
 }
 
 /// The fleet in the metadata store (DESIGN §6): workers, the instances each replica placed on
@@ -40,7 +65,7 @@ public struct WorkerInstanceRecord: Sendable, Equatable {
 /// event). Capacity is decided under a row lock on the worker (PostgreSQL) or in one statement
 /// (SQLite, one writer), so two replicas never overfill a worker.
 public struct WorkerStore: Sendable {
-    let database: RegistryDatabase
+    package let database: RegistryDatabase
     var sql: any SQLDatabase { database.sql }
 
     public init(database: RegistryDatabase) {
@@ -48,18 +73,18 @@ public struct WorkerStore: Sendable {
     }
 
     private struct WorkerRow: Decodable {
-        var id: String
-        var name: String
+        package var id: String
+        package var name: String
         var token_id: String
-        var version: String
-        var hardware: String
-        var capacity: Int
-        var cached: String
-        var reported: String
+        package var version: String
+        package var hardware: String
+        package var capacity: Int
+        package var cached: String
+        package var reported: String
         var reported_at: String
-        var seen_until: String
+        package var seen_until: String
 
-        var record: WorkerRecord {
+        package var record: WorkerRecord {
             let decoder = JSONDecoder()
             let hardware = (try? decoder.decode(HardwareInventory.self, from: Data(self.hardware.utf8)))
                 ?? HardwareInventory(cpus: 0, memoryBytes: 0, gpus: [], labels: [])
@@ -71,14 +96,14 @@ public struct WorkerStore: Sendable {
     }
 
     private struct InstanceRow: Decodable {
-        var id: String
+        package var id: String
         var worker_id: String
-        var replica: String
+        package var replica: String
         var replica_url: String
         var token_id: String
         var model_id: String
 
-        var record: WorkerInstanceRecord {
+        package var record: WorkerInstanceRecord {
             WorkerInstanceRecord(id: id, workerID: worker_id, replica: replica, replicaURL: replica_url, tokenID: token_id, modelID: model_id)
         }
     }
@@ -86,7 +111,7 @@ public struct WorkerStore: Sendable {
     private static let workerColumns: SQLQueryString = "id, name, token_id, version, hardware, capacity, cached, reported, reported_at, seen_until"
     private static let instanceColumns: SQLQueryString = "id, worker_id, replica, replica_url, token_id, model_id"
 
-    static func json(_ names: Set<String>) -> String {
+    package static func json(_ names: Set<String>) -> String {
         String(decoding: (try? JSONEncoder().encode(names.sorted())) ?? Data("[]".utf8), as: UTF8.self)
     }
 

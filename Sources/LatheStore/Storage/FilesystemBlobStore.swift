@@ -26,7 +26,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
     /// Upload ids are the registry's own (UUIDs); anything else names no upload.
     private func uploadPath(_ id: String) throws -> String {
         guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == "-") }) else {
-            throw RegistryError(404, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
+            throw StoreError(.notFound, "upload \(id.prefix(64)) is unknown", code: "BLOB_UPLOAD_UNKNOWN")
         }
         return root.appendingPathComponent("uploads/\(id)").path
     }
@@ -47,7 +47,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
 
     public func read(_ key: BlobKey, range: ClosedRange<Int64>?, into write: (ByteBuffer) async throws -> Void) async throws {
         let fd = open(url(key).path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RegistryError(404, "\(key) does not exist", code: "BLOB_UNKNOWN") }
+        guard fd >= 0 else { throw StoreError(.notFound, "\(key) does not exist", code: "BLOB_UNKNOWN") }
         defer { close(fd) }
         var position = range?.lowerBound ?? 0
         let end = range.map { $0.upperBound + 1 } ?? Int64.max
@@ -73,7 +73,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         try FileManager.default.copyItem(at: file, to: temporary)
         guard rename(temporary.path, target.path) == 0 else {
             try? FileManager.default.removeItem(at: temporary)
-            throw RegistryError(500, "cannot store \(key): \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.failed, "cannot store \(key): \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
         }
         try? FileManager.default.removeItem(at: file)
     }
@@ -142,34 +142,34 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         // Files are renamed into place, so a named digest saves nothing here; it is kept only to
         // hold the client to it, as the S3 store does.
         if let digest, !FileManager.default.createFile(atPath: try namedDigestPath(id), contents: Data(digest.description.utf8)) {
-            throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.failed, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
         }
         guard FileManager.default.createFile(atPath: try uploadPath(id), contents: nil) else {
-            throw RegistryError(500, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.failed, "cannot create upload file", code: "BLOB_UPLOAD_INVALID")
         }
     }
 
     public func append<Body: AsyncSequence & Sendable>(_ id: String, body: Body, at offset: Int64, limit: Int64) async throws -> Int64
         where Body.Element == ByteBuffer {
         let fd = open(try uploadPath(id), O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        guard fd >= 0 else { throw StoreError(.notFound, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0, Int64(info.st_size) == offset else {
-            throw RegistryError(416, "upload \(id) has \(info.st_size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.badRange, "upload \(id) has \(info.st_size) bytes, not \(offset)", code: "BLOB_UPLOAD_INVALID")
         }
         var position = offset
         do {
             for try await buffer in body {
                 let (sum, overflow) = position.addingReportingOverflow(Int64(buffer.readableBytes))
                 if overflow || sum - offset > limit {
-                    throw RegistryError(413, "body is larger than \(limit) bytes", code: "SIZE_INVALID")
+                    throw StoreError(.tooLarge, "body is larger than \(limit) bytes", code: "SIZE_INVALID")
                 }
                 try buffer.withUnsafeReadableBytes { bytes in
                     var written = 0
                     while written < bytes.count {
                         let count = pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(position) + off_t(written))
-                        if count < 0 { if errno == EINTR { continue }; throw RegistryError(500, "cannot write upload", code: "BLOB_UPLOAD_INVALID") }
+                        if count < 0 { if errno == EINTR { continue }; throw StoreError(.failed, "cannot write upload", code: "BLOB_UPLOAD_INVALID") }
                         written += count
                     }
                 }
@@ -184,16 +184,16 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
     }
 
     public func finishUpload(_ id: String, as expected: Digest) async throws -> Int64 {
-        guard let size = try await uploadSize(id) else { throw RegistryError(404, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
+        guard let size = try await uploadSize(id) else { throw StoreError(.notFound, "upload \(id) is unknown", code: "BLOB_UPLOAD_UNKNOWN") }
         let path = try uploadPath(id)
         if let named = (try? String(contentsOfFile: try namedDigestPath(id), encoding: .utf8)).flatMap(Digest.init(parsing:)), named != expected {
             try await discardUpload(id)
-            throw RegistryError(400, "upload \(id) was started for \(named) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
+            throw StoreError(.invalid, "upload \(id) was started for \(named) (Lathe-Upload-Digest), not \(expected); start a new upload for \(expected)",
                                 code: "DIGEST_INVALID")
         }
         // Hashed as stored, on a thread of its own (a large blob takes a while).
         let (actual, hashed) = try await onOwnThread { try FileHashing.digest(of: URL(fileURLWithPath: path)) }
-        guard hashed == size else { throw RegistryError(409, "upload \(id) changed while it was being committed; ask GET for its Range and resume", code: "BLOB_UPLOAD_INVALID") }
+        guard hashed == size else { throw StoreError(.conflict, "upload \(id) changed while it was being committed; ask GET for its Range and resume", code: "BLOB_UPLOAD_INVALID") }
         guard actual == expected else {
             // The upload ends here: its bytes are not what the client meant to send.
             try await discardUpload(id)
@@ -202,7 +202,7 @@ public final class FilesystemBlobStore: BlobStore, @unchecked Sendable {
         // Renamed over any file already there: these bytes were just checked, an older file
         // (from before that check existed) may not have been; readers keep the file they opened.
         guard rename(try uploadPath(id), url(.blob(expected)).path) == 0 else {
-            throw RegistryError(500, "cannot store blob: \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
+            throw StoreError(.failed, "cannot store blob: \(String(cString: strerror(errno)))", code: "BLOB_UPLOAD_INVALID")
         }
         try await discardUpload(id)
         return size

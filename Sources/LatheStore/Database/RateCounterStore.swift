@@ -11,7 +11,7 @@ public struct RateCounterStore: Sendable {
     }
 
     /// Adds `amount` to `key`'s count in the minute starting at `window` and returns the new total.
-    func add(_ amount: Int, to key: String, window: String) async throws -> Int {
+    package func add(_ amount: Int, to key: String, window: String) async throws -> Int {
         struct Row: Decodable { var count: Int }
         return try await sql.raw("""
             INSERT INTO rate_counters (key, window_start, count) VALUES (\(bind: key), \(bind: window), \(bind: amount))
@@ -21,7 +21,7 @@ public struct RateCounterStore: Sendable {
     }
 
     /// Forgets windows that ended before `cutoff`.
-    func removeOld(before cutoff: String) async throws {
+    package func removeOld(before cutoff: String) async throws {
         try await sql.raw("DELETE FROM rate_counters WHERE window_start < \(bind: cutoff)").run()
     }
 }

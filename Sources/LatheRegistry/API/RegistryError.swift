@@ -1,0 +1,41 @@
+import LatheStore
+
+/// A mistake the caller can fix; rendered as the API's error shape with `status`.
+public struct RegistryError: Error, Sendable, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    /// OCI error code, for /v2 responses.
+    public var code: String
+
+    public init(_ status: Int, _ message: String, code: String = "DENIED") {
+        self.status = status
+        self.message = message
+        self.code = code
+    }
+
+    public var description: String { message }
+    static func notFound(_ message: String, code: String = "NAME_UNKNOWN") -> RegistryError { .init(404, message, code: code) }
+}
+
+extension RegistryError {
+    /// A store's error as the HTTP surfaces answer it.
+    init(_ error: StoreError) {
+        let status: Int = switch error.kind {
+        case .invalid: 400
+        case .notFound: 404
+        case .conflict: 409
+        case .tooLarge: 413
+        case .badRange: 416
+        case .failed: 500
+        case .unavailable: 503
+        }
+        self.init(status, error.message, code: error.code ?? "DENIED")
+    }
+
+    /// `error` as the HTTP surfaces answer it, when it is one of theirs or a store's.
+    static func from(_ error: any Error) -> RegistryError? {
+        if let error = error as? RegistryError { return error }
+        if let error = error as? StoreError { return RegistryError(error) }
+        return nil
+    }
+}
