@@ -89,10 +89,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The execution core (DESIGN §5–§6): intake, claims, decider, instance pool, fleet,
+        // executor, completer, waiters, webhooks and the background services; no HTTP surface.
+        .target(
+            name: "LatheCore",
+            dependencies: [
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         .target(
             name: "LatheRegistry",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore", "CMarkGFM",
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore", "LatheCore", "CMarkGFM",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -142,7 +155,7 @@ let package = Package(
         .executableTarget(
             name: "lathe",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheStore", "LatheRegistry", "LatheClient", "LatheWorker",
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheTemplates", "LatheStore", "LatheCore", "LatheRegistry", "LatheClient", "LatheWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -154,7 +167,7 @@ let package = Package(
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRegistryTests", dependencies: [
-            "LatheStore", "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
+            "LatheStore", "LatheCore", "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),

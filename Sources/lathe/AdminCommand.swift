@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LatheRegistry
+import LatheCore
 import LatheStore
 import Logging
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import LatheRegistry
+import LatheCore
 import LatheStore
 import LatheRunner
 import LatheSpec

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import LatheArchive
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import NIOCore
 import LatheTestSupport

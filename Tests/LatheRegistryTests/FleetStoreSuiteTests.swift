@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import LatheRunner
 import LatheSpec

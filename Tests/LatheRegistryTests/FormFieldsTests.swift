@@ -2,6 +2,7 @@ import Foundation
 import LatheSpec
 import Testing
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 
 @Suite("the run form generated from a spec")

@@ -1,5 +1,6 @@
 import Testing
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 
 @Suite("readme Markdown")

@@ -1,5 +1,6 @@
 import Foundation
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import Testing
 

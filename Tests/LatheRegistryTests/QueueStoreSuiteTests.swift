@@ -3,6 +3,7 @@ import LatheSpec
 import Logging
 import Testing
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import LatheTestSupport
 

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import Testing
 

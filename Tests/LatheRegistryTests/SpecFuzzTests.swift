@@ -3,6 +3,7 @@ import LatheSpec
 import LatheTestSupport
 import Testing
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 
 /// Issue 19: every field of a spec, as a pushed config's JSON and as `lathe.yaml` text, with

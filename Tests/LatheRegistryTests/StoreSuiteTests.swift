@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import LatheRegistry
+@testable import LatheCore
 @testable import LatheStore
 import LatheTestSupport
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import LatheSpec
 import LatheStore
+import LatheCore
 
 /// `/v1/account`, `/v1/tokens` and `/v1/organizations`: Lathe's additions in Replicate's style.
 struct AccountRoutes {

@@ -5,6 +5,7 @@ import LatheSpec
 import NIOCore
 import NIOFoundationCompat
 import LatheStore
+import LatheCore
 
 /// `/v1/models…`: models and versions in Replicate's shapes.
 struct ModelRoutes {

@@ -5,6 +5,7 @@ import Hummingbird
 import LatheSpec
 import Logging
 import LatheStore
+import LatheCore
 
 extension RegistryError {
     /// The error as Replicate's API shapes it: RFC 7807 problem JSON.
@@ -30,6 +31,8 @@ extension RegistryError {
             self = error
         case let error as StoreError:
             // A store's own error: its kind chooses the status.
+            self.init(error)
+        case let error as CoreError:
             self.init(error)
         case is NIOTooManyBytesError:
             self.init(413, "the request body is too large for \(request.uri.path); send less, or large files through /v1/files", code: "SIZE_INVALID")
@@ -99,7 +102,3 @@ func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok) throws 
     Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: value.serialized())))
 }
 
-extension JSONValue {
-    /// `.string` or `.null`.
-    static func optional(_ text: String?) -> JSONValue { text.map(JSONValue.string) ?? .null }
-}

@@ -1,3 +1,4 @@
+import LatheCore
 import LatheStore
 
 /// A mistake the caller can fix; rendered as the API's error shape with `status`.
@@ -32,10 +33,13 @@ extension RegistryError {
         self.init(status, error.message, code: error.code ?? "DENIED")
     }
 
-    /// `error` as the HTTP surfaces answer it, when it is one of theirs or a store's.
-    static func from(_ error: any Error) -> RegistryError? {
-        if let error = error as? RegistryError { return error }
-        if let error = error as? StoreError { return RegistryError(error) }
-        return nil
+    /// The core's error as the HTTP surfaces answer it.
+    init(_ error: CoreError) {
+        let status: Int = switch error.kind {
+        case .invalid: 400
+        case .notFound: 404
+        case .failed: 500
+        }
+        self.init(status, error.message)
     }
 }

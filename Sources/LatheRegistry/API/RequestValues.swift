@@ -127,16 +127,3 @@ enum RequestValues {
     }
 }
 
-extension Task where Success == Never, Failure == Never {
-    /// Sleeps for `seconds`, whatever number it is given: NaN, negative and infinite values sleep
-    /// not at all or at most a day at a time, so no caller can trap converting to nanoseconds.
-    static func sleep(seconds: Double) async throws {
-        guard seconds.isFinite, seconds > 0 else { return }
-        var remaining = seconds
-        while remaining > 0 {
-            let step = min(remaining, 86_400)
-            try await Task.sleep(nanoseconds: UInt64(step * 1_000_000_000))
-            remaining -= step
-        }
-    }
-}

@@ -1,6 +1,7 @@
 import Foundation
 import LatheSpec
 import LatheStore
+import LatheCore
 
 /// Replicate's JSON shapes for models and versions (shared/reference/replicate-api.md §2).
 enum WireShapes {

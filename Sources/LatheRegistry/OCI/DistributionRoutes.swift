@@ -5,6 +5,7 @@ import LatheSpec
 import NIOCore
 import NIOFoundationCompat
 import LatheStore
+import LatheCore
 
 /// `/v2/…`: the OCI distribution API over the registry's models (`/v2/<owner>/<name>/…`).
 struct DistributionRoutes {

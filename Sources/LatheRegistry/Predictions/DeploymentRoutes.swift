@@ -3,6 +3,7 @@ import Hummingbird
 import LatheRunner
 import LatheSpec
 import LatheStore
+import LatheCore
 
 /// `/v1/deployments…` in Replicate's shapes, and predictions through a deployment.
 struct DeploymentRoutes {
@@ -38,15 +39,6 @@ struct DeploymentRoutes {
         }
     }
 
-    /// Deployments are restored (their minimum instances started) when the server starts.
-    static func restore(registry: Registry, scheduler: Scheduler) async throws {
-        let rows = try await DeploymentStore(database: registry.database).all()
-        for row in rows {
-            guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version) else { continue }
-            try await scheduler.setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances, max: row.maxInstances, account: row.ownerID,
-                                          hardware: row.hardware)
-        }
-    }
 
     private func signedIn(_ context: RegistryContext) throws -> Principal {
         guard let principal = context.principal else { throw RegistryError(401, "authentication required") }

@@ -7,6 +7,7 @@ import LatheSpec
 import MultipartKit
 import NIOCore
 import LatheStore
+import LatheCore
 
 /// `/v1/files`: multipart upload (streamed to disk, 100 MB at most), list, get, delete. A
 /// prediction input may then name the file's `urls.get`, which the server resolves itself.
@@ -16,9 +17,7 @@ struct FileRoutes {
     var files: FileStore { FileStore(database: registry.database) }
 
     /// Ids are `PredictionService.newID()`: 26 lowercase base32 characters (never a path).
-    static func isID(_ id: String) -> Bool {
-        id.count == 26 && id.allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
-    }
+    static func isID(_ id: String) -> Bool { PredictionService.isID(id) }
 
     /// Stores a file a web form streamed to disk as `owner`'s, like an upload to /v1/files;
     /// returns the URL a prediction input names it by.
@@ -36,17 +35,6 @@ struct FileRoutes {
     /// Where an upload streams before it is complete (on this machine; stored in the blob store then).
     static func partialPath(_ id: String, registry: Registry) -> URL {
         registry.scratch.appendingPathComponent("files/.partial-\(id)")
-    }
-
-    /// Removes partial uploads left by a crash or a dropped connection.
-    static func removePartialUploads(untouchedSince date: Date, registry: Registry) {
-        let folder = registry.scratch.appendingPathComponent("files")
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".partial-") {
-            let url = folder.appendingPathComponent(name)
-            if let modified = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date, modified < date {
-                try? FileManager.default.removeItem(at: url)
-            }
-        }
     }
 
     /// 413 when `adding` bytes would take `owner` past the operator's quota.

@@ -5,6 +5,7 @@ import LatheSpec
 import NIOCore
 import NIOFoundationCompat
 import LatheStore
+import LatheCore
 
 /// `/v1/predictions…` and `/v1/models/{o}/{n}/predictions` in Replicate's shapes, plus the
 /// `/files/…` URLs of output files.
@@ -307,18 +308,3 @@ struct PredictionRoutes {
 
 }
 
-/// Specs by manifest digest: a version's content never changes, so it is decoded once.
-final class SpecCache: @unchecked Sendable {
-    static let shared = SpecCache()
-    private let lock = NSLock()
-    private var specs: [String: ModelSpec] = [:]
-
-    func get(_ key: String) -> ModelSpec? { lock.withLock { specs[key] } }
-
-    func set(_ key: String, _ spec: ModelSpec) {
-        lock.withLock {
-            if specs.count > 1000 { specs.removeAll() }
-            specs[key] = spec
-        }
-    }
-}

@@ -1,6 +1,7 @@
 import Foundation
 import LatheSpec
 import LatheStore
+import LatheCore
 
 /// What the prediction page shows of a prediction: outputs by type, the input (secrets masked),
 /// timings.

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LatheStore
+import LatheCore
 
 /// Sign up, sign in and out, the account page (tokens, webhook secret, acting as), organizations.
 extension WebApp {

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import LatheStore
+import LatheCore
 
 /// Operator settings for the web UI.
 public struct WebSettings: Sendable {

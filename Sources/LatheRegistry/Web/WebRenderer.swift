@@ -3,6 +3,7 @@ import Hummingbird
 import Mustache
 import NIOCore
 import LatheStore
+import LatheCore
 
 /// Renders the web UI's Mustache templates (shipped as resources) into HTML responses.
 /// Mustache escapes every `{{value}}`; only `{{{html}}}` from `Markdown` is inserted raw.
@@ -83,7 +84,9 @@ struct WebMiddleware: RouterMiddleware {
             do {
                 response = try await next(request, context)
             } catch let error as StoreError {
-                // A store's own error, as the pages answer it.
+                // A store's or the core's own error, as the pages answer it.
+                throw RegistryError(error)
+            } catch let error as CoreError {
                 throw RegistryError(error)
             }
         } catch let error as RegistryError {

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import LatheStore
+import LatheCore
 
 /// `/internal/v1/workers/…`: the worker protocol (docs/worker-protocol.md). Only requests with
 /// a worker token get here; every route under a worker id checks that the same token

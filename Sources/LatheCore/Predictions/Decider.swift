@@ -2,82 +2,82 @@ import Foundation
 
 /// What the decider is shown: a copy of the queues, instances, boots and places at one moment,
 /// holding no references, so ``Decider/plan(_:versions:)`` is a pure function of it.
-struct FleetView: Sendable {
+package struct FleetView: Sendable {
     /// One instance: where it runs, for whom, and how full it is.
-    struct Instance: Sendable, Equatable {
-        var key: Int
-        var version: String
-        var account: String
-        var location: InstanceLocation
-        var sku: String
-        var running = 0
+    package struct Instance: Sendable, Equatable {
+        package var key: Int
+        package var version: String
+        package var account: String
+        package var location: InstanceLocation
+        package var sku: String
+        package var running = 0
         /// Predictions it may run at once (the spec's `concurrency`).
-        var slots = 1
+        package var slots = 1
         /// False once its process crashed or its worker was lost.
-        var alive = true
-        var lastUsed = Date()
+        package var alive = true
+        package var lastUsed = Date()
         /// The embedded worker's GPUs it holds, by SKU (free again when it stops).
-        var gpus: [String] = []
+        package var gpus: [String] = []
 
-        var busy: Bool { running > 0 }
+        package var busy: Bool { running > 0 }
         var hasRoom: Bool { running < slots }
     }
 
     /// A prediction waiting in this replica's queue of a version.
-    struct Waiting: Sendable, Equatable {
-        var id: String
-        var account: String
-        var createdAt: String
+    package struct Waiting: Sendable, Equatable {
+        package var id: String
+        package var account: String
+        package var createdAt: String
     }
 
     /// A deployment's bounds on a version's instances, and the account that owns it.
-    struct Bounds: Sendable, Equatable {
-        var min: Int
-        var max: Int
-        var account: String
+    package struct Bounds: Sendable, Equatable {
+        package var min: Int
+        package var max: Int
+        package var account: String
     }
 
     /// A version with waiting work or instances.
-    struct Version: Sendable {
-        var queue: [Waiting] = []
+    package struct Version: Sendable {
+        package var queue: [Waiting] = []
         /// The SKU it runs on (its deployment's, else its model's).
-        var sku = "cpu"
+        package var sku = "cpu"
         /// Predictions one instance of it runs at once.
-        var concurrency = 1
+        package var concurrency = 1
         /// Instances of it being booted.
-        var booting = 0
-        var bounds: Bounds?
+        package var booting = 0
+        package var bounds: Bounds?
     }
 
     /// A place that runs instances: the embedded worker or a remote one, with the instances
     /// other replicas placed there (its capacity is shared).
-    struct Offer: Sendable, Equatable {
-        var location: InstanceLocation
-        var skus: [String]
-        var cached: Set<String> = []
-        var capacity: Int
-        var elsewhere = 0
+    package struct Offer: Sendable, Equatable {
+        package var location: InstanceLocation
+        package var skus: [String]
+        package var cached: Set<String> = []
+        package var capacity: Int
+        package var elsewhere = 0
     }
 
-    var versions: [String: Version] = [:]
-    var instances: [Instance] = []
+    package var versions: [String: Version] = [:]
+    package var instances: [Instance] = []
     /// Boots in flight, by the account they are for and by where they go.
     var bootingFor: [String: Int] = [:]
     var bootingAt: [InstanceLocation: Int] = [:]
-    var offers: [Offer] = []
+    package var offers: [Offer] = []
     /// The embedded worker's free GPUs, one SKU per GPU.
-    var freeGPUs: [String] = []
-    var maxInstancesPerVersion = 2
+    package var freeGPUs: [String] = []
+    package var maxInstancesPerVersion = 2
     /// Most instances one account's work may hold.
-    var perAccountLimit = 1
+    package var perAccountLimit = 1
     /// Whether this replica keeps deployments' minimums (the leader does).
-    var isLeader = true
+    package var isLeader = true
     /// Whether replicas share the queue (PostgreSQL): one without a worker hands work back.
-    var sharedQueue = false
+    package var sharedQueue = false
 }
 
 /// What the scheduler does for a plan, in order.
-enum SchedulerAction: Sendable, Equatable {
+package enum SchedulerAction: Sendable, Equatable {
     /// Runs a waiting prediction on an instance with a free slot.
     case start(prediction: String, version: String, instance: Int)
     /// Stops an instance: idle on hardware its version no longer asks for, idle past the
@@ -97,12 +97,12 @@ enum SchedulerAction: Sendable, Equatable {
 /// most one boot, when work waits beyond what the boots in flight will take, or a deployment is
 /// below its minimum (the leader only), within the version's and the account's limits, evicting
 /// an idle instance (the account's own first) when that is the only room.
-struct Decider {
+package struct Decider {
     private(set) var view: FleetView
     private(set) var actions: [SchedulerAction] = []
 
     /// The actions for `versions`, each seeing what the ones before it decided.
-    static func plan(_ view: FleetView, versions: [String]) -> [SchedulerAction] {
+    package static func plan(_ view: FleetView, versions: [String]) -> [SchedulerAction] {
         var decider = Decider(view: view)
         for version in versions { decider.decide(version) }
         return decider.actions
@@ -110,7 +110,7 @@ struct Decider {
 
     /// Versions with waiting work, fairly: those whose first waiting prediction's account holds
     /// the fewest instances first, then the oldest.
-    static func fairOrder(_ view: FleetView) -> [String] {
+    package static func fairOrder(_ view: FleetView) -> [String] {
         let decider = Decider(view: view)
         let waiting = view.versions.compactMap { entry in entry.value.queue.first.map { (version: entry.key, job: $0) } }
         return waiting.sorted { a, b in
@@ -121,7 +121,7 @@ struct Decider {
 
     /// Instances to stop: crashed or lost ones at once, and idle ones unused for `idleTimeout`
     /// beyond a deployment's minimum (the least recently used go first).
-    static func scaleDown(_ view: FleetView, now: Date, idleTimeout: TimeInterval) -> [SchedulerAction] {
+    package static func scaleDown(_ view: FleetView, now: Date, idleTimeout: TimeInterval) -> [SchedulerAction] {
         var actions: [SchedulerAction] = []
         for version in Set(view.instances.map(\.version)).sorted() {
             let mine = view.instances.filter { $0.version == version }
@@ -196,7 +196,7 @@ struct Decider {
     }
 
     /// Every place with its load and whether it runs `version` already.
-    func places(for version: String?) -> [Place] {
+    package func places(for version: String?) -> [Place] {
         view.offers.map { offer in
             let load = view.instances.filter { $0.location == offer.location }.count + (view.bootingAt[offer.location] ?? 0) + offer.elsewhere
             let warm = version.map { version in view.instances.contains { $0.version == version && $0.location == offer.location } } ?? false
@@ -206,7 +206,7 @@ struct Decider {
 
     /// Where a new instance goes (``Placement``); nil when every place offering `sku` is full.
     /// A GPU instance goes on the embedded worker only while one of its GPUs of that model is free.
-    func place(_ version: String, sku: String) -> InstanceLocation? {
+    package func place(_ version: String, sku: String) -> InstanceLocation? {
         let candidates = places(for: version).filter { $0.location != .embedded || !sku.hasPrefix("gpu-") || view.freeGPUs.contains(sku) }
         return Placement.choose(version: version, sku: sku, among: candidates)
     }

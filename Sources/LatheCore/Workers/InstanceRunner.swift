@@ -4,7 +4,7 @@ import LatheSpec
 
 /// One running copy of a version, wherever it runs: a model process of the embedded worker, or
 /// an instance on a remote `lathe worker` (DESIGN §6). The scheduler decides; runners run.
-protocol InstanceRunner: AnyObject, Sendable {
+package protocol InstanceRunner: AnyObject, Sendable {
     /// False once the instance has stopped, crashed or its worker was lost.
     var isRunning: Bool { get }
     /// Runs one prediction; `onEvent` sees logs and streamed items as they happen. File inputs
@@ -21,5 +21,5 @@ protocol InstanceRunner: AnyObject, Sendable {
 }
 
 extension ModelProcess: InstanceRunner {
-    func takeRetry(_ prediction: String) -> Bool { false }
+    package func takeRetry(_ prediction: String) -> Bool { false }
 }

@@ -3,16 +3,16 @@ import LatheSpec
 import LatheStore
 
 /// Builds Replicate's prediction JSON, for API answers and webhook bodies alike.
-struct PredictionShape {
-    let registry: Registry
+package struct PredictionShape {
+    package let registry: Registry
 
     /// Replicate's prediction object.
-    func json(_ record: PredictionRecord) -> JSONValue {
+    package func json(_ record: PredictionRecord) -> JSONValue {
         json(record, output: record.dataRemoved ? .null : Self.decode(record.output))
     }
 
     /// The same, with small output files of this registry inline as data URIs (`Prefer: wait`).
-    func jsonInliningFiles(_ record: PredictionRecord) async -> JSONValue {
+    package func jsonInliningFiles(_ record: PredictionRecord) async -> JSONValue {
         json(record, output: record.dataRemoved ? .null : await OutputFiles.inline(Self.decode(record.output), registry: registry))
     }
 
@@ -32,5 +32,10 @@ struct PredictionShape {
             "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
                              "stream": .string(registry.baseURL + registry.streamPath(record.id))]),
         ])
+    }
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(registry: Registry) {
+        self.registry = registry
     }
 }

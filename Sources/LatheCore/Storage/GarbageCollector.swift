@@ -17,7 +17,7 @@ public struct GarbageCollector: Sendable {
         public var bytes: Int64 { removed.reduce(0) { $0 + $1.size } }
     }
 
-    let registry: Registry
+    package let registry: Registry
     /// How old an unreferenced object must be to go.
     public var grace: TimeInterval
 

@@ -9,25 +9,25 @@ import LatheStore
 /// data.
 extension Scheduler {
     /// How a prediction this replica holds ends, whatever ends it: what ``end(_:)`` writes.
-    struct Ending: Sendable {
-        var id: String
-        var claim: String
-        var status: PredictionStatus
-        var output: String? = nil
-        var error: String? = nil
-        var logs: String
+    package struct Ending: Sendable {
+        package var id: String
+        package var claim: String
+        package var status: PredictionStatus
+        package var output: String? = nil
+        package var error: String? = nil
+        package var logs: String
         /// `predict_time` is running time only (no queueing, no boot); `{}` for one that never ran.
-        var metrics = "{}"
-        var startedAt: String? = nil
-        var completedAt: String? = nil
+        package var metrics = "{}"
+        package var startedAt: String? = nil
+        package var completedAt: String? = nil
         /// The input with its secrets redacted, replacing the stored one.
-        var input: String? = nil
+        package var input: String? = nil
         /// The insert of its row, waited for first (true when it wrote the finished row itself).
-        var inserted: Task<Bool, any Error>? = nil
+        package var inserted: Task<Bool, any Error>? = nil
         /// Folders of the prediction's inputs and outputs on this machine.
         var cleanup: [URL] = []
         /// Whether it may have a webhook (false skips the lookup: most predictions have none).
-        var webhook = true
+        package var webhook = true
     }
 
     /// The one ending of a prediction (DESIGN §5), whatever ended it — succeeded, failed,
@@ -37,7 +37,7 @@ extension Scheduler {
     /// webhook scheduled, the local files removed. Returns whether the row was written (false:
     /// the claim was lost, and what another replica wrote stands).
     @discardableResult
-    func end(_ ending: Ending) async -> Bool {
+    package func end(_ ending: Ending) async -> Bool {
         let id = ending.id
         var written = false
         if let inserted = ending.inserted {

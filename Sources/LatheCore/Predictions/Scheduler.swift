@@ -52,56 +52,56 @@ public actor Scheduler {
         public init() {}
     }
 
-    struct Job: Sendable {
-        var id: String
-        var creatorID: String
+    package struct Job: Sendable {
+        package var id: String
+        package var creatorID: String
         /// The prediction as inserted; the scheduler keeps its final state in memory until written.
-        var record: PredictionRecord
+        package var record: PredictionRecord
         /// The insert of its row, which the completion waits for (nil: the row exists).
         /// (Its value is true when the insert wrote the finished prediction: nothing to complete.)
-        var inserted: Task<Bool, any Error>?
-        var input: [String: JSONValue]
-        var timeout: TimeInterval
-        var checkSafety: Bool
+        package var inserted: Task<Bool, any Error>?
+        package var input: [String: JSONValue]
+        package var timeout: TimeInterval
+        package var checkSafety: Bool
         /// Whether the prediction has a webhook (events are not looked up otherwise).
         var hasWebhook: Bool
         /// The claim this replica holds on the prediction (every write names it).
-        var claimID: String
+        package var claimID: String
         /// Runs after a worker was lost before the prediction produced anything (at most 2).
-        var attempts = 0
+        package var attempts = 0
         /// When it joined this replica's queue (a wait for hardware is counted from here).
         var queuedAt = Date()
         /// Lines the final logs start with (why it ran again).
         var preamble = ""
         /// The account the prediction runs for (fair share and instance limits count by it).
-        var account: String { record.accountID ?? creatorID }
+        package var account: String { record.accountID ?? creatorID }
     }
 
-    typealias Location = InstanceLocation
+    package typealias Location = InstanceLocation
 
-    final class Instance: @unchecked Sendable {
+    package final class Instance: @unchecked Sendable {
         /// Names it in the decider's view and plans.
-        let key: Int
-        let runner: any InstanceRunner
-        let work: URL
+        package let key: Int
+        package let runner: any InstanceRunner
+        package let work: URL
         /// The account whose work booted it (counted against that account's instance limit).
-        let account: String
-        let location: Location
+        package let account: String
+        package let location: Location
         /// The hardware it was booted for (a version whose hardware changes gets new instances).
-        let sku: String
+        package let sku: String
         /// The embedded worker's GPUs it holds (given back when it stops).
-        var gpus: [GPU] = []
+        package var gpus: [GPU] = []
         /// Predictions it runs now, and how many it may run at once (the spec's `concurrency`).
-        var running = 0
-        let slots: Int
+        package var running = 0
+        package let slots: Int
         /// Whether it runs anything (an instance that does is never idle).
-        var busy: Bool { running > 0 }
+        package var busy: Bool { running > 0 }
         /// Whether it may take one more prediction.
         var hasRoom: Bool { running < slots }
-        var lastUsed = Date()
+        package var lastUsed = Date()
         /// What setup() printed, until the first prediction on the instance shows it in its logs.
-        var setupLogs = ""
-        init(key: Int, runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String, slots: Int = 1) {
+        package var setupLogs = ""
+        package init(key: Int, runner: any InstanceRunner, work: URL, account: String, location: Location, sku: String, slots: Int = 1) {
             self.key = key
             self.slots = max(1, slots)
             self.runner = runner
@@ -113,20 +113,20 @@ public actor Scheduler {
     }
 
     /// A version as loaded for running: its manifest and config, and where it comes from.
-    struct LoadedVersion: Sendable {
-        var manifest: Manifest
-        var config: ModelConfig
-        var manifestDigest: String
-        var modelID: String
-        var repository: String
+    package struct LoadedVersion: Sendable {
+        package var manifest: Manifest
+        package var config: ModelConfig
+        package var manifestDigest: String
+        package var modelID: String
+        package var repository: String
         /// The SKU the model asks for (a deployment's own overrides it).
-        var hardware: String
+        package var hardware: String
     }
 
-    let registry: Registry
-    let predictions: PredictionStore
+    package let registry: Registry
+    package let predictions: PredictionStore
     /// The shared queue in the database (claims, leases, recovery).
-    let queue: PredictionQueue
+    package let queue: PredictionQueue
     /// Events to and from the other replicas, and who runs the singletons.
     public let events: any PredictionEvents
     /// This replica's name in claims (`claimed_by`): kept in its runtime folder, so a replica that
@@ -135,17 +135,17 @@ public actor Scheduler {
     /// The accounts change counter last read (see ``followAccountChanges()``).
     var accountsCounter: Int64?
     /// The claims this replica holds, by prediction (renewed by the heartbeat).
-    var claims: [String: String] = [:]
+    package var claims: [String: String] = [:]
     /// Delivers start, output, logs and completed events to predictions' webhooks.
     public nonisolated let webhooks: Webhooks
     /// Wakes streams following a prediction when its progress is written or it finishes.
-    let signals = PredictionSignals()
-    let settings: Settings
-    let runtime: URL
+    package nonisolated let signals = PredictionSignals()
+    package let settings: Settings
+    package let runtime: URL
     var pools: [String: [Instance]] = [:]
-    var booting: [String: Int] = [:]
+    package var booting: [String: Int] = [:]
     /// The embedded worker's GPUs no instance holds.
-    var freeGPUs: [GPU] = []
+    package var freeGPUs: [GPU] = []
     /// The last key given to an instance.
     var nextInstanceKey = 0
     /// Boots in flight by where they run.
@@ -154,13 +154,13 @@ public actor Scheduler {
     var waitingForHardware: Set<String> = []
     /// Boots in flight by the account they are for.
     var bootingFor: [String: Int] = [:]
-    var queues: [String: [Job]] = [:]
-    var versions: [String: LoadedVersion] = [:]
-    var running: [String: Instance] = [:]
+    package var queues: [String: [Job]] = [:]
+    package var versions: [String: LoadedVersion] = [:]
+    package var running: [String: Instance] = [:]
     /// Input downloads in flight, by prediction (a cancel stops them).
-    var downloads: [String: Task<[String: JSONValue], any Error>] = [:]
+    package var downloads: [String: Task<[String: JSONValue], any Error>] = [:]
     var canceledDownloads: Set<String> = []
-    var completed: Set<String> = []
+    package var completed: Set<String> = []
     /// Finished predictions whose completion is still being written: waiters answer from here,
     /// and readers look here first, so nobody waits on that write or sees an older row.
     var unpersisted: [String: PredictionRecord] = [:]
@@ -168,7 +168,7 @@ public actor Scheduler {
     var waiters: [String: [UUID: CheckedContinuation<PredictionRecord?, Never>]] = [:]
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
-    var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]
+    package var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]
     /// When a version whose setup failed may be booted again just to keep a deployment warm.
     var warmRetry: [String: Date] = [:]
 
@@ -197,7 +197,7 @@ public actor Scheduler {
         try await registry.models.releaseUploadWriters(heldBy: replica)
         for id in failed { await announceEnded(id, notified: false, webhook: true) }
         if !requeued.isEmpty { await events.publish(.queued) }
-        try await DeploymentRoutes.restore(registry: registry, scheduler: self)
+        try await restoreDeployments()
         registry.fleet.connect(events: events, replica: replica, url: { [registry] in registry.replicaURL.value }, logger: registry.logger)
         registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
         try? await registry.fleet.refresh()
@@ -223,10 +223,10 @@ public actor Scheduler {
     }
 
     /// The id stored in `runtime/replica-id`, made on first start.
-    static func replicaID(in runtime: URL) -> String { Registry.replicaID(in: runtime) }
+    package static func replicaID(in runtime: URL) -> String { Registry.replicaID(in: runtime) }
 
     /// What another replica (or this one) told everyone.
-    func handle(_ event: RegistryEvent) async {
+    package func handle(_ event: RegistryEvent) async {
         switch event {
         case .queued: await adopt()
         case .finished(let id): finished(id)

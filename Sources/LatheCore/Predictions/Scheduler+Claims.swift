@@ -27,7 +27,7 @@ extension Scheduler {
             claims[item.record.id] = item.claimID
             do {
                 guard let input = item.record.input.flatMap({ try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)) }) else {
-                    throw RegistryError(500, "the prediction's input could not be read")
+                    throw CoreError(.failed, "the prediction's input could not be read")
                 }
                 try await enqueue(item.record, manifestDigest: nil, input: input, checkSafety: item.checkSafety, claimID: item.claimID)
             } catch {
@@ -37,7 +37,7 @@ extension Scheduler {
     }
 
     /// Renews this replica's leases, and stops what someone asked to cancel elsewhere.
-    func heartbeat() async {
+    package func heartbeat() async {
         let held = Array(claims.values)
         do {
             try await queue.renew(held)
@@ -49,7 +49,7 @@ extension Scheduler {
     }
 
     /// The leader requeues or fails the predictions of replicas that stopped renewing.
-    func expireLeases() async {
+    package func expireLeases() async {
         guard let (requeued, failed) = try? await queue.expireLeases() else { return }
         // The replica that ran them is gone, so the leader announces their ending and sends their last webhook.
         for id in failed { await announceEnded(id, notified: false, webhook: true) }
@@ -61,7 +61,7 @@ extension Scheduler {
 
     /// Gives `version`'s waiting predictions back to the shared queue (this replica runs no
     /// models and has no worker) and tells the other replicas.
-    func handBack(_ version: String) async {
+    package func handBack(_ version: String) async {
         let jobs = queues.removeValue(forKey: version) ?? []
         var released = false
         for job in jobs {

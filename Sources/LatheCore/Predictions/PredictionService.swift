@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import LatheArchive
 import LatheSpec
 import NIOCore
@@ -10,21 +9,21 @@ import LatheStore
 /// written while it runs), find it as a viewer may see it, stop it, delete it with its files,
 /// and read a version's spec. The API's routes and the web pages both call this; neither holds
 /// the operations themselves.
-struct PredictionService {
-    let registry: Registry
-    let scheduler: Scheduler
+package struct PredictionService {
+    package let registry: Registry
+    package let scheduler: Scheduler
 
-    var store: PredictionStore { PredictionStore(database: registry.database) }
+    package var store: PredictionStore { PredictionStore(database: registry.database) }
 
     /// Cancels a prediction that has not finished and waits (up to 10 s) for it to stop.
-    func stop(_ prediction: PredictionRecord) async throws {
+    package func stop(_ prediction: PredictionRecord) async throws {
         guard !prediction.isTerminal else { return }
         try await scheduler.cancel(prediction.id)
         await scheduler.wait(for: prediction.id, seconds: 10)
     }
 
     /// Deletes a prediction with its output files and the uploaded files its input names.
-    func remove(_ prediction: PredictionRecord) async throws {
+    package func remove(_ prediction: PredictionRecord) async throws {
         try await stop(prediction)
         let latest = try await current(prediction.id) ?? prediction
         func decode(_ text: String?) -> JSONValue? { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } }
@@ -32,7 +31,7 @@ struct PredictionService {
         let uploads = "\(registry.baseURL)/v1/files/"
         for case .string(let url) in decode(latest.input)?.objectValue?.values.map({ $0 }) ?? [] where url.hasPrefix(uploads) {
             let id = String(url.dropFirst(uploads.count))
-            guard FileRoutes.isID(id) else { continue }
+            guard Self.isID(id) else { continue }
             try await FileStore(database: registry.database).delete(id, owner: latest.creatorID)
             if let key = BlobKey.file(id) { try? await registry.blobs.delete(key) }
         }
@@ -41,14 +40,14 @@ struct PredictionService {
 
     /// The prediction if `viewer` may see it (created it, acts for its account, or it is shared):
     /// the scheduler's copy while its completion is being written, else the database's row.
-    func find(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
+    package func find(_ id: String, viewer: Principal?) async throws -> PredictionRecord? {
         guard let pending = await scheduler.pending(id) else { return try await store.prediction(id, viewer: viewer) }
         let mayView = pending.shared || pending.creatorID == viewer?.user.id || pending.accountID.map { viewer?.actsFor($0) == true } == true
         return mayView ? pending : nil
     }
 
     /// The latest state whoever asks (internal: callers have checked access).
-    func current(_ id: String) async throws -> PredictionRecord? {
+    package func current(_ id: String) async throws -> PredictionRecord? {
         if let pending = await scheduler.pending(id) { return pending }
         return try await store.prediction(id)
     }
@@ -58,16 +57,16 @@ struct PredictionService {
     /// With `deferInsert` (a `Prefer: wait` request: the client learns the id only from the
     /// answer), a prediction that finishes within 50 ms is written once, finished, instead of
     /// inserted and then completed.
-    func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
+    package func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
                 accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
                 context: [String: String] = [:], deferInsert: Bool = false) async throws -> Submitted {
         let spec = try await spec(of: model, version: version)
         let input = try InputValidator.validate(raw, spec: spec)
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
-            throw RegistryError(400, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
+            throw CoreError(.invalid, "webhook_events_filter: \"\(bad)\" is not one of start, output, logs, completed")
         }
         if let webhook, let problem = Webhooks.problem(with: webhook, policy: registry.outbound.policy) {
-            throw RegistryError(400, problem)
+            throw CoreError(.invalid, problem)
         }
         var record = PredictionRecord(
             id: Self.newID(), modelID: model.id, model: model.repository, version: version.id, creatorID: principal.user.id, source: source,
@@ -97,19 +96,19 @@ struct PredictionService {
     }
 
     /// A queued prediction whose row is being written.
-    struct Submitted {
-        var record: PredictionRecord
+    package struct Submitted {
+        package var record: PredictionRecord
         /// The row's insert; true when it wrote the finished prediction.
-        let insert: Task<Bool, any Error>
+        package let insert: Task<Bool, any Error>
 
         /// The record once its row exists.
-        func persisted() async throws -> PredictionRecord {
+        package func persisted() async throws -> PredictionRecord {
             _ = try await insert.value
             return record
         }
     }
 
-    func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
+    package func spec(of model: ModelRecord, version: VersionRecord) async throws -> ModelSpec {
         if let cached = SpecCache.shared.get(version.manifestDigest) { return cached }
         let spec = try await loadSpec(version: version)
         SpecCache.shared.set(version.manifestDigest, spec)
@@ -117,15 +116,26 @@ struct PredictionService {
     }
 
     private func loadSpec(version: VersionRecord) async throws -> ModelSpec {
-        guard let digest = Digest(parsing: version.manifestDigest) else { throw RegistryError(500, "bad manifest digest") }
+        guard let digest = Digest(parsing: version.manifestDigest) else { throw CoreError(.failed, "bad manifest digest") }
         let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
         return try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))).spec
     }
 
+    /// Whether `id` is one ``newID()`` makes: 26 lowercase base32 characters (never a path).
+    package static func isID(_ id: String) -> Bool {
+        id.count == 26 && id.allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
+    }
+
     /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.
-    static func newID() -> String {
+    package static func newID() -> String {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
         var generator = SystemRandomNumberGenerator()
         return String((0..<26).map { _ in alphabet.randomElement(using: &generator)! })
+    }
+
+    /// Every stored property, as the memberwise initializer would take them.
+    package init(registry: Registry, scheduler: Scheduler) {
+        self.registry = registry
+        self.scheduler = scheduler
     }
 }

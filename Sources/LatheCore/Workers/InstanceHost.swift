@@ -4,7 +4,7 @@ import LatheRunner
 
 /// Where an instance boots (DESIGN §6): the embedded worker in this process, or a worker of the
 /// fleet. The scheduler boots every instance through this one seam and never asks which.
-protocol InstanceHost: Sendable {
+package protocol InstanceHost: Sendable {
     /// Boots an instance of the version; `log` gets the environment build's output as it comes.
     /// Throws ``HostLost`` when the host itself went away or filled up (the boot is placed
     /// again elsewhere); any other error is the model's setup failing.
@@ -12,32 +12,32 @@ protocol InstanceHost: Sendable {
 }
 
 /// What a host needs to boot an instance.
-struct BootRequest: Sendable {
-    var version: String
-    var digest: Digest
-    var loaded: Scheduler.LoadedVersion
+package struct BootRequest: Sendable {
+    package var version: String
+    package var digest: Digest
+    package var loaded: Scheduler.LoadedVersion
     /// The instance's own folder on this machine (inputs and outputs of its predictions).
-    var work: URL
-    var sku: String
+    package var work: URL
+    package var sku: String
     /// The embedded worker's GPUs given to it (a worker of the fleet picks its own).
-    var gpus: [GPU]
+    package var gpus: [GPU]
 }
 
 /// A booted instance: its runner and how setup went.
-struct BootedInstance: Sendable {
-    var runner: any InstanceRunner
-    var setup: SetupResult
+package struct BootedInstance: Sendable {
+    package var runner: any InstanceRunner
+    package var setup: SetupResult
     /// Set when setup did not finish because the host was lost, not because the model failed.
-    var lost: String?
+    package var lost: String?
 }
 
 /// The host went away or filled up before the instance booted: not the model's fault.
-struct HostLost: Error, CustomStringConvertible {
-    var description: String
+package struct HostLost: Error, CustomStringConvertible {
+    package var description: String
 }
 
 extension EmbeddedWorker: InstanceHost {
-    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
+    package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
         if request.sku.hasPrefix("gpu-") && request.gpus.isEmpty { throw HostLost(description: "no \(request.sku) GPU of this machine is free") }
         let process = try await prepare(request.digest, manifest: request.loaded.manifest, config: request.loaded.config, work: request.work,
                                         gpus: request.gpus) { log.append($0) }
@@ -47,11 +47,11 @@ extension EmbeddedWorker: InstanceHost {
 
 /// A worker of the fleet as a host: the slot is reserved in the shared store (under the
 /// worker's row lock), then the worker is told to boot.
-struct FleetWorkerHost: InstanceHost {
-    var workerID: String
-    var fleet: WorkerFleet
+package struct FleetWorkerHost: InstanceHost {
+    package var workerID: String
+    package var fleet: WorkerFleet
 
-    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
+    package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
         guard let member = fleet.workers.first(where: { $0.id == workerID }) else { throw HostLost(description: "the worker chosen for it left") }
         let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
                                     tokenID: member.tokenID, modelID: request.loaded.modelID, work: request.work, fleet: fleet)

@@ -16,12 +16,12 @@ public struct Housekeeping: Service {
         public init() {}
     }
 
-    let registry: Registry
-    let scheduler: Scheduler
-    let settings: Settings
+    package let registry: Registry
+    package let scheduler: Scheduler
+    package let settings: Settings
 
     /// Whether this replica runs the sweeps now (the leader, scaled out).
-    let isLeader: @Sendable () -> Bool
+    package let isLeader: @Sendable () -> Bool
 
     public init(registry: Registry, scheduler: Scheduler, settings: Settings, isLeader: @escaping @Sendable () -> Bool = { true }) {
         self.registry = registry
@@ -59,7 +59,7 @@ public struct Housekeeping: Service {
     }
 
     /// One pass of every sweep (also called by tests through the interval).
-    func sweep() async {
+    package func sweep() async {
         let now = Date()
         do {
             let files = FileStore(database: registry.database)
@@ -75,7 +75,7 @@ public struct Housekeeping: Service {
             try? await registry.blobs.discardUpload(id)
             try? await registry.models.deleteUpload(id: id)
         }
-        FileRoutes.removePartialUploads(untouchedSince: cutoff, registry: registry)
+        Self.removePartialUploads(untouchedSince: cutoff, registry: registry)
         try? await RateCounterStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-120)))
         try? await SigninAttemptStore(database: registry.database).removeOld(before: Timestamp.string(now.addingTimeInterval(-900)))
         // Streams start from the row, so the event log only has to reach back a few minutes.
@@ -84,4 +84,16 @@ public struct Housekeeping: Service {
         try? await WebhookDeliveryStore(database: registry.database).removeFinished(before: now.addingTimeInterval(-86_400))
         await scheduler.removeUnusedUnpackedVersions()
     }
+
+    /// Removes partial uploads of `/v1/files` left by a crash or a dropped connection.
+    static func removePartialUploads(untouchedSince date: Date, registry: Registry) {
+        let folder = registry.scratch.appendingPathComponent("files")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".partial-") {
+            let url = folder.appendingPathComponent(name)
+            if let modified = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date, modified < date {
+                try? FileManager.default.removeItem(at: url)
+            }
+        }
+    }
+
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import LatheRunner
 import LatheSpec
 import LatheStore
@@ -7,8 +6,8 @@ import LatheStore
 /// File inputs on the registry: besides data URIs and http(s) URLs (``InputFiles``), the
 /// registry's own URLs are read from its blob store: files the same user uploaded through
 /// /v1/files, and output files of earlier predictions.
-enum RegistryInputs {
-    static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry,
+package enum RegistryInputs {
+    package static func localize(_ values: [String: JSONValue], spec: ModelSpec, directory: URL, owner: String, registry: Registry,
                          timeout: TimeInterval) async throws -> [String: JSONValue] {
         try await InputFiles.localize(values, spec: spec, directory: directory, outbound: registry.outbound, timeout: timeout) { reference, field in
             let uploads = registry.baseURL + "/v1/files/"
@@ -30,7 +29,7 @@ enum RegistryInputs {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let target = directory.appendingPathComponent(".fetched-\(UUID().uuidString)")
         guard FileManager.default.createFile(atPath: target.path, contents: nil), let handle = FileHandle(forWritingAtPath: target.path) else {
-            throw RegistryError(500, "cannot write \(target.path)")
+            throw CoreError(.failed, "cannot write \(target.path)")
         }
         defer { try? handle.close() }
         try await registry.blobs.read(key, range: nil) { buffer in
@@ -43,18 +42,11 @@ enum RegistryInputs {
 /// Output files leave the instance for the blob store at `outputs/<random token>/<name>` and
 /// are served at `/files/<token>/<name>`: unguessable URLs, no token needed (as Replicate's
 /// delivery URLs).
-enum OutputFiles {
-    static func mediaType(_ name: String) -> String { MediaTypes.type(forFileName: name) }
-
-    /// Files a model or a user made are served from the registry's own origin, so they may not
-    /// act as pages: a sandboxing CSP (no scripts, no same-origin access), no MIME sniffing.
-    static func headers(type: String) -> HTTPFields {
-        [.contentType: type, .init("Content-Security-Policy")!: "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'",
-         .init("X-Content-Type-Options")!: "nosniff"]
-    }
+package enum OutputFiles {
+    package static func mediaType(_ name: String) -> String { MediaTypes.type(forFileName: name) }
 
     /// Replaces `{"$file": NAME}` with the file's public URL, storing the file.
-    static func publish(_ value: JSONValue?, from directory: URL, registry: Registry) async throws -> JSONValue? {
+    package static func publish(_ value: JSONValue?, from directory: URL, registry: Registry) async throws -> JSONValue? {
         guard let value else { return nil }
         switch value {
         case .object(let object):
@@ -82,22 +74,22 @@ enum OutputFiles {
     /// The object behind one of this registry's `/files/` URLs. Without a registry, any URL
     /// whose path is `/files/<token>/<name>` (for garbage collection, which must keep every
     /// output a prediction names whatever base URL it was made under).
-    static func key(for url: String, registry: Registry?) -> BlobKey? {
+    package static func key(for url: String, registry: Registry?) -> BlobKey? {
         BlobKey.output(url: url, baseURL: registry?.baseURL)
     }
 
     /// Every output file a prediction's output names.
-    static func keys(in value: JSONValue?, registry: Registry?) -> [BlobKey] {
+    package static func keys(in value: JSONValue?, registry: Registry?) -> [BlobKey] {
         BlobKey.outputs(in: value, baseURL: registry?.baseURL)
     }
 
     /// Deletes the output files a prediction's output names.
-    static func delete(in value: JSONValue?, registry: Registry) async {
+    package static func delete(in value: JSONValue?, registry: Registry) async {
         for key in keys(in: value, registry: registry) { try? await registry.blobs.delete(key) }
     }
 
     /// For `Prefer: wait` answers: small files of ours inline as data URIs (as Replicate's sync mode).
-    static func inline(_ value: JSONValue, registry: Registry, limit: Int = 1 << 20) async -> JSONValue {
+    package static func inline(_ value: JSONValue, registry: Registry, limit: Int = 1 << 20) async -> JSONValue {
         switch value {
         case .string(let text):
             guard let key = key(for: text, registry: registry), let size = try? await registry.blobs.size(of: key), size <= limit,

@@ -7,32 +7,32 @@ import LatheSpec
 /// the worker routes and resume whoever waits here. Every prediction runs under an assignment
 /// id; a report naming an assignment this instance no longer holds is refused, so a worker that
 /// comes back after it was counted lost cannot overwrite what ran elsewhere.
-final class RemoteInstance: InstanceRunner, @unchecked Sendable {
-    let id: String
-    let workerID: String
-    let workerName: String
+package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
+    package let id: String
+    package let workerID: String
+    package let workerName: String
     /// The worker's token (its /v2 pull grant is counted against it).
-    let tokenID: String
-    let modelID: String
+    package let tokenID: String
+    package let modelID: String
     /// This server's folder for the instance's inputs and the output files uploaded to it.
-    let work: URL
+    package let work: URL
     /// How long after a prediction's timeout the server gives up on the worker's answer.
-    let backstop: TimeInterval
+    package let backstop: TimeInterval
     private unowned let fleet: WorkerFleet
 
     private enum State { case booting, ready, stopped, lost }
 
     private struct Pending {
-        var prediction: String
+        package var prediction: String
         var onEvent: @Sendable (RunnerEvent) -> Void
         var continuation: CheckedContinuation<PredictionOutcome, Never>
-        var outputs: URL
-        var inputs: URL
+        package var outputs: URL
+        package var inputs: URL
         /// Whether anything (a log line or an output item) came back: a lost prediction that
         /// produced nothing may run again elsewhere.
         var sawEvents = false
         /// The logs so far (kept for a failure the worker cannot report itself).
-        var logs = ""
+        package var logs = ""
         var timer: DispatchWorkItem?
     }
 
@@ -50,7 +50,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var bootCommand: WorkerCommand?
     private var bootSentAt = Date.distantPast
 
-    init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet,
+    package init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet,
          backstop: TimeInterval = 15) {
         self.backstop = backstop
         self.id = id
@@ -62,11 +62,11 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         self.fleet = fleet
     }
 
-    var isRunning: Bool { lock.withLock { state == .ready || state == .booting } }
+    package var isRunning: Bool { lock.withLock { state == .ready || state == .booting } }
 
     /// Asks the worker to start the instance and waits for it to be ready or fail. `log` gets
     /// the boot's output so far (pull, unpack, environment build) as the worker reports it.
-    func boot(_ version: WorkerVersion, gpus: Int, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
+    package func boot(_ version: WorkerVersion, gpus: Int, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
         await withCheckedContinuation { continuation in
             let command = WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus)
             let lost = lock.withLock { () -> String? in
@@ -101,7 +101,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     }
 
     /// A boot report from the worker.
-    func report(_ report: InstanceReport) {
+    package func report(_ report: InstanceReport) {
         let (continuation, log, result): (CheckedContinuation<SetupResult, Never>?, (@Sendable (String) -> Void)?, SetupResult?) = lock.withLock {
             switch report.state {
             case .booting:
@@ -124,7 +124,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         if report.state == .failed || report.state == .stopped { failPending("the model process on worker \(workerName) stopped: \(report.error ?? "no reason given")", retry: false) }
     }
 
-    func predict(id prediction: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
+    package func predict(id prediction: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
                  onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome {
         let inputs = work.appendingPathComponent("inputs/\(prediction)")
         var files: [String] = []
@@ -169,7 +169,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     }
 
     /// Logs and streamed items from the worker; false when the assignment is not held here.
-    func events(_ assignment: String, _ events: [WorkerEvent]) -> Bool {
+    package func events(_ assignment: String, _ events: [WorkerEvent]) -> Bool {
         guard let onEvent = lock.withLock({ () -> (@Sendable (RunnerEvent) -> Void)? in
             guard pending[assignment] != nil else { return nil }
             if !events.isEmpty { pending[assignment]?.sawEvents = true }
@@ -182,13 +182,13 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
 
     /// Where an uploaded output file goes; nil when the assignment is not held here or the name
     /// is not a plain file name.
-    func outputFile(_ assignment: String, name: String) -> URL? {
+    package func outputFile(_ assignment: String, name: String) -> URL? {
         guard Self.isPlainName(name), let outputs = lock.withLock({ pending[assignment]?.outputs }) else { return nil }
         return outputs.appendingPathComponent(name)
     }
 
     /// An input file of the assignment's prediction, by the relative path the command named.
-    func inputFile(_ assignment: String, path: String) -> URL? {
+    package func inputFile(_ assignment: String, path: String) -> URL? {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, parts.allSatisfy({ Self.isPlainName(String($0)) }),
               let inputs = lock.withLock({ pending[assignment]?.inputs }) else { return nil }
@@ -200,7 +200,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     }
 
     /// The worker's final word on a prediction; false when the assignment is not held here.
-    func complete(_ assignment: String, _ outcome: PredictionOutcome) -> Bool {
+    package func complete(_ assignment: String, _ outcome: PredictionOutcome) -> Bool {
         finish(assignment, outcome)
     }
 
@@ -216,12 +216,12 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         return true
     }
 
-    func cancel(id prediction: String) {
+    package func cancel(id prediction: String) {
         guard let assignment = lock.withLock({ assignments[prediction] }) else { return }
         fleet.send(workerID, WorkerCommand(kind: .cancel, instance: id, assignment: assignment, prediction: prediction))
     }
 
-    func terminate() {
+    package func terminate() {
         let wasUp = lock.withLock { () -> Bool in
             defer { if state != .lost { state = .stopped } }
             return state == .ready || state == .booting
@@ -259,7 +259,7 @@ final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     }
 
     /// True once for a prediction that was lost with its worker before it produced anything.
-    func takeRetry(_ prediction: String) -> Bool {
+    package func takeRetry(_ prediction: String) -> Bool {
         lock.withLock { retryable.remove(prediction) != nil }
     }
 }

@@ -3,7 +3,7 @@ import LatheRunner
 
 /// One long poll's wait: woken when a command is handed to it directly or stored for its worker,
 /// ended at its deadline or when a newer poll of the same worker replaces it.
-final class PollWaiter: @unchecked Sendable {
+package final class PollWaiter: @unchecked Sendable {
     private let lock = NSLock()
     private var continuation: CheckedContinuation<Bool, Never>?
     private var handed: [WorkerCommand] = []
@@ -11,7 +11,7 @@ final class PollWaiter: @unchecked Sendable {
     private var over = false
 
     /// Takes `command` unless the poll is over; wakes it.
-    func hand(_ command: WorkerCommand) -> Bool {
+    package func hand(_ command: WorkerCommand) -> Bool {
         let resume = lock.withLock { () -> CheckedContinuation<Bool, Never>?? in
             guard !over else { return .none }
             handed.append(command)
@@ -26,7 +26,7 @@ final class PollWaiter: @unchecked Sendable {
 
     /// `stored` and what was handed over, in that order; when there is anything (or `final`),
     /// the poll is over from here on, so nothing handed later is taken by an answered poll.
-    func answer(with stored: [WorkerCommand], final: Bool = false) -> [WorkerCommand] {
+    package func answer(with stored: [WorkerCommand], final: Bool = false) -> [WorkerCommand] {
         lock.withLock {
             let commands = stored + handed
             guard !commands.isEmpty || final else { return [] }
@@ -37,12 +37,12 @@ final class PollWaiter: @unchecked Sendable {
     }
 
     /// Something was stored for the worker: look again.
-    func wake() { finish(over: false) }
+    package func wake() { finish(over: false) }
 
     /// A newer poll of the same worker took over (or the worker is gone): this one answers now.
     func supersede() { finish(over: true) }
 
-    func expire(at deadline: Date) {
+    package func expire(at deadline: Date) {
         DispatchQueue.global().asyncAfter(deadline: .now() + max(0, deadline.timeIntervalSinceNow)) { [weak self] in
             self?.finish(over: true)
         }
@@ -58,7 +58,7 @@ final class PollWaiter: @unchecked Sendable {
     }
 
     /// Waits until woken (true: look again) or over (false).
-    func wait() async -> Bool {
+    package func wait() async -> Bool {
         await withCheckedContinuation { continuation in
             let answer = lock.withLock { () -> Bool? in
                 if woken {

@@ -3,9 +3,9 @@ import Foundation
 /// Wakes whoever follows a prediction (server-sent event streams) when it changed: its progress
 /// was written or it finished, on this replica or, told by `NOTIFY`, on another. A follower
 /// registers before it reads, so a change between its read and its wait is never lost.
-final class PredictionSignals: @unchecked Sendable {
+package final class PredictionSignals: @unchecked Sendable {
     /// One stream's interest in one prediction.
-    final class Follower: @unchecked Sendable {
+    package final class Follower: @unchecked Sendable {
         fileprivate var changed = false
         fileprivate var continuation: CheckedContinuation<Bool, Never>?
     }
@@ -14,13 +14,13 @@ final class PredictionSignals: @unchecked Sendable {
     private var followers: [String: [ObjectIdentifier: Follower]] = [:]
 
     /// Starts following `id`; pair with ``stop(_:following:)``.
-    func follow(_ id: String) -> Follower {
+    package func follow(_ id: String) -> Follower {
         let follower = Follower()
         lock.withLock { followers[id, default: [:]][ObjectIdentifier(follower)] = follower }
         return follower
     }
 
-    func stop(_ follower: Follower, following id: String) {
+    package func stop(_ follower: Follower, following id: String) {
         let waiting: CheckedContinuation<Bool, Never>? = lock.withLock {
             followers[id]?.removeValue(forKey: ObjectIdentifier(follower))
             if followers[id]?.isEmpty == true { followers.removeValue(forKey: id) }
@@ -32,7 +32,7 @@ final class PredictionSignals: @unchecked Sendable {
 
     /// Returns true at once if `id` changed since the last call, else waits for a change (true)
     /// or `seconds` (false).
-    func next(_ follower: Follower, seconds: Double) async -> Bool {
+    package func next(_ follower: Follower, seconds: Double) async -> Bool {
         var timer: Task<Void, Never>?
         let woken = await withCheckedContinuation { continuation in
             let ready: Bool = lock.withLock {
@@ -60,7 +60,7 @@ final class PredictionSignals: @unchecked Sendable {
     }
 
     /// `id` changed: every follower's next wait returns at once.
-    func changed(_ id: String) {
+    package func changed(_ id: String) {
         let waiting: [CheckedContinuation<Bool, Never>] = lock.withLock {
             guard let current = followers[id] else { return [] }
             var waiting: [CheckedContinuation<Bool, Never>] = []

@@ -12,7 +12,7 @@ extension Scheduler {
     /// A waiter is one continuation; its timer is left to run out on its own (cancelling it
     /// would cost a wake-up on the answer's path).
     @discardableResult
-    func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
+    package func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
         if completed.contains(id) { return unpersisted[id] }
         let token = UUID()
         Task { [weak self] in
@@ -37,14 +37,14 @@ extension Scheduler {
 
     func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
 
-    func isRunning(_ id: String) -> Bool { running[id] != nil }
+    package func isRunning(_ id: String) -> Bool { running[id] != nil }
 
-    func expire(_ id: String, _ token: UUID) {
+    package func expire(_ id: String, _ token: UUID) {
         if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume(returning: nil) }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
-    func finished(_ id: String) {
+    package func finished(_ id: String) {
         signals.changed(id)
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }

@@ -112,7 +112,7 @@ public actor Webhooks {
     }
 
     /// One signed POST through the egress policy; nil on a 2xx answer, else what went wrong.
-    static func post(_ body: Data, to url: URL, id: String, secret: String, outbound: OutboundHTTP) async -> String? {
+    package static func post(_ body: Data, to url: URL, id: String, secret: String, outbound: OutboundHTTP) async -> String? {
         let timestamp = String(Int(Date().timeIntervalSince1970))
         let headers = [("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", timestamp),
                        ("webhook-signature", "v1," + signature(id: id, timestamp: timestamp, body: body, secret: secret))]
@@ -126,7 +126,7 @@ public actor Webhooks {
 
     /// Why `text` cannot be a webhook URL, or nil when it can: http(s), a host, no credentials,
     /// and not a literal address the egress policy refuses (names are checked when delivering).
-    static func problem(with text: String, policy: EgressPolicy) -> String? {
+    package static func problem(with text: String, policy: EgressPolicy) -> String? {
         guard text.utf8.count <= 2048, let components = URLComponents(string: text),
               let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
             return "webhook must be an http(s) URL such as https://example.com/hooks/lathe"
@@ -139,7 +139,7 @@ public actor Webhooks {
         return nil
     }
 
-    static func signature(id: String, timestamp: String, body: Data, secret: String) -> String {
+    package static func signature(id: String, timestamp: String, body: Data, secret: String) -> String {
         let key = Data(base64Encoded: String(secret.split(separator: "_").last ?? "")) ?? Data()
         var message = Data("\(id).\(timestamp).".utf8)
         message.append(body)
@@ -150,7 +150,7 @@ public actor Webhooks {
 /// Sends and retries the durable webhook deliveries, on every replica (claims keep two from
 /// sending one delivery): what is due every second, and at once while there is more.
 public struct WebhookDeliveryService: Service {
-    let webhooks: Webhooks
+    package let webhooks: Webhooks
 
     public init(webhooks: Webhooks) {
         self.webhooks = webhooks

@@ -10,7 +10,7 @@ import LatheStore
 extension Scheduler {
     /// Queues an inserted prediction; `input` is the validated input it runs with.
     /// `model`, when the caller has it, refreshes the hardware the version asks for.
-    func enqueue(_ record: PredictionRecord, manifestDigest: String?, model: ModelRecord? = nil, input: [String: JSONValue], checkSafety: Bool = true,
+    package func enqueue(_ record: PredictionRecord, manifestDigest: String?, model: ModelRecord? = nil, input: [String: JSONValue], checkSafety: Bool = true,
                  inserted: Task<Bool, any Error>? = nil, claimID: String) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
@@ -22,19 +22,19 @@ extension Scheduler {
     }
 
     /// Reads a version's manifest and config once.
-    func load(_ version: String, manifestDigest: String?, modelID: String) async throws {
+    package func load(_ version: String, manifestDigest: String?, modelID: String) async throws {
         if versions[version] == nil {
-            guard let model = try await registry.models.model(id: modelID) else { throw RegistryError(404, "the model of version \(version) is gone") }
+            guard let model = try await registry.models.model(id: modelID) else { throw CoreError(.notFound, "the model of version \(version) is gone") }
             let digest: String
             if let manifestDigest {
                 digest = manifestDigest
             } else {
                 guard let found = try await registry.models.manifestDigest(modelID: modelID, version: version) else {
-                    throw RegistryError(404, "version \(version) is gone")
+                    throw CoreError(.notFound, "version \(version) is gone")
                 }
                 digest = found
             }
-            guard let manifestDigest = Digest(parsing: digest) else { throw RegistryError(500, "bad manifest digest") }
+            guard let manifestDigest = Digest(parsing: digest) else { throw CoreError(.failed, "bad manifest digest") }
             let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(manifestDigest)))
             let config = try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest)))
             versions[version] = LoadedVersion(manifest: manifest, config: config, manifestDigest: digest, modelID: modelID,
@@ -43,13 +43,13 @@ extension Scheduler {
     }
 
     /// A finished prediction whose completion is still being written.
-    func pending(_ id: String) -> PredictionRecord? {
+    package func pending(_ id: String) -> PredictionRecord? {
         unpersisted[id]
     }
 
     /// Cancels a queued or running prediction, wherever it is: here, unclaimed in the queue, or
     /// on another replica (which hears the event, or sees the flag at its next heartbeat).
-    func cancel(_ id: String) async throws {
+    package func cancel(_ id: String) async throws {
         for (version, waiting) in queues {
             if let job = waiting.first(where: { $0.id == id }) {
                 queues[version] = waiting.filter { $0.id != id }

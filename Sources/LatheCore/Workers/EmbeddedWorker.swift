@@ -6,12 +6,12 @@ import LatheStore
 /// The worker inside `lathe serve` (DESIGN §6: one machine needs nothing else): instances run as
 /// this process's children, from versions unpacked out of the registry's own blob store, with no
 /// HTTP between deciding and running.
-struct EmbeddedWorker: Sendable {
+package struct EmbeddedWorker: Sendable {
     /// This machine's folder for environments, unpacked versions and instance work.
-    var runtime: URL
-    var sandbox: Sandbox?
-    var build: EnvironmentBuild
-    var blobCache: BlobCache
+    package var runtime: URL
+    package var sandbox: Sandbox?
+    package var build: EnvironmentBuild
+    package var blobCache: BlobCache
 
     /// Unpacks a version and builds its environment, off the caller's thread, and returns its
     /// model process ready to start. `log` gets the environment build's output as it comes.

@@ -3,6 +3,7 @@ import LatheArchive
 import LatheRunner
 import LatheSpec
 import Logging
+import LatheStore
 
 /// The decider's inputs and its plans applied (``Decider``), with what the fleet offers,
 /// deployments' bounds and hardware nobody offers.
@@ -49,7 +50,7 @@ extension Scheduler {
     }
 
     /// Does what the decider planned.
-    func apply(_ actions: [SchedulerAction]) {
+    package func apply(_ actions: [SchedulerAction]) {
         for action in actions {
             switch action {
             case .start(let id, let version, let key):
@@ -84,13 +85,13 @@ extension Scheduler {
     }
 
     /// The SKU a version runs on: its deployment's, else its model's.
-    func hardware(of version: String) -> String {
+    package func hardware(of version: String) -> String {
         bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
     }
 
     /// Every place that could run instances: the embedded worker and each worker of the fleet,
     /// with what other replicas placed there.
-    func offers() -> [FleetView.Offer] {
+    package func offers() -> [FleetView.Offer] {
         var result: [FleetView.Offer] = []
         if settings.embeddedWorker { result.append(FleetView.Offer(location: .embedded, skus: embeddedSKUs, capacity: settings.maxInstances)) }
         for member in registry.fleet.workers {
@@ -106,7 +107,7 @@ extension Scheduler {
     }
 
     /// Whether anything in the fleet offers `sku` (full or not).
-    func offered(_ sku: String) -> Bool {
+    package func offered(_ sku: String) -> Bool {
         offers().contains { $0.skus.contains(sku) }
     }
 
@@ -150,14 +151,14 @@ extension Scheduler {
     }
 
     /// A worker registered or its cache changed: place what waits.
-    func fleetChanged() async {
+    package func fleetChanged() async {
         await adopt()
         pumpWaiting()
         if events.isLeader { keepDeploymentsWarm() }
     }
 
     /// The SKUs the fleet offers, for `GET /v1/hardware`, with a name for each.
-    func hardwareOffered() -> [(sku: String, name: String)] {
+    package func hardwareOffered() -> [(sku: String, name: String)] {
         var names: [String: String] = [:]
         if settings.embeddedWorker {
             names["cpu"] = "CPU"
@@ -178,16 +179,26 @@ extension Scheduler {
     }
 
     /// Keeps `min` instances of a deployment's version warm and lets it scale to `max`.
-    func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String, hardware: String) async throws {
+    package func setBounds(version: String, manifestDigest: String, modelID: String, min: Int, max: Int, account: String, hardware: String) async throws {
         try await load(version, manifestDigest: manifestDigest, modelID: modelID)
         bounds[version] = (min, Swift.max(max, min, 1), account, hardware)
         pump(version)
     }
 
     /// The operator's limit on instances one account's deployments keep warm.
-    var warmLimit: Int { settings.maxWarmPerAccount }
+    package var warmLimit: Int { settings.maxWarmPerAccount }
 
-    func clearBounds(version: String) {
+    package func clearBounds(version: String) {
         bounds.removeValue(forKey: version)
+    }
+
+    /// Keeps every stored deployment's bounds again (after a restart).
+    func restoreDeployments() async throws {
+        for row in try await DeploymentStore(database: registry.database).all() {
+            guard let model = try await registry.models.model(id: row.modelID), let version = try await registry.models.version(of: model, id: row.version)
+            else { continue }
+            try await setBounds(version: row.version, manifestDigest: version.manifestDigest, modelID: model.id, min: row.minInstances,
+                                max: row.maxInstances, account: row.ownerID, hardware: row.hardware)
+        }
     }
 }

@@ -1,11 +1,11 @@
 import Foundation
 
 /// Where an instance runs: the server's embedded worker, or a registered remote one.
-enum InstanceLocation: Hashable, Sendable, CustomStringConvertible {
+package enum InstanceLocation: Hashable, Sendable, CustomStringConvertible {
     case embedded
     case worker(String)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .embedded: return "embedded"
         case .worker(let id): return id
@@ -14,16 +14,16 @@ enum InstanceLocation: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A place that can run instances, as the autoscaler sees it when it places one.
-struct Place: Sendable, Equatable {
-    var location: InstanceLocation
-    var skus: [String]
+package struct Place: Sendable, Equatable {
+    package var location: InstanceLocation
+    package var skus: [String]
     /// Version ids the place has in its cache.
-    var cached: Set<String>
-    var capacity: Int
+    package var cached: Set<String>
+    package var capacity: Int
     /// Instances running or booting there.
-    var load: Int
+    package var load: Int
     /// Whether it already runs an instance of the version being placed (its environment is built).
-    var warm: Bool
+    package var warm: Bool
 
     var hasRoom: Bool { load < capacity }
 }
@@ -32,8 +32,8 @@ struct Place: Sendable, Equatable {
 /// preferences are unit-tested: only places offering the SKU, with room; then those that run
 /// the version already, then those that have it cached, then the least loaded (by share of
 /// capacity); ties go to the first listed.
-enum Placement {
-    static func choose(version: String, sku: String, among places: [Place]) -> InstanceLocation? {
+package enum Placement {
+    package static func choose(version: String, sku: String, among places: [Place]) -> InstanceLocation? {
         let hex = version.hasPrefix("sha256:") ? String(version.dropFirst(7)) : version
         func rank(_ place: Place) -> (Int, Double) {
             let cached = place.cached.contains(version) || place.cached.contains(hex)
@@ -43,7 +43,7 @@ enum Placement {
     }
 
     /// Whether any place offers `sku` at all, full or not.
-    static func offered(_ sku: String, by places: [Place]) -> Bool {
+    package static func offered(_ sku: String, by places: [Place]) -> Bool {
         places.contains { $0.skus.contains(sku) }
     }
 }

@@ -4,8 +4,8 @@ import LatheSpec
 import LatheStore
 
 /// Accumulates a running prediction's logs and streamed items, and says when to save them.
-final class Progress: @unchecked Sendable {
-    typealias Snapshot = (output: String?, logs: String, delta: ProgressDelta)
+package final class Progress: @unchecked Sendable {
+    package typealias Snapshot = (output: String?, logs: String, delta: ProgressDelta)
     private let lock = NSLock()
     private var logs = ""
     private var items: [JSONValue] = []
@@ -23,12 +23,12 @@ final class Progress: @unchecked Sendable {
     private let flush: @Sendable (Progress, Snapshot, String) -> Void
 
     /// `logs` opens the prediction's logs (setup's output, why it runs again).
-    init(logs: String = "", flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
+    package init(logs: String = "", flush: @escaping @Sendable (Progress, Snapshot, String) -> Void) {
         self.logs = logs
         self.flush = flush
     }
 
-    func add(_ event: RunnerEvent) {
+    package func add(_ event: RunnerEvent) {
         lock.lock()
         switch event {
         case .log(let text): logs += text; kind = "logs"
@@ -60,12 +60,12 @@ final class Progress: @unchecked Sendable {
 
     /// The items streamed so far, as the output they make (nil when none): what a prediction
     /// that is canceled, times out or fails keeps, as Replicate's do.
-    var emitted: JSONValue? {
+    package var emitted: JSONValue? {
         lock.withLock { items.isEmpty ? nil : .array(items) }
     }
 
     /// No more saves: the prediction ended (its completion writes the rest).
-    func close() {
+    package func close() {
         lock.withLock {
             closed = true
             timer?.cancel()
@@ -84,7 +84,7 @@ final class Progress: @unchecked Sendable {
     }
 
     /// Runs `body` after every write started before it.
-    func write(_ body: @escaping @Sendable () async -> Void) {
+    package func write(_ body: @escaping @Sendable () async -> Void) {
         lock.lock(); defer { lock.unlock() }
         let previous = lastWrite
         lastWrite = Task {

@@ -15,26 +15,26 @@ public final class WorkerFleet: @unchecked Sendable {
     public struct Settings: Sendable {
         public var lostAfter: TimeInterval = 30
         public init() {}
-        var heartbeat: TimeInterval { max(0.5, lostAfter / 6) }
-        var poll: TimeInterval { max(0.5, min(20, lostAfter / 3)) }
+        package var heartbeat: TimeInterval { max(0.5, lostAfter / 6) }
+        package var poll: TimeInterval { max(0.5, min(20, lostAfter / 3)) }
     }
 
     /// A registered worker, as the last look at the store found it.
     public struct Member: Sendable {
         public let id: String
         public let name: String
-        let tokenID: String
+        package let tokenID: String
         public var version: String
         public var hardware: HardwareInventory
         public var capacity: Int
         public var cached: Set<String>
         /// Instances other replicas placed there (they count against its capacity too).
-        var elsewhere = 0
+        package var elsewhere = 0
         /// What its last heartbeat listed, and when it came.
-        var reported: Set<String> = []
+        package var reported: Set<String> = []
         var reportedAt = Date.distantPast
 
-        init(_ record: WorkerRecord) {
+        package init(_ record: WorkerRecord) {
             id = record.id
             name = record.name
             tokenID = record.tokenID
@@ -47,7 +47,7 @@ public final class WorkerFleet: @unchecked Sendable {
         }
     }
 
-    let store: WorkerStore
+    package let store: WorkerStore
     private let lock = NSLock()
     private var settingsValue = Settings()
     private var events: (any PredictionEvents)?
@@ -76,7 +76,7 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// Joins the other replicas: events carry commands, losses and changes between them, and
     /// `url` is where they relay reports about the instances this replica placed.
-    func connect(events: any PredictionEvents, replica: String, url: @escaping @Sendable () -> String, logger: Logger) {
+    package func connect(events: any PredictionEvents, replica: String, url: @escaping @Sendable () -> String, logger: Logger) {
         lock.withLock {
             self.events = events
             replicaID = replica
@@ -85,7 +85,7 @@ public final class WorkerFleet: @unchecked Sendable {
         }
     }
 
-    var replica: String { lock.withLock { replicaID } }
+    package var replica: String { lock.withLock { replicaID } }
 
     /// Called (outside the lock) when the fleet changed (a worker registered, or a cache
     /// changed), so the scheduler places what waits.
@@ -97,7 +97,7 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// Registers a worker. One that registered before under the same name and token is
     /// replaced at once (it restarted): its instances are lost now rather than after the lease.
-    func register(_ registration: WorkerRegistration, tokenID: String) async throws -> WorkerRegistered {
+    package func register(_ registration: WorkerRegistration, tokenID: String) async throws -> WorkerRegistered {
         let id = "w-" + UUID().uuidString.lowercased().prefix(12)
         let now = Date()
         let record = WorkerRecord(id: id, name: registration.name, tokenID: tokenID, version: registration.version, hardware: registration.hardware,
@@ -119,7 +119,7 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// The worker `id` if `tokenID` registered it (asking the store when this replica has not
     /// seen it yet); marks it seen.
-    func touch(_ id: String, tokenID: String, now: Date = Date()) async throws -> Member? {
+    package func touch(_ id: String, tokenID: String, now: Date = Date()) async throws -> Member? {
         var member = lock.withLock { members[id] }
         if member == nil || member?.tokenID != tokenID {
             guard let record = try await store.worker(id, tokenID: tokenID) else { return nil }
@@ -142,7 +142,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// A worker's heartbeat: its cache, and the instances it runs, reconciled with the ones the
     /// replicas placed there: a boot it never got is sent again, and an instance nobody placed
     /// (its replica gave up on it, died or restarted) is stopped.
-    func heartbeat(_ id: String, _ beat: WorkerHeartbeat, now: Date = Date()) async throws {
+    package func heartbeat(_ id: String, _ beat: WorkerHeartbeat, now: Date = Date()) async throws {
         let reported = Set(beat.instances.prefix(10_000))
         let cached = Set(beat.cached.prefix(10_000))
         guard let changed = try await store.heartbeat(id, cached: cached, reported: reported, at: now) else { return }
@@ -163,7 +163,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// The commands waiting for worker `id` after the one numbered `after` (the last it
     /// received), waiting up to `wait` seconds (at most 60) for one to come; an empty list when
     /// none did. The worker counts as present while it waits.
-    func poll(_ id: String, wait: TimeInterval, after: Int64 = 0) async -> [WorkerCommand] {
+    package func poll(_ id: String, wait: TimeInterval, after: Int64 = 0) async -> [WorkerCommand] {
         let clamped = max(0, min(wait, 60))
         let deadline = Date().addingTimeInterval(clamped)
         let waiter = PollWaiter()
@@ -202,7 +202,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// Queues a command for worker `id` and wakes its long poll, wherever it is held: straight
     /// to a poll this replica holds when nothing is on its way to the store before it, else
     /// through the store (in the order sent) and an event to the replica holding the poll.
-    func send(_ id: String, _ command: WorkerCommand) {
+    package func send(_ id: String, _ command: WorkerCommand) {
         let drain = lock.withLock { () -> Bool in
             if queuedFor[id, default: 0] == 0, let waiter = pollers[id], waiter.hand(command) { return false }
             outbox.append((id, command))
@@ -237,7 +237,7 @@ public final class WorkerFleet: @unchecked Sendable {
     }
 
     /// Another replica stored commands for worker `id`: wakes its long poll if held here.
-    func commandsWaiting(for id: String) {
+    package func commandsWaiting(for id: String) {
         lock.withLock { pollers[id] }?.wake()
     }
 
@@ -246,7 +246,7 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// Records an instance this replica places on its worker; false when the worker is full
     /// (counting every replica's instances) or gone.
-    func add(_ instance: RemoteInstance) async -> Bool {
+    package func add(_ instance: RemoteInstance) async -> Bool {
         let record = WorkerInstanceRecord(id: instance.id, workerID: instance.workerID, replica: replica, replicaURL: lock.withLock { replicaURL }(),
                                           tokenID: instance.tokenID, modelID: instance.modelID)
         do {
@@ -259,7 +259,7 @@ public final class WorkerFleet: @unchecked Sendable {
     }
 
     /// Forgets an instance that stopped; its slot on the worker frees.
-    func remove(_ instance: RemoteInstance) {
+    package func remove(_ instance: RemoteInstance) {
         let known = lock.withLock { instances.removeValue(forKey: instance.id) != nil }
         guard known else { return }
         let store = self.store
@@ -267,12 +267,12 @@ public final class WorkerFleet: @unchecked Sendable {
     }
 
     /// The instance `id` if this replica placed it on worker `worker`.
-    func instance(_ id: String, on worker: String) -> RemoteInstance? {
+    package func instance(_ id: String, on worker: String) -> RemoteInstance? {
         lock.withLock { instances[id].flatMap { $0.workerID == worker ? $0 : nil } }
     }
 
     /// The replica that placed instance `id` on worker `worker` (reports about it go there).
-    func owner(of id: String, on worker: String) async throws -> WorkerInstanceRecord? {
+    package func owner(of id: String, on worker: String) async throws -> WorkerInstanceRecord? {
         try await store.instance(id, on: worker)
     }
 
@@ -289,7 +289,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// ends the instances there, forgets instances of replicas that died, and looks at the
     /// fleet again. Returns the names of the workers this call counted lost.
     @discardableResult
-    func sweep(now: Date = Date()) async -> [String] {
+    package func sweep(now: Date = Date()) async -> [String] {
         let (replica, lostAfter) = lock.withLock { (replicaID, settingsValue.lostAfter) }
         var lostNames: [String] = []
         do {
@@ -310,7 +310,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// Reads the fleet again: workers, and how many instances other replicas hold on each.
     /// Instances placed here on a worker that is gone end now (an event may have been missed),
     /// and boots the workers' heartbeats do not list are sent again.
-    func refresh() async throws {
+    package func refresh() async throws {
         let records = try await store.workers()
         let placed = try await store.instances()
         let mine = lock.withLock { () -> [RemoteInstance] in
@@ -328,7 +328,7 @@ public final class WorkerFleet: @unchecked Sendable {
     }
 
     /// Another replica counted worker `id` lost (or it registered again): its instances here end.
-    func lostElsewhere(_ id: String, replaced: Bool) {
+    package func lostElsewhere(_ id: String, replaced: Bool) {
         let name = lock.withLock { members[id]?.name ?? instances.values.first { $0.workerID == id }?.workerName ?? id }
         dropLocal(id, reason: replaced ? "worker \(name) restarted and registered again" : lostReason(id, name: name))
     }

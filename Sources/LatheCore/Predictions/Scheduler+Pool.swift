@@ -8,7 +8,7 @@ import Logging
 /// unpacked versions removed when unused.
 extension Scheduler {
     /// The host at `location`: the only place that tells the embedded worker from the fleet's.
-    func host(at location: Location) -> any InstanceHost {
+    package func host(at location: Location) -> any InstanceHost {
         switch location {
         case .embedded: EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache)
         case .worker(let id): FleetWorkerHost(workerID: id, fleet: registry.fleet)
@@ -16,7 +16,7 @@ extension Scheduler {
     }
 
     /// Boots an instance; `gpus` are the embedded worker's GPUs taken for it (given back unless it becomes ready).
-    func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
+    package func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
         defer {
             booting[version, default: 1] -= 1
             bootingFor[account, default: 1] -= 1
@@ -90,7 +90,7 @@ extension Scheduler {
     }
 
     /// Stops an instance leaving its pool and gives back the embedded worker's GPUs it held.
-    func retire(_ instance: Instance) {
+    package func retire(_ instance: Instance) {
         instance.runner.terminate()
         freeGPUs += instance.gpus
         instance.gpus = []

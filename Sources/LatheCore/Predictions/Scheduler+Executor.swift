@@ -8,7 +8,7 @@ import LatheStore
 /// The executor: one prediction run on an instance, its progress streamed, its outcome handed to
 /// the completer.
 extension Scheduler {
-    func run(_ queued: Job, on instance: Instance, version: String) async {
+    package func run(_ queued: Job, on instance: Instance, version: String) async {
         var opened = queued
         // What setup() printed opens the logs of the first prediction the instance runs (as
         // Cog's first prediction shows it), so a model's loading messages are not lost.
