@@ -6,6 +6,9 @@
    replicas behind nginx (deploy/nginx.conf), both on PostgreSQL.
 3. Queue claim to `processing` on PostgreSQL with a warm instance free: `started_at - created_at`
    of the predictions in (1), p50 and p99.
+4. The fleet behind nginx: two API-only replicas on PostgreSQL behind nginx, with one and then two
+   `lathe worker`s (4 instances each) given only nginx's address; 200 predictions of 200 ms at
+   concurrency 8, three alternating rounds. Bar: two workers at least 1.8x one (issue 20).
 
 Needs a release build (`swift build -c release --scratch-path .build-release` or `make bench`),
 PostgreSQL (scripts/postgres) and nginx. Usage: python3 Benchmarks/replicas.py [--requests 300]
@@ -51,7 +54,7 @@ def run(*args, env=None):
 class Registry:
     """Replicas of `lathe serve` on one data folder (and one database), optionally behind nginx."""
 
-    def __init__(self, scratch, name, database=None, replicas=1):
+    def __init__(self, scratch, name, database=None, replicas=1, extra=(), workers=0, worker_instances=4):
         self.folder = os.path.join(scratch, name)
         self.data = os.path.join(self.folder, "data")
         self.env = dict(os.environ, **({"LATHE_DATABASE_URL": database} if database else {}))
@@ -62,7 +65,7 @@ class Registry:
         for index in range(replicas):
             arguments = [LATHE, "serve", "--data", self.data, "--port", "0", "--log-level", "warning",
                          "--runtime", os.path.join(self.folder, f"runtime-{index}"), "--rate-limit-creates", "100000",
-                         "--rate-limit-requests", "100000"]
+                         "--rate-limit-requests", "100000", *extra]
             if self.front:
                 arguments += ["--base-url", f"http://127.0.0.1:{self.front}"]
             process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env)
@@ -82,6 +85,18 @@ class Registry:
             self.url = f"http://127.0.0.1:{self.front}"
             time.sleep(1)
         self.home = os.path.join(self.folder, "home")
+        # Workers are given only the front's address (nginx when there are replicas).
+        self.workers = []
+        for index in range(workers):
+            token = run("admin", "worker-token", "create", "--data", self.data, env=self.env).strip()
+            log = os.path.join(self.folder, f"worker-{index}.log")
+            self.workers.append(subprocess.Popen([LATHE, "worker", "--registry", self.url, "--data", os.path.join(self.folder, f"worker-{index}"),
+                                                  "--name", f"w{index}", "--max-instances", str(worker_instances)],
+                                                 stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, LATHE_WORKER_TOKEN=token)))
+            deadline = time.time() + 30
+            while "registered as" not in open(log).read():
+                assert time.time() < deadline and self.workers[-1].poll() is None, open(log).read()
+                time.sleep(0.05)
 
     def push(self, project, name):
         env = dict(os.environ, LATHE_HOME=self.home, LATHE_REGISTRY=self.url, LATHE_TOKEN=self.token)
@@ -97,6 +112,9 @@ class Registry:
         return time.perf_counter() - started, answer
 
     def stop(self):
+        for worker in self.workers:
+            worker.terminate()
+            worker.wait()
         for process in self.processes:
             process.terminate()
             process.wait()
@@ -163,11 +181,31 @@ def main():
 
         one = throughput(postgres)
         two = throughput(pair)
+
+        # 4: the fleet behind nginx: two API-only replicas on PostgreSQL, workers (4 instances each)
+        # given only nginx's address; one worker against two, in alternating rounds.
+        # Each replica's own limits would otherwise cap the fleet (2 instances per version by default).
+        fleet = ["--no-worker", "--max-instances", "8", "--max-instances-per-account", "16"]
+        single = Registry(scratch, "fleet1", database=database("bench_fleet1"), replicas=2, extra=fleet, workers=1)
+        double = Registry(scratch, "fleet2", database=database("bench_fleet2"), replicas=2, extra=fleet, workers=2)
+        registries += [single, double]
+        for registry in (single, double):
+            registry.push(sleeper, "sleeper")
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:  # boots every instance
+                list(pool.map(lambda index: registry.predict("sleeper", f"boot{index}"), range(16)))
+        rates = {"one": [], "two": []}
+        for _ in range(3):
+            rates["one"].append(throughput(single))
+            rates["two"].append(throughput(double))
         print(f"sequential hello p50: SQLite {p50['sqlite'] * 1000:.2f} ms, PostgreSQL {p50['pg'] * 1000:.2f} ms, "
               f"ratio {p50['pg'] / p50['sqlite']:.2f}x (bar <= 1.3x)")
         print(f"claim to processing on PostgreSQL (started_at - created_at): p50 {statistics.median(claims) * 1000:.2f} ms, "
               f"p99 {claims[int(len(claims) * 0.99) - 1] * 1000:.2f} ms (bar p99 <= 20 ms)")
         print(f"200 x 200 ms at concurrency 8: 1 replica {one:.1f}/s, 2 replicas behind nginx {two:.1f}/s, ratio {two / one:.2f}x (bar >= 1.6x)")
+        ratios = [b / a for a, b in zip(rates["one"], rates["two"])]
+        print("200 x 200 ms at concurrency 8, 2 API-only replicas behind nginx, workers given nginx's address: "
+              + ", ".join(f"1 worker {a:.1f}/s, 2 workers {b:.1f}/s = {b / a:.2f}x" for a, b in zip(rates["one"], rates["two"]))
+              + f"; median {statistics.median(ratios):.2f}x (bar >= 1.8x)")
     finally:
         for registry in registries:
             registry.stop()

@@ -163,4 +163,32 @@ struct DeciderTests {
         kept.versions["v"]?.bounds?.min = 3
         #expect(Decider.scaleDown(kept, now: now, idleTimeout: 300) == [.retire(instance: 1)])
     }
+
+    @Test("scaled out, a full worker held by other replicas: this replica asks for room, and they give their least recently used idle instance")
+    func roomAcrossReplicas() {
+        var full = view(["v": .init(queue: waiting(["a"]))])
+        full.offers = [FleetView.Offer(location: .worker("w1"), skus: ["cpu"], capacity: 4, elsewhere: 4)]
+        // One replica alone (SQLite) has nobody to ask.
+        #expect(Decider.plan(full, versions: ["v"]).isEmpty)
+        full.sharedQueue = true
+        #expect(Decider.plan(full, versions: ["v"]) == [.wantRoom(sku: "cpu")])
+
+        // The replicas asked: each gives one instance idle long enough, on a worker offering the SKU.
+        let now = Date()
+        func held(_ key: Int, _ location: InstanceLocation, idleFor seconds: TimeInterval, running: Int = 0, version: String = "v") -> Instance {
+            Instance(key: key, version: version, account: "bob", location: location, sku: "cpu", running: running, lastUsed: now.addingTimeInterval(-seconds))
+        }
+        var holder = view(["v": .init(), "kept": .init(bounds: .init(min: 1, max: 1, account: "bob"))])
+        holder.offers = [FleetView.Offer(location: .embedded, skus: ["cpu"], capacity: 4),
+                         FleetView.Offer(location: .worker("w1"), skus: ["cpu"], capacity: 4),
+                         FleetView.Offer(location: .worker("gpu"), skus: ["gpu-a100"], capacity: 1)]
+        holder.instances = [held(1, .worker("w1"), idleFor: 5), held(2, .worker("w1"), idleFor: 30), held(3, .worker("w1"), idleFor: 60, running: 1),
+                            held(4, .worker("w1"), idleFor: 0.2), held(5, .embedded, idleFor: 90), held(6, .worker("gpu"), idleFor: 90),
+                            held(7, .worker("w1"), idleFor: 120, version: "kept")]
+        #expect(Decider.yieldRoom(holder, sku: "cpu", now: now, minIdle: 1) == [.retire(instance: 2)])
+        // Nothing idle long enough (or only kept for a minimum, busy, embedded, or elsewhere): nothing.
+        holder.instances = [held(3, .worker("w1"), idleFor: 60, running: 1), held(4, .worker("w1"), idleFor: 0.2), held(5, .embedded, idleFor: 90),
+                            held(7, .worker("w1"), idleFor: 120, version: "kept")]
+        #expect(Decider.yieldRoom(holder, sku: "cpu", now: now, minIdle: 1).isEmpty)
+    }
 }

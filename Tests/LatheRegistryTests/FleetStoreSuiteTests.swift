@@ -269,6 +269,7 @@ extension FleetStoreSuiteTests {
         #expect(RegistryEvent(payload: RegistryEvent.workerLost("w-1", replaced: true).payload) == .workerLost("w-1", replaced: true))
         #expect(RegistryEvent(payload: RegistryEvent.workerCommands("w-1").payload) == .workerCommands("w-1"))
         #expect(RegistryEvent(payload: RegistryEvent.fleetChanged.payload) == .fleetChanged)
+        #expect(RegistryEvent(payload: RegistryEvent.roomWanted("gpu-a100").payload) == .roomWanted("gpu-a100"))
     }
 }
 

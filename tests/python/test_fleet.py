@@ -118,3 +118,22 @@ def test_kill9_of_a_replica_during_a_burst_leaves_every_prediction_succeeded_and
     assert all(worker.registrations() == 1 for worker in fleet.workers), [w.log()[-1500:] for w in fleet.workers]
     results = [predict(fleet.url, fleet.token, f"after{index}") for index in range(4)]
     assert [r["status"] for r in results] == ["succeeded"] * 4, results
+
+
+def test_a_replica_finds_room_on_a_worker_another_replica_filled_with_idle_instances():
+    """Each replica runs only the instances it placed. When one replica's idle instances fill a
+    worker, another replica with work asks for room and the first stops one (before, the work
+    waited for the idle timeout: two minutes here)."""
+    cluster = Server(*SERVE, samples=("hello",), replicas=2)
+    try:
+        Worker(cluster, "solo", "--max-instances", "1")
+        first, second = replica_urls(cluster)
+        assert predict(first, cluster.token, "fill")["status"] == "succeeded"
+        assert cluster.workers[0].instances() == 1, cluster.workers[0].log()[-1500:]
+        time.sleep(1.5)  # the first replica's instance is idle now, and fills the worker
+        started = time.time()
+        answer = predict(second, cluster.token, "room", wait=40)
+        assert answer["status"] == "succeeded", answer
+        assert time.time() - started < 20, f"took {time.time() - started:.1f} s"
+    finally:
+        cluster.stop()

@@ -89,6 +89,9 @@ package enum SchedulerAction: Sendable, Equatable {
     case handBack(version: String)
     /// Tells the version's waiting predictions that no worker offers `sku` yet.
     case waitForHardware(version: String, sku: String)
+    /// Asks the other replicas for room on a worker offering `sku`: every one is full, and
+    /// nothing this replica holds there is idle (``Decider/yieldRoom(_:sku:now:minIdle:)``).
+    case wantRoom(sku: String)
 }
 
 /// Decides what runs where (DESIGN §6): pure, so every rule is unit-tested the way
@@ -132,6 +135,20 @@ package struct Decider {
             actions += (gone + idle.prefix(max(0, alive.count - keep))).map { .retire(instance: $0.key) }
         }
         return actions
+    }
+
+    /// What this replica gives when another asks for room on hardware `sku`: its least recently
+    /// used instance on a fleet worker offering it that has been idle at least `minIdle`
+    /// seconds and is not kept for a deployment's minimum. One at a time: the asker asks again.
+    static func yieldRoom(_ view: FleetView, sku: String, now: Date, minIdle: TimeInterval) -> [SchedulerAction] {
+        let decider = Decider(view: view)
+        let offering = Set(view.offers.filter { $0.skus.contains(sku) }.map(\.location))
+        let idle = view.instances.filter { instance in
+            guard case .worker = instance.location else { return false }  // the embedded worker serves this replica only
+            return !instance.busy && offering.contains(instance.location) && now.timeIntervalSince(instance.lastUsed) >= minIdle
+                && decider.spare(instance)
+        }
+        return idle.min { $0.lastUsed < $1.lastUsed }.map { [.retire(instance: $0.key)] } ?? []
     }
 
     private mutating func decide(_ version: String) {
@@ -179,7 +196,12 @@ package struct Decider {
             // Everything that offers the hardware is full: waiting work (never a warm minimum)
             // makes room by stopping an idle instance of another version, so a waiting account
             // is never starved.
-            guard needWork, evictIdle(except: version, for: account, sku: sku) else { return }
+            guard needWork, evictIdle(except: version, for: account, sku: sku) else {
+                // Scaled out, the room may be held by another replica's idle instances, which
+                // this replica cannot use or stop: it asks for one.
+                if needWork && view.sharedQueue { actions.append(.wantRoom(sku: sku)) }
+                return
+            }
             target = place(version, sku: sku)
         }
         guard let target else { return }

@@ -80,6 +80,13 @@ extension Scheduler {
                 Task { await handBack(version) }
             case .waitForHardware(let version, let sku):
                 tellWaitingForHardware(version, sku: sku)
+            case .wantRoom(let sku):
+                // At most once a second per SKU: the others answer by stopping one idle instance each.
+                let now = Date()
+                guard now.timeIntervalSince(roomWantedAt[sku] ?? .distantPast) >= 1 else { continue }
+                roomWantedAt[sku] = now
+                let events = self.events
+                Task { await events.publish(.roomWanted(sku)) }
             }
         }
     }

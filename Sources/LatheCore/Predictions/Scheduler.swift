@@ -146,6 +146,8 @@ public actor Scheduler {
     package var booting: [String: Int] = [:]
     /// The embedded worker's GPUs no instance holds.
     package var freeGPUs: [GPU] = []
+    /// When this replica last asked the others for room, by SKU.
+    var roomWantedAt: [String: Date] = [:]
     /// The last key given to an instance.
     var nextInstanceKey = 0
     /// Boots in flight by where they run.
@@ -238,6 +240,8 @@ public actor Scheduler {
         case .fleetChanged:
             try? await registry.fleet.refresh()
             await fleetChanged()
+        case .roomWanted(let sku):
+            apply(Decider.yieldRoom(fleetView(), sku: sku, now: Date(), minIdle: 1))
         }
     }
 

@@ -263,7 +263,11 @@ public final class WorkerFleet: @unchecked Sendable {
         let known = lock.withLock { instances.removeValue(forKey: instance.id) != nil }
         guard known else { return }
         let store = self.store
-        Task { try? await store.release(instance.id) }
+        Task {
+            try? await store.release(instance.id)
+            // Its slot is free: a replica waiting for room on that worker places its work now.
+            await announceChange()
+        }
     }
 
     /// The instance `id` if this replica placed it on worker `worker`.

@@ -23,6 +23,9 @@ public enum RegistryEvent: Sendable, Equatable {
     case workerLost(String, replaced: Bool)
     /// A worker registered or its cache changed: replicas look again at what waits.
     case fleetChanged
+    /// A replica has work for hardware `sku` that every worker offering it is too full to take,
+    /// with no idle instance of its own to stop: replicas holding an idle instance there stop one.
+    case roomWanted(String)
 
     package var payload: String {
         switch self {
@@ -34,6 +37,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case .workerCommands(let id): "commands:\(id)"
         case .workerLost(let id, let replaced): replaced ? "replaced:\(id)" : "lost:\(id)"
         case .fleetChanged: "fleet"
+        case .roomWanted(let sku): "room:\(sku)"
         }
     }
 
@@ -43,6 +47,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case ("queued", 1): self = .queued
         case ("caches", 1): self = .cachesChanged
         case ("fleet", 1): self = .fleetChanged
+        case ("room", 2): self = .roomWanted(parts[1])
         case ("commands", 2): self = .workerCommands(parts[1])
         case ("lost", 2): self = .workerLost(parts[1], replaced: false)
         case ("replaced", 2): self = .workerLost(parts[1], replaced: true)
