@@ -171,6 +171,10 @@ struct DeciderTests {
         // One replica alone (SQLite) has nobody to ask.
         #expect(Decider.plan(full, versions: ["v"]).isEmpty)
         full.sharedQueue = true
+        // A wait shorter than `roomAfter` is a busy fleet: nobody is asked yet.
+        full.versions["v"]?.queue[0].queuedAt = full.now.addingTimeInterval(-0.5)
+        #expect(Decider.plan(full, versions: ["v"]).isEmpty)
+        full.versions["v"]?.queue[0].queuedAt = full.now.addingTimeInterval(-1.5)
         #expect(Decider.plan(full, versions: ["v"]) == [.wantRoom(sku: "cpu")])
 
         // The replicas asked: each gives one instance idle long enough, on a worker offering the SKU.

@@ -28,6 +28,8 @@ package struct FleetView: Sendable {
         package var id: String
         package var account: String
         package var createdAt: String
+        /// When it joined this replica's queue.
+        package var queuedAt = Date()
     }
 
     /// A deployment's bounds on a version's instances, and the account that owns it.
@@ -74,6 +76,11 @@ package struct FleetView: Sendable {
     package var isLeader = true
     /// Whether replicas share the queue (PostgreSQL): one without a worker hands work back.
     package var sharedQueue = false
+    /// When the view was taken.
+    package var now = Date()
+    /// How long work waits for a full fleet before this replica asks the others for room
+    /// (shorter waits are a busy fleet, not one held by idle instances).
+    package var roomAfter: TimeInterval = 1
 }
 
 /// What the scheduler does for a plan, in order.
@@ -199,7 +206,9 @@ package struct Decider {
             guard needWork, evictIdle(except: version, for: account, sku: sku) else {
                 // Scaled out, the room may be held by another replica's idle instances, which
                 // this replica cannot use or stop: it asks for one.
-                if needWork && view.sharedQueue { actions.append(.wantRoom(sku: sku)) }
+                if needWork && view.sharedQueue, let oldest = queue.first, view.now.timeIntervalSince(oldest.queuedAt) >= view.roomAfter {
+                    actions.append(.wantRoom(sku: sku))
+                }
                 return
             }
             target = place(version, sku: sku)

@@ -27,7 +27,7 @@ extension Scheduler {
         for version in Set(queues.keys).union(pools.keys).union(bounds.keys).union(booting.keys) {
             let bound = bounds[version]
             view.versions[version] = FleetView.Version(
-                queue: (queues[version] ?? []).map { FleetView.Waiting(id: $0.id, account: $0.account, createdAt: $0.record.createdAt) },
+                queue: (queues[version] ?? []).map { FleetView.Waiting(id: $0.id, account: $0.account, createdAt: $0.record.createdAt, queuedAt: $0.queuedAt) },
                 sku: hardware(of: version), concurrency: versions[version]?.config.spec.concurrency ?? 1, booting: booting[version] ?? 0,
                 bounds: bound.map { FleetView.Bounds(min: $0.min, max: $0.max, account: $0.account) })
         }
