@@ -166,6 +166,17 @@ let package = Package(
         .testTarget(name: "LatheSpecTests", dependencies: ["LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheArchiveTests", dependencies: ["LatheArchive", "LatheSpec", "LatheTestSupport"]),
         .testTarget(name: "LatheRunnerTests", dependencies: ["LatheRunner", "LatheArchive", "LatheSpec", "LatheTestSupport"]),
+        .testTarget(name: "LatheStoreTests", dependencies: [
+            "LatheStore", "LatheSpec", "LatheArchive", "LatheTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "LatheCoreTests", dependencies: [
+            "LatheCore", "LatheStore", "LatheSpec", "LatheArchive", "LatheTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "LatheRegistryTests", dependencies: [
             "LatheStore", "LatheCore", "LatheRegistry", "LatheSpec", "LatheArchive", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

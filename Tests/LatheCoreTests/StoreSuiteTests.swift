@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import Testing
-@testable import LatheRegistry
 @testable import LatheCore
 @testable import LatheStore
 import LatheTestSupport

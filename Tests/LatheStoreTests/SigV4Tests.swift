@@ -1,7 +1,5 @@
 import Crypto
 import Foundation
-@testable import LatheRegistry
-@testable import LatheCore
 @testable import LatheStore
 import Testing
 

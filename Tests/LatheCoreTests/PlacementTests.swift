@@ -1,5 +1,4 @@
 import Foundation
-@testable import LatheRegistry
 @testable import LatheCore
 @testable import LatheStore
 import Testing

@@ -2,7 +2,6 @@ import Foundation
 import LatheSpec
 import Logging
 import Testing
-@testable import LatheRegistry
 @testable import LatheCore
 @testable import LatheStore
 import LatheTestSupport

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-@testable import LatheRegistry
 @testable import LatheCore
 @testable import LatheStore
 import LatheRunner

@@ -1,8 +1,6 @@
 import AsyncHTTPClient
 import Foundation
 import LatheArchive
-@testable import LatheRegistry
-@testable import LatheCore
 @testable import LatheStore
 import NIOCore
 import LatheTestSupport
