@@ -45,6 +45,10 @@ struct DeciderTests {
         // Concurrency 1: a second boot for the second waiting prediction.
         #expect(Decider.plan(view(["v": .init(queue: waiting(["a", "b"]), booting: 1)]), versions: ["v"])
                 == [.boot(version: "v", account: "alice", at: .embedded)])
+        // Waiting predictions the view does not list still count: one boot in flight, two listed
+        // and five more behind them make a second boot, for the first unlisted-by-boot account.
+        #expect(Decider.plan(view(["v": .init(queue: waiting(["a"]) + waiting(["b"], account: "bob"), waitingBeyond: 5, booting: 1)]), versions: ["v"])
+                == [.boot(version: "v", account: "bob", at: .embedded)])
         // At the version's limit (2 by default), nothing more boots.
         let busy = (1...2).map { Instance(key: $0, version: "v", account: "alice", location: .embedded, sku: "cpu", running: 1) }
         #expect(Decider.plan(view(["v": .init(queue: waiting(["a"]))], instances: busy), versions: ["v"]).isEmpty)

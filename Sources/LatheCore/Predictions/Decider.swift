@@ -42,6 +42,10 @@ package struct FleetView: Sendable {
     /// A version with waiting work or instances.
     package struct Version: Sendable {
         package var queue: [Waiting] = []
+        /// Waiting predictions beyond those in `queue`: the view lists only as many as the
+        /// version's free slots and boots in flight can take, plus one (a queue of thousands is
+        /// not copied on every enqueue).
+        package var waitingBeyond = 0
         /// The SKU it runs on (its deployment's, else its model's).
         package var sku = "cpu"
         /// Predictions one instance of it runs at once.
@@ -175,7 +179,7 @@ package struct Decider {
         let limit = state.bounds?.max ?? view.maxInstancesPerVersion
         // Each instance being booted will take `concurrency` of the waiting ones.
         let taken = state.booting * max(1, state.concurrency)
-        let needWork = queue.count > taken
+        let needWork = queue.count + state.waitingBeyond > taken
         // Deployment minimums are kept by the leader only, so replicas do not each keep them.
         let needWarm = view.isLeader && mine < (state.bounds?.min ?? 0)
         guard needWork || needWarm, mine < limit else { return }

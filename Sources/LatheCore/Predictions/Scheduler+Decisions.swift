@@ -14,10 +14,12 @@ extension Scheduler {
     }
 
     /// Gives every version with queued predictions a chance at freed capacity, fairly
-    /// (``Decider/fairOrder(_:)``).
-    func pumpWaiting() {
+    /// (``Decider/fairOrder(_:)``), after `first` (whose instance just freed or booted) in the
+    /// same plan.
+    func pumpWaiting(after first: String? = nil) {
         let view = fleetView()
-        apply(Decider.plan(view, versions: Decider.fairOrder(view)))
+        let order = Decider.fairOrder(view).filter { $0 != first }
+        apply(Decider.plan(view, versions: (first.map { [$0] } ?? []) + order))
     }
 
     /// What the decider is shown: this replica's queues, instances and boots, and every place
@@ -25,11 +27,15 @@ extension Scheduler {
     func fleetView() -> FleetView {
         var view = FleetView()
         for version in Set(queues.keys).union(pools.keys).union(bounds.keys).union(booting.keys) {
-            let bound = bounds[version]
+            let bound = bounds[version], waiting = queues[version] ?? []
+            let concurrency = versions[version]?.config.spec.concurrency ?? 1
+            // Only what the decider can use: as many as free slots and boots in flight take, and one more.
+            let freeSlots = pools[version]?.reduce(0) { $0 + max(0, $1.slots - $1.running) } ?? 0
+            let listed = waiting.prefix(freeSlots + (booting[version] ?? 0) * max(1, concurrency) + 1)
             view.versions[version] = FleetView.Version(
-                queue: (queues[version] ?? []).map { FleetView.Waiting(id: $0.id, account: $0.account, createdAt: $0.record.createdAt, queuedAt: $0.queuedAt) },
-                sku: hardware(of: version), concurrency: versions[version]?.config.spec.concurrency ?? 1, booting: booting[version] ?? 0,
-                bounds: bound.map { FleetView.Bounds(min: $0.min, max: $0.max, account: $0.account) })
+                queue: listed.map { FleetView.Waiting(id: $0.id, account: $0.account, createdAt: $0.record.createdAt, queuedAt: $0.queuedAt) },
+                waitingBeyond: waiting.count - listed.count, sku: hardware(of: version), concurrency: concurrency,
+                booting: booting[version] ?? 0, bounds: bound.map { FleetView.Bounds(min: $0.min, max: $0.max, account: $0.account) })
         }
         for (version, instances) in pools {
             for instance in instances {

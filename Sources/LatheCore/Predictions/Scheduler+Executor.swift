@@ -101,8 +101,7 @@ extension Scheduler {
                     try? await store.setStartingLogs(id, logs: preamble)
                 }
                 registry.logger.warning("prediction requeued after its worker was lost", metadata: ["prediction": "\(id)", "attempt": "\(again.attempts + 1)"])
-                pump(version)
-                pumpWaiting()
+                pumpWaiting(after: version)
                 return
             }
             outcome.error = (outcome.error ?? "its worker was lost") + " (it was tried 3 times)"
@@ -131,8 +130,7 @@ extension Scheduler {
         // Waiters answer from memory while the completion is written; readers look here first.
         unpersisted[id] = record
         finished(id)
-        pump(version)
-        pumpWaiting()
+        pumpWaiting(after: version)
         await end(Ending(id: id, claim: claim, status: record.status, output: record.output, error: record.error, logs: record.logs,
                          metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt, input: redacted,
                          inserted: job.inserted, cleanup: [instance.work.appendingPathComponent("inputs/\(job.id)"), outputs],

@@ -70,8 +70,7 @@ extension Scheduler {
             setupFailed(version, error: "\(error)", logs: buildLog.text)
             await failQueue(version, error: "Model setup failed: \(error)", logs: buildLog.text)
         }
-        pump(version)
-        pumpWaiting()
+        pumpWaiting(after: version)
     }
 
     /// Shows an environment build's output as the logs of the predictions waiting for it.

@@ -26,14 +26,14 @@ extension RegistryError {
     /// as they are, the framework's with a sentence for their status, anything else a 500 whose
     /// details go to the log only (they may hold paths or internals).
     init(from error: any Error, request: Request, logger: Logger) {
+        // A store's or the core's own error: its kind chooses the status.
+        if let known = RegistryError(domain: error) {
+            self = known
+            return
+        }
         switch error {
         case let error as RegistryError:
             self = error
-        case let error as StoreError:
-            // A store's own error: its kind chooses the status.
-            self.init(error)
-        case let error as CoreError:
-            self.init(error)
         case is NIOTooManyBytesError:
             self.init(413, "the request body is too large for \(request.uri.path); send less, or large files through /v1/files", code: "SIZE_INVALID")
         case let error as HTTPError:

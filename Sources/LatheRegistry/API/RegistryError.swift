@@ -33,6 +33,15 @@ extension RegistryError {
         self.init(status, error.message, code: error.code ?? "DENIED")
     }
 
+    /// A store's or the core's error as the HTTP surfaces answer it; nil for any other.
+    init?(domain error: any Error) {
+        switch error {
+        case let error as StoreError: self.init(error)
+        case let error as CoreError: self.init(error)
+        default: return nil
+        }
+    }
+
     /// The core's error as the HTTP surfaces answer it.
     init(_ error: CoreError) {
         let status: Int = switch error.kind {

@@ -83,11 +83,9 @@ struct WebMiddleware: RouterMiddleware {
             }
             do {
                 response = try await next(request, context)
-            } catch let error as StoreError {
+            } catch let error where !(error is RegistryError) {
                 // A store's or the core's own error, as the pages answer it.
-                throw RegistryError(error)
-            } catch let error as CoreError {
-                throw RegistryError(error)
+                throw RegistryError(domain: error) ?? error
             }
         } catch let error as RegistryError {
             if error.status == 401 {
