@@ -94,7 +94,8 @@ let package = Package(
         .target(
             name: "LatheCore",
             dependencies: [
-                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore",
+                // The embedded worker runs `lathe worker`'s code (LatheWorker) with an in-process source.
+                "LatheSpec", "LatheArchive", "LatheRunner", "LatheStore", "LatheWorker",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -64,6 +64,7 @@ public final class ModelProcess: @unchecked Sendable {
     private var exited = false
     private var watchdog: ProcessWatchdog?
     private var forkBombed = false
+    private var exitHandler: (@Sendable () -> Void)?
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -71,6 +72,19 @@ public final class ModelProcess: @unchecked Sendable {
 
     /// Whether the runner process is still alive.
     public var isRunning: Bool { process.isRunning }
+
+    /// Calls `handler` once the process has exited (at once if it already has), after every
+    /// prediction it was running has ended.
+    public func whenExited(_ handler: @escaping @Sendable () -> Void) {
+        lock.lock()
+        if exited {
+            lock.unlock()
+            handler()
+            return
+        }
+        exitHandler = handler
+        lock.unlock()
+    }
 
     /// The runner's process id (bwrap's, when sandboxed).
     public var pid: Int32 { process.processIdentifier }
@@ -295,6 +309,11 @@ public final class ModelProcess: @unchecked Sendable {
                 : "Prediction failed: \(reason) while it was running"
             entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: error, logs: entry.logs))
         }
+        let handler = lock.withLock { () -> (@Sendable () -> Void)? in
+            defer { exitHandler = nil }
+            return exitHandler
+        }
+        handler?()
     }
 
     /// The runner program shipped with Lathe.

@@ -1,23 +1,18 @@
 import Foundation
-import LatheClient
 import LatheRunner
-import NIOCore
-import NIOFoundationCompat
 
-/// Sends one prediction's logs and streamed items to the server in batches, in order: whatever
-/// arrived within `interval` goes in one request, so streamed output reaches the server (and
-/// its SSE clients) while the prediction runs, without a request per line.
+/// Sends one prediction's logs and streamed items to its source in batches, in order: whatever
+/// arrived within `interval` goes in one report, so streamed output reaches the server (and its
+/// SSE clients) while the prediction runs, without a request per line.
 final class EventBatcher: @unchecked Sendable {
-    private let client: RegistryClient
-    private let path: String
+    private let send: @Sendable ([WorkerEvent]) async -> Void
     private let interval: TimeInterval
     private let lock = NSLock()
     private var waiting: [WorkerEvent] = []
     private var sender: Task<Void, Never>?
 
-    init(client: RegistryClient, path: String, interval: TimeInterval) {
-        self.client = client
-        self.path = path
+    init(interval: TimeInterval, send: @escaping @Sendable ([WorkerEvent]) async -> Void) {
+        self.send = send
         self.interval = interval
     }
 
@@ -32,14 +27,14 @@ final class EventBatcher: @unchecked Sendable {
     /// Sends batches until nothing is left, waiting `interval` before each so events gather.
     private func run() async {
         while true {
-            try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
+            if interval > 0 { try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000)) }
             let batch = lock.withLock { () -> [WorkerEvent] in
                 defer { waiting.removeAll() }
                 if waiting.isEmpty { sender = nil }
                 return waiting
             }
             if batch.isEmpty { return }
-            try? await WorkerInstances.post(client, path, WorkerEventBatch(events: batch))
+            await send(batch)
         }
     }
 

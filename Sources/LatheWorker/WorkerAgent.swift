@@ -56,7 +56,8 @@ public final class WorkerAgent: Sendable {
         defer { Task { await client.shutdown() } }
         let hardware = HardwareInventory.detect(labels: settings.labels)
         let cache = try VersionCache(folder: settings.folder, limit: settings.cacheBytes)
-        let instances = WorkerInstances(client: client, cache: cache, folder: settings.folder, gpus: hardware.gpus,
+        let source = HTTPWorkSource(client: client, cache: cache)
+        let instances = WorkerInstances(source: source, folder: settings.folder, gpus: hardware.gpus,
                                         settings: .init(sandbox: settings.sandbox, build: settings.build), log: log)
         var delay: UInt64 = 1
         while !Task.isCancelled {
@@ -77,7 +78,8 @@ public final class WorkerAgent: Sendable {
                 continue
             }
             delay = 1
-            await instances.registered(as: registered.id)
+            await instances.registered()
+            source.registered(as: registered.id)
             log("registered as \(registered.id) (\(settings.name)): offers \(hardware.skus.joined(separator: ", ")), \(settings.capacity) instance(s)")
             await serve(registered, client: client, cache: cache, instances: instances)
             log("the registry no longer knows this worker; registering again")

@@ -41,9 +41,9 @@ struct FleetStoreSuiteTests {
     /// A ready instance on a fresh worker (the boot command taken, ready reported).
     func ready(_ fleet: WorkerFleet, backstop: TimeInterval = 15) async throws -> (RemoteInstance, String) {
         let id = try await Self.worker(fleet)
-        let instance = RemoteInstance(id: "i-1", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet, backstop: backstop)
+        let instance = RemoteInstance(id: "i-1", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, channel: FleetChannel(workerID: id, fleet: fleet), backstop: backstop)
         #expect(await fleet.add(instance))
-        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
+        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0, sku: "cpu") { _ in }
         let boot = await polls.next(fleet, id, wait: 5)
         #expect(boot.map(\.kind) == [.boot] && boot.first?.instance == "i-1")
         instance.report(InstanceReport(state: .ready))
@@ -56,9 +56,9 @@ struct FleetStoreSuiteTests {
     func lostBootIsSentAgain(_ backend: StoreSuiteTests.Backend) async throws {
         let fleet = try await Self.fleet(backend)
         let id = try await Self.worker(fleet)
-        let instance = RemoteInstance(id: "i-2", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: fleet)
+        let instance = RemoteInstance(id: "i-2", workerID: id, workerName: "w", tokenID: "t", modelID: "m", work: work, channel: FleetChannel(workerID: id, fleet: fleet))
         #expect(await fleet.add(instance))
-        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
+        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0, sku: "cpu") { _ in }
         // The long poll's answer carrying the boot is lost on the way.
         let lost = await polls.next(fleet, id, wait: 5)
         #expect(lost.map(\.kind) == [.boot])
@@ -178,12 +178,12 @@ extension FleetStoreSuiteTests {
         #expect(b.workers.map(\.id) == [worker])
 
         // A places an instance; the worker's long poll is held by B: the boot reaches it at once.
-        let placed = RemoteInstance(id: "i-a", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: a)
+        let placed = RemoteInstance(id: "i-a", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, channel: FleetChannel(workerID: worker, fleet: a))
         #expect(await a.add(placed))
         async let poll = polls.next(b, worker, wait: 5)
         try await Task.sleep(nanoseconds: 100_000_000)
         let sent = Date()
-        async let booted = placed.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0) { _ in }
+        async let booted = placed.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 0, sku: "cpu") { _ in }
         let commands = await poll
         #expect(commands.map(\.kind) == [.boot] && commands.first?.instance == "i-a")
         #expect(Date().timeIntervalSince(sent) < 0.1, "a command reaches a poll held by another replica within 100 ms")
@@ -194,9 +194,9 @@ extension FleetStoreSuiteTests {
         if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
 
         // The worker's capacity (2) is shared: B places one more, then it is full for both.
-        let second = RemoteInstance(id: "i-b", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: b)
+        let second = RemoteInstance(id: "i-b", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, channel: FleetChannel(workerID: worker, fleet: b))
         #expect(await b.add(second))
-        #expect(!(await a.add(RemoteInstance(id: "i-c", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, fleet: a))))
+        #expect(!(await a.add(RemoteInstance(id: "i-c", workerID: worker, workerName: "w", tokenID: "t", modelID: "m", work: work, channel: FleetChannel(workerID: worker, fleet: a)))))
         try await a.refresh()
         #expect(a.workers.first?.elsewhere == 1, "A counts B's instance against the worker")
         let (may, mayNot) = (await a.mayPull(tokenID: "t", modelID: "m"), await a.mayPull(tokenID: "t", modelID: "other"))

@@ -222,8 +222,9 @@ class Worker:
     """`lathe worker` for `server`: its own data folder, only HTTP to the server. `netns` runs it in
     that network namespace (then `registry` is the server's URL as seen from there)."""
 
-    def __init__(self, server, name, *extra, token=None, netns=None, registry=None):
+    def __init__(self, server, name, *extra, token=None, netns=None, registry=None, env=None):
         self.name = name
+        self.env = env or {}
         self.data = os.path.join(server.scratch, f"worker-{name}")
         self.log_path = os.path.join(server.scratch, f"worker-{name}.log")
         self.token = token or server.worker_token(name)
@@ -244,7 +245,7 @@ class Worker:
             command = ["ip", "netns", "exec", self.netns, *command]
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "LATHE_WORKER_TOKEN": self.token})
+                                            env={**os.environ, **self.env, "LATHE_WORKER_TOKEN": self.token})
         deadline = time.time() + 30
         while wait and self.registrations() == before:
             if self.process.poll() is not None or time.time() > deadline:

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import LATHE, Server
+from conftest import LATHE, Server, Worker
 
 UUIDS = ["GPU-8a1f3c52-1111-2222-3333-444455556666", "GPU-9b2e4d63-aaaa-bbbb-cccc-ddddeeeeffff"]
 SPEC = 'python: "3.11"\npredict: predict.py:Predictor\ninputs: {}\noutput: {type: string}\n'
@@ -21,17 +21,22 @@ class Predictor:
 """
 
 
-@pytest.fixture()
-def fake_gpus(tmp_path):
-    bin_dir, devices = tmp_path / "bin", tmp_path / "dev"
-    bin_dir.mkdir()
+def fake_machine(folder, models):
+    """A fake `nvidia-smi` listing one GPU per entry of `models` (with UUIDS), and their device nodes."""
+    bin_dir, devices = folder / "bin", folder / "dev"
+    bin_dir.mkdir(parents=True)
     devices.mkdir()
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(
-        f"echo '{index}, {uuid}, NVIDIA A100-SXM4-80GB, 81920'\n" for index, uuid in enumerate(UUIDS)))
+        f"echo '{index}, {uuid}, {model}, 81920'\n" for index, (uuid, model) in enumerate(zip(UUIDS, models))))
     os.chmod(bin_dir / "nvidia-smi", 0o755)
-    for name in ["nvidia0", "nvidia1", "nvidiactl"]:
+    for name in [f"nvidia{index}" for index in range(len(models))] + ["nvidiactl"]:
         (devices / name).write_text("")
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LATHE_GPU_DEVICE_DIR": str(devices)}
+
+
+@pytest.fixture()
+def fake_gpus(tmp_path):
+    return fake_machine(tmp_path, ["NVIDIA A100-SXM4-80GB"] * 2)
 
 
 def project(tmp_path, name):
@@ -77,3 +82,31 @@ def test_lathe_predict_gives_a_local_model_the_machine_s_gpus(tmp_path, fake_gpu
     assert predict("--gpus", "none") == "|"
     refused = subprocess.run([LATHE, "predict", str(folder), "--gpus", "3"], capture_output=True, text=True, env=env)
     assert refused.returncode == 1 and "--gpus 3 asks for more GPUs than this machine has (2)" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("where", ["embedded", "worker"])
+def test_on_a_machine_with_two_gpu_models_an_instance_gets_the_model_its_hardware_names(tmp_path, where):
+    """The embedded worker and `lathe worker` are one code path (issue 20 item 2): both give an
+    instance a GPU of the model the version's hardware names, not merely the first free one."""
+    machine = fake_machine(tmp_path / "machine", ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"])
+    if where == "embedded":
+        server = Server("--idle-timeout", "300", samples=(), env=machine)
+    else:
+        server = Server("--no-worker", "--idle-timeout", "300", samples=())
+    try:
+        if where == "worker":
+            Worker(server, "gpus", env=machine)
+        headers = {"Authorization": f"Bearer {server.token}"}
+        offered = httpx.get(f"{server.url}/v1/hardware", headers=headers).json()
+        a100 = next((item["sku"] for item in offered if "A100" in item["name"]), None)
+        assert a100 and any("H100" in item["name"] for item in offered), offered
+        pushed = subprocess.run([LATHE, "push", str(project(tmp_path, "probe")), "alice/probe"], capture_output=True, text=True, env=server.env)
+        assert pushed.returncode == 0, pushed.stderr
+        assert httpx.patch(f"{server.url}/v1/models/alice/probe", json={"hardware": a100}, headers=headers).status_code == 200
+        done = httpx.post(f"{server.url}/v1/models/alice/probe/predictions", json={"input": {}},
+                          headers={**headers, "Prefer": "wait"}, timeout=120).json()
+        assert done["status"] == "succeeded", done
+        # The A100 is the machine's second GPU: its own node and UUID, never the H100's.
+        assert done["output"] == f"{UUIDS[1]}|nvidia1,nvidiactl", done["output"]
+    finally:
+        server.stop()

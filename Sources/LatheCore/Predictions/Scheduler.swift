@@ -142,6 +142,8 @@ public actor Scheduler {
     package nonisolated let signals = PredictionSignals()
     package let settings: Settings
     package let runtime: URL
+    /// The worker inside this server (nil when `settings.embeddedWorker` is off).
+    let embedded: EmbeddedWorker?
     var pools: [String: [Instance]] = [:]
     package var booting: [String: Int] = [:]
     /// The embedded worker's GPUs no instance holds.
@@ -184,6 +186,11 @@ public actor Scheduler {
         self.replica = Self.replicaID(in: runtime)
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
         self.freeGPUs = settings.embeddedWorker ? settings.embeddedGPUs : []
+        let logger = registry.logger
+        self.embedded = settings.embeddedWorker
+            ? EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,
+                             gpus: settings.embeddedGPUs) { logger.info("\($0)", metadata: ["worker": "embedded"]) }
+            : nil
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
@@ -245,10 +252,11 @@ public actor Scheduler {
         }
     }
 
-    /// Stops every instance (graceful shutdown).
-    public func shutdown() {
+    /// Stops every instance (graceful shutdown), and waits for the embedded worker's to end.
+    public func shutdown() async {
         for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
+        await embedded?.stopAll()
     }
 
 }

@@ -36,15 +36,6 @@ package struct HostLost: Error, CustomStringConvertible {
     package var description: String
 }
 
-extension EmbeddedWorker: InstanceHost {
-    package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
-        if request.sku.hasPrefix("gpu-") && request.gpus.isEmpty { throw HostLost(description: "no \(request.sku) GPU of this machine is free") }
-        let process = try await prepare(request.digest, manifest: request.loaded.manifest, config: request.loaded.config, work: request.work,
-                                        gpus: request.gpus) { log.append($0) }
-        return BootedInstance(runner: process, setup: try await process.start())
-    }
-}
-
 /// A worker of the fleet as a host: the slot is reserved in the shared store (under the
 /// worker's row lock), then the worker is told to boot.
 package struct FleetWorkerHost: InstanceHost {
@@ -54,7 +45,8 @@ package struct FleetWorkerHost: InstanceHost {
     package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
         guard let member = fleet.workers.first(where: { $0.id == workerID }) else { throw HostLost(description: "the worker chosen for it left") }
         let remote = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: workerID, workerName: member.name,
-                                    tokenID: member.tokenID, modelID: request.loaded.modelID, work: request.work, fleet: fleet)
+                                    tokenID: member.tokenID, modelID: request.loaded.modelID, work: request.work,
+                                    channel: FleetChannel(workerID: workerID, fleet: fleet))
         guard await fleet.add(remote) else {
             // Another replica filled it first (or it left): placed again with a fresh look, after
             // a pause (with the database unreachable this would spin).
@@ -63,7 +55,14 @@ package struct FleetWorkerHost: InstanceHost {
             throw HostLost(description: "the worker chosen for it is full or left")
         }
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
-        let setup = await remote.boot(version, gpus: request.sku.hasPrefix("gpu-") ? 1 : 0) { log.replace($0) }
+        let setup = await remote.boot(version, gpus: request.sku.hasPrefix("gpu-") ? 1 : 0, sku: request.sku) { log.replace($0) }
         return BootedInstance(runner: remote, setup: setup, lost: remote.lostReason)
+    }
+}
+
+/// A host that is not there (the embedded worker, when it is turned off): every boot is lost.
+struct NoHost: InstanceHost {
+    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
+        throw HostLost(description: "this server runs no instances (its embedded worker is off)")
     }
 }

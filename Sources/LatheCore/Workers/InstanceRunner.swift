@@ -2,8 +2,8 @@ import Foundation
 import LatheRunner
 import LatheSpec
 
-/// One running copy of a version, wherever it runs: a model process of the embedded worker, or
-/// an instance on a remote `lathe worker` (DESIGN §6). The scheduler decides; runners run.
+/// One running copy of a version, wherever it runs (``RemoteInstance``: on the embedded worker
+/// or a `lathe worker` of the fleet, DESIGN §6). The scheduler decides; runners run.
 package protocol InstanceRunner: AnyObject, Sendable {
     /// False once the instance has stopped, crashed or its worker was lost.
     var isRunning: Bool { get }
@@ -18,8 +18,4 @@ package protocol InstanceRunner: AnyObject, Sendable {
     /// True once for a prediction whose runner was lost before it produced anything (it may
     /// run again elsewhere); a local process never loses one that way.
     func takeRetry(_ prediction: String) -> Bool
-}
-
-extension ModelProcess: InstanceRunner {
-    package func takeRetry(_ prediction: String) -> Bool { false }
 }

@@ -2,11 +2,22 @@ import Foundation
 import LatheRunner
 import LatheSpec
 
-/// An instance on a remote worker, as the server sees it. Commands go out through the fleet's
-/// long polls; the worker's reports (boot progress, events, files, completion) come back through
-/// the worker routes and resume whoever waits here. Every prediction runs under an assignment
-/// id; a report naming an assignment this instance no longer holds is refused, so a worker that
-/// comes back after it was counted lost cannot overwrite what ran elsewhere.
+/// How commands reach the worker an instance runs on: the fleet's long polls (a `lathe worker`),
+/// or the embedded worker's in-process queue.
+package protocol WorkerChannel: Sendable {
+    /// Sends a command; commands to one worker arrive in the order they were sent.
+    func send(_ command: WorkerCommand)
+    /// The instance stopped: nothing more is reported about it.
+    func forget(_ instance: RemoteInstance)
+}
+
+/// An instance on a worker, as the server sees it: a `lathe worker` of the fleet, or the
+/// embedded worker of `lathe serve` (the same worker code, in process). Commands go out through
+/// its ``WorkerChannel``; the worker's reports (boot progress, events, files, completion) come
+/// back through the worker routes or the in-process source and resume whoever waits here. Every
+/// prediction runs under an assignment id; a report naming an assignment this instance no longer
+/// holds is refused, so a worker that comes back after it was counted lost cannot overwrite what
+/// ran elsewhere.
 package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     package let id: String
     package let workerID: String
@@ -18,7 +29,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     package let work: URL
     /// How long after a prediction's timeout the server gives up on the worker's answer.
     package let backstop: TimeInterval
-    private unowned let fleet: WorkerFleet
+    private let channel: any WorkerChannel
 
     private enum State { case booting, ready, stopped, lost }
 
@@ -50,7 +61,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var bootCommand: WorkerCommand?
     private var bootSentAt = Date.distantPast
 
-    package init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, fleet: WorkerFleet,
+    package init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, channel: any WorkerChannel,
          backstop: TimeInterval = 15) {
         self.backstop = backstop
         self.id = id
@@ -59,16 +70,16 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         self.tokenID = tokenID
         self.modelID = modelID
         self.work = work
-        self.fleet = fleet
+        self.channel = channel
     }
 
     package var isRunning: Bool { lock.withLock { state == .ready || state == .booting } }
 
     /// Asks the worker to start the instance and waits for it to be ready or fail. `log` gets
     /// the boot's output so far (pull, unpack, environment build) as the worker reports it.
-    package func boot(_ version: WorkerVersion, gpus: Int, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
+    package func boot(_ version: WorkerVersion, gpus: Int, sku: String, log: @escaping @Sendable (String) -> Void) async -> SetupResult {
         await withCheckedContinuation { continuation in
-            let command = WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus)
+            let command = WorkerCommand(kind: .boot, instance: id, version: version, gpus: gpus, sku: sku)
             let lost = lock.withLock { () -> String? in
                 if let lostReason { return lostReason }
                 bootContinuation = continuation
@@ -81,7 +92,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
                 continuation.resume(returning: .failed(error: lost, logs: ""))
                 return
             }
-            fleet.send(workerID, command)
+            channel.send(command)
         }
     }
 
@@ -96,7 +107,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
             return bootCommand
         }
         guard let command else { return false }
-        fleet.send(workerID, command)
+        channel.send(command)
         return true
     }
 
@@ -148,7 +159,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
                 continuation.resume(returning: PredictionOutcome(status: .failed, error: refused))
                 return
             }
-            fleet.send(workerID, WorkerCommand(kind: .predict, instance: id, assignment: assignment, prediction: prediction, input: wire,
+            channel.send(WorkerCommand(kind: .predict, instance: id, assignment: assignment, prediction: prediction, input: wire,
                                                inputFiles: files, timeout: timeout, checkSafety: checkSafety, context: context.isEmpty ? nil : context))
         }
     }
@@ -200,8 +211,18 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     }
 
     /// The worker's final word on a prediction; false when the assignment is not held here.
-    package func complete(_ assignment: String, _ outcome: PredictionOutcome) -> Bool {
-        finish(assignment, outcome)
+    /// With `instanceStopped` the instance is counted stopped before the prediction's runner
+    /// hears the outcome, so nothing more is placed on it.
+    package func complete(_ assignment: String, _ outcome: PredictionOutcome, instanceStopped: Bool = false) -> Bool {
+        if instanceStopped {
+            let held = lock.withLock { () -> Bool in
+                guard pending[assignment] != nil else { return false }
+                if state != .lost { state = .stopped }
+                return true
+            }
+            guard held else { return false }
+        }
+        return finish(assignment, outcome)
     }
 
     @discardableResult
@@ -218,7 +239,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
 
     package func cancel(id prediction: String) {
         guard let assignment = lock.withLock({ assignments[prediction] }) else { return }
-        fleet.send(workerID, WorkerCommand(kind: .cancel, instance: id, assignment: assignment, prediction: prediction))
+        channel.send(WorkerCommand(kind: .cancel, instance: id, assignment: assignment, prediction: prediction))
     }
 
     package func terminate() {
@@ -226,8 +247,8 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
             defer { if state != .lost { state = .stopped } }
             return state == .ready || state == .booting
         }
-        if wasUp { fleet.send(workerID, WorkerCommand(kind: .stop, instance: id)) }
-        fleet.remove(self)
+        if wasUp { channel.send(WorkerCommand(kind: .stop, instance: id)) }
+        channel.forget(self)
         try? FileManager.default.removeItem(at: work)
     }
 

@@ -367,3 +367,13 @@ public final class WorkerFleet: @unchecked Sendable {
         if let events { await events.publish(.fleetChanged) } else { handler?() }
     }
 }
+
+/// Commands to one worker of the fleet go through its long polls (held here or by another
+/// replica); a stopped instance frees its slot in the shared store.
+package struct FleetChannel: WorkerChannel {
+    package let workerID: String
+    package unowned let fleet: WorkerFleet
+
+    package func send(_ command: WorkerCommand) { fleet.send(workerID, command) }
+    package func forget(_ instance: RemoteInstance) { fleet.remove(instance) }
+}

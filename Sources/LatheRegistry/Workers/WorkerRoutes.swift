@@ -77,7 +77,9 @@ struct WorkerRoutes {
         group.post(":worker/instances/:instance/assignments/:assignment/complete") { request, context -> Response in
             try await instance(request, context) { instance in
                 let completion = try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerCompletion.self, from: request, context: context)
-                guard instance.complete(try context.parameters.require("assignment"), completion.outcome) else { throw Self.notHeld }
+                guard instance.complete(try context.parameters.require("assignment"), completion.outcome, instanceStopped: completion.instanceStopped == true) else {
+                    throw Self.notHeld
+                }
                 return Response(status: .noContent)
             }
         }

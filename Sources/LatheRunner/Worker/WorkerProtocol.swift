@@ -106,6 +106,8 @@ public struct WorkerCommand: Codable, Sendable {
     public var version: WorkerVersion?
     /// How many whole GPUs the instance gets (boot).
     public var gpus: Int?
+    /// The hardware the version asks for (boot): `gpu-…` names the GPU model its GPUs must be.
+    public var sku: String?
     /// The claim a prediction runs under: every report about it names this, and a report for
     /// an assignment the server no longer holds is refused (409).
     public var assignment: String?
@@ -126,8 +128,9 @@ public struct WorkerCommand: Codable, Sendable {
 
     public init(kind: Kind, instance: String? = nil, version: WorkerVersion? = nil, gpus: Int? = nil, assignment: String? = nil,
                 prediction: String? = nil, input: [String: JSONValue]? = nil, inputFiles: [String]? = nil, timeout: Double? = nil,
-                checkSafety: Bool? = nil, context: [String: String]? = nil) {
+                checkSafety: Bool? = nil, context: [String: String]? = nil, sku: String? = nil) {
         self.kind = kind
+        self.sku = sku
         self.instance = instance
         self.version = version
         self.gpus = gpus
@@ -141,7 +144,7 @@ public struct WorkerCommand: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, instance, version, gpus, assignment, prediction, input, timeout, context, seq
+        case kind, instance, version, gpus, sku, assignment, prediction, input, timeout, context, seq
         case inputFiles = "input_files"
         case checkSafety = "check_safety"
     }
@@ -209,5 +212,16 @@ public struct WorkerEventBatch: Codable, Sendable {
 /// output names as `{"$file": NAME}` were uploaded first with `PUT …/files/{NAME}`.
 public struct WorkerCompletion: Codable, Sendable {
     public var outcome: PredictionOutcome
-    public init(outcome: PredictionOutcome) { self.outcome = outcome }
+    /// Set when the instance's model process had exited by the time the prediction ended: the
+    /// instance runs nothing more (the next prediction boots a new one, not this one).
+    public var instanceStopped: Bool?
+    public init(outcome: PredictionOutcome, instanceStopped: Bool? = nil) {
+        self.outcome = outcome
+        self.instanceStopped = instanceStopped
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case outcome
+        case instanceStopped = "instance_stopped"
+    }
 }
