@@ -49,7 +49,7 @@ public final class ModelProcess: @unchecked Sendable {
         var timedOut = false
         /// Sleeps until the deadline; canceled when the prediction ends first.
         /// Fires the timeout; cancelling a dispatch work item wakes no thread (a sleeping Task would).
-        var timer: DispatchWorkItem?
+        var timer: Deadlines.Token?
     }
 
     public let configuration: Configuration
@@ -140,9 +140,7 @@ public final class ModelProcess: @unchecked Sendable {
                 return
             }
             pending[id] = Pending(onEvent: onEvent, continuation: continuation)
-            let timer = DispatchWorkItem { [weak self] in self?.timeOut(id) }
-            pending[id]?.timer = timer
-            DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
+            pending[id]?.timer = Deadlines.shared.after(timeout) { [weak self] in self?.timeOut(id) }
             lock.unlock()
             send(RunnerCommand(type: "predict", id: id, input: input, outputDir: outputDirectory.path, safety: checkSafety, context: context))
         }
@@ -233,7 +231,7 @@ public final class ModelProcess: @unchecked Sendable {
             let entry = pending.removeValue(forKey: id)
             lock.unlock()
             guard let entry else { return }
-            entry.timer?.cancel()
+            entry.timer.map(Deadlines.shared.cancel)
             var status = PredictionOutcome.Status(rawValue: message.status ?? "failed") ?? .failed
             var error = message.error
             if entry.timedOut { status = .failed; error = "Prediction timed out" }
@@ -303,7 +301,7 @@ public final class ModelProcess: @unchecked Sendable {
         lock.unlock()
         finishSetup(.failed(error: "setup did not finish: \(reason)", logs: setupLogs))
         for (_, entry) in waiting {
-            entry.timer?.cancel()
+            entry.timer.map(Deadlines.shared.cancel)
             let error = entry.timedOut ? "Prediction timed out"
                 : bombed ? "Prediction failed: the model started more than \(configuration.maxProcesses) processes (a fork bomb?) and was stopped"
                 : "Prediction failed: \(reason) while it was running"

@@ -22,6 +22,7 @@ extension Scheduler {
         let startedAt = Timestamp.now()
         record.startedAt = startedAt
         let claim = job.claimID
+        var processingTimer: Deadlines.Token?
         if job.hasWebhook {
             _ = try? await job.inserted?.value
             try? await store.markProcessing(id, at: startedAt, claim: claim)
@@ -30,13 +31,15 @@ extension Scheduler {
             // Off the answer's path, once the row exists. Readers see "processing" only when the
             // row says so: a restart fails what was processing and runs what was starting, so a
             // client must never see processing before it is written.
-            // A prediction that is done within 50 ms is written once, by its completion.
+            // A prediction that is done within 50 ms is written once, by its completion; its
+            // deadline is cancelled then, which (unlike a sleeping task) wakes no thread.
             let inserted = job.inserted
-            Task { [weak self] in
-                _ = try? await inserted?.value
-                try? await Task.sleep(nanoseconds: 50_000_000)
-                guard await self?.isRunning(id) == true else { return }
-                try? await store.markProcessing(id, at: startedAt, claim: claim)
+            processingTimer = Deadlines.shared.after(0.05) { [weak self] in
+                Task {
+                    _ = try? await inserted?.value
+                    guard await self?.isRunning(id) == true else { return }
+                    try? await store.markProcessing(id, at: startedAt, claim: claim)
+                }
             }
         }
         let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
@@ -82,6 +85,7 @@ extension Scheduler {
         } catch {
             outcome = PredictionOutcome(status: .failed, error: "\(error)")
         }
+        processingTimer.map(Deadlines.shared.cancel)
         if instance.runner.takeRetry(id) {
             // Its worker was lost before the prediction produced anything: run it again
             // elsewhere, twice at most; after that it fails with the worker's name.

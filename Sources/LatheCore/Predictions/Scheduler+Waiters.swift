@@ -9,15 +9,15 @@ import LatheStore
 extension Scheduler {
     /// Returns when the prediction has finished or `seconds` have passed: the finished record
     /// while its completion is being written here (so the answer needs no second look), else nil.
-    /// A waiter is one continuation; its timer is left to run out on its own (cancelling it
-    /// would cost a wake-up on the answer's path).
+    /// A waiter is one continuation and a deadline (``Deadlines``), cancelled when the
+    /// prediction ends first: that wakes no thread, where a sleeping task would be woken once
+    /// per waiter, on the answer's path or 50 ms after it.
     @discardableResult
     package func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
         if completed.contains(id) { return unpersisted[id] }
         let token = UUID()
-        Task { [weak self] in
-            try? await Task.sleep(seconds: seconds)
-            await self?.expire(id, token)
+        let timer = Deadlines.shared.after(seconds) { [weak self] in
+            Task { await self?.expire(id, token) }
         }
         if registry.database.kind == .postgres, claims[id] == nil {
             // Running on another replica: its NOTIFY wakes this waiter; a notification lost
@@ -32,7 +32,13 @@ extension Scheduler {
                 }
             }
         }
-        return await withCheckedContinuation { waiters[id, default: [:]][token] = $0 }
+        return await withCheckedContinuation { waiters[id, default: [:]][token] = Waiter(continuation: $0, timer: timer) }
+    }
+
+    /// One caller waiting for a prediction's end, until its timer runs out.
+    struct Waiter {
+        var continuation: CheckedContinuation<PredictionRecord?, Never>
+        var timer: Deadlines.Token
     }
 
     func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
@@ -40,7 +46,7 @@ extension Scheduler {
     package func isRunning(_ id: String) -> Bool { running[id] != nil }
 
     package func expire(_ id: String, _ token: UUID) {
-        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.resume(returning: nil) }
+        if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.continuation.resume(returning: nil) }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
@@ -49,7 +55,10 @@ extension Scheduler {
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
         let record = unpersisted[id]
-        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: record) }
+        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values {
+            Deadlines.shared.cancel(waiter.timer)
+            waiter.continuation.resume(returning: record)
+        }
     }
 
     /// Wakes waiters here and, scaled out, on the other replicas.

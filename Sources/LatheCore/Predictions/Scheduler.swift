@@ -169,7 +169,7 @@ public actor Scheduler {
     /// and readers look here first, so nobody waits on that write or sees an older row.
     var unpersisted: [String: PredictionRecord] = [:]
     /// Waiters for a prediction's end, each given the finished record when this replica has it.
-    var waiters: [String: [UUID: CheckedContinuation<PredictionRecord?, Never>]] = [:]
+    var waiters: [String: [UUID: Waiter]] = [:]
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
     package var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]

@@ -44,7 +44,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         var sawEvents = false
         /// The logs so far (kept for a failure the worker cannot report itself).
         package var logs = ""
-        var timer: DispatchWorkItem?
+        var timer: Deadlines.Token?
     }
 
     private let lock = NSLock()
@@ -148,11 +148,9 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
                                               outputs: outputDirectory, inputs: inputs)
                 assignments[prediction] = assignment
                 // The worker enforces the timeout; this is the backstop should it never answer.
-                let timer = DispatchWorkItem { [weak self] in
+                pending[assignment]?.timer = Deadlines.shared.after(timeout + backstop) { [weak self] in
                     self?.finish(assignment, PredictionOutcome(status: .failed, error: "Prediction timed out: worker \(self?.workerName ?? "") did not answer within \(Int(timeout)) s"))
                 }
-                pending[assignment]?.timer = timer
-                DispatchQueue.global().asyncAfter(deadline: .now() + timeout + backstop, execute: timer)
                 return nil
             }
             if let refused {
@@ -232,7 +230,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
             assignments.removeValue(forKey: entry.prediction)
             return entry
         }) else { return false }
-        entry.timer?.cancel()
+        entry.timer.map(Deadlines.shared.cancel)
         entry.continuation.resume(returning: outcome)
         return true
     }
@@ -274,7 +272,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
             return all
         }
         for entry in ended {
-            entry.timer?.cancel()
+            entry.timer.map(Deadlines.shared.cancel)
             entry.continuation.resume(returning: PredictionOutcome(status: .failed, error: reason, logs: entry.logs))
         }
     }
