@@ -16,7 +16,12 @@ package struct PredictionShape {
         json(record, output: record.dataRemoved ? .null : await OutputFiles.inline(Self.decode(record.output), registry: registry))
     }
 
-    private static func decode(_ text: String?) -> JSONValue { text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null }
+    /// Stored JSON as a value: the fast reader first (this runs three times per answer), and
+    /// Foundation's decoder for anything it refuses (only text this server wrote is stored).
+    private static func decode(_ text: String?) -> JSONValue {
+        guard let text else { return .null }
+        return JSONValue(parsing: text) ?? (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .null
+    }
 
     private func json(_ record: PredictionRecord, output: JSONValue) -> JSONValue {
         func decode(_ text: String?) -> JSONValue { Self.decode(text) }
