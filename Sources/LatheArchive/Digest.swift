@@ -39,7 +39,7 @@ public struct Digest: Sendable, Hashable, Codable, CustomStringConvertible, Comp
     }
 
     init(_ digest: SHA256.Digest) {
-        self.hex = digest.map { String(format: "%02x", $0) }.joined()
+        self.hex = ByteEncoding.hex(digest)
     }
 }
 

@@ -29,7 +29,7 @@ public struct ResumableDigest: Codable, Sendable, Equatable {
         var copy = context
         var bytes = [UInt8](repeating: 0, count: 32)
         _ = CCryptoBoringSSL_SHA256_Final(&bytes, &copy)
-        return Digest(parsing: "sha256:" + bytes.map { String(format: "%02x", $0) }.joined())!
+        return Digest(parsing: "sha256:" + ByteEncoding.hex(bytes))!
     }
 
     private enum CodingKeys: String, CodingKey { case count, state }

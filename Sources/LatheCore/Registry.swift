@@ -98,8 +98,7 @@ extension Registry {
     /// (as Replicate's does) while the id alone opens nothing.
     public func streamSignature(_ predictionID: String) -> String {
         let code = HMAC<SHA256>.authenticationCode(for: Data("lathe-stream-v1:\(predictionID)".utf8), using: streamKey)
-        return Data(code).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        return ByteEncoding.base64URL(code)
     }
 
     /// The path of a prediction's signed stream URL.

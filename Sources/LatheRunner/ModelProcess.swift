@@ -205,7 +205,7 @@ public final class ModelProcess: @unchecked Sendable {
     }
 
     private func handle(line: Data) {
-        guard let message = try? JSONDecoder().decode(RunnerMessage.self, from: line) else {
+        guard let message = RunnerMessage(line: line) else {
             // Output before the runner took over stdout (e.g. the interpreter failing to start).
             appendLog(String(decoding: line, as: UTF8.self) + "\n", id: nil)
             return

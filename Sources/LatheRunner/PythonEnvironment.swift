@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LatheArchive
 import LatheSpec
 
 /// A Python environment built once per distinct (Python version, requirements) and cached under
@@ -17,7 +18,7 @@ public struct PythonEnvironment: Sendable, Codable {
     /// The name of the environment folder for `requirements` under Python `version`.
     static func key(python version: PythonVersion, requirements: [String]) -> String {
         let key = "python=\(version)\n" + requirements.joined(separator: "\n")
-        return String(SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined().prefix(20))
+        return String(ByteEncoding.hex(SHA256.hash(data: Data(key.utf8))).prefix(20))
     }
 
     /// The environment for `requirements` under Python `version` when one was built already

@@ -1,3 +1,4 @@
+import Foundation
 import LatheSpec
 
 /// A line the runner writes (see `runner.py` for the protocol).
@@ -19,6 +20,31 @@ struct RunnerMessage: Decodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case type, id, data, index, value, status, output, error, name, mode
         case predictTime = "predict_time", setupTime = "setup_time"
+    }
+
+    /// A line read with the fast JSON reader (once or more per prediction, on its critical
+    /// path), or with JSONDecoder when the fast reader refuses it; nil when it is not a message.
+    init?(line: Data) {
+        guard let parsed = JSONValue(parsing: String(decoding: line, as: UTF8.self)) else {
+            guard let message = try? JSONDecoder().decode(RunnerMessage.self, from: line) else { return nil }
+            self = message
+            return
+        }
+        guard let object = parsed.objectValue, let type = object["type"]?.stringValue else { return nil }
+        func string(_ key: String) -> String? { object[key]?.stringValue }
+        func present(_ key: String) -> JSONValue? { object[key].flatMap { $0 == .null ? nil : $0 } }
+        self.type = type
+        id = string("id")
+        data = string("data")
+        if case .int(let index)? = object["index"] { self.index = index }
+        value = present("value")
+        status = string("status")
+        output = present("output")
+        error = string("error")
+        predictTime = object["predict_time"]?.doubleValue
+        setupTime = object["setup_time"]?.doubleValue
+        name = string("name")
+        mode = string("mode")
     }
 }
 

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LatheArchive
 import LatheSpec
 
 /// A model's `system_packages:`: Debian packages and the dependencies this machine lacks,
@@ -20,7 +21,7 @@ public enum SystemPackages {
         if let bad = names.first(where: { !SpecParser.isDebianPackageName($0) }) {
             throw Diagnostic(nil, "system_packages: \"\(bad)\" is not a Debian package name", fix: "list packages as apt knows them")
         }
-        let hash = SHA256.hash(data: Data(names.joined(separator: "\n").utf8)).map { String(format: "%02x", $0) }.joined().prefix(20)
+        let hash = ByteEncoding.hex(SHA256.hash(data: Data(names.joined(separator: "\n").utf8))).prefix(20)
         let sysroots = home.appendingPathComponent("sysroots")
         let root = sysroots.appendingPathComponent(String(hash))
         try FileManager.default.createDirectory(at: sysroots, withIntermediateDirectories: true)

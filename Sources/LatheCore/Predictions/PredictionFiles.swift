@@ -1,4 +1,5 @@
 import Foundation
+import LatheArchive
 import LatheRunner
 import LatheSpec
 import LatheStore
@@ -53,7 +54,7 @@ package enum OutputFiles {
             if object.count == 1, let name = object["$file"]?.stringValue, BlobKey.isPlainName(name) {
                 var bytes = [UInt8](repeating: 0, count: 24)
                 for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
-                let token = bytes.map { String(format: "%02x", $0) }.joined()
+                let token = ByteEncoding.hex(bytes)
                 guard let key = BlobKey.output(token: token, name: name) else { return .null }
                 try await registry.blobs.store(key, from: directory.appendingPathComponent(name))
                 let encoded = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name

@@ -194,7 +194,7 @@ final class UploadState: @unchecked Sendable {
         currentText = Data()
     }
 
-    func digest() -> String { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
+    func digest() -> String { ByteEncoding.hex(hasher.finalize()) }
 
     private var closed = false
 

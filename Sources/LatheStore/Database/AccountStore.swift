@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LatheArchive
 import HummingbirdBcrypt
 import SQLKit
 
@@ -336,6 +337,6 @@ public struct AccountStore: Sendable {
     }
 
     package static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        ByteEncoding.hex(SHA256.hash(data: Data(token.utf8)))
     }
 }

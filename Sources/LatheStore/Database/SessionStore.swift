@@ -1,4 +1,5 @@
 import Foundation
+import LatheArchive
 import SQLKit
 
 /// A signed-in browser: the user, and the account (the user or one of their organizations) the
@@ -61,6 +62,6 @@ public struct SessionStore: Sendable {
     /// 32 random bytes from the system's CSPRNG, hex-encoded (cookie-safe).
     package static func randomSecret() -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return ByteEncoding.hex((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LatheArchive
 
 /// AWS Signature Version 4 for S3 requests: the `Authorization` header for a request, or a
 /// presigned URL. A pure function of the request, the credentials and the time, tested against
@@ -117,5 +118,5 @@ public struct SigV4: Sendable {
         return sorted.map { "\($0.name)=\($0.value)" }.joined(separator: "&")
     }
 
-    package static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { bytes.map { String(format: "%02x", $0) }.joined() }
+    package static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { ByteEncoding.hex(bytes) }
 }
