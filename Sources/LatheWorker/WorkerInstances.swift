@@ -191,8 +191,8 @@ package actor WorkerInstances {
         let inputs = instance.work.appendingPathComponent("inputs/\(prediction)")
         let outputs = instance.work.appendingPathComponent("outputs/\(prediction)")
         defer {
-            try? FileManager.default.removeItem(at: inputs)
-            try? FileManager.default.removeItem(at: outputs)
+            // Most predictions made neither folder: a failing removal costs an error object.
+            for folder in [inputs, outputs] where FileManager.default.fileExists(atPath: folder.path) { try? FileManager.default.removeItem(at: folder) }
         }
         let deadline = Date().addingTimeInterval(command.timeout ?? 1800)
         let source = self.source, id = instance.id

@@ -105,7 +105,7 @@ struct PredictionRoutes {
         return prediction
     }
 
-    private struct CreateBody: Decodable {
+    private struct CreateBody: JSONValueDecodable {
         var version: String?
         var input: [String: JSONValue]?
         var webhook: String?
@@ -113,6 +113,37 @@ struct PredictionRoutes {
         var disable_safety_checker: Bool?
         /// Cog's request `context`: string keys and values the model reads as `current_scope().context`.
         var context: [String: JSONValue]?
+
+        /// The fields as JSONDecoder reads them (absent or null is nil); nil for any other shape.
+        init?(json: JSONValue) {
+            guard let object = json.objectValue else { return nil }
+            func field(_ key: String) -> JSONValue? { object[key].flatMap { $0 == .null ? nil : $0 } }
+            func string(_ key: String) -> String?? {
+                guard let value = field(key) else { return .some(nil) }
+                return value.stringValue.map { .some($0) }
+            }
+            guard let version = string("version"), let webhook = string("webhook") else { return nil }
+            self.version = version
+            self.webhook = webhook
+            if let value = field("input") {
+                guard let input = value.objectValue else { return nil }
+                self.input = input
+            }
+            if let value = field("context") {
+                guard let context = value.objectValue else { return nil }
+                self.context = context
+            }
+            if let value = field("disable_safety_checker") {
+                guard case .bool(let flag) = value else { return nil }
+                disable_safety_checker = flag
+            }
+            if let value = field("webhook_events_filter") {
+                guard let items = value.arrayValue else { return nil }
+                let names = items.compactMap(\.stringValue)
+                guard names.count == items.count else { return nil }
+                webhook_events_filter = names
+            }
+        }
     }
 
     /// The most entries, and bytes per key and per value, a request's `context` may carry.
