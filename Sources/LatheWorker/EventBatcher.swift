@@ -34,11 +34,15 @@ final class EventBatcher: @unchecked Sendable {
                 return waiting
             }
             if batch.isEmpty { return }
-            await send(batch)
+            // Not cancelled by ``finish()``, which only cuts the gathering short: a cancelled
+            // request would be cut off mid-body, and its events lost.
+            let send = self.send
+            await Task { await send(batch) }.value
         }
     }
 
-    /// Sends what is left at once (no more gathering) and waits until every event was sent.
+    /// Sends what is left at once (no more gathering: the sender's wait is cancelled, never a
+    /// batch on its way) and waits until every event was sent.
     func finish() async {
         while let running = lock.withLock({ sender }) {
             running.cancel()

@@ -207,6 +207,32 @@ def test_streamed_output_from_a_remote_worker_arrives_in_pieces(fleet):
     assert arrivals[-1] - arrivals[0] > 0.8, f"items arrived over time, not at once: {arrivals}"
 
 
+CHATTY_PY = """import time
+
+class Predictor:
+    def predict(self, seconds: float = 0.2, talk: bool = False) -> str:
+        for line in range(400):
+            print(f"line {line}", flush=True)
+            if line % 20 == 0:
+                time.sleep(0.012)
+        return "done"
+"""
+
+
+def test_every_log_line_from_a_remote_worker_arrives(fleet):
+    """Logs reach the server in batches; the last batch must not be cut off when the prediction
+    ends while a batch is on its way (it was: the end cancelled the request carrying it)."""
+    folder = sleepy_project("chatty")
+    with open(os.path.join(folder, "predict.py"), "w") as code:
+        code.write(CHATTY_PY)
+    push(fleet, folder, "chatty")
+    for _ in range(6):
+        status, done = call(fleet, "POST", "/v1/models/alice/chatty/predictions", {"input": {}}, headers={"Prefer": "wait=60"})
+        assert status == 201 and done["status"] == "succeeded", done
+        lines = [line for line in done["logs"].splitlines() if line.startswith("line ")]
+        assert lines == [f"line {index}" for index in range(400)], done["logs"][-300:]
+
+
 def test_file_inputs_and_outputs_made_on_a_worker_download_from_the_server(fleet):
     with open(os.path.join(ROOT, "samples", "image", "example.png"), "rb") as handle:
         original = handle.read()
