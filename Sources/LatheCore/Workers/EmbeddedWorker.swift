@@ -26,8 +26,8 @@ package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Send
     }
 
     package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
-        let instance = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: "embedded", workerName: "of this server",
-                                      tokenID: "", modelID: request.loaded.modelID, work: request.work, channel: self)
+        let instance = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: "embedded", workerName: "embedded",
+                                      tokenID: "", modelID: request.loaded.modelID, work: request.work, channel: self, place: "this server")
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
         source.add(instance, version: version, digest: request.digest, manifest: request.loaded.manifest, config: request.loaded.config)
         let setup = await instance.boot(version, gpus: request.gpus.count, sku: request.sku) { log.replace($0) }

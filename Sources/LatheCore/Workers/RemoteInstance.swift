@@ -22,6 +22,8 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     package let id: String
     package let workerID: String
     package let workerName: String
+    /// Where it runs, as messages name it: "worker NAME", or "this server" for the embedded worker.
+    package let place: String
     /// The worker's token (its /v2 pull grant is counted against it).
     package let tokenID: String
     package let modelID: String
@@ -62,7 +64,8 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var bootSentAt = Date.distantPast
 
     package init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, channel: any WorkerChannel,
-         backstop: TimeInterval = 15) {
+         place: String? = nil, backstop: TimeInterval = 15) {
+        self.place = place ?? "worker \(workerName)"
         self.backstop = backstop
         self.id = id
         self.workerID = workerID
@@ -132,7 +135,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         }
         if let log, let logs = report.logs { log(logs) }
         if let continuation, let result { continuation.resume(returning: result) }
-        if report.state == .failed || report.state == .stopped { failPending("the model process on worker \(workerName) stopped: \(report.error ?? "no reason given")", retry: false) }
+        if report.state == .failed || report.state == .stopped { failPending("the model process on \(place) stopped: \(report.error ?? "no reason given")", retry: false) }
     }
 
     package func predict(id prediction: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
@@ -143,13 +146,13 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
         let assignment = "a-" + UUID().uuidString.lowercased()
         return await withCheckedContinuation { continuation in
             let refused = lock.withLock { () -> String? in
-                guard state == .ready else { return lostReason ?? "the instance on worker \(workerName) is not running" }
+                guard state == .ready else { return lostReason ?? "the instance on \(place) is not running" }
                 pending[assignment] = Pending(prediction: prediction, onEvent: onEvent, continuation: continuation,
                                               outputs: outputDirectory, inputs: inputs)
                 assignments[prediction] = assignment
                 // The worker enforces the timeout; this is the backstop should it never answer.
                 pending[assignment]?.timer = Deadlines.shared.after(timeout + backstop) { [weak self] in
-                    self?.finish(assignment, PredictionOutcome(status: .failed, error: "Prediction timed out: worker \(self?.workerName ?? "") did not answer within \(Int(timeout)) s"))
+                    self?.finish(assignment, PredictionOutcome(status: .failed, error: "Prediction timed out: \(self?.place ?? "its worker") did not answer within \(Int(timeout)) s"))
                 }
                 return nil
             }
