@@ -113,24 +113,34 @@ struct DeciderTests {
         #expect(Decider.plan(deployed, versions: ["v"]).isEmpty)
     }
 
-    @Test("a GPU instance goes on the embedded worker only while one of its GPUs is free, and one plan never gives a GPU twice")
-    func embeddedGPUs() {
+    @Test("a GPU instance goes only where one of its GPUs is free, on the embedded worker and a fleet worker alike; one plan never gives a GPU twice")
+    func gpusAreCounted() {
         var gpus = view(["v": .init(queue: waiting(["a"]), sku: "gpu-a100"), "w": .init(queue: waiting(["b"], account: "bob"), sku: "gpu-a100")],
                         skus: ["cpu", "gpu-a100"])
-        gpus.freeGPUs = ["gpu-a100"]
+        gpus.offers[0].gpus = ["gpu-a100"]
         // The second version finds the GPU taken: the hardware is offered but full, so it waits.
         #expect(Decider.plan(gpus, versions: ["v", "w"]) == [.boot(version: "v", account: "alice", at: .embedded)])
         // A remote worker with the GPU takes the second.
-        gpus.offers.append(FleetView.Offer(location: .worker("w1"), skus: ["cpu", "gpu-a100"], capacity: 1))
+        gpus.offers.append(FleetView.Offer(location: .worker("w1"), skus: ["cpu", "gpu-a100"], capacity: 4, gpus: ["gpu-a100"]))
         #expect(Decider.plan(gpus, versions: ["v", "w"]) == [.boot(version: "v", account: "alice", at: .embedded), .boot(version: "w", account: "bob", at: .worker("w1"))])
+        // A fleet worker with room for four instances but one A100 takes one A100 instance, not
+        // two (its worker would refuse the second boot, and the model would be counted broken).
+        gpus.offers.removeFirst()
+        #expect(Decider.plan(gpus, versions: ["v", "w"]) == [.boot(version: "v", account: "alice", at: .worker("w1"))])
+        // Another replica's instance there may hold it.
+        gpus.offers[0].elsewhere = 1
+        #expect(Decider.plan(gpus, versions: ["v"]).isEmpty)
+        // A boot in flight holds its GPU.
+        gpus.offers[0].elsewhere = 0
+        gpus.gpusBooting = [.worker("w1"): ["gpu-a100"]]
+        #expect(Decider.plan(gpus, versions: ["v"]).isEmpty)
         // Retiring an instance frees its GPU in the same plan.
-        gpus.freeGPUs = []
-        gpus.offers.removeLast()
+        gpus.gpusBooting = [:]
+        gpus.offers = [FleetView.Offer(location: .embedded, skus: ["cpu", "gpu-a100"], capacity: 1, gpus: ["gpu-a100"])]
         gpus.versions["old"] = .init(sku: "gpu-a100")
         var holder = idle(7, "old", account: "bob", sku: "gpu-a100")
         holder.gpus = ["gpu-a100"]
         gpus.instances = [holder]
-        gpus.offers[0].capacity = 1
         #expect(Decider.plan(gpus, versions: ["v"]) == [.retire(instance: 7), .boot(version: "v", account: "alice", at: .embedded)])
     }
 

@@ -16,7 +16,7 @@ package struct FleetView: Sendable {
         /// False once its process crashed or its worker was lost.
         package var alive = true
         package var lastUsed = Date()
-        /// The embedded worker's GPUs it holds, by SKU (free again when it stops).
+        /// The GPUs it holds, by SKU (free again when it stops).
         package var gpus: [String] = []
 
         package var busy: Bool { running > 0 }
@@ -63,6 +63,8 @@ package struct FleetView: Sendable {
         package var cached: Set<String> = []
         package var capacity: Int
         package var elsewhere = 0
+        /// Its GPUs, one SKU per GPU.
+        package var gpus: [String] = []
     }
 
     package var versions: [String: Version] = [:]
@@ -71,8 +73,8 @@ package struct FleetView: Sendable {
     var bootingFor: [String: Int] = [:]
     var bootingAt: [InstanceLocation: Int] = [:]
     package var offers: [Offer] = []
-    /// The embedded worker's free GPUs, one SKU per GPU.
-    package var freeGPUs: [String] = []
+    /// GPUs taken by boots in flight, by place (one SKU per GPU).
+    package var gpusBooting: [InstanceLocation: [String]] = [:]
     package var maxInstancesPerVersion = 2
     /// Most instances one account's work may hold.
     package var perAccountLimit = 1
@@ -221,7 +223,7 @@ package struct Decider {
         view.versions[version]?.booting += 1
         view.bootingFor[account, default: 0] += 1
         view.bootingAt[target, default: 0] += 1
-        if target == .embedded, sku.hasPrefix("gpu-"), let gpu = view.freeGPUs.firstIndex(of: sku) { view.freeGPUs.remove(at: gpu) }
+        if sku.hasPrefix("gpu-") { view.gpusBooting[target, default: []].append(sku) }
         actions.append(.boot(version: version, account: account, at: target))
     }
 
@@ -240,10 +242,21 @@ package struct Decider {
     }
 
     /// Where a new instance goes (``Placement``); nil when every place offering `sku` is full.
-    /// A GPU instance goes on the embedded worker only while one of its GPUs of that model is free.
+    /// A GPU instance goes only where one of its GPUs of that model is free, on the embedded
+    /// worker and a worker of the fleet alike.
     package func place(_ version: String, sku: String) -> InstanceLocation? {
-        let candidates = places(for: version).filter { $0.location != .embedded || !sku.hasPrefix("gpu-") || view.freeGPUs.contains(sku) }
+        let candidates = places(for: version).filter { place in
+            !sku.hasPrefix("gpu-") || view.offers.first { $0.location == place.location }.map { freeGPUs(sku, at: $0) > 0 } == true
+        }
         return Placement.choose(version: version, sku: sku, among: candidates)
+    }
+
+    /// GPUs of model `sku` free at a place: its GPUs less those its instances and the boots in
+    /// flight hold, and, on a worker other replicas place on too, less one for each instance
+    /// they placed there (this replica cannot see which GPUs those hold).
+    func freeGPUs(_ sku: String, at offer: FleetView.Offer) -> Int {
+        let held = view.instances.filter { $0.location == offer.location }.flatMap(\.gpus) + (view.gpusBooting[offer.location] ?? [])
+        return offer.gpus.filter { $0 == sku }.count - held.filter { $0 == sku }.count - offer.elsewhere
     }
 
     /// Stops the least recently used idle instance of another version to make room for work of
@@ -275,7 +288,6 @@ package struct Decider {
     }
 
     private mutating func retire(_ key: Int) {
-        view.freeGPUs += view.instances.first { $0.key == key }?.gpus ?? []
         view.instances.removeAll { $0.key == key }
         actions.append(.retire(instance: key))
     }

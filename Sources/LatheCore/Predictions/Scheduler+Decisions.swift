@@ -41,13 +41,13 @@ extension Scheduler {
             for instance in instances {
                 view.instances.append(FleetView.Instance(key: instance.key, version: version, account: instance.account, location: instance.location,
                                                          sku: instance.sku, running: instance.running, slots: instance.slots,
-                                                         alive: instance.runner.isRunning, lastUsed: instance.lastUsed, gpus: instance.gpus.map(\.sku)))
+                                                         alive: instance.runner.isRunning, lastUsed: instance.lastUsed, gpus: instance.gpus))
             }
         }
         view.bootingFor = bootingFor
         view.bootingAt = bootingAt
         view.offers = offers()
-        view.freeGPUs = freeGPUs.map(\.sku)
+        view.gpusBooting = bootingGPUs
         view.maxInstancesPerVersion = settings.maxInstancesPerVersion
         view.perAccountLimit = settings.maxInstancesPerAccount ?? max(1, view.offers.reduce(0) { $0 + $1.capacity } - 1)
         view.isLeader = events.isLeader
@@ -77,10 +77,10 @@ extension Scheduler {
                 booting[version, default: 0] += 1
                 bootingFor[account, default: 0] += 1
                 bootingAt[location, default: 0] += 1
-                // The GPU is taken now, so a second plan cannot place on it too.
+                // The GPU is counted taken now, so a second plan cannot place on it too.
                 let sku = hardware(of: version)
-                let index = location == .embedded && sku.hasPrefix("gpu-") ? freeGPUs.firstIndex { $0.sku == sku } : nil
-                let gpus = index.map { [freeGPUs.remove(at: $0)] } ?? []
+                let gpus = sku.hasPrefix("gpu-") ? [sku] : []
+                bootingGPUs[location, default: []] += gpus
                 Task { await boot(version, account: account, at: location, gpus: gpus) }
             case .handBack(let version):
                 Task { await handBack(version) }
@@ -106,10 +106,12 @@ extension Scheduler {
     /// with what other replicas placed there.
     package func offers() -> [FleetView.Offer] {
         var result: [FleetView.Offer] = []
-        if settings.embeddedWorker { result.append(FleetView.Offer(location: .embedded, skus: embeddedSKUs, capacity: settings.maxInstances)) }
+        if settings.embeddedWorker {
+            result.append(FleetView.Offer(location: .embedded, skus: embeddedSKUs, capacity: settings.maxInstances, gpus: settings.embeddedGPUs.map(\.sku)))
+        }
         for member in registry.fleet.workers {
             result.append(FleetView.Offer(location: .worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
-                                          elsewhere: member.elsewhere))
+                                          elsewhere: member.elsewhere, gpus: member.hardware.gpus.map(\.sku)))
         }
         return result
     }

@@ -15,9 +15,12 @@ extension Scheduler {
         }
     }
 
-    /// Boots an instance; `gpus` are the embedded worker's GPUs taken for it (given back unless it becomes ready).
-    package func boot(_ version: String, account: String, at location: Location, gpus: [GPU]) async {
+    /// Boots an instance; `gpus` are the GPUs (by SKU) counted taken for it at its place: held by
+    /// the instance once it is ready, free again otherwise.
+    package func boot(_ version: String, account: String, at location: Location, gpus: [String]) async {
         defer {
+            for sku in gpus { if let index = bootingGPUs[location]?.firstIndex(of: sku) { bootingGPUs[location]?.remove(at: index) } }
+            if bootingGPUs[location]?.isEmpty == true { bootingGPUs.removeValue(forKey: location) }
             booting[version, default: 1] -= 1
             bootingFor[account, default: 1] -= 1
             bootingAt[location, default: 1] -= 1
@@ -37,9 +40,7 @@ extension Scheduler {
             }
         }
         defer { flusher.cancel() }
-        var heldGPUs = gpus
-        defer { freeGPUs += heldGPUs }
-        let request = BootRequest(version: version, digest: digest, loaded: loaded, work: work, sku: sku, gpus: gpus)
+        let request = BootRequest(version: version, digest: digest, loaded: loaded, work: work, sku: sku, gpus: gpus.count)
         do {
             let booted = try await host(at: location).boot(request, log: buildLog)
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
@@ -49,8 +50,7 @@ extension Scheduler {
                 let instance = Instance(key: nextInstanceKey, runner: booted.runner, work: work, account: account, location: location, sku: sku,
                                         slots: loaded.config.spec.concurrency)
                 instance.setupLogs = setupLogs
-                instance.gpus = heldGPUs
-                heldGPUs = []
+                instance.gpus = gpus
                 pools[version, default: []].append(instance)
                 registry.logger.info("instance ready", metadata: ["version": "\(version)", "seconds": "\(Date().timeIntervalSince(started))",
                                                                   "where": "\(location)"])
@@ -88,11 +88,9 @@ extension Scheduler {
                                                              "logs": "\(logs.suffix(2000))"])
     }
 
-    /// Stops an instance leaving its pool and gives back the embedded worker's GPUs it held.
+    /// Stops an instance leaving its pool (its GPUs count free once it is out of the pool).
     package func retire(_ instance: Instance) {
         instance.runner.terminate()
-        freeGPUs += instance.gpus
-        instance.gpus = []
     }
 
     /// Stops crashed instances, and idle ones past the idle timeout beyond deployments' minimums.

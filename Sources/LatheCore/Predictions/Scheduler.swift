@@ -89,8 +89,8 @@ public actor Scheduler {
         package let location: Location
         /// The hardware it was booted for (a version whose hardware changes gets new instances).
         package let sku: String
-        /// The embedded worker's GPUs it holds (given back when it stops).
-        package var gpus: [GPU] = []
+        /// The GPUs it holds, by SKU (free again when it stops).
+        package var gpus: [String] = []
         /// Predictions it runs now, and how many it may run at once (the spec's `concurrency`).
         package var running = 0
         package let slots: Int
@@ -146,8 +146,8 @@ public actor Scheduler {
     let embedded: EmbeddedWorker?
     var pools: [String: [Instance]] = [:]
     package var booting: [String: Int] = [:]
-    /// The embedded worker's GPUs no instance holds.
-    package var freeGPUs: [GPU] = []
+    /// GPUs taken by boots in flight, by place (one SKU per GPU).
+    package var bootingGPUs: [Location: [String]] = [:]
     /// When this replica last asked the others for room, by SKU.
     var roomWantedAt: [String: Date] = [:]
     /// The last key given to an instance.
@@ -185,7 +185,6 @@ public actor Scheduler {
         self.runtime = settings.runtime ?? registry.runtime
         self.replica = Self.replicaID(in: runtime)
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
-        self.freeGPUs = settings.embeddedWorker ? settings.embeddedGPUs : []
         let logger = registry.logger
         self.embedded = settings.embeddedWorker
             ? EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,

@@ -30,7 +30,7 @@ package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Send
                                       tokenID: "", modelID: request.loaded.modelID, work: request.work, channel: self, place: "this server")
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
         source.add(instance, version: version, digest: request.digest, manifest: request.loaded.manifest, config: request.loaded.config)
-        let setup = await instance.boot(version, gpus: request.gpus.count, sku: request.sku) { log.replace($0) }
+        let setup = await instance.boot(version, gpus: request.gpus, sku: request.sku) { log.replace($0) }
         return BootedInstance(runner: instance, setup: setup)
     }
 

@@ -19,8 +19,8 @@ package struct BootRequest: Sendable {
     /// The instance's own folder on this machine (inputs and outputs of its predictions).
     package var work: URL
     package var sku: String
-    /// The embedded worker's GPUs given to it (a worker of the fleet picks its own).
-    package var gpus: [GPU]
+    /// Whole GPUs of the model `sku` names it gets (the worker picks which).
+    package var gpus: Int
 }
 
 /// A booted instance: its runner and how setup went.
@@ -55,7 +55,7 @@ package struct FleetWorkerHost: InstanceHost {
             throw HostLost(description: "the worker chosen for it is full or left")
         }
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
-        let setup = await remote.boot(version, gpus: request.sku.hasPrefix("gpu-") ? 1 : 0, sku: request.sku) { log.replace($0) }
+        let setup = await remote.boot(version, gpus: request.gpus, sku: request.sku) { log.replace($0) }
         return BootedInstance(runner: remote, setup: setup, lost: remote.lostReason)
     }
 }
