@@ -10,6 +10,10 @@ final class EventBatcher: @unchecked Sendable {
     private let lock = NSLock()
     private var waiting: [WorkerEvent] = []
     private var sender: Task<Void, Never>?
+    /// The sender's wait while events gather; ``finish()`` cuts it short, never a batch on its
+    /// way (a cancelled request would be cut off mid-body, and its events lost).
+    private var nap: Task<Void, Never>?
+    private var hurrying = false
 
     init(interval: TimeInterval, send: @escaping @Sendable ([WorkerEvent]) async -> Void) {
         self.send = send
@@ -27,25 +31,31 @@ final class EventBatcher: @unchecked Sendable {
     /// Sends batches until nothing is left, waiting `interval` before each so events gather.
     private func run() async {
         while true {
-            if interval > 0 { try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000)) }
+            let nanoseconds = UInt64(interval * 1_000_000_000)
+            if nanoseconds > 0, let nap = lock.withLock({ () -> Task<Void, Never>? in
+                guard !hurrying else { return nil }
+                nap = Task { try? await Task.sleep(nanoseconds: nanoseconds) }
+                return nap
+            }) {
+                await nap.value
+            }
             let batch = lock.withLock { () -> [WorkerEvent] in
                 defer { waiting.removeAll() }
                 if waiting.isEmpty { sender = nil }
                 return waiting
             }
             if batch.isEmpty { return }
-            // Not cancelled by ``finish()``, which only cuts the gathering short: a cancelled
-            // request would be cut off mid-body, and its events lost.
-            let send = self.send
-            await Task { await send(batch) }.value
+            await send(batch)
         }
     }
 
-    /// Sends what is left at once (no more gathering: the sender's wait is cancelled, never a
-    /// batch on its way) and waits until every event was sent.
+    /// Sends what is left at once (no more gathering) and waits until every event was sent.
     func finish() async {
-        while let running = lock.withLock({ sender }) {
-            running.cancel()
+        while let running = lock.withLock({ () -> Task<Void, Never>? in
+            hurrying = true
+            nap?.cancel()
+            return sender
+        }) {
             await running.value
         }
     }

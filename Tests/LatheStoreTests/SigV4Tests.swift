@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 @testable import LatheStore
+import LatheArchive
 import Testing
 
 /// AWS's published Signature Version 4 examples for S3 ("Examples: Signature calculations",
@@ -23,7 +24,7 @@ struct SigV4Tests {
     @Test("PUT object with a signed payload, a Date and a storage class")
     func putObject() {
         let body = Data("Welcome to Amazon S3.".utf8)
-        let hash = SigV4.hex(SHA256.hash(data: body))
+        let hash = ByteEncoding.hex(SHA256.hash(data: body))
         #expect(hash == "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072")
         let headers = Self.signer.sign(method: "PUT", url: URL(string: "https://examplebucket.s3.amazonaws.com/test$file.text")!,
                                        headers: ["Date": "Fri, 24 May 2013 00:00:00 GMT", "x-amz-storage-class": "REDUCED_REDUNDANCY"],

@@ -10,7 +10,7 @@ extension Scheduler {
     /// The host at `location`: the only place that tells the embedded worker from the fleet's.
     package func host(at location: Location) -> any InstanceHost {
         switch location {
-        case .embedded: embedded ?? NoHost()
+        case .embedded: embedded
         case .worker(let id): FleetWorkerHost(workerID: id, fleet: registry.fleet)
         }
     }

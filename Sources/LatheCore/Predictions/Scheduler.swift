@@ -142,8 +142,9 @@ public actor Scheduler {
     package nonisolated let signals = PredictionSignals()
     package let settings: Settings
     package let runtime: URL
-    /// The worker inside this server (nil when `settings.embeddedWorker` is off).
-    let embedded: EmbeddedWorker?
+    /// The worker inside this server (the decider places nothing on it when
+    /// `settings.embeddedWorker` is off).
+    let embedded: EmbeddedWorker
     var pools: [String: [Instance]] = [:]
     package var booting: [String: Int] = [:]
     /// GPUs taken by boots in flight, by place (one SKU per GPU).
@@ -186,10 +187,8 @@ public actor Scheduler {
         self.replica = Self.replicaID(in: runtime)
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
         let logger = registry.logger
-        self.embedded = settings.embeddedWorker
-            ? EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,
-                             gpus: settings.embeddedGPUs) { logger.info("\($0)", metadata: ["worker": "embedded"]) }
-            : nil
+        self.embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,
+                                       gpus: settings.embeddedGPUs) { logger.info("\($0)", metadata: ["worker": "embedded"]) }
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
@@ -251,11 +250,12 @@ public actor Scheduler {
         }
     }
 
-    /// Stops every instance (graceful shutdown), and waits for the embedded worker's to end.
+    /// Stops every instance (graceful shutdown): the embedded worker's at once, whatever
+    /// commands are still on their way to it.
     public func shutdown() async {
         for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
-        await embedded?.stopAll()
+        await embedded.stopAll()
     }
 
 }

@@ -59,10 +59,3 @@ package struct FleetWorkerHost: InstanceHost {
         return BootedInstance(runner: remote, setup: setup, lost: remote.lostReason)
     }
 }
-
-/// A host that is not there (the embedded worker, when it is turned off): every boot is lost.
-struct NoHost: InstanceHost {
-    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
-        throw HostLost(description: "this server runs no instances (its embedded worker is off)")
-    }
-}

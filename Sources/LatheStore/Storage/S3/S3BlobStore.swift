@@ -235,7 +235,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
             + "</CompleteMultipartUpload>"
         let body = Data(xml.utf8)
         let data = try await client.collect(.POST, key, query: [("uploadId", uploadID)], headers: ["Content-Length": String(body.count)],
-                                            body: .bytes(ByteBuffer(data: body)), payloadHash: SigV4.hex(SHA256.hash(data: body)))
+                                            body: .bytes(ByteBuffer(data: body)), payloadHash: ByteEncoding.hex(SHA256.hash(data: body)))
         // S3 can answer 200 with an error in the body.
         if let code = S3XML.value("Code", in: data) {
             throw StoreError(.unavailable, "the blob store could not assemble \(key): \(code) \(S3XML.value("Message", in: data) ?? "")", code: "UNAVAILABLE")
@@ -288,7 +288,7 @@ public final class S3BlobStore: BlobStore, @unchecked Sendable {
     private func saveState(_ id: String, _ state: UploadState) async throws {
         let data = try JSONEncoder().encode(state)
         _ = try await client.call(.PUT, try uploadKey(id, "state"), headers: ["Content-Length": String(data.count)],
-                                  body: .bytes(ByteBuffer(data: data)), payloadHash: SigV4.hex(SHA256.hash(data: data)))
+                                  body: .bytes(ByteBuffer(data: data)), payloadHash: ByteEncoding.hex(SHA256.hash(data: data)))
     }
 
     /// Where an upload's parts assemble: the named blob's own key, or the upload's staging key.

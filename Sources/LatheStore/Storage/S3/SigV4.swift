@@ -64,12 +64,12 @@ public struct SigV4: Sendable {
     }
 
     private func signature(_ canonicalRequest: String, stamp: String, day: String, scope: String) -> String {
-        let toSign = ["AWS4-HMAC-SHA256", stamp, scope, Self.hex(SHA256.hash(data: Data(canonicalRequest.utf8)))].joined(separator: "\n")
+        let toSign = ["AWS4-HMAC-SHA256", stamp, scope, ByteEncoding.hex(SHA256.hash(data: Data(canonicalRequest.utf8)))].joined(separator: "\n")
         var key = SymmetricKey(data: Data("AWS4\(credentials.secretKey)".utf8))
         for part in [day, region, service, "aws4_request"] {
             key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(part.utf8), using: key)))
         }
-        return Self.hex(HMAC<SHA256>.authenticationCode(for: Data(toSign.utf8), using: key))
+        return ByteEncoding.hex(HMAC<SHA256>.authenticationCode(for: Data(toSign.utf8), using: key))
     }
 
     package static func host(_ url: URL) -> String {
@@ -117,6 +117,4 @@ public struct SigV4: Sendable {
         let sorted = encoded.sorted { left, right in left.name == right.name ? left.value < right.value : left.name < right.name }
         return sorted.map { "\($0.name)=\($0.value)" }.joined(separator: "&")
     }
-
-    package static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { ByteEncoding.hex(bytes) }
 }
