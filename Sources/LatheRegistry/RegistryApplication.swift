@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import LatheStore
@@ -63,6 +64,8 @@ public enum RegistryApplication {
         return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "lathe-metrics"), logger: logger)
     }
 
+    static let httpLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
     /// `metrics` serves `/metrics`; the caller bootstraps swift-metrics with it once per process.
@@ -89,6 +92,7 @@ public enum RegistryApplication {
                 }
                 onListening(bound)
             },
+            eventLoopGroupProvider: .shared(Self.httpLoop),
             logger: registry.logger
         )
     }

@@ -188,8 +188,8 @@ package actor WorkerInstances {
     }
 
     private func predict(_ command: WorkerCommand, assignment: String, prediction: String, on instance: Instance, process: ModelProcess) async {
-        let inputs = instance.work.appendingPathComponent("inputs/\(prediction)")
-        let outputs = instance.work.appendingPathComponent("outputs/\(prediction)")
+        let inputs = instance.work.appendingPathComponent("inputs/\(prediction)", isDirectory: true)
+        let outputs = instance.work.appendingPathComponent("outputs/\(prediction)", isDirectory: true)
         defer {
             // Most predictions made neither folder: a failing removal costs an error object.
             for folder in [inputs, outputs] where FileManager.default.fileExists(atPath: folder.path) { try? FileManager.default.removeItem(at: folder) }

@@ -55,8 +55,8 @@ package struct PredictionService {
     /// Checks `input` against the version's spec (throwing `InputErrors`, one per field) and
     /// queues the prediction. The API and the web form both create predictions here.
     /// With `deferInsert` (a `Prefer: wait` request: the client learns the id only from the
-    /// answer), a prediction that finishes within 50 ms is written once, finished, instead of
-    /// inserted and then completed.
+    /// answer), a prediction that finishes within 50 ms is written once, finished, by its
+    /// ending, instead of inserted and then completed (``DeferredInsert``).
     package func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
                 accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
                 context: [String: String] = [:], deferInsert: Bool = false) async throws -> Submitted {
@@ -79,17 +79,12 @@ package struct PredictionService {
         // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.
         let store = self.store, row = record
         let claim = await scheduler.newClaim(for: record.id)
-        let scheduler = self.scheduler
-        let insert = Task { () async throws -> Bool in
-            if deferInsert {
-                if let done = await scheduler.wait(for: row.id, seconds: 0.05), done.isTerminal {
-                    try await store.insertFinished(done, checkSafety: checkSafety)
-                    return true
-                }
-            }
-            try await store.insert(row, claim: claim, checkSafety: checkSafety)
-            return false
-        }
+        let insert: RowInsert = deferInsert
+            ? .deferred(DeferredInsert(row: row, claim: claim, checkSafety: checkSafety, store: store))
+            : .started(Task {
+                try await store.insert(row, claim: claim, checkSafety: checkSafety)
+                return false
+            })
         try await scheduler.enqueue(record, manifestDigest: version.manifestDigest, model: model, input: input, checkSafety: checkSafety, inserted: insert,
                                     claimID: claim.id)
         return Submitted(record: record, insert: insert)
@@ -99,7 +94,7 @@ package struct PredictionService {
     package struct Submitted {
         package var record: PredictionRecord
         /// The row's insert; true when it wrote the finished prediction.
-        package let insert: Task<Bool, any Error>
+        package let insert: RowInsert
 
         /// The record once its row exists.
         package func persisted() async throws -> PredictionRecord {
@@ -128,9 +123,17 @@ package struct PredictionService {
 
     /// Replicate-style ids: 26 lowercase base32 characters from the system's CSPRNG.
     package static func newID() -> String {
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
+        // 130 random bits, 5 per character (the alphabet has 32 letters, so each is uniform),
+        // from three draws: one per character would be 26 system calls.
         var generator = SystemRandomNumberGenerator()
-        return String((0..<26).map { _ in alphabet.randomElement(using: &generator)! })
+        let words: [UInt64] = [generator.next(), generator.next(), generator.next()]
+        return String(decoding: (0..<26).map { index -> UInt8 in
+            let bit = index * 5
+            // 5 bits never straddle two words: 64 = 12 * 5 + 4, so start each word afresh.
+            let word = words[bit / 60], shift = UInt64(bit % 60)
+            return alphabet[Int((word >> shift) & 31)]
+        }, as: UTF8.self)
     }
 
     /// Every stored property, as the memberwise initializer would take them.

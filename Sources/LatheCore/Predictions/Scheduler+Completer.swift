@@ -23,7 +23,7 @@ extension Scheduler {
         /// The input with its secrets redacted, replacing the stored one.
         package var input: String? = nil
         /// The insert of its row, waited for first (true when it wrote the finished row itself).
-        package var inserted: Task<Bool, any Error>? = nil
+        package var inserted: RowInsert? = nil
         /// Folders of the prediction's inputs and outputs on this machine.
         var cleanup: [URL] = []
         /// Whether it may have a webhook (false skips the lookup: most predictions have none).
@@ -40,7 +40,18 @@ extension Scheduler {
     package func end(_ ending: Ending) async -> Bool {
         let id = ending.id
         var written = false
-        if let inserted = ending.inserted {
+        if case .deferred(let deferred)? = ending.inserted, deferred.takeForEnding() {
+            // Nobody knows the id yet (the request waiting here will name it): one statement
+            // writes the prediction as it ended.
+            do {
+                try await predictions.insertFinished(Self.row(deferred.row, as: ending), checkSafety: deferred.checkSafety)
+                deferred.wrote(.success(()))
+                written = true
+            } catch {
+                deferred.wrote(.failure(error))
+                registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)", "error": "\(RegistryDatabase.reason(error))"])
+            }
+        } else if let inserted = ending.inserted {
             switch await inserted.result {
             case .success(let finished): written = finished
             case .failure: registry.logger.error("prediction row was not written", metadata: ["prediction": "\(id)"])
@@ -68,7 +79,7 @@ extension Scheduler {
             notified = written && registry.database.kind == .postgres
         }
         claims.removeValue(forKey: id)
-        await announceEnded(id, notified: notified, webhook: written && ending.webhook)
+        await announceEnded(id, notified: notified, webhook: written && ending.webhook, written: written)
         // Most predictions made no folder: a failing removal costs an error object.
         for folder in ending.cleanup where FileManager.default.fileExists(atPath: folder.path) { try? FileManager.default.removeItem(at: folder) }
         return written
@@ -78,23 +89,42 @@ extension Scheduler {
     /// statement `notified` them) on the other replicas, then the `completed` webhook. The
     /// queue's sweeps, which end what a lost replica or a restart left (their rows written by
     /// one conditional statement each), end through here too.
-    func announceEnded(_ id: String, notified: Bool, webhook: Bool) async {
-        if notified { finished(id) } else { await publishFinished(id) }
+    /// `written`: this replica wrote the ending, so its waiters may be answered from memory.
+    func announceEnded(_ id: String, notified: Bool, webhook: Bool, written: Bool = false) async {
+        if notified { finished(id, written: written) } else { await publishFinished(id, written: written) }
         if webhook { await notify("completed", id) }
     }
 
     /// The ending of a prediction that never ran (canceled while queued, its model's setup
     /// failed, no hardware, unreadable).
-    func endUnrun(_ id: String, claim: String, inserted: Task<Bool, any Error>? = nil, status: PredictionStatus, error: String? = nil,
-                          logs: String) async {
-        await end(Ending(id: id, claim: claim, status: status, error: error, logs: logs, inserted: inserted))
+    func endUnrun(_ id: String, claim: String, status: PredictionStatus, error: String? = nil, logs: String) async {
+        await end(Ending(id: id, claim: claim, status: status, error: error, logs: logs))
+    }
+
+    /// The ending of a queued job that never ran.
+    func endUnrun(_ job: Job, status: PredictionStatus, error: String? = nil, logs: String) async {
+        await end(Ending(id: job.id, claim: job.claimID, status: status, error: error, logs: logs, inserted: job.inserted))
     }
 
     func failQueue(_ version: String, error: String, logs: String) async {
         let jobs = queues.removeValue(forKey: version) ?? []
         for job in jobs {
-            await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: .failed, error: error, logs: job.preamble + logs)
+            await endUnrun(job, status: .failed, error: error, logs: job.preamble + logs)
         }
+    }
+
+    /// `row` (as queued) as `ending` ended it.
+    static func row(_ row: PredictionRecord, as ending: Ending) -> PredictionRecord {
+        var record = row
+        record.status = ending.status
+        record.output = ending.output
+        record.error = ending.error
+        record.logs = ending.logs
+        record.metrics = ending.metrics
+        record.startedAt = ending.startedAt
+        record.completedAt = ending.completedAt ?? Timestamp.now()
+        if let input = ending.input { record.input = input }
+        return record
     }
 
     /// Sends a webhook event with the prediction as it now stands.

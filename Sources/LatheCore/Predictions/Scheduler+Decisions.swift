@@ -149,7 +149,7 @@ extension Scheduler {
             queues[version] = jobs.filter { job in !expired.contains { $0.id == job.id } }
             for job in expired {
                 waitingForHardware.remove(job.id)
-                await endUnrun(job.id, claim: job.claimID, inserted: job.inserted, status: .failed,
+                await endUnrun(job, status: .failed,
                                error: "No worker offers hardware \(sku) (waited \(Int(settings.hardwareWait)) s): start a worker with `lathe worker --hardware \(sku)`, or set the model's hardware to one GET /v1/hardware lists.",
                                logs: job.preamble)
             }

@@ -42,7 +42,7 @@ extension Scheduler {
                 }
             }
         }
-        let outputs = instance.work.appendingPathComponent("outputs/\(job.id)")
+        let outputs = instance.work.appendingPathComponent("outputs/\(job.id)", isDirectory: true)
         // Streamed items and logs reach the database at most every 200 ms, in order (each write
         // appends its delta to the event log); what comes within 200 ms of a write follows 200 ms
         // after it, so a lone early log line never waits for the end.
@@ -59,7 +59,7 @@ extension Scheduler {
         do {
             // Downloads count against the prediction's timeout and stop on cancel.
             let deadline = Date().addingTimeInterval(job.timeout)
-            let spec = versions[version]!.config.spec, directory = instance.work.appendingPathComponent("inputs/\(job.id)")
+            let spec = versions[version]!.config.spec, directory = instance.work.appendingPathComponent("inputs/\(job.id)", isDirectory: true)
             let registry = self.registry, timeout = job.timeout, creator = job.creatorID, raw = job.input
             let result: Result<[String: JSONValue], any Error>
             if InputFiles.anyToLocalize(raw, spec: spec) {
@@ -93,7 +93,7 @@ extension Scheduler {
                 running.removeValue(forKey: id)
                 instance.running -= 1
                 pools[version]?.removeAll { $0 === instance }
-                try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)"))
+                try? FileManager.default.removeItem(at: instance.work.appendingPathComponent("inputs/\(job.id)", isDirectory: true))
                 var again = job
                 again.attempts += 1
                 let note = "\(outcome.error ?? "its worker was lost"); running it again (attempt \(again.attempts + 1) of 3)\n"
@@ -131,13 +131,12 @@ extension Scheduler {
             // A crashed instance is replaced on the next prediction.
             pools[version]?.removeAll { $0 === instance }
         }
-        // Waiters answer from memory while the completion is written; readers look here first.
+        // Readers look here first while the ending is written; waiters are handed it once it is.
         unpersisted[id] = record
-        finished(id)
         pumpWaiting(after: version)
         await end(Ending(id: id, claim: claim, status: record.status, output: record.output, error: record.error, logs: record.logs,
                          metrics: record.metrics ?? "{}", startedAt: startedAt, completedAt: record.completedAt, input: redacted,
-                         inserted: job.inserted, cleanup: [instance.work.appendingPathComponent("inputs/\(job.id)"), outputs],
+                         inserted: job.inserted, cleanup: [instance.work.appendingPathComponent("inputs/\(job.id)", isDirectory: true), outputs],
                          webhook: job.hasWebhook))
         unpersisted.removeValue(forKey: id)
     }

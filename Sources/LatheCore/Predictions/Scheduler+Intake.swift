@@ -11,7 +11,7 @@ extension Scheduler {
     /// Queues an inserted prediction; `input` is the validated input it runs with.
     /// `model`, when the caller has it, refreshes the hardware the version asks for.
     package func enqueue(_ record: PredictionRecord, manifestDigest: String?, model: ModelRecord? = nil, input: [String: JSONValue], checkSafety: Bool = true,
-                 inserted: Task<Bool, any Error>? = nil, claimID: String) async throws {
+                 inserted: RowInsert? = nil, claimID: String) async throws {
         let version = record.version
         try await load(version, manifestDigest: manifestDigest, modelID: record.modelID)
         if let model, versions[version]?.hardware != model.hardware { versions[version]?.hardware = model.hardware }
@@ -53,7 +53,7 @@ extension Scheduler {
         for (version, waiting) in queues {
             if let job = waiting.first(where: { $0.id == id }) {
                 queues[version] = waiting.filter { $0.id != id }
-                await endUnrun(id, claim: job.claimID, inserted: job.inserted, status: .canceled, logs: job.preamble)
+                await endUnrun(job, status: .canceled, logs: job.preamble)
                 return
             }
         }

@@ -8,14 +8,16 @@ import LatheStore
 /// Waiting for a prediction's end, here or on another replica.
 extension Scheduler {
     /// Returns when the prediction has finished or `seconds` have passed: the finished record
-    /// while its completion is being written here (so the answer needs no second look), else nil.
+    /// when this replica wrote its ending (so the answer needs no second look; its row exists),
+    /// else nil.
     /// A waiter is one continuation and a deadline (``Deadlines``), cancelled when the
     /// prediction ends first: that wakes no thread, where a sleeping task would be woken once
     /// per waiter, on the answer's path or 50 ms after it.
     @discardableResult
     package func wait(for id: String, seconds: TimeInterval) async -> PredictionRecord? {
         if completed.contains(id) { return unpersisted[id] }
-        let token = UUID()
+        lastWaiter += 1
+        let token = lastWaiter
         let timer = Deadlines.shared.after(seconds) { [weak self] in
             Task { await self?.expire(id, token) }
         }
@@ -41,20 +43,22 @@ extension Scheduler {
         var timer: Deadlines.Token
     }
 
-    func isWaiting(_ id: String, _ token: UUID) -> Bool { waiters[id]?[token] != nil }
+    func isWaiting(_ id: String, _ token: UInt64) -> Bool { waiters[id]?[token] != nil }
 
     package func isRunning(_ id: String) -> Bool { running[id] != nil }
 
-    package func expire(_ id: String, _ token: UUID) {
+    package func expire(_ id: String, _ token: UInt64) {
         if let waiter = waiters[id]?.removeValue(forKey: token) { waiter.continuation.resume(returning: nil) }
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
-    package func finished(_ id: String) {
+    /// Wakes this replica's waiters for a prediction whose ending is written. Those that
+    /// `written` here are handed its record (they need no second look); others get nil.
+    package func finished(_ id: String, written: Bool = false) {
         signals.changed(id)
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
-        let record = unpersisted[id]
+        let record = written ? unpersisted[id] : nil
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values {
             Deadlines.shared.cancel(waiter.timer)
             waiter.continuation.resume(returning: record)
@@ -62,8 +66,8 @@ extension Scheduler {
     }
 
     /// Wakes waiters here and, scaled out, on the other replicas.
-    func publishFinished(_ id: String) async {
-        finished(id)
+    func publishFinished(_ id: String, written: Bool = false) async {
+        finished(id, written: written)
         if registry.database.kind == .postgres { await events.publish(.finished(id)) }
     }
 }

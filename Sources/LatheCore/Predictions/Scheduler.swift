@@ -59,7 +59,7 @@ public actor Scheduler {
         package var record: PredictionRecord
         /// The insert of its row, which the completion waits for (nil: the row exists).
         /// (Its value is true when the insert wrote the finished prediction: nothing to complete.)
-        package var inserted: Task<Bool, any Error>?
+        package var inserted: RowInsert?
         package var input: [String: JSONValue]
         package var timeout: TimeInterval
         package var checkSafety: Bool
@@ -170,7 +170,9 @@ public actor Scheduler {
     /// and readers look here first, so nobody waits on that write or sees an older row.
     var unpersisted: [String: PredictionRecord] = [:]
     /// Waiters for a prediction's end, each given the finished record when this replica has it.
-    var waiters: [String: [UUID: Waiter]] = [:]
+    var waiters: [String: [UInt64: Waiter]] = [:]
+    /// Tells one waiter from another (a counter: a UUID would read /dev/urandom per wait).
+    var lastWaiter: UInt64 = 0
     /// Per-version instance bounds set by deployments (minimum kept warm, maximum to scale to),
     /// with the account that owns the deployment.
     package var bounds: [String: (min: Int, max: Int, account: String, hardware: String)] = [:]

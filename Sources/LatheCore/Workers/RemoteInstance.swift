@@ -140,10 +140,10 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
 
     package func predict(id prediction: String, input: [String: JSONValue], context: [String: String], outputDirectory: URL, timeout: TimeInterval, checkSafety: Bool,
                  onEvent: @escaping @Sendable (RunnerEvent) -> Void) async -> PredictionOutcome {
-        let inputs = work.appendingPathComponent("inputs/\(prediction)")
+        let inputs = work.appendingPathComponent("inputs/\(prediction)", isDirectory: true)
         var files: [String] = []
         let wire = input.mapValues { Self.relativize($0, under: inputs.path + "/", files: &files) }
-        let assignment = "a-" + UUID().uuidString.lowercased()
+        let assignment = "a-" + PredictionService.newID()
         return await withCheckedContinuation { continuation in
             let refused = lock.withLock { () -> String? in
                 guard state == .ready else { return lostReason ?? "the instance on \(place) is not running" }

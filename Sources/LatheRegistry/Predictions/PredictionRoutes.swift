@@ -213,7 +213,8 @@ struct PredictionRoutes {
             done = await scheduler.wait(for: record.id, seconds: seconds)
             inline = true
         }
-        _ = try await submitted.persisted()
+        // A record handed to the waiter is written; otherwise the row's insert may still be going.
+        if done == nil { _ = try await submitted.persisted() }
         // A prediction that ended while this waited is answered as it ended (its creator asks).
         var current = if let done { done } else { try await service.find(record.id, viewer: principal) ?? record }
         // A wait that runs out answers the prediction's real status (`processing` once it
