@@ -117,6 +117,8 @@ let package = Package(
                 // The S3 blob store's requests (SigV4-signed, streamed).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The HTTP server's own event loop (RegistryApplication.httpLoop).
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 // Streaming multipart parser for /v1/files (bodies up to 100 MB go to disk, not memory).
