@@ -175,7 +175,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "LatheCoreTests", dependencies: [
-            "LatheCore", "LatheStore", "LatheSpec", "LatheArchive", "LatheTestSupport",
+            "LatheCore", "LatheStore", "LatheSpec", "LatheArchive", "LatheRunner", "LatheWorker", "LatheTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),

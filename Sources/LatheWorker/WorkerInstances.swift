@@ -25,6 +25,8 @@ package actor WorkerInstances {
         let work: URL
         var process: ModelProcess?
         var gpus: [GPU] = []
+        /// Whether its version was acquired from the source (and must be released once).
+        var acquired = false
         /// Predictions running here, by assignment.
         var assignments: [String: String] = [:]
         var reportedStop = false
@@ -115,9 +117,12 @@ package actor WorkerInstances {
         instance.process?.terminate()
         freeGPUs += instance.gpus
         instance.gpus = []
-        let (source, version, work) = (source, instance.version, instance.work)
+        let (source, version, work, acquired) = (source, instance.version, instance.work, instance.acquired)
+        instance.acquired = false
         Task {
-            await source.release(version)
+            // A boot refused or failed before its version was acquired holds nothing to release
+            // (releasing it anyway would count another instance's copy unused).
+            if acquired { await source.release(version) }
             try? FileManager.default.removeItem(at: work)
         }
     }
@@ -127,7 +132,7 @@ package actor WorkerInstances {
         guard count > 0 else { return [] }
         let matching = freeGPUs.filter { sku?.hasPrefix("gpu-") != true || $0.sku == sku }
         guard count <= matching.count else {
-            throw Diagnostic(nil, "the instance asks for \(count) \(sku ?? "GPU") GPU(s) and this worker has \(matching.count) free")
+            throw NoFreeGPU(description: "the instance asks for \(count) \(sku ?? "GPU") GPU(s) and this worker has \(matching.count) free")
         }
         let given = Array(matching.prefix(count))
         freeGPUs.removeAll { gpu in given.contains(gpu) }
@@ -147,6 +152,7 @@ package actor WorkerInstances {
         do {
             instance.gpus = try takeGPUs(gpus, sku: sku)
             let (prepared, note) = try await source.acquire(instance.version)
+            instance.acquired = true
             if let note {
                 log.append(note.prefix(1).uppercased() + note.dropFirst() + ".\n")
                 self.log("instance \(instance.id): \(note)")
@@ -183,8 +189,16 @@ package actor WorkerInstances {
         } catch {
             instances.removeValue(forKey: instance.id)
             stop(instance)
-            try? await source.report(instance: instance.id, InstanceReport(state: .failed, error: "\(error)", logs: log.text))
+            // No room is not the model's fault: the server places the boot again.
+            try? await source.report(instance: instance.id, InstanceReport(state: .failed, error: "\(error)", logs: log.text,
+                                                                           refused: error is NoFreeGPU ? true : nil))
         }
+    }
+
+    /// A boot that asks for more GPUs of its model than are free here (another server placed an
+    /// instance on them first).
+    struct NoFreeGPU: Error, CustomStringConvertible {
+        var description: String
     }
 
     private func predict(_ command: WorkerCommand, assignment: String, prediction: String, on instance: Instance, process: ModelProcess) async {

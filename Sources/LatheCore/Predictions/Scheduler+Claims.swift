@@ -77,10 +77,12 @@ extension Scheduler {
     }
 
     /// Clears cached tokens and models when another process (`lathe admin`) changed accounts:
-    /// it bumps a counter in the database, read here once a second.
+    /// it bumps a counter in the database, read here once a second. The first read clears them
+    /// too: what was cached before it may predate a change made since the server started (a
+    /// token disabled in the server's first second stayed usable for the cache's 10 s).
     func followAccountChanges() async {
         guard let counter = try? await registry.accounts.changeCounter() else { return }
-        if let seen = accountsCounter, seen != counter { registry.database.caches.clear() }
+        if accountsCounter != counter { registry.database.caches.clear() }
         accountsCounter = counter
     }
 }

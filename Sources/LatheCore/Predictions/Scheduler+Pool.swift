@@ -57,8 +57,12 @@ extension Scheduler {
             case .failed(let error, let logs):
                 booted.runner.terminate()
                 if let lost = booted.lost {
-                    // Not the model's fault: it is placed again elsewhere.
-                    registry.logger.warning("boot lost with its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
+                    // Not the model's fault: it is placed again, with a fresh look at the fleet
+                    // after a pause (a worker whose GPUs another replica took would otherwise be
+                    // asked again at once, and refuse again).
+                    registry.logger.warning("boot lost or refused by its worker", metadata: ["version": "\(version)", "reason": "\(lost)"])
+                    try? await registry.fleet.refresh()
+                    try? await Task.sleep(nanoseconds: 250_000_000)
                 } else {
                     setupFailed(version, error: "\(error)", logs: logs)
                     await failQueue(version, error: "Model setup failed: \(error)", logs: logs)

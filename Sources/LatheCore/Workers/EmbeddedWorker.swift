@@ -31,7 +31,7 @@ package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Send
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
         source.add(instance, version: version, digest: request.digest, manifest: request.loaded.manifest, config: request.loaded.config)
         let setup = await instance.boot(version, gpus: request.gpus, sku: request.sku) { log.replace($0) }
-        return BootedInstance(runner: instance, setup: setup)
+        return BootedInstance(runner: instance, setup: setup, lost: instance.notTheModel)
     }
 
     /// Hands commands over one at a time, in order (a stop frees its GPU before a later boot asks).
@@ -73,6 +73,8 @@ final class InProcessWorkSource: WorkSource, @unchecked Sendable {
         var digest: Digest
         var manifest: Manifest
         var config: ModelConfig
+        /// The instances booted with it: it is forgotten with the last of them.
+        var instances: Set<String> = []
     }
 
     let home: URL
@@ -91,13 +93,22 @@ final class InProcessWorkSource: WorkSource, @unchecked Sendable {
     func add(_ instance: RemoteInstance, version: WorkerVersion, digest: Digest, manifest: Manifest, config: ModelConfig) {
         lock.withLock {
             instances[instance.id] = instance
-            versions[version.manifestDigest] = Version(digest: digest, manifest: manifest, config: config)
+            versions[version.manifestDigest, default: Version(digest: digest, manifest: manifest, config: config)].instances.insert(instance.id)
         }
     }
 
     func remove(_ id: String) {
-        _ = lock.withLock { instances.removeValue(forKey: id) }
+        lock.withLock {
+            instances.removeValue(forKey: id)
+            for (key, version) in versions where version.instances.contains(id) {
+                versions[key]?.instances.remove(id)
+                if versions[key]?.instances.isEmpty == true { versions.removeValue(forKey: key) }
+            }
+        }
     }
+
+    /// How many versions it keeps (each one an instance's, booting or running).
+    var versionCount: Int { lock.withLock { versions.count } }
 
     private func instance(_ id: String) throws -> RemoteInstance {
         guard let instance = lock.withLock({ instances[id] }) else { throw Refused(description: "the server no longer runs instance \(id)") }

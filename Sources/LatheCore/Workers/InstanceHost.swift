@@ -27,7 +27,8 @@ package struct BootRequest: Sendable {
 package struct BootedInstance: Sendable {
     package var runner: any InstanceRunner
     package var setup: SetupResult
-    /// Set when setup did not finish because the host was lost, not because the model failed.
+    /// Set when setup did not finish because the host was lost or refused the boot (no free GPU
+    /// of its model), not because the model failed.
     package var lost: String?
 }
 
@@ -56,6 +57,6 @@ package struct FleetWorkerHost: InstanceHost {
         }
         let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
         let setup = await remote.boot(version, gpus: request.gpus, sku: request.sku) { log.replace($0) }
-        return BootedInstance(runner: remote, setup: setup, lost: remote.lostReason)
+        return BootedInstance(runner: remote, setup: setup, lost: remote.notTheModel)
     }
 }

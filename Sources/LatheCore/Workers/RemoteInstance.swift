@@ -58,6 +58,10 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var retryable: Set<String> = []
     /// Why the worker was counted lost (nil while it answers).
     private(set) var lostReason: String?
+    /// Why the worker could not take the boot (no free GPU of its model): not the model's fault.
+    private(set) var refusedReason: String?
+    /// Why setup did not finish without it being the model's fault: lost or refused.
+    package var notTheModel: String? { lock.withLock { lostReason ?? refusedReason } }
     /// The boot command and when it was last sent (sent again while the worker's heartbeats do
     /// not list the instance: a long poll's answer can be lost on the way).
     private var bootCommand: WorkerCommand?
@@ -128,6 +132,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
             case .failed, .stopped:
                 let wasBooting = state == .booting
                 if state != .lost { state = .stopped }
+                if wasBooting, report.refused == true { refusedReason = "\(place) refused it: \(report.error ?? "no room")" }
                 defer { bootContinuation = nil }
                 return (wasBooting ? bootContinuation : nil, nil,
                         .failed(error: report.error ?? "the instance stopped", logs: report.logs ?? ""))

@@ -170,11 +170,16 @@ public struct InstanceReport: Codable, Sendable {
     public var state: State
     public var error: String?
     public var logs: String?
+    /// With `failed`: the worker could not take the boot at all (no free GPU of the model it
+    /// names, because another server placed an instance there first). Not the model's fault:
+    /// the server places it again instead of failing the predictions waiting for it.
+    public var refused: Bool?
 
-    public init(state: State, error: String? = nil, logs: String? = nil) {
+    public init(state: State, error: String? = nil, logs: String? = nil, refused: Bool? = nil) {
         self.state = state
         self.error = error
         self.logs = logs
+        self.refused = refused
     }
 }
 
