@@ -66,9 +66,9 @@ public enum RegistryApplication {
 
     /// The HTTP server's one event loop. It only moves bytes and parses HTTP (routes run on
     /// Swift's concurrency pool), which one thread does faster than this process needs; with the
-    /// shared multi-loop group, a connection accepted on one loop was served on another, and
-    /// setting it up cost six cross-thread wake-ups per request (Benchmarks/overhead.py: p50
-    /// 0.90×, context switches 0.83× with one loop).
+    /// shared multi-loop group, a connection accepted on one loop was often served on another,
+    /// and setting it up then cost six cross-thread wake-ups (Benchmarks/overhead.py: p50 0.90×,
+    /// context switches 0.83× with one loop).
     static let httpLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the

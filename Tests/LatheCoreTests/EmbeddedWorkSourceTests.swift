@@ -68,53 +68,47 @@ struct RefusedBootTests {
         func complete(instance: String, assignment: String, _ completion: WorkerCompletion) async throws {}
     }
 
-    @Test("the worker reports it refused, and releases no version it did not take")
-    func workerRefuses() async throws {
+    static let version = WorkerVersion(id: "v", repository: "alice/m", manifestDigest: Digest.of(Data("m".utf8)).description)
+
+    /// Hands the worker code `boot` and returns its first report with the source's counts of
+    /// acquired and released versions, once the boot's cleanup has had time to run.
+    static func firstReport(of boot: WorkerCommand) async throws -> (report: InstanceReport, acquired: Int, released: Int) {
         let source = Recorder()
         defer { try? FileManager.default.removeItem(at: source.home) }
         let instances = WorkerInstances(source: source, folder: source.home, gpus: [], settings: .init(sandbox: nil, build: EnvironmentBuild(sandbox: nil)),
                                         log: { _ in })
-        let version = WorkerVersion(id: "v", repository: "alice/m", manifestDigest: Digest.of(Data("m".utf8)).description)
-        await instances.handle(WorkerCommand(kind: .boot, instance: "i1", version: version, gpus: 1, sku: "gpu-a100-sxm4-80gb"))
+        await instances.handle(boot)
         let deadline = Date().addingTimeInterval(10)
         while source.lock.withLock({ source.reports.isEmpty }) && Date() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
         try await Task.sleep(nanoseconds: 100_000_000)
         let report = try #require(source.lock.withLock { source.reports.first })
-        #expect(report.state == .failed && report.refused == true, "\(report)")
-        #expect(source.lock.withLock { (source.acquired, source.released) } == (0, 0))
+        return source.lock.withLock { (report, source.acquired, source.released) }
+    }
+
+    @Test("the worker reports it refused, and releases no version it did not take")
+    func workerRefuses() async throws {
+        let found = try await Self.firstReport(of: WorkerCommand(kind: .boot, instance: "i1", version: Self.version, gpus: 1, sku: "gpu-a100-sxm4-80gb"))
+        #expect(found.report.state == .failed && found.report.refused == true, "\(found.report)")
+        #expect((found.acquired, found.released) == (0, 0))
     }
 
     @Test("a boot whose version could not be acquired releases nothing (the cache undid its own count)")
     func failedBootReleasesOnce() async throws {
-        let source = Recorder()
-        defer { try? FileManager.default.removeItem(at: source.home) }
-        let instances = WorkerInstances(source: source, folder: source.home, gpus: [], settings: .init(sandbox: nil, build: EnvironmentBuild(sandbox: nil)),
-                                        log: { _ in })
-        let version = WorkerVersion(id: "v", repository: "alice/m", manifestDigest: Digest.of(Data("m".utf8)).description)
-        await instances.handle(WorkerCommand(kind: .boot, instance: "i1", version: version))
-        let deadline = Date().addingTimeInterval(10)
-        while source.lock.withLock({ source.reports.isEmpty }) && Date() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
-        try await Task.sleep(nanoseconds: 100_000_000)
-        let report = try #require(source.lock.withLock { source.reports.first })
-        #expect(report.state == .failed && report.refused == nil, "\(report)")
+        let found = try await Self.firstReport(of: WorkerCommand(kind: .boot, instance: "i1", version: Self.version))
+        #expect(found.report.state == .failed && found.report.refused == nil, "\(found.report)")
         // The source's acquire threw: it took nothing (as the version cache undoes its own count).
-        #expect(source.lock.withLock { (source.acquired, source.released) } == (1, 0))
+        #expect((found.acquired, found.released) == (1, 0))
     }
 
     @Test("the server counts a refused boot as not the model's fault")
     func serverPlacesAgain() async throws {
-        struct Nowhere: WorkerChannel {
-            func send(_ command: WorkerCommand) {}
-            func forget(_ instance: RemoteInstance) {}
-        }
         let remote = RemoteInstance(id: "i1", workerID: "w1", workerName: "gpu-box", tokenID: "", modelID: "m",
-                                    work: FileManager.default.temporaryDirectory, channel: Nowhere())
-        let version = WorkerVersion(id: "v", repository: "alice/m", manifestDigest: Digest.of(Data("m".utf8)).description)
+                                    work: FileManager.default.temporaryDirectory, channel: EmbeddedWorkSourceTests.Nowhere())
         let answer = Task {
             try await Task.sleep(nanoseconds: 100_000_000)
             remote.report(InstanceReport(state: .failed, error: "the instance asks for 1 gpu-a100-sxm4-80gb GPU(s) and this worker has 0 free", refused: true))
         }
-        let setup = await remote.boot(version, gpus: 1, sku: "gpu-a100-sxm4-80gb") { _ in }
+        let setup = await remote.boot(Self.version, gpus: 1, sku: "gpu-a100-sxm4-80gb") { _ in }
         try await answer.value
         guard case .failed = setup else { Issue.record("\(setup)"); return }
         #expect(remote.notTheModel?.contains("worker gpu-box refused it") == true, "\(remote.notTheModel ?? "nil")")

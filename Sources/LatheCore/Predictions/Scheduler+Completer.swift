@@ -79,7 +79,9 @@ extension Scheduler {
             notified = written && registry.database.kind == .postgres
         }
         claims.removeValue(forKey: id)
-        await announceEnded(id, notified: notified, webhook: written && ending.webhook, written: written)
+        // What was found here and not written (the claim was lost) is nobody's answer.
+        if !written { unpersisted.removeValue(forKey: id) }
+        await announceEnded(id, notified: notified, webhook: written && ending.webhook)
         // Most predictions made no folder: a failing removal costs an error object.
         for folder in ending.cleanup where FileManager.default.fileExists(atPath: folder.path) { try? FileManager.default.removeItem(at: folder) }
         return written
@@ -89,9 +91,8 @@ extension Scheduler {
     /// statement `notified` them) on the other replicas, then the `completed` webhook. The
     /// queue's sweeps, which end what a lost replica or a restart left (their rows written by
     /// one conditional statement each), end through here too.
-    /// `written`: this replica wrote the ending, so its waiters may be answered from memory.
-    func announceEnded(_ id: String, notified: Bool, webhook: Bool, written: Bool = false) async {
-        if notified { finished(id, written: written) } else { await publishFinished(id, written: written) }
+    func announceEnded(_ id: String, notified: Bool, webhook: Bool) async {
+        if notified { finished(id) } else { await publishFinished(id) }
         if webhook { await notify("completed", id) }
     }
 

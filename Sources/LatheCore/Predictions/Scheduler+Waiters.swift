@@ -52,13 +52,13 @@ extension Scheduler {
         if waiters[id]?.isEmpty == true { waiters.removeValue(forKey: id) }
     }
 
-    /// Wakes this replica's waiters for a prediction whose ending is written. Those that
-    /// `written` here are handed its record (they need no second look); others get nil.
-    package func finished(_ id: String, written: Bool = false) {
+    /// Wakes this replica's waiters for a prediction whose ending is written. When this replica
+    /// wrote it, they are handed its record (``unpersisted``: they need no second look); else nil.
+    package func finished(_ id: String) {
         signals.changed(id)
         completed.insert(id)
         if completed.count > 10_000 { completed.removeAll() }
-        let record = written ? unpersisted[id] : nil
+        let record = unpersisted[id]
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values {
             Deadlines.shared.cancel(waiter.timer)
             waiter.continuation.resume(returning: record)
@@ -66,8 +66,8 @@ extension Scheduler {
     }
 
     /// Wakes waiters here and, scaled out, on the other replicas.
-    func publishFinished(_ id: String, written: Bool = false) async {
-        finished(id, written: written)
+    func publishFinished(_ id: String) async {
+        finished(id)
         if registry.database.kind == .postgres { await events.publish(.finished(id)) }
     }
 }

@@ -166,8 +166,8 @@ public actor Scheduler {
     package var downloads: [String: Task<[String: JSONValue], any Error>] = [:]
     var canceledDownloads: Set<String> = []
     package var completed: Set<String> = []
-    /// Finished predictions whose completion is still being written: waiters answer from here,
-    /// and readers look here first, so nobody waits on that write or sees an older row.
+    /// Finished predictions whose ending this replica is writing: readers look here first (so
+    /// nobody sees an older row), and once it is written its waiters are handed it from here.
     var unpersisted: [String: PredictionRecord] = [:]
     /// Waiters for a prediction's end, each given the finished record when this replica has it.
     var waiters: [String: [UInt64: Waiter]] = [:]
