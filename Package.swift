@@ -66,6 +66,8 @@ let package = Package(
                 // Outbound requests on users' behalf (URL inputs, webhooks) pinned to checked addresses (dnsOverride).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                // The model's answers are read on the HTTP server's event loop (HotPath).
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             resources: [.copy("Resources/runner.py"), .copy("Resources/egress_forwarder.py")]
         ),

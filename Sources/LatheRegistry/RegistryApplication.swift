@@ -8,6 +8,7 @@ import Prometheus
 import ServiceLifecycle
 import LatheStore
 import LatheCore
+import LatheRunner
 
 /// Assembles the server: auth, then `/v2` (OCI), `/v1` (API), health routes and the web UI at `/`.
 public enum RegistryApplication {
@@ -70,6 +71,20 @@ public enum RegistryApplication {
     /// and setting it up then cost six cross-thread wake-ups (Benchmarks/overhead.py: p50 0.90×,
     /// context switches 0.83× with one loop).
     static let httpLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// The loop as a task executor: connections are handled on it (``run(_:)``), and so are the
+    /// prediction path's own tasks (``HotPath``).
+    static let httpExecutor = EventLoopTaskExecutor(httpLoop.next())
+
+    /// Runs the application made by ``make``: its HTTP server accepts and handles each
+    /// connection (the route included, and any default actor it calls) on the event loop that
+    /// owns the sockets, instead of on Swift's global pool. A request then goes from the socket
+    /// to the route and back without waking another thread; work a route hands elsewhere (the
+    /// model's process, SQLite's thread pool, a file read on its own thread) still runs there.
+    public static func run(_ app: some ApplicationProtocol) async throws {
+        try await withTaskExecutorPreference(httpExecutor) {
+            try await app.runService()
+        }
+    }
 
     /// The application listening on `host:port` (port 0 picks a free one). `onListening` gets the
     /// port once bound; the registry's base URL defaults to `http://host:port`.
@@ -81,11 +96,13 @@ public enum RegistryApplication {
                             connectionTimeout: Int64 = 30, build: BuildVersion = .unknown,
                             services: [any Service] = [],
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
-        Application(
+        HotPath.executor = httpExecutor
+        return Application(
             router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, metricsToken: metricsToken, web: web, build: build),
             server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
             configuration: .init(address: .hostname(host, port: port), serverName: "lathe", backlog: 1024),
-            services: services,
+            // The background services run on Swift's pool, not on the HTTP loop (see `run`).
+            services: services.map { OffHotPath(inner: $0) },
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 if registry.baseURL.isEmpty { registry.base.value = "http://\(host):\(bound)" }
@@ -100,5 +117,17 @@ public enum RegistryApplication {
             eventLoopGroupProvider: .shared(Self.httpLoop),
             logger: registry.logger
         )
+    }
+}
+
+/// A background service kept off the HTTP loop: its work (and every task it starts) runs on
+/// Swift's global pool, whatever executor the application runs on.
+struct OffHotPath: Service {
+    let inner: any Service
+
+    func run() async throws {
+        try await withTaskExecutorPreference(globalConcurrentExecutor) {
+            try await inner.run()
+        }
     }
 }

@@ -1,5 +1,8 @@
 import Foundation
 import LatheSpec
+import NIOCore
+import NIOPosix
+import NIOFoundationCompat
 
 /// One running copy of a model: the runner process (sandboxed when possible) and the
 /// predictions it is answering.
@@ -113,7 +116,22 @@ public final class ModelProcess: @unchecked Sendable {
                 self?.lock.withLock { self?.forkBombed = true }
             }
         }
-        Thread.detachNewThread { [self] in readLoop() }
+        // Its answers are read on the hot path's event loop: the loop that wakes for a `done` is
+        // the one that writes the prediction's response (no reader thread to wake in between).
+        let descriptor = dup(stdoutPipe.fileHandleForReading.fileDescriptor)
+        do {
+            _ = try await NIOPipeBootstrap(group: HotPath.loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(LineReader { [self] line in handle(line: line) })
+                    }
+                }
+                .takingOwnershipOfDescriptor(input: descriptor).get()
+        } catch {
+            close(descriptor)
+            terminate()
+            throw error
+        }
         return await withCheckedContinuation { continuation in
             lock.lock()
             if let setupResult {
@@ -186,22 +204,6 @@ public final class ModelProcess: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         guard !exited else { return }
         try? stdinPipe.fileHandleForWriting.write(contentsOf: data)
-    }
-
-    private func readLoop() {
-        let reader = stdoutPipe.fileHandleForReading
-        var buffer = Data()
-        while true {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-            while let newline = buffer.firstIndex(of: 0x0A) {
-                let line = buffer[buffer.startIndex..<newline]
-                buffer = Data(buffer[buffer.index(after: newline)...])
-                handle(line: Data(line))
-            }
-        }
-        if !buffer.isEmpty { handle(line: buffer) }
     }
 
     private func handle(line: Data) {
@@ -320,5 +322,32 @@ public final class ModelProcess: @unchecked Sendable {
             throw Diagnostic(nil, "runner.py is missing from the Lathe installation", fix: "reinstall Lathe")
         }
         return url
+    }
+}
+
+/// Splits what the runner writes into lines (a last line without its newline counts too).
+private final class LineReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let onLine: (Data) -> Void
+    private var buffer = ByteBuffer()
+
+    init(onLine: @escaping (Data) -> Void) {
+        self.onLine = onLine
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        while let newline = buffer.withUnsafeReadableBytes({ $0.firstIndex(of: 0x0A) }) {
+            let line = buffer.readData(length: newline) ?? Data()
+            buffer.moveReaderIndex(forwardBy: 1)
+            onLine(line)
+        }
+        buffer.discardReadBytes()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if buffer.readableBytes > 0, let rest = buffer.readData(length: buffer.readableBytes) { onLine(rest) }
+        context.fireChannelInactive()
     }
 }

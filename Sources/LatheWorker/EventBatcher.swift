@@ -24,7 +24,7 @@ final class EventBatcher: @unchecked Sendable {
     func add(_ event: RunnerEvent) {
         lock.withLock {
             waiting.append(WorkerEvent(event))
-            if sender == nil { sender = Task { await self.run() } }
+            if sender == nil { sender = HotPath.task { await self.run() } }
         }
     }
 

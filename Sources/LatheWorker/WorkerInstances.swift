@@ -88,7 +88,7 @@ package actor WorkerInstances {
                 return
             }
             instance.assignments[assignment] = prediction
-            Task { await predict(command, assignment: assignment, prediction: prediction, on: instance, process: process) }
+            HotPath.task { await self.predict(command, assignment: assignment, prediction: prediction, on: instance, process: process) }
         case .cancel:
             guard let id = command.instance, let assignment = command.assignment,
                   let instance = instances[id], let prediction = instance.assignments[assignment] else { return }

@@ -237,7 +237,7 @@ struct ServeCommand: AsyncParsableCommand {
                 fflush(nil)
             }
             do {
-                try await app.runService()
+                try await RegistryApplication.run(app)
                 await scheduler.shutdown()
             } catch {
                 await scheduler.shutdown()

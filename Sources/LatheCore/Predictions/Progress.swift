@@ -15,8 +15,9 @@ package final class Progress: @unchecked Sendable {
     private var savedItems = 0, savedLogBytes = 0
     /// The last write, which the next one waits for (writes land in order).
     private var lastWrite: Task<Void, Never>?
-    /// A save due when the 200 ms since the last one have passed.
-    private var timer: DispatchWorkItem?
+    /// A save due when the 200 ms since the last one have passed (a ``Deadlines`` one: setting
+    /// and cancelling it wakes no thread, where a dispatch timer woke libdispatch's on each).
+    private var timer: Deadlines.Token?
     private var closed = false
     /// The last event's kind for webhooks ("output" or "logs").
     private var kind = "logs"
@@ -37,9 +38,7 @@ package final class Progress: @unchecked Sendable {
         let wait = 0.2 - Date().timeIntervalSince(saved)
         guard wait <= 0 else {
             if timer == nil && !closed {
-                let item = DispatchWorkItem { [weak self] in self?.due() }
-                timer = item
-                DispatchQueue.global().asyncAfter(deadline: .now() + wait, execute: item)
+                timer = Deadlines.shared.after(wait) { [weak self] in self?.due() }
             }
             lock.unlock()
             return
@@ -68,7 +67,7 @@ package final class Progress: @unchecked Sendable {
     package func close() {
         lock.withLock {
             closed = true
-            timer?.cancel()
+            timer.map(Deadlines.shared.cancel)
             timer = nil
         }
     }

@@ -65,7 +65,7 @@ extension Scheduler {
                 let job = queues[version]!.remove(at: index)
                 instance.running += 1
                 running[job.id] = instance
-                Task { await run(job, on: instance, version: version) }
+                HotPath.task { await self.run(job, on: instance, version: version) }
             case .retire(let key):
                 guard let (version, instance) = pools.lazy.compactMap({ entry in entry.value.first { $0.key == key }.map { (entry.key, $0) } }).first
                 else { continue }

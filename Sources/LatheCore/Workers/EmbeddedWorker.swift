@@ -42,7 +42,7 @@ package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Send
             return !draining
         }
         guard start else { return }
-        Task {
+        HotPath.task { [self] in
             while let next = lock.withLock({ () -> WorkerCommand? in
                 if queue.isEmpty {
                     draining = false

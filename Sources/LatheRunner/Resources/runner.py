@@ -23,6 +23,7 @@ prints while it runs, routed by a context variable), cancel (the task is cancell
 import argparse
 import asyncio
 import array
+import collections
 import contextvars
 import dataclasses
 import fcntl
@@ -239,19 +240,28 @@ class LogCapture:
         self.sent = 0
 
     def emit(self, data):
-        if not data:
-            return
+        if data:
+            self.emit_text(data.decode("utf-8", errors="replace"), len(data))
+
+    def emit_text(self, text, size=None):
         if self.sent >= LOG_LIMIT:
             return
-        text = data.decode("utf-8", errors="replace")
-        self.sent += len(data)
+        self.sent += len(text.encode("utf-8", errors="replace")) if size is None else size
         if self.sent >= LOG_LIMIT:
             text += "\n[logs truncated: more than %d bytes]\n" % LOG_LIMIT
         self.channel.send(type="log", id=self.current, data=text)
 
+    def log(self, prediction_id, text):
+        """What Python code printed during the prediction (sys.stdout and sys.stderr are
+        RoutedStreams): it goes out from the printing thread, and the fd-level pump wakes only
+        for what C code and subprocesses write."""
+        with self.reading:
+            self.emit_text(text)
+
     def pump(self):
         # Bytes are read only while holding `reading`, so `settle` can tell, under the same lock,
-        # that nothing written so far is still on its way.
+        # that nothing written so far is still on its way. SIGIO is the main thread's (Commands).
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO])
         poller = select.poll()
         poller.register(self.read_fd, select.POLLIN | select.POLLHUP)
         while True:
@@ -411,15 +421,17 @@ CURRENT = contextvars.ContextVar("lathe_prediction", default=None)
 
 
 class RoutedStream(io.TextIOBase):
-    """sys.stdout / sys.stderr while predictions run at once: text written from a prediction's
-    task or thread becomes that prediction's log events; other text (setup, background threads)
-    goes where it went before."""
+    """sys.stdout / sys.stderr once setup is done: text written from a prediction's task or
+    thread becomes that prediction's log events, a line at a time (`log(prediction_id, text)`
+    sends them); other text (background threads) goes where it went before, to the fd-level
+    capture."""
 
-    def __init__(self, fallback, channel, sent):
+    def __init__(self, fallback, log):
         super().__init__()
         self.fallback = fallback
-        self.channel = channel
-        self.sent = sent  # bytes logged per prediction, shared by stdout and stderr
+        self.log = log
+        self.lock = threading.Lock()
+        self.pending = {}  # an unfinished line per prediction
 
     @property
     def encoding(self):
@@ -439,26 +451,54 @@ class RoutedStream(io.TextIOBase):
         if prediction_id is None:
             return self.fallback.write(text)
         if text:
-            used = self.sent.get(prediction_id, 0)
-            if used < LOG_LIMIT:
-                size = len(text.encode("utf-8", errors="replace"))
-                self.sent[prediction_id] = used + size
-                if used + size >= LOG_LIMIT:
-                    text += "\n[logs truncated: more than %d bytes]\n" % LOG_LIMIT
-                self.channel.send(type="log", id=prediction_id, data=text)
+            # Whole lines go out as they are finished (print() writes the newline separately);
+            # the rest waits for the next write, a flush or the prediction's end.
+            with self.lock:
+                held = self.pending.pop(prediction_id, "") + text
+                cut = held.rfind("\n") + 1
+                if cut < len(held):
+                    self.pending[prediction_id] = held[cut:]
+            if cut:
+                self.log(prediction_id, held[:cut])
         return len(text)
 
     def flush(self):
+        prediction_id = CURRENT.get()
+        if prediction_id is not None:
+            self.release(prediction_id)
         self.fallback.flush()
+
+    def release(self, prediction_id):
+        """Sends what is left of the prediction's unfinished line."""
+        with self.lock:
+            held = self.pending.pop(prediction_id, None)
+        if held:
+            self.log(prediction_id, held)
 
 
 def serve_concurrently(runner, loop):
     """Answers commands from stdin with up to --concurrency predictions at once on `loop`."""
     tasks = {}
     stop = asyncio.Event()
-    sent = {}
-    sys.stdout = RoutedStream(sys.stdout, runner.channel, sent)
-    sys.stderr = RoutedStream(sys.stderr, runner.channel, sent)
+    sent = {}  # bytes logged per prediction, by stdout and stderr together
+
+    def log(prediction_id, text):
+        used = sent.get(prediction_id, 0)
+        if used < LOG_LIMIT:
+            size = len(text.encode("utf-8", errors="replace"))
+            sent[prediction_id] = used + size
+            if used + size >= LOG_LIMIT:
+                text += "\n[logs truncated: more than %d bytes]\n" % LOG_LIMIT
+            runner.channel.send(type="log", id=prediction_id, data=text)
+
+    sys.stdout = RoutedStream(sys.stdout, log)
+    sys.stderr = RoutedStream(sys.stderr, log)
+
+    def ended(prediction_id):
+        sys.stdout.release(prediction_id)
+        sys.stderr.release(prediction_id)
+        tasks.pop(prediction_id, None)
+        sent.pop(prediction_id, None)
 
     def on_command(command):
         kind = command.get("type")
@@ -466,7 +506,7 @@ def serve_concurrently(runner, loop):
         if kind == "predict":
             task = loop.create_task(runner.run_async(command))
             tasks[prediction_id] = task
-            task.add_done_callback(lambda _: (tasks.pop(prediction_id, None), sent.pop(prediction_id, None)))
+            task.add_done_callback(lambda _: ended(prediction_id))
         elif kind == "cancel":
             if prediction_id in tasks:
                 runner.canceled.add(prediction_id)
@@ -529,6 +569,7 @@ class Runner:
         scope = SCOPE.set(MetricScope(prediction_id, command.get("context"), self.channel))
         self.capture.begin(prediction_id)
         self.current = prediction_id
+        routed = CURRENT.set(prediction_id)
         started = time.monotonic()
         status, output, error = "succeeded", None, None
         try:
@@ -549,7 +590,7 @@ class Runner:
                         raise CancelationException()
                     encoded = writer.encode(item)
                     items.append(encoded)
-                    self.capture.sync()
+                    self.capture.settle()  # what it printed so far comes before the item
                     self.channel.send(type="output", id=prediction_id, index=index, value=encoded)
                 output = items
             else:
@@ -563,6 +604,9 @@ class Runner:
         finally:
             self.current = None
             SCOPE.reset(scope)
+            for stream in (sys.stdout, sys.stderr):
+                stream.release(prediction_id)
+            CURRENT.reset(routed)
         self.finish(command, status, output, error, time.monotonic() - started, settle=self.capture.settle)
 
     async def run_async(self, command):
@@ -638,21 +682,68 @@ class Runner:
         self.channel.send(type="done", id=prediction_id, status=status, output=output, error=error,
                           predict_time=round(predict_time, 6))
 
-    def commands(self, queue, ready):
-        for line in sys.stdin:
-            line = line.strip()
-            if not line:
-                continue
-            command = json.loads(line)
-            if command.get("type") == "cancel":
-                self.canceled.add(command.get("id"))
-                if self.current == command.get("id"):
-                    signal.pthread_kill(self.main_thread, signal.SIGUSR1)
-                continue
-            queue.append(command)
-            ready.release()
-        queue.append({"type": "shutdown"})
-        ready.release()
+
+
+class Commands:
+    """Commands from stdin, one prediction at a time, read by the main thread itself: no thread
+    has to wake another to start a prediction. While idle it waits on stdin; while a prediction
+    runs, stdin raises SIGIO (O_ASYNC) when a command comes, and the handler reads it there and
+    then (a cancel of the running prediction raises CancelationException in it)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.fd = sys.stdin.fileno()
+        self.buffer = b""
+        self.queue = collections.deque()
+        self.closed = False
+        self.reading = False
+        os.set_blocking(self.fd, False)
+        # The handler first: SIGIO's default action ends the process.
+        signal.signal(signal.SIGIO, self.on_signal)
+        fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_ASYNC)
+
+    def read(self):
+        """Takes in what stdin holds now: cancels mark their prediction, the rest queue."""
+        if self.reading:  # the handler interrupted a read of the main thread's own
+            return
+        self.reading = True
+        try:
+            while not self.closed:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    self.closed = True
+                self.buffer += chunk
+            *lines, self.buffer = self.buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                command = json.loads(line)
+                if command.get("type") == "cancel":
+                    self.runner.canceled.add(command.get("id"))
+                else:
+                    self.queue.append(command)
+        finally:
+            self.reading = False
+
+    def on_signal(self, signum, frame):
+        # Idle, the main thread is waiting on stdin and reads it itself when the wait ends (read
+        # here, the wait would resume on an empty pipe).
+        if self.runner.current is None:
+            return
+        self.read()
+        self.runner.on_cancel_signal(signum, frame)
+
+    def next(self):
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLHUP)
+        while not self.queue and not self.closed:
+            poller.poll()
+            self.read()
+        return self.queue.popleft() if self.queue else {"type": "shutdown"}
 
 
 def import_entry(entry):
@@ -720,11 +811,11 @@ def main():
     if runner.loop is not None:
         serve_concurrently(runner, runner.loop)
         os._exit(0)
-    queue, ready = [], threading.Semaphore(0)
-    threading.Thread(target=runner.commands, args=(queue, ready), daemon=True).start()
+    sys.stdout = RoutedStream(sys.stdout, capture.log)
+    sys.stderr = RoutedStream(sys.stderr, capture.log)
+    commands = Commands(runner)
     while True:
-        ready.acquire()
-        command = queue.pop(0)
+        command = commands.next()
         if command.get("type") == "shutdown":
             break
         if command.get("type") == "predict":

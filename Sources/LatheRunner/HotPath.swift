@@ -1,0 +1,45 @@
+import NIOCore
+import NIOPosix
+
+/// Where a prediction's own work runs: its tasks (intake, executor, the embedded worker's
+/// command and event hand-offs) and the reading of the model's answers. The HTTP server
+/// (`RegistryApplication.make`) hands it its event loop, so that a prediction goes from the
+/// request to the model's pipe and from the model's answer to the response on one thread,
+/// without waking a thread of Swift's global pool at each `Task` and actor hop (on a small
+/// machine each wake-up costs more than the work it carries). Without a server (`lathe worker`,
+/// `lathe predict`) the tasks run on the global pool and the pipes are read on NIO's shared loop.
+///
+/// Only short, non-blocking work runs here: file copies, unpacking and environment builds stay
+/// on their own threads.
+public enum HotPath {
+    nonisolated(unsafe) private static var preferred: EventLoopTaskExecutor?
+
+    /// Set once, before the server starts serving.
+    public static var executor: EventLoopTaskExecutor? {
+        get { preferred }
+        set { preferred = newValue }
+    }
+
+    /// The loop that reads the model processes' answers.
+    package static var loop: any EventLoop { preferred?.loop ?? MultiThreadedEventLoopGroup.singleton.next() }
+
+    /// `Task { … }` on the hot path's executor (when one is set).
+    @discardableResult
+    package static func task<Success: Sendable>(_ operation: sending @escaping () async -> Success) -> Task<Success, Never> {
+        Task(executorPreference: preferred, operation: operation)
+    }
+}
+
+/// An event loop as a task executor: jobs run on the loop's thread, in the order they came.
+public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    public let loop: any EventLoop
+
+    public init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
