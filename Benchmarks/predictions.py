@@ -148,7 +148,7 @@ def main():
         cog.wait()
 
         print(f"hello, {args.requests} predictions, concurrency {args.concurrency} (Lathe: one instance, token auth, SQLite)")
-        print(f"  p50 latency: lathe {lathe[0] * 1000:.1f} ms, cog {cog_result[0] * 1000:.1f} ms, ratio {lathe[0] / cog_result[0]:.2f}x (bar 1.5x)")
+        print(f"  p50 latency: lathe {lathe[0] * 1000:.1f} ms, cog {cog_result[0] * 1000:.1f} ms, ratio {lathe[0] / cog_result[0]:.2f}x (bar 1.0x)")
         print(f"  p99 latency: lathe {lathe[1] * 1000:.1f} ms, cog {cog_result[1] * 1000:.1f} ms, ratio {lathe[1] / cog_result[1]:.2f}x")
         print(f"  throughput: lathe {lathe[2]:.0f}/s, cog {cog_result[2]:.0f}/s, ratio {lathe[2] / cog_result[2]:.2f}x")
 

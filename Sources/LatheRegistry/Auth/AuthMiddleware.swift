@@ -52,13 +52,23 @@ struct AuthMiddleware: RouterMiddleware {
         guard parts.count == 2 else { return nil }
         switch parts[0].lowercased() {
         case "bearer", "token":
-            return Credentials(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+            return Credentials(token: String(parts[1].trimmingBlanks))
         case "basic":
-            guard let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
+            guard let data = Data(base64Encoded: String(parts[1].trimmingBlanks)),
                   let decoded = String(data: data, encoding: .utf8), let colon = decoded.firstIndex(of: ":") else { return nil }
             return Credentials(token: String(decoded[decoded.index(after: colon)...]), user: String(decoded[..<colon]))
         default:
             return nil
         }
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (Foundation's `trimmingCharacters` goes
+    /// through NSString on Linux, on every authenticated request).
+    var trimmingBlanks: Substring {
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let first = firstIndex(where: { !blank($0) }), let last = lastIndex(where: { !blank($0) }) else { return "" }
+        return self[first...last]
     }
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import LatheArchive
 import HummingbirdBcrypt
+import NIOPosix
 import SQLKit
 
 /// A user or an organization, as stored.
@@ -71,7 +72,9 @@ public struct AccountStore: Sendable {
     }
 
     public func createUser(_ username: String, password: String?, isAdmin: Bool = false) async throws -> Account {
-        try await create(username, kind: .user, passwordHash: password.map { Bcrypt.hash($0, cost: 10) }, isAdmin: isAdmin)
+        let hash: String?
+        if let password { hash = try await Self.passwordHash(password) } else { hash = nil }
+        return try await create(username, kind: .user, passwordHash: hash, isAdmin: isAdmin)
     }
 
     public func createOrganization(_ name: String, owner: Account) async throws -> Account {
@@ -116,13 +119,20 @@ public struct AccountStore: Sendable {
             """).first(decoding: Row.self)
         // An unknown user (or one without a password) costs the same bcrypt as a known one, so
         // the answer's timing does not tell which usernames exist.
-        let hash = row?.password_hash ?? Self.decoyHash
-        guard Bcrypt.verify(password, hash: hash), row?.password_hash != nil else { return nil }
+        let hash = row?.password_hash
+        let matches = try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash ?? Self.decoyHash) }
+        guard matches, row?.password_hash != nil else { return nil }
         return try await account(named: username)
     }
 
     /// A bcrypt hash of a random password at the cost real ones use.
     static let decoyHash = Bcrypt.hash(UUID().uuidString, cost: 10)
+
+    /// A password's bcrypt hash. Bcrypt takes tens of milliseconds on purpose: it runs on NIO's
+    /// thread pool, never on the thread that serves HTTP (routes run on the server's one loop).
+    static func passwordHash(_ password: String) async throws -> String {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: 10) }
+    }
 
     // MARK: - Operators' user administration (`lathe admin user …`)
 
@@ -163,7 +173,8 @@ public struct AccountStore: Sendable {
     /// Sets the user's web password (at least 8 characters).
     public func setPassword(_ user: Account, password: String) async throws {
         guard password.count >= 8 else { throw StoreError(.invalid, "the password is shorter than 8 characters; choose a longer one") }
-        try await sql.raw("UPDATE accounts SET password_hash = \(bind: Bcrypt.hash(password, cost: 10)) WHERE id = \(bind: user.id)").run()
+        let hash = try await Self.passwordHash(password)
+        try await sql.raw("UPDATE accounts SET password_hash = \(bind: hash) WHERE id = \(bind: user.id)").run()
         try await accountsChanged()
     }
 

@@ -25,8 +25,8 @@ public final class RegistryDatabase: Sendable {
 
     /// Opens (creating) the SQLite database at `path` and brings its schema up to date.
     public static func open(path: String, logger: Logger) async throws -> RegistryDatabase {
-        let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        let database = RegistryDatabase(kind: .sqlite, sql: connection.sql()) { try await connection.close() }
+        let connection = try InlineSQLite(path: path)
+        let database = RegistryDatabase(kind: .sqlite, sql: InlineSQLDatabase(connection: connection, logger: logger)) { connection.close() }
         try await database.migrate()
         return database
     }
