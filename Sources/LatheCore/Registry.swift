@@ -5,6 +5,7 @@ import LatheRunner
 import LatheSpec
 import Logging
 import LatheStore
+import NIOCore
 
 /// Everything a request handler needs, passed in rather than global.
 public struct Registry: Sendable {
@@ -63,13 +64,14 @@ public struct Registry: Sendable {
 
     /// Opens the registry: metadata in PostgreSQL when `database` is a URL, else in
     /// `registry.sqlite` under `data`; blobs in `blobs` when given, else files under `data`;
-    /// this machine's own files under `runtime` (default `data/runtime`).
+    /// this machine's own files under `runtime` (default `data/runtime`); PostgreSQL's
+    /// connections on `eventLoops` when given (the server's own loop).
     public static func open(data: URL, database url: String? = nil, blobs: (any BlobStore)? = nil, runtime: URL? = nil,
-                            baseURL: String, logger: Logger) async throws -> Registry {
+                            baseURL: String, logger: Logger, eventLoops: (any EventLoopGroup)? = nil) async throws -> Registry {
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let runtime = runtime ?? data.appendingPathComponent("runtime")
         try FileManager.default.createDirectory(at: runtime.appendingPathComponent("tmp"), withIntermediateDirectories: true)
-        let database = try await RegistryDatabase.open(url: url, data: data, logger: logger)
+        let database = try await RegistryDatabase.open(url: url, data: data, logger: logger, eventLoops: eventLoops)
         var registry = Registry(database: database, blobs: try blobs ?? FilesystemBlobStore(root: data), runtime: runtime, baseURL: baseURL, logger: logger)
         registry.streamKey = SymmetricKey(data: try await ServerKeyStore(database: database).key("stream"))
         return registry

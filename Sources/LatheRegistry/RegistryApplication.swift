@@ -65,15 +65,10 @@ public enum RegistryApplication {
         return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "lathe-metrics"), logger: logger)
     }
 
-    /// The HTTP server's one event loop. It only moves bytes and parses HTTP (routes run on
-    /// Swift's concurrency pool), which one thread does faster than this process needs; with the
-    /// shared multi-loop group, a connection accepted on one loop was often served on another,
-    /// and setting it up then cost six cross-thread wake-ups (Benchmarks/overhead.py: p50 0.90×,
-    /// context switches 0.83× with one loop).
-    static let httpLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    /// The loop as a task executor: connections are handled on it (``run(_:)``), and so are the
-    /// prediction path's own tasks (``HotPath``).
-    static let httpExecutor = EventLoopTaskExecutor(httpLoop.next())
+    /// The HTTP server's event loop is ``HotPath``'s one loop. It moves bytes and parses HTTP,
+    /// and runs the routes (``run(_:)``); with NIO's shared multi-loop group, a connection
+    /// accepted on one loop was often served on another, and setting it up cost six cross-thread
+    /// wake-ups.
 
     /// Runs the application made by ``make``: its HTTP server accepts and handles each
     /// connection (the route included, and any default actor it calls) on the event loop that
@@ -81,7 +76,7 @@ public enum RegistryApplication {
     /// to the route and back without waking another thread; work a route hands elsewhere (the
     /// model's process, SQLite's thread pool, a file read on its own thread) still runs there.
     public static func run(_ app: some ApplicationProtocol) async throws {
-        try await withTaskExecutorPreference(httpExecutor) {
+        try await withTaskExecutorPreference(HotPath.loopExecutor) {
             try await app.runService()
         }
     }
@@ -96,7 +91,7 @@ public enum RegistryApplication {
                             connectionTimeout: Int64 = 30, build: BuildVersion = .unknown,
                             services: [any Service] = [],
                             onListening: @escaping @Sendable (Int) -> Void = { _ in }) throws -> some ApplicationProtocol {
-        HotPath.executor = httpExecutor
+        HotPath.enable()
         return Application(
             router: try router(registry, scheduler: scheduler, limiter: limiter, metrics: metrics, metricsToken: metricsToken, web: web, build: build),
             server: .http1(configuration: .init(idleTimeout: .seconds(max(1, connectionTimeout)))),
@@ -114,7 +109,7 @@ public enum RegistryApplication {
                 }
                 onListening(bound)
             },
-            eventLoopGroupProvider: .shared(Self.httpLoop),
+            eventLoopGroupProvider: .shared(HotPath.loopGroup),
             logger: registry.logger
         )
     }

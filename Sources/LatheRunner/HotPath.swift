@@ -12,12 +12,20 @@ import NIOPosix
 /// Only short, non-blocking work runs here: file copies, unpacking and environment builds stay
 /// on their own threads.
 public enum HotPath {
+    /// The server's one event loop: HTTP, the model pipes, PostgreSQL's connections.
+    public static let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// The loop as a task executor.
+    public static let loopExecutor = EventLoopTaskExecutor(loopGroup.next())
+
     nonisolated(unsafe) private static var preferred: EventLoopTaskExecutor?
 
-    /// Set once, before the server starts serving.
-    public static var executor: EventLoopTaskExecutor? {
-        get { preferred }
-        set { preferred = newValue }
+    /// Where hot-path tasks run: the loop once ``enable()`` was called, else nil (Swift's pool).
+    public static var executor: EventLoopTaskExecutor? { preferred }
+
+    /// Runs the prediction path on ``loopGroup`` from now on. Called once, by the server,
+    /// before it serves.
+    public static func enable() {
+        preferred = loopExecutor
     }
 
     /// The loop that reads the model processes' answers.

@@ -146,7 +146,8 @@ struct ServeCommand: AsyncParsableCommand {
             // Unreachable storage or refused credentials: one clear line now, not on the first push.
             try await blobs?.check()
             var registry = try await Registry.open(data: data, database: settings.database, blobs: blobs,
-                                                   runtime: runtimeFolder, baseURL: settings.baseURL ?? "", logger: logger)
+                                                   runtime: runtimeFolder, baseURL: settings.baseURL ?? "", logger: logger,
+                                                   eventLoops: HotPath.loopGroup)
             registry.blobRedirect = blobRedirect
             registry.outbound = OutboundHTTP(policy: EgressPolicy(allowed: try allowOutbound.map { text in
                 guard let network = IPNetwork(text) else {

@@ -121,6 +121,54 @@ struct ModelProcessTests {
         #expect(Date().timeIntervalSince(started) < 5)
     }
 
+    @Test("a cancel reaches a predictor busy in Python code, and the next command still arrives")
+    func cancelBusy() async throws {
+        let (process, _) = try await startModel("""
+        class Predictor:
+            def predict(self, text: str) -> str:
+                if text == "spin":
+                    while True:
+                        pass
+                return text
+        """)
+        defer { process.terminate() }
+        Task {
+            try await Task.sleep(nanoseconds: 300_000_000)
+            process.cancel(id: "spin")
+        }
+        let outcome = await process.predict(id: "spin", input: ["text": .string("spin")], outputDirectory: outputs(process), timeout: 60)
+        #expect(outcome.status == .canceled)
+        let next = await process.predict(id: "next", input: ["text": .string("again")], outputDirectory: outputs(process), timeout: 30)
+        #expect(next.output == .string("again"))
+    }
+
+    @Test("what Python code prints arrives in whole lines and in order, an unfinished line at the end, a background thread's too")
+    func printedLines() async throws {
+        let (process, _) = try await startModel("""
+        import sys, threading
+        class Predictor:
+            def predict(self, text: str) -> str:
+                print("one", end="")
+                print(" two")
+                sys.stderr.write("three\\n")
+                worker = threading.Thread(target=lambda: print("from a thread"))
+                worker.start()
+                worker.join()
+                sys.stdout.write("unfinished")
+                return text
+        """)
+        defer { process.terminate() }
+        let lines = LogTexts()
+        let outcome = await process.predict(id: "p", input: ["text": .string("x")], outputDirectory: outputs(process), timeout: 30) { event in
+            if case .log(let text) = event { lines.add(text) }
+        }
+        #expect(outcome.status == .succeeded)
+        #expect(outcome.logs.contains("one two\nthree\n"))
+        #expect(outcome.logs.contains("from a thread\n"))
+        #expect(outcome.logs.contains("unfinished"))
+        #expect(lines.all.contains("one two\n"), "a line goes out whole, not in print()'s pieces")
+    }
+
     @Test("a predictor that ignores cancellation is stopped by its timeout")
     func timeout() async throws {
         let (process, _) = try await startModel("""
@@ -200,4 +248,12 @@ final class Recorder: @unchecked Sendable {
         lock.lock(); events.append((index, value, time)); lock.unlock()
     }
     var all: [(Int, JSONValue, TimeInterval)] { lock.lock(); defer { lock.unlock() }; return events }
+}
+
+/// Texts as the model process hands them over, in order.
+final class LogTexts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var texts: [String] = []
+    func add(_ text: String) { lock.withLock { texts.append(text) } }
+    var all: [String] { lock.withLock { texts } }
 }

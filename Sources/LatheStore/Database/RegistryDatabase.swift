@@ -34,7 +34,10 @@ public final class RegistryDatabase: Sendable {
     /// Connects to PostgreSQL at `url` (`postgres://user:password@host:port/database`) and
     /// brings its schema up to date. A server that cannot be reached is one sentence naming the
     /// host and port, never the password.
-    public static func open(postgres url: String, logger: Logger, connectionsPerLoop: Int = 4, migrate: Bool = true) async throws -> RegistryDatabase {
+    /// `eventLoops`: where the connections live. The server passes its own loop, so that a
+    /// query made on the way to an answer is sent and answered on the thread that asked.
+    public static func open(postgres url: String, logger: Logger, connectionsPerLoop: Int = 4, migrate: Bool = true,
+                            eventLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RegistryDatabase {
         let configuration: SQLPostgresConfiguration
         do {
             configuration = try SQLPostgresConfiguration(url: url)
@@ -45,7 +48,7 @@ public final class RegistryDatabase: Sendable {
         let place = "\(components?.host ?? "?"):\(components?.port ?? 5432)"
         let pool = EventLoopGroupConnectionPool(source: PostgresConnectionSource(sqlConfiguration: configuration),
                                                 maxConnectionsPerEventLoop: connectionsPerLoop, requestTimeout: .seconds(10),
-                                                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+                                                logger: logger, on: eventLoops)
         // The pool is thread-safe (it hands connections out on their event loops); AsyncKit
         // predates Sendable annotations.
         let box = PoolBox(pool: pool)
@@ -73,12 +76,14 @@ public final class RegistryDatabase: Sendable {
         return (rows.first?.version ?? 0, known)
     }
 
-    /// The database named by `url` (PostgreSQL) or, without one, SQLite in the data folder.
-    public static func open(url: String?, data: URL, logger: Logger) async throws -> RegistryDatabase {
+    /// The database named by `url` (PostgreSQL, its connections on `eventLoops` when given: 8 on
+    /// each) or, without one, SQLite in the data folder.
+    public static func open(url: String?, data: URL, logger: Logger, eventLoops: (any EventLoopGroup)? = nil) async throws -> RegistryDatabase {
         if let url, !url.isEmpty {
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
                 throw StoreError(.invalid, "--database takes a postgres:// URL (SQLite in --data is the default)")
             }
+            if let eventLoops { return try await open(postgres: url, logger: logger, connectionsPerLoop: 8, eventLoops: eventLoops) }
             return try await open(postgres: url, logger: logger)
         }
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
