@@ -119,8 +119,9 @@ struct FleetStoreSuiteTests {
         while commands.count < 2 { commands += await polls.next(fleet, worker, wait: 5) }
         let loud = try #require(commands.first { $0.prediction == "loud" }?.assignment)
         #expect(instance.events(loud, [WorkerEvent(.log("working\n"))]))
-        // Nothing heard for longer than the limit: the worker is lost.
-        #expect(await fleet.sweep(now: Date().addingTimeInterval(fleet.settings.lostAfter + 1)) == ["w"])
+        // Nothing heard for longer than the limit, counted from the last poll's deadline (5 s;
+        // its early answer is written off the answer's path): the worker is lost.
+        #expect(await fleet.sweep(now: Date().addingTimeInterval(fleet.settings.lostAfter + 6)) == ["w"])
         let (quiet, spoke) = await (silent, talking)
         #expect(quiet.status == .failed && quiet.error?.contains("worker w (\(worker)) was lost") == true)
         #expect(spoke.status == .failed && spoke.logs == "working\n")
@@ -230,8 +231,9 @@ extension FleetStoreSuiteTests {
         #expect(stops.map(\.kind) == [.stop] && stops.first?.instance == "i-a")
 
         // The worker goes silent: whichever replica sweeps counts it lost once, and the
-        // instances every replica placed there end.
-        let later = Date().addingTimeInterval(b.settings.lostAfter + 1)
+        // instances every replica placed there end. Silence counts from the last poll's
+        // deadline (1 s) until its early answer is written, which happens off the answer's path.
+        let later = Date().addingTimeInterval(b.settings.lostAfter + 2)
         let lost = await b.sweep(now: later)
         #expect(lost.sorted() == ["race", "w"])
         #expect(await a.sweep(now: later).isEmpty)

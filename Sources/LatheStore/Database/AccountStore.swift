@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 import LatheArchive
 import HummingbirdBcrypt
-import NIOPosix
+import LatheRunner
 import SQLKit
 
 /// A user or an organization, as stored.
@@ -120,7 +120,7 @@ public struct AccountStore: Sendable {
         // An unknown user (or one without a password) costs the same bcrypt as a known one, so
         // the answer's timing does not tell which usernames exist.
         let hash = row?.password_hash
-        let matches = try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash ?? Self.decoyHash) }
+        let matches = try await onOwnThread { Bcrypt.verify(password, hash: hash ?? Self.decoyHash) }
         guard matches, row?.password_hash != nil else { return nil }
         return try await account(named: username)
     }
@@ -128,10 +128,10 @@ public struct AccountStore: Sendable {
     /// A bcrypt hash of a random password at the cost real ones use.
     static let decoyHash = Bcrypt.hash(UUID().uuidString, cost: 10)
 
-    /// A password's bcrypt hash. Bcrypt takes tens of milliseconds on purpose: it runs on NIO's
-    /// thread pool, never on the thread that serves HTTP (routes run on the server's one loop).
+    /// A password's bcrypt hash. Bcrypt takes tens of milliseconds on purpose: it runs on a thread
+    /// of its own, never on the thread that serves HTTP (routes run on the server's one loop).
     static func passwordHash(_ password: String) async throws -> String {
-        try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: 10) }
+        try await onOwnThread { Bcrypt.hash(password, cost: 10) }
     }
 
     // MARK: - Operators' user administration (`lathe admin user …`)

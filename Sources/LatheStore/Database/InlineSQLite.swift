@@ -14,8 +14,8 @@ import VaporCSQLite
 /// takes tens of microseconds (an index lookup, a row written to the WAL without an fsync), the
 /// hand-offs cost more than that, and a `Prefer: wait` prediction writes its row on the way to its
 /// answer. The price is that a long statement holds up its caller's thread, and any other that
-/// wants the database meanwhile: the long ones (retention's deletes, collection's scans) run in
-/// background services, in batches.
+/// wants the database meanwhile: the stores keep statements short (retention and deletion go a
+/// prediction at a time, lists are paged), and the background services run on Swift's pool.
 final class InlineSQLite: @unchecked Sendable {
     private let lock = NSLock()
     private var handle: OpaquePointer?
