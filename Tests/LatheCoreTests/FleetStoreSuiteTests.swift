@@ -285,9 +285,12 @@ extension FleetStoreSuiteTests {
         a.send(worker, WorkerCommand(kind: .stop, instance: "i-1"))
         a.send(worker, WorkerCommand(kind: .stop, instance: "i-2"))
         // The second may reach the store after the first poll answered: nothing is acknowledged
-        // yet, so asking again gets both.
+        // yet, so asking again (once it is stored) gets both.
         var first = await a.poll(worker, wait: 2)
-        for _ in 0..<20 where first.count < 2 { first = await a.poll(worker, wait: 1) }
+        for _ in 0..<200 where first.count < 2 {
+            try await Task.sleep(nanoseconds: 10_000_000)
+            first = await a.poll(worker, wait: 1)
+        }
         #expect(first.map(\.instance) == ["i-1", "i-2"] && first.allSatisfy { $0.seq != nil })
         // That answer never arrived: the worker asks again (through another replica) naming what it had before.
         let again = await b.poll(worker, wait: 0, after: 0)
