@@ -65,16 +65,13 @@ public enum RegistryApplication {
         return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "lathe-metrics"), logger: logger)
     }
 
-    /// The HTTP server's event loop is ``HotPath``'s one loop. It moves bytes and parses HTTP,
-    /// and runs the routes (``run(_:)``); with NIO's shared multi-loop group, a connection
-    /// accepted on one loop was often served on another, and setting it up cost six cross-thread
-    /// wake-ups.
-
     /// Runs the application made by ``make``: its HTTP server accepts and handles each
-    /// connection (the route included, and any default actor it calls) on the event loop that
-    /// owns the sockets, instead of on Swift's global pool. A request then goes from the socket
-    /// to the route and back without waking another thread; work a route hands elsewhere (the
-    /// model's process, SQLite's thread pool, a file read on its own thread) still runs there.
+    /// connection (the route included, and any default actor it calls) on ``HotPath``'s one event
+    /// loop, which owns the sockets, instead of on Swift's global pool. A request then goes from
+    /// the socket to the route and back without waking another thread; work a route hands
+    /// elsewhere (the model's process, bcrypt, a file hashed on its own thread) still runs there.
+    /// (With NIO's shared multi-loop group, a connection accepted on one loop was often served on
+    /// another, and setting it up cost six cross-thread wake-ups.)
     public static func run(_ app: some ApplicationProtocol) async throws {
         try await withTaskExecutorPreference(HotPath.loopExecutor) {
             try await app.runService()

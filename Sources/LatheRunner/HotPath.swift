@@ -17,10 +17,8 @@ public enum HotPath {
     /// The loop as a task executor.
     public static let loopExecutor = EventLoopTaskExecutor(loopGroup.next())
 
-    nonisolated(unsafe) private static var preferred: EventLoopTaskExecutor?
-
     /// Where hot-path tasks run: the loop once ``enable()`` was called, else nil (Swift's pool).
-    public static var executor: EventLoopTaskExecutor? { preferred }
+    nonisolated(unsafe) private static var preferred: EventLoopTaskExecutor?
 
     /// Runs the prediction path on ``loopGroup`` from now on. Called once, by the server,
     /// before it serves.

@@ -534,7 +534,6 @@ class Runner:
         self.signature = None
         self.current = None
         self.canceled = set()
-        self.main_thread = threading.get_ident()
         self.safety_entry = ""
         self.safety = None
         # The event loop predictions share (--concurrency above 1); async setup() runs on it too.
@@ -790,11 +789,10 @@ def main():
     runner = Runner(channel, capture, args.entry)
     runner.safety_entry = args.safety_checker
     # The parent may have started us with signals blocked (threads of async runtimes do), and a
-    # blocked SIGUSR1 would make cancellation wait forever. Ctrl-C belongs to Lathe, which turns
-    # it into a cancel command, so the model itself ignores SIGINT.
+    # blocked SIGIO would make cancellation wait forever (Commands). Ctrl-C belongs to Lathe,
+    # which turns it into a cancel command, so the model itself ignores SIGINT.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, runner.on_cancel_signal)
     started = time.monotonic()
     if args.concurrency > 1:
         runner.loop = asyncio.new_event_loop()
