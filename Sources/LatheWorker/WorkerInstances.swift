@@ -54,11 +54,11 @@ package actor WorkerInstances {
     }
 
     /// A new registration: what ran for the old one is stopped (the server forgot it).
-    func registered() {
+    package func registered() {
         stopAll()
     }
 
-    var instanceIDs: [String] { Array(instances.keys) }
+    package var instanceIDs: [String] { Array(instances.keys) }
 
     /// Stops every instance now: each model process is told to shut down (and killed when it
     /// has not after 2 s).
@@ -99,7 +99,7 @@ package actor WorkerInstances {
     /// Instances whose model process ended on its own and that run no prediction are reported
     /// stopped (once) and dropped; one that was running predictions is reported with their
     /// completions (``predict(_:assignment:prediction:on:process:)``).
-    func reapCrashed() async {
+    package func reapCrashed() async {
         for instance in instances.values where instance.process?.isRunning == false {
             await reapIfIdle(instance)
         }

@@ -276,7 +276,7 @@ struct AdminCommand: AsyncParsableCommand {
 
     struct Workers: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "workers", abstract: "List the fleet every replica shares: each registered `lathe worker`, what it offers, the instances on it and which replica placed them.")
+            commandName: "workers", abstract: "List the fleet every replica shares: each registered `lathe worker` and each replica's embedded worker, what it offers, the instances on it and which replica placed them.")
         @OptionGroup var data: DataOption
 
         func run() async throws {

@@ -182,6 +182,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let total = maxInstancesTotal { schedulerSettings.maxInstances = Swift.max(1, total) }
             schedulerSettings.maxInstancesPerAccount = maxInstancesPerAccount.map { Swift.max(1, $0) }
             schedulerSettings.embeddedWorker = !noWorker
+            schedulerSettings.serverVersion = BuildInfo.version
             if !noWorker {
                 // One machine alone offers its GPUs as `lathe worker` does (DESIGN §6).
                 schedulerSettings.embeddedGPUs = HardwareInventory.detect(labels: []).gpus

@@ -164,6 +164,53 @@ struct FleetStoreSuiteTests {
 }
 
 extension FleetStoreSuiteTests {
+    /// Commands handed to a worker inside the replica, in order.
+    final class Inbox: LocalWorker, @unchecked Sendable {
+        private let lock = NSLock()
+        private var received: [WorkerCommand] = []
+        var commands: [WorkerCommand] { lock.withLock { received } }
+        func send(_ command: WorkerCommand) { lock.withLock { received.append(command) } }
+    }
+
+    @Test("a worker inside a replica (lathe serve's embedded worker) is a row of the fleet: every replica sees it and its home, no worker token speaks for it, its commands are handed over in process, its capacity is kept in the store, and it is counted lost when silent like any worker",
+          arguments: StoreSuiteTests.backends)
+    func localWorker(_ backend: StoreSuiteTests.Backend) async throws {
+        let database = try await StoreSuiteTests.open(backend)
+        let events = LocalEvents()
+        let home = try await Self.fleet(backend, events: events, replica: "ra", database: database)
+        let other = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let inbox = Inbox()
+        let hardware = HardwareInventory(cpus: 2, memoryBytes: 1 << 30, gpus: [GPU(index: 0, uuid: "GPU-0", model: "NVIDIA A100", memoryMiB: 81920)], labels: [])
+        let registration = WorkerRegistration(name: "embedded in ra", version: "test", hardware: hardware, capacity: 1, cached: [])
+        let id = try await home.register(registration, tokenID: "embedded", local: inbox).id
+        try await other.refresh()
+        let seen = try #require(other.workers.first { $0.id == id })
+        #expect(seen.home == "ra" && seen.hardware.skus.contains("gpu-a100"), "the other replica sees it, and whose it is")
+        #expect(try await other.touch(id, tokenID: "t") == nil, "a worker token cannot speak for it")
+
+        let instance = RemoteInstance(id: "i-e", workerID: id, workerName: registration.name, tokenID: "embedded", modelID: "m", work: work,
+                                      channel: FleetChannel(workerID: id, fleet: home))
+        #expect(await home.add(instance))
+        #expect(!(await other.add(RemoteInstance(id: "i-x", workerID: id, workerName: registration.name, tokenID: "embedded", modelID: "m", work: work,
+                                                channel: FleetChannel(workerID: id, fleet: other)))), "its capacity (1) is kept in the store")
+        async let booted = instance.boot(WorkerVersion(id: "v", repository: "a/b", manifestDigest: "sha256:00"), gpus: 1, sku: "gpu-a100") { _ in }
+        let deadline = Date().addingTimeInterval(5)
+        while inbox.commands.isEmpty && Date() < deadline { try await Task.sleep(nanoseconds: 1_000_000) }
+        #expect(inbox.commands.map(\.kind) == [.boot] && inbox.commands.first?.instance == "i-e", "handed over in process")
+        #expect(await polls.next(home, id, wait: 0).isEmpty, "nothing goes through the store for a long poll")
+        #expect(home.instance("i-e", on: id) === instance, "its reports find the instance as a remote worker's do")
+        instance.report(InstanceReport(state: .ready))
+        if case .ready = await booted {} else { Issue.record("the boot did not end ready") }
+
+        // Heartbeats keep it; silence (its replica died) counts it lost on every replica.
+        try await home.heartbeat(id, WorkerHeartbeat(cached: [], instances: ["i-e"]))
+        let lost = await other.sweep(now: Date().addingTimeInterval(other.settings.lostAfter + 6))
+        #expect(lost == ["embedded in ra"])
+        #expect(!instance.isRunning, "its instance ended with it")
+        #expect(try await home.touch(id, tokenID: "embedded") == nil, "it registers again")
+    }
+
+
     @Test("two replicas, one fleet in the store: either serves the worker, commands reach the poll wherever it is held, capacity is shared and never overfilled, a dead replica's instances are stopped, a lost worker ends instances on every replica",
           arguments: StoreSuiteTests.backends)
     func twoReplicas(_ backend: StoreSuiteTests.Backend) async throws {

@@ -8,7 +8,7 @@ struct PlacementTests {
     let version = String(repeating: "ab", count: 32)
 
     func place(_ id: String, skus: [String] = ["cpu"], cached: Set<String> = [], capacity: Int = 2, load: Int = 0, warm: Bool = false) -> Place {
-        Place(location: id == "embedded" ? .embedded : .worker(id), skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
+        Place(location: .worker(id), skus: skus, cached: cached, capacity: capacity, load: load, warm: warm)
     }
 
     @Test("only places that offer the hardware and have room")
@@ -34,6 +34,6 @@ struct PlacementTests {
         // Least loaded by share of capacity, then the first listed.
         let big = place("big", capacity: 8, load: 3), small = place("small", capacity: 2, load: 1)
         #expect(Placement.choose(version: version, sku: "cpu", among: [small, big]) == .worker("big"))
-        #expect(Placement.choose(version: version, sku: "cpu", among: [place("embedded"), place("w")]) == .embedded)
+        #expect(Placement.choose(version: version, sku: "cpu", among: [place("embedded"), place("w")]) == .worker("embedded"))
     }
 }

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import LATHE, Server, Worker
+from conftest import LATHE, Server, Worker, lathe
 
 UUIDS = ["GPU-8a1f3c52-1111-2222-3333-444455556666", "GPU-9b2e4d63-aaaa-bbbb-cccc-ddddeeeeffff"]
 SPEC = 'python: "3.11"\npredict: predict.py:Predictor\ninputs: {}\noutput: {type: string}\n'
@@ -64,6 +64,11 @@ def test_lathe_serve_alone_offers_its_gpus_and_binds_one_per_instance(tmp_path, 
             outputs.append(done["output"])
         # Two instances, each holding one whole GPU: its own node, the control node, its UUID.
         assert sorted(outputs) == [f"{UUIDS[0]}|nvidia0,nvidiactl", f"{UUIDS[1]}|nvidia1,nvidiactl"], outputs
+        # The embedded worker is a member of the fleet (issue 20, item 2): a row in the store like
+        # any `lathe worker`'s, with its GPUs, both instances counted against its slots.
+        listing = lathe("admin", "workers", "--data", server.data, env=server.server_env).stdout
+        row = next((line for line in listing.splitlines() if "\tembedded in r-" in line), None)
+        assert row and "\tcpu,gpu-a100-sxm4-80gb\t" in row and "\t2 of " in row, listing
     finally:
         server.stop()
 

@@ -155,6 +155,26 @@ def test_a_prediction_is_read_waited_streamed_and_canceled_on_the_other_replica(
     assert httpx.get(f"{a}/v1/predictions/{slow['id']}", headers=auth(cluster.token)).json()["status"] == "canceled"
 
 
+def test_each_replicas_embedded_worker_is_a_member_of_the_one_fleet(cluster):
+    """Issue 20, item 2: `lathe serve`'s embedded worker is a row of the shared fleet. Every
+    replica lists every embedded worker's hardware, and only the replica it runs inside places on
+    it (its commands and files never leave that process)."""
+    a, b = replica_urls(cluster)
+    for url in (a, b):
+        done = httpx.post(f"{url}/v1/models/alice/hello/predictions", json={"input": {"text": url[-5:]}},
+                          headers={**auth(cluster.token), "Prefer": "wait"}, timeout=120).json()
+        assert done["status"] == "succeeded", done
+        assert [entry["sku"] for entry in httpx.get(f"{url}/v1/hardware", headers=auth(cluster.token)).json()] == ["cpu"]
+    listing = lathe("admin", "workers", "--data", cluster.data, env=cluster.server_env).stdout
+    embedded = re.findall(r"^(w-[0-9a-f-]+)\tembedded in (r-[0-9a-f-]+)\tcpu\t", listing, re.M)
+    assert len(embedded) == 2 and len({home for _, home in embedded}) == 2, listing
+    # Each instance on an embedded worker was placed by that worker's own replica.
+    for worker, home in embedded:
+        block = listing.split(worker, 1)[1].split("\nw-", 1)[0]
+        assert set(re.findall(r"placed by (r-[0-9a-f-]+)", block)) <= {home}, listing
+    assert len(re.findall(r"placed by", listing)) >= 1, listing
+
+
 def test_revoked_tokens_private_models_and_removed_members_are_refused_everywhere_within_a_second(cluster):
     a, b = replica_urls(cluster)
     made = httpx.post(f"{a}/v1/tokens", json={"label": "short-lived"}, headers=auth(cluster.bob)).json()

@@ -55,8 +55,8 @@ package struct FleetView: Sendable {
         package var bounds: Bounds?
     }
 
-    /// A place that runs instances: the embedded worker or a remote one, with the instances
-    /// other replicas placed there (its capacity is shared).
+    /// A worker that runs instances, with the instances other replicas placed there (its
+    /// capacity is shared).
     package struct Offer: Sendable, Equatable {
         package var location: InstanceLocation
         package var skus: [String]
@@ -65,6 +65,9 @@ package struct FleetView: Sendable {
         package var elsewhere = 0
         /// Its GPUs, one SKU per GPU.
         package var gpus: [String] = []
+        /// Whether every replica places on it (a `lathe worker`), not only this one (this
+        /// replica's embedded worker): room made there helps the others.
+        package var shared = true
     }
 
     package var versions: [String: Version] = [:]
@@ -155,10 +158,10 @@ package struct Decider {
     /// seconds and is not kept for a deployment's minimum. One at a time: the asker asks again.
     static func yieldRoom(_ view: FleetView, sku: String, now: Date, minIdle: TimeInterval) -> [SchedulerAction] {
         let decider = Decider(view: view)
-        let offering = Set(view.offers.filter { $0.skus.contains(sku) }.map(\.location))
+        // Only where the asker may place: another replica's embedded worker is not its to use.
+        let offering = Set(view.offers.filter { $0.shared && $0.skus.contains(sku) }.map(\.location))
         let idle = view.instances.filter { instance in
-            guard case .worker = instance.location else { return false }  // the embedded worker serves this replica only
-            return !instance.busy && offering.contains(instance.location) && now.timeIntervalSince(instance.lastUsed) >= minIdle
+            !instance.busy && offering.contains(instance.location) && now.timeIntervalSince(instance.lastUsed) >= minIdle
                 && decider.spare(instance)
         }
         return idle.min { $0.lastUsed < $1.lastUsed }.map { [.retire(instance: $0.key)] } ?? []
@@ -242,8 +245,8 @@ package struct Decider {
     }
 
     /// Where a new instance goes (``Placement``); nil when every place offering `sku` is full.
-    /// A GPU instance goes only where one of its GPUs of that model is free, on the embedded
-    /// worker and a worker of the fleet alike.
+    /// A GPU instance goes only where one of its GPUs of that model is free, on every
+    /// worker of the fleet alike.
     package func place(_ version: String, sku: String) -> InstanceLocation? {
         let candidates = places(for: version).filter { place in
             !sku.hasPrefix("gpu-") || view.offers.first { $0.location == place.location }.map { freeGPUs(sku, at: $0) > 0 } == true

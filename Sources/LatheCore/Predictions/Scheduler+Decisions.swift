@@ -102,23 +102,17 @@ extension Scheduler {
         bounds[version]?.hardware ?? versions[version]?.hardware ?? "cpu"
     }
 
-    /// Every place that could run instances: the embedded worker and each worker of the fleet,
-    /// with what other replicas placed there.
+    /// Every worker of the fleet this replica may place on (each `lathe worker`, and its own
+    /// embedded worker, listed first), with what other replicas placed there.
     package func offers() -> [FleetView.Offer] {
-        var result: [FleetView.Offer] = []
-        if settings.embeddedWorker {
-            result.append(FleetView.Offer(location: .embedded, skus: embeddedSKUs, capacity: settings.maxInstances, gpus: settings.embeddedGPUs.map(\.sku)))
-        }
-        for member in registry.fleet.workers {
-            result.append(FleetView.Offer(location: .worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
-                                          elsewhere: member.elsewhere, gpus: member.hardware.gpus.map(\.sku)))
-        }
-        return result
-    }
-
-    /// What the embedded worker offers: `cpu` and one SKU per model of this machine's GPUs.
-    var embeddedSKUs: [String] {
-        HardwareInventory(cpus: 0, memoryBytes: 0, gpus: settings.embeddedGPUs, labels: []).skus
+        let replica = registry.fleet.replica
+        return registry.fleet.workers
+            .filter { $0.home == nil || $0.home == replica }
+            .sorted { ($0.home == nil ? 1 : 0, $0.id) < ($1.home == nil ? 1 : 0, $1.id) }
+            .map { member in
+                FleetView.Offer(location: .worker(member.id), skus: member.hardware.skus, cached: member.cached, capacity: member.capacity,
+                                elsewhere: member.elsewhere, gpus: member.hardware.gpus.map(\.sku), shared: member.home == nil)
+            }
     }
 
     /// Whether anything in the fleet offers `sku` (full or not).
@@ -172,13 +166,10 @@ extension Scheduler {
         if events.isLeader { keepDeploymentsWarm() }
     }
 
-    /// The SKUs the fleet offers, for `GET /v1/hardware`, with a name for each.
+    /// The SKUs the whole fleet offers (every replica's embedded worker too), for
+    /// `GET /v1/hardware`, with a name for each.
     package func hardwareOffered() -> [(sku: String, name: String)] {
         var names: [String: String] = [:]
-        if settings.embeddedWorker {
-            names["cpu"] = "CPU"
-            for gpu in settings.embeddedGPUs where names[gpu.sku] == nil { names[gpu.sku] = "\(gpu.model) GPU" }
-        }
         for member in registry.fleet.workers {
             for sku in member.hardware.skus where names[sku] == nil {
                 names[sku] = sku == "cpu" ? "CPU" : member.hardware.gpus.first(where: { $0.sku == sku }).map { "\($0.model) GPU" } ?? sku

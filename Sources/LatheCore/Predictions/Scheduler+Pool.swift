@@ -7,14 +7,6 @@ import Logging
 /// The instance pool: instances booted through their host, stopped when idle or crashed, and their
 /// unpacked versions removed when unused.
 extension Scheduler {
-    /// The host at `location`: the only place that tells the embedded worker from the fleet's.
-    package func host(at location: Location) -> any InstanceHost {
-        switch location {
-        case .embedded: embedded
-        case .worker(let id): FleetWorkerHost(workerID: id, fleet: registry.fleet)
-        }
-    }
-
     /// Boots an instance; `gpus` are the GPUs (by SKU) counted taken for it at its place: held by
     /// the instance once it is ready, free again otherwise.
     package func boot(_ version: String, account: String, at location: Location, gpus: [String]) async {
@@ -27,7 +19,7 @@ extension Scheduler {
             if bootingFor[account] == 0 { bootingFor.removeValue(forKey: account) }
             if bootingAt[location] == 0 { bootingAt.removeValue(forKey: location) }
         }
-        guard let loaded = versions[version], let digest = Digest(parsing: version) else { return }
+        guard let loaded = versions[version] else { return }
         let sku = hardware(of: version)
         let work = runtime.appendingPathComponent("work/\(UUID().uuidString)")
         let started = Date()
@@ -40,9 +32,9 @@ extension Scheduler {
             }
         }
         defer { flusher.cancel() }
-        let request = BootRequest(version: version, digest: digest, loaded: loaded, work: work, sku: sku, gpus: gpus.count)
+        let request = BootRequest(version: version, loaded: loaded, work: work, sku: sku, gpus: gpus.count)
         do {
-            let booted = try await host(at: location).boot(request, log: buildLog)
+            let booted = try await FleetWorkerHost(workerID: location.workerID, fleet: registry.fleet).boot(request, log: buildLog)
             if let text = buildLog.takeIfChanged() { await showBuildLogs(version, text) }
             switch booted.setup {
             case .ready(_, let setupLogs):

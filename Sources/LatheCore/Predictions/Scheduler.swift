@@ -15,7 +15,7 @@ import LatheStore
 /// | intake | `Scheduler+Intake` | queues a prediction, loads its version, cancels wherever it is |
 /// | claim keeper | `Scheduler+Claims` | claims, renews and hands back work in the shared queue |
 /// | decider | ``Decider`` (pure), `Scheduler+Decisions` | plans starts, boots and evictions; applies the plan |
-/// | instance pool | `Scheduler+Pool`, ``InstanceHost`` | boots through a host, retires idle and crashed instances |
+/// | instance pool | `Scheduler+Pool`, ``FleetWorkerHost`` | boots on a worker of the fleet, retires idle and crashed instances |
 /// | executor | `Scheduler+Executor` | runs one prediction on an instance, streams its progress |
 /// | completer | `Scheduler+Completer` | the one ending of every prediction |
 /// | waiters | `Scheduler+Waiters` | `Prefer: wait`, cancels and streams waiting for an end |
@@ -30,6 +30,8 @@ public actor Scheduler {
         /// Whether this server runs models itself; `lathe serve --no-worker` leaves running to
         /// remote workers.
         public var embeddedWorker = true
+        /// `lathe --version`, as the embedded worker registers it.
+        public var serverVersion = "dev"
         /// How long a prediction waits for hardware no worker offers before it fails.
         public var hardwareWait: TimeInterval = 600
         /// Most instances one account's work may hold at once (its predictions' boots and its
@@ -142,9 +144,8 @@ public actor Scheduler {
     package nonisolated let signals = PredictionSignals()
     package let settings: Settings
     package let runtime: URL
-    /// The worker inside this server (the decider places nothing on it when
-    /// `settings.embeddedWorker` is off).
-    let embedded: EmbeddedWorker
+    /// The worker inside this server, a member of the fleet (nil with `settings.embeddedWorker` off).
+    let embedded: EmbeddedWorker?
     var pools: [String: [Instance]] = [:]
     package var booting: [String: Int] = [:]
     /// GPUs taken by boots in flight, by place (one SKU per GPU).
@@ -189,8 +190,18 @@ public actor Scheduler {
         self.replica = Self.replicaID(in: runtime)
         self.webhooks = Webhooks(database: registry.database, outbound: registry.outbound, replica: replica)
         let logger = registry.logger
-        self.embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,
-                                       gpus: settings.embeddedGPUs) { logger.info("\($0)", metadata: ["worker": "embedded"]) }
+        if settings.embeddedWorker {
+            // Named after this replica (its id is kept across restarts): a restarted server
+            // replaces its earlier self in the fleet at once.
+            let hardware = HardwareInventory(cpus: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: Int64(clamping: ProcessInfo.processInfo.physicalMemory),
+                                             gpus: settings.embeddedGPUs, labels: [])
+            let registration = WorkerRegistration(name: "embedded in \(replica)", version: settings.serverVersion, hardware: hardware,
+                                                  capacity: settings.maxInstances, cached: [])
+            embedded = EmbeddedWorker(runtime: runtime, sandbox: settings.sandbox, build: settings.build, blobCache: registry.blobCache,
+                                      fleet: registry.fleet, registration: registration) { logger.info("\($0)", metadata: ["worker": "embedded"]) }
+        } else {
+            embedded = nil
+        }
     }
 
     /// Joins the other replicas (events), recovers after a restart of the only server (SQLite:
@@ -209,6 +220,7 @@ public actor Scheduler {
         try await restoreDeployments()
         registry.fleet.connect(events: events, replica: replica, url: { [registry] in registry.replicaURL.value }, logger: registry.logger)
         registry.fleet.setChangeHandler { [weak self] in Task { await self?.fleetChanged() } }
+        try await embedded?.join { [weak self] id in await self?.versions[id] }
         try? await registry.fleet.refresh()
         await adopt()
     }
@@ -223,6 +235,7 @@ public actor Scheduler {
             PeriodicService("prediction claims", every: 2) { await self.heartbeat() },
             PeriodicService("account changes", every: 1) { await self.followAccountChanges() },
             PeriodicService("worker expiry", every: 1) { await self.expireWorkers() },
+            PeriodicService("embedded worker heartbeat", every: registry.fleet.settings.heartbeat) { await self.embedded?.heartbeat() },
             PeriodicService("idle instances", every: 1) { await self.stopIdle() },
             PeriodicService("deployment minimums", every: 1, leader: isLeader) { await self.keepDeploymentsWarm() },
             PeriodicService("lease expiry", every: 5, leader: isLeader) { await self.expireLeases() },
@@ -257,7 +270,7 @@ public actor Scheduler {
     public func shutdown() async {
         for instance in pools.values.flatMap({ $0 }) { instance.runner.terminate() }
         pools.removeAll()
-        await embedded.stopAll()
+        await embedded?.stopAll()
     }
 
 }

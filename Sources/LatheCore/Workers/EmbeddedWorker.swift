@@ -5,33 +5,73 @@ import LatheSpec
 import LatheStore
 import LatheWorker
 
-/// The worker inside `lathe serve` (DESIGN §6: one machine needs nothing else). It is the code
-/// `lathe worker` runs (``WorkerInstances``), given commands in process instead of by long poll,
-/// reporting to the server in process instead of over HTTP, and unpacking versions from the
-/// registry's own blob store instead of pulling them. The scheduler places on it through the
-/// same ``RemoteInstance`` as on any worker of the fleet.
-package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Sendable {
+/// The worker inside `lathe serve` (DESIGN §6: one machine needs nothing else). It is a member of
+/// the fleet like any `lathe worker`: it registers in the shared store, heartbeats with the
+/// instances it runs, is counted lost when silent, and runs instances with the code `lathe
+/// worker` runs (``WorkerInstances``). The scheduler places on it as on any worker. Only its
+/// transport differs: the fleet hands it commands in process instead of by long poll, its
+/// reports go straight to the instance the scheduler waits on instead of through the worker
+/// routes, and versions are unpacked from the registry's own blob store instead of pulled. For
+/// that reason its row names this replica as its home, and no other replica places on it.
+package final class EmbeddedWorker: LocalWorker, @unchecked Sendable {
+    /// The token id it registers under: never one a worker token has (those are `wt-…`), so no
+    /// request to the worker routes can speak for it.
+    static let tokenID = "embedded"
+
     private let source: InProcessWorkSource
     private let instances: WorkerInstances
+    private let fleet: WorkerFleet
+    private let registration: WorkerRegistration
+    private let log: @Sendable (String) -> Void
     private let lock = NSLock()
     /// Commands not yet handed to the worker, in the order they were sent.
     private var queue: [WorkerCommand] = []
     private var draining = false
 
-    /// Instances work under `runtime/work`; `gpus` are this machine's GPUs it gives out.
-    package init(runtime: URL, sandbox: Sandbox?, build: EnvironmentBuild, blobCache: BlobCache, gpus: [GPU],
-                 log: @escaping @Sendable (String) -> Void) {
-        source = InProcessWorkSource(home: runtime, blobCache: blobCache)
-        instances = WorkerInstances(source: source, folder: runtime, gpus: gpus, settings: .init(sandbox: sandbox, build: build), log: log)
+    /// Instances work under `runtime/work`; `registration` is what it offers (this machine's
+    /// GPUs among its hardware, which it gives out whole).
+    package init(runtime: URL, sandbox: Sandbox?, build: EnvironmentBuild, blobCache: BlobCache, fleet: WorkerFleet,
+                 registration: WorkerRegistration, log: @escaping @Sendable (String) -> Void) {
+        self.fleet = fleet
+        self.registration = registration
+        self.log = log
+        source = InProcessWorkSource(home: runtime, blobCache: blobCache, fleet: fleet)
+        instances = WorkerInstances(source: source, folder: runtime, gpus: registration.hardware.gpus,
+                                    settings: .init(sandbox: sandbox, build: build), log: log)
     }
 
-    package func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance {
-        let instance = RemoteInstance(id: "i-" + UUID().uuidString.lowercased().prefix(12), workerID: "embedded", workerName: "embedded",
-                                      tokenID: "", modelID: request.loaded.modelID, work: request.work, channel: self, place: "this server")
-        let version = WorkerVersion(id: request.version, repository: request.loaded.repository, manifestDigest: request.loaded.manifestDigest)
-        source.add(instance, version: version, digest: request.digest, manifest: request.loaded.manifest, config: request.loaded.config)
-        let setup = await instance.boot(version, gpus: request.gpus, sku: request.sku) { log.replace($0) }
-        return BootedInstance(runner: instance, setup: setup, lost: instance.notTheModel)
+    /// The id it is registered under now (nil before ``join(versions:)``).
+    package var id: String? { source.workerID }
+
+    /// Registers in the fleet; `versions` gives the scheduler's loaded version for an id (what a
+    /// boot names: its manifest and config).
+    package func join(versions: @escaping @Sendable (String) async -> Scheduler.LoadedVersion?) async throws {
+        source.setVersions(versions)
+        try await register()
+    }
+
+    private func register() async throws {
+        // What ran under an earlier registration was counted lost with it.
+        await instances.registered()
+        let registered = try await fleet.register(registration, tokenID: Self.tokenID, local: self)
+        source.workerID = registered.id
+        log("registered as \(registered.id) (\(registration.name)): offers \(registration.hardware.skus.joined(separator: ", ")), \(registration.capacity) instance(s)")
+    }
+
+    /// What `lathe worker` sends every few seconds: the instances it runs (crashed ones reaped
+    /// first). When the fleet forgot it (silent too long), it registers again.
+    package func heartbeat() async {
+        do {
+            guard let id = source.workerID, try await fleet.touch(id, tokenID: Self.tokenID) != nil else {
+                if source.workerID != nil { log("the fleet no longer knows the embedded worker; registering again") }
+                try await register()
+                return
+            }
+            await instances.reapCrashed()
+            try await fleet.heartbeat(id, WorkerHeartbeat(cached: [], instances: await instances.instanceIDs))
+        } catch {
+            log("the embedded worker's heartbeat failed: \(RegistryDatabase.reason(error))")
+        }
     }
 
     /// Hands commands over one at a time, in order (a stop frees its GPU before a later boot asks).
@@ -59,65 +99,48 @@ package final class EmbeddedWorker: InstanceHost, WorkerChannel, @unchecked Send
     package func stopAll() async {
         await instances.stopAll()
     }
-
-    package func forget(_ instance: RemoteInstance) {
-        source.remove(instance.id)
-    }
 }
 
 /// The embedded worker's source: versions unpacked from the registry's blob store (its own
 /// files, or verified copies in the blob cache), and reports handed straight to the instance
-/// the scheduler waits on, as the worker routes hand over a remote worker's.
+/// the scheduler waits on (found in the fleet, as the worker routes find a remote worker's).
 final class InProcessWorkSource: WorkSource, @unchecked Sendable {
-    private struct Version {
-        var digest: Digest
-        var manifest: Manifest
-        var config: ModelConfig
-        /// The instances booted with it: it is forgotten with the last of them.
-        var instances: Set<String> = []
-    }
-
     let home: URL
     /// Events go over at once: there is no request to save.
     let batchInterval: TimeInterval = 0
     private let blobCache: BlobCache
+    private let fleet: WorkerFleet
     private let lock = NSLock()
-    private var instances: [String: RemoteInstance] = [:]
-    private var versions: [String: Version] = [:]
+    private var registeredID: String?
+    private var versions: @Sendable (String) async -> Scheduler.LoadedVersion? = { _ in nil }
 
-    init(home: URL, blobCache: BlobCache) {
+    init(home: URL, blobCache: BlobCache, fleet: WorkerFleet) {
         self.home = home
         self.blobCache = blobCache
+        self.fleet = fleet
     }
 
-    func add(_ instance: RemoteInstance, version: WorkerVersion, digest: Digest, manifest: Manifest, config: ModelConfig) {
-        lock.withLock {
-            instances[instance.id] = instance
-            versions[version.manifestDigest, default: Version(digest: digest, manifest: manifest, config: config)].instances.insert(instance.id)
-        }
+    /// The worker's id in the fleet.
+    var workerID: String? {
+        get { lock.withLock { registeredID } }
+        set { lock.withLock { registeredID = newValue } }
     }
 
-    func remove(_ id: String) {
-        lock.withLock {
-            instances.removeValue(forKey: id)
-            for (key, version) in versions where version.instances.contains(id) {
-                versions[key]?.instances.remove(id)
-                if versions[key]?.instances.isEmpty == true { versions.removeValue(forKey: key) }
-            }
-        }
+    func setVersions(_ lookup: @escaping @Sendable (String) async -> Scheduler.LoadedVersion?) {
+        lock.withLock { versions = lookup }
     }
-
-    /// How many versions it keeps (each one an instance's, booting or running).
-    var versionCount: Int { lock.withLock { versions.count } }
 
     private func instance(_ id: String) throws -> RemoteInstance {
-        guard let instance = lock.withLock({ instances[id] }) else { throw Refused(description: "the server no longer runs instance \(id)") }
+        guard let worker = workerID, let instance = fleet.instance(id, on: worker) else {
+            throw Refused(description: "the server no longer runs instance \(id)")
+        }
         return instance
     }
 
     func acquire(_ version: WorkerVersion) async throws -> (PreparedModel, note: String?) {
-        guard let known = lock.withLock({ versions[version.manifestDigest] }) else {
-            throw Refused(description: "the server did not name version \(version.id) for this boot")
+        let lookup = lock.withLock { versions }
+        guard let digest = Digest(parsing: version.id), let known = await lookup(version.id), known.manifestDigest == version.manifestDigest else {
+            throw Refused(description: "the server does not run version \(version.id) now")
         }
         // The layers as local files (the store's own, or verified copies in the blob cache).
         var files: [Digest: URL] = [:]
@@ -125,7 +148,7 @@ final class InProcessWorkSource: WorkSource, @unchecked Sendable {
         let layerFiles = files, instances = home.appendingPathComponent("instances")
         // Unpacking blocks a thread for as long as it takes: its own thread, never an actor's.
         let prepared = try await onOwnThread {
-            try PreparedModel.unpack(version: known.digest, manifest: known.manifest, config: known.config,
+            try PreparedModel.unpack(version: digest, manifest: known.manifest, config: known.config,
                                      blobURL: { layerFiles[$0] ?? URL(fileURLWithPath: "/nonexistent") }, instances: instances)
         }
         return (prepared, nil)

@@ -1,16 +1,12 @@
 import Foundation
 
-/// Where an instance runs: the server's embedded worker, or a registered remote one.
-package enum InstanceLocation: Hashable, Sendable, CustomStringConvertible {
-    case embedded
-    case worker(String)
+/// Where an instance runs: a worker of the fleet (the embedded worker is one), by id.
+package struct InstanceLocation: Hashable, Sendable, CustomStringConvertible {
+    package var workerID: String
 
-    package var description: String {
-        switch self {
-        case .embedded: return "embedded"
-        case .worker(let id): return id
-        }
-    }
+    package static func worker(_ id: String) -> InstanceLocation { InstanceLocation(workerID: id) }
+
+    package var description: String { workerID }
 }
 
 /// A place that can run instances, as the autoscaler sees it when it places one.

@@ -2,8 +2,8 @@ import Foundation
 import LatheRunner
 import LatheSpec
 
-/// How commands reach the worker an instance runs on: the fleet's long polls (a `lathe worker`),
-/// or the embedded worker's in-process queue.
+/// How commands reach the worker an instance runs on: through the fleet (a `lathe worker`'s long
+/// polls, or the embedded worker's in-process queue).
 package protocol WorkerChannel: Sendable {
     /// Sends a command; commands to one worker arrive in the order they were sent.
     func send(_ command: WorkerCommand)
@@ -11,7 +11,7 @@ package protocol WorkerChannel: Sendable {
     func forget(_ instance: RemoteInstance)
 }
 
-/// An instance on a worker, as the server sees it: a `lathe worker` of the fleet, or the
+/// An instance on a worker of the fleet, as the server sees it: a `lathe worker`, or the
 /// embedded worker of `lathe serve` (the same worker code, in process). Commands go out through
 /// its ``WorkerChannel``; the worker's reports (boot progress, events, files, completion) come
 /// back through the worker routes or the in-process source and resume whoever waits here. Every
@@ -22,8 +22,8 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     package let id: String
     package let workerID: String
     package let workerName: String
-    /// Where it runs, as messages name it: "worker NAME", or "this server" for the embedded worker.
-    package let place: String
+    /// Where it runs, as messages name it: "worker NAME".
+    package var place: String { "worker \(workerName)" }
     /// The worker's token (its /v2 pull grant is counted against it).
     package let tokenID: String
     package let modelID: String
@@ -68,8 +68,7 @@ package final class RemoteInstance: InstanceRunner, @unchecked Sendable {
     private var bootSentAt = Date.distantPast
 
     package init(id: String, workerID: String, workerName: String, tokenID: String, modelID: String, work: URL, channel: any WorkerChannel,
-         place: String? = nil, backstop: TimeInterval = 15) {
-        self.place = place ?? "worker \(workerName)"
+                 backstop: TimeInterval = 15) {
         self.backstop = backstop
         self.id = id
         self.workerID = workerID

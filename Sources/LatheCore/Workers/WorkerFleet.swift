@@ -28,6 +28,9 @@ public final class WorkerFleet: @unchecked Sendable {
         public var hardware: HardwareInventory
         public var capacity: Int
         public var cached: Set<String>
+        /// The replica it runs inside (an embedded worker: only that replica places there); nil
+        /// for a `lathe worker`.
+        package var home: String?
         /// Instances other replicas placed there (they count against its capacity too).
         package var elsewhere = 0
         /// What its last heartbeat listed, and when it came.
@@ -44,6 +47,7 @@ public final class WorkerFleet: @unchecked Sendable {
             cached = record.cached
             reported = record.reported
             reportedAt = record.reportedAt
+            home = record.home
         }
     }
 
@@ -58,6 +62,9 @@ public final class WorkerFleet: @unchecked Sendable {
     /// When this replica last wrote each worker's `seen_until` (at most once a second).
     private var lastSeenWrite: [String: Date] = [:]
     private var pollers: [String: PollWaiter] = [:]
+    /// Workers inside this process (the embedded worker), by id: their commands are handed over
+    /// here instead of through the store and a long poll.
+    private var locals: [String: any LocalWorker] = [:]
     private var instances: [String: RemoteInstance] = [:]
     /// Commands on their way into the store, in the order they were sent, and how many per worker.
     private var outbox: [(worker: String, command: WorkerCommand)] = []
@@ -97,16 +104,19 @@ public final class WorkerFleet: @unchecked Sendable {
 
     /// Registers a worker. One that registered before under the same name and token is
     /// replaced at once (it restarted): its instances are lost now rather than after the lease.
-    package func register(_ registration: WorkerRegistration, tokenID: String) async throws -> WorkerRegistered {
+    /// `local`, when given, is a worker inside this process: this replica alone places on it,
+    /// and its commands are handed to it directly.
+    package func register(_ registration: WorkerRegistration, tokenID: String, local: (any LocalWorker)? = nil) async throws -> WorkerRegistered {
         let id = "w-" + UUID().uuidString.lowercased().prefix(12)
         let now = Date()
         let record = WorkerRecord(id: id, name: registration.name, tokenID: tokenID, version: registration.version, hardware: registration.hardware,
                                   capacity: max(0, min(registration.capacity, 1024)), cached: Set(registration.cached.prefix(10_000)),
-                                  reported: [], reportedAt: now, seenUntil: now)
+                                  reported: [], reportedAt: now, seenUntil: now, home: local == nil ? nil : replica)
         let replaced = try await store.register(record)
         let settings = lock.withLock { () -> Settings in
             members[id] = Member(record)
             lastSeenWrite[id] = now
+            if let local { locals[id] = local }
             return settingsValue
         }
         for old in replaced {
@@ -203,6 +213,7 @@ public final class WorkerFleet: @unchecked Sendable {
     /// to a poll this replica holds when nothing is on its way to the store before it, else
     /// through the store (in the order sent) and an event to the replica holding the poll.
     package func send(_ id: String, _ command: WorkerCommand) {
+        if let local = lock.withLock({ locals[id] }) { return local.send(command) }
         let drain = lock.withLock { () -> Bool in
             if queuedFor[id, default: 0] == 0, let waiter = pollers[id], waiter.hand(command) { return false }
             outbox.append((id, command))
@@ -352,6 +363,7 @@ public final class WorkerFleet: @unchecked Sendable {
     private func dropLocal(_ id: String, reason: String) {
         let (theirs, poller) = lock.withLock { () -> ([RemoteInstance], PollWaiter?) in
             members.removeValue(forKey: id)
+            locals.removeValue(forKey: id)
             lastSeenWrite.removeValue(forKey: id)
             let theirs = instances.values.filter { $0.workerID == id }
             for instance in theirs { instances.removeValue(forKey: instance.id) }
@@ -366,6 +378,12 @@ public final class WorkerFleet: @unchecked Sendable {
         // Every replica (this one too) hears the event and places what waits.
         if let events { await events.publish(.fleetChanged) } else { handler?() }
     }
+}
+
+/// A worker inside this process (`lathe serve`'s embedded worker): the fleet hands it its
+/// commands in order, where a `lathe worker` would take them with a long poll.
+package protocol LocalWorker: Sendable {
+    func send(_ command: WorkerCommand)
 }
 
 /// Commands to one worker of the fleet go through its long polls (held here or by another

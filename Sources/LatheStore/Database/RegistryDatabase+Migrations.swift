@@ -191,6 +191,9 @@ extension RegistryDatabase {
                 """).run()
             try await sql.raw("CREATE INDEX IF NOT EXISTS worker_commands_by_worker ON worker_commands (worker_id, seq)").run()
         }),
+        (17, "workers: the replica an embedded worker runs inside (only it places there)", { sql, _ in
+            try await sql.raw("ALTER TABLE workers ADD COLUMN home_replica TEXT").run()
+        }),
     ]
 
     func migrate() async throws {

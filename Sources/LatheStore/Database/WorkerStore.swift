@@ -19,10 +19,15 @@ public struct WorkerRecord: Sendable, Equatable {
     public var reportedAt: Date
     /// Counted present until then (a long poll held by any replica pushes it forward).
     public var seenUntil: Date
+    /// The replica a worker runs inside (`lathe serve`'s embedded worker), which alone places
+    /// instances on it (its commands, files and reports never leave that process); nil for a
+    /// `lathe worker`, on which every replica places.
+    public var home: String?
 
     /// Every stored property, as the memberwise initializer would take them.
     package init(id: String, name: String, tokenID: String, version: String, hardware: HardwareInventory, capacity: Int,
-                 cached: Set<String>, reported: Set<String>, reportedAt: Date, seenUntil: Date) {
+                 cached: Set<String>, reported: Set<String>, reportedAt: Date, seenUntil: Date, home: String? = nil) {
+        self.home = home
         self.id = id
         self.name = name
         self.tokenID = tokenID
@@ -83,6 +88,7 @@ public struct WorkerStore: Sendable {
         package var reported: String
         var reported_at: String
         package var seen_until: String
+        var home_replica: String?
 
         package var record: WorkerRecord {
             let decoder = JSONDecoder()
@@ -91,7 +97,8 @@ public struct WorkerStore: Sendable {
             return WorkerRecord(id: id, name: name, tokenID: token_id, version: version, hardware: hardware, capacity: capacity,
                                 cached: Set((try? decoder.decode([String].self, from: Data(cached.utf8))) ?? []),
                                 reported: Set((try? decoder.decode([String].self, from: Data(reported.utf8))) ?? []),
-                                reportedAt: Timestamp.date(reported_at) ?? .distantPast, seenUntil: Timestamp.date(seen_until) ?? .distantPast)
+                                reportedAt: Timestamp.date(reported_at) ?? .distantPast, seenUntil: Timestamp.date(seen_until) ?? .distantPast,
+                                home: home_replica)
         }
     }
 
@@ -108,7 +115,7 @@ public struct WorkerStore: Sendable {
         }
     }
 
-    private static let workerColumns: SQLQueryString = "id, name, token_id, version, hardware, capacity, cached, reported, reported_at, seen_until"
+    private static let workerColumns: SQLQueryString = "id, name, token_id, version, hardware, capacity, cached, reported, reported_at, seen_until, home_replica"
     private static let instanceColumns: SQLQueryString = "id, worker_id, replica, replica_url, token_id, model_id"
 
     package static func json(_ names: Set<String>) -> String {
@@ -129,7 +136,8 @@ public struct WorkerStore: Sendable {
         try await sql.raw("""
             INSERT INTO workers (\(Self.workerColumns)) VALUES (\(bind: worker.id), \(bind: worker.name), \(bind: worker.tokenID),
               \(bind: worker.version), \(bind: hardware), \(bind: worker.capacity), \(bind: Self.json(worker.cached)),
-              \(bind: Self.json(worker.reported)), \(bind: Timestamp.string(worker.reportedAt)), \(bind: Timestamp.string(worker.seenUntil)))
+              \(bind: Self.json(worker.reported)), \(bind: Timestamp.string(worker.reportedAt)), \(bind: Timestamp.string(worker.seenUntil)),
+              \(bind: worker.home))
             """).run()
         return replaced
     }

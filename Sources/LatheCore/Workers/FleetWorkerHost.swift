@@ -2,19 +2,9 @@ import Foundation
 import LatheArchive
 import LatheRunner
 
-/// Where an instance boots (DESIGN §6): the embedded worker in this process, or a worker of the
-/// fleet. The scheduler boots every instance through this one seam and never asks which.
-package protocol InstanceHost: Sendable {
-    /// Boots an instance of the version; `log` gets the environment build's output as it comes.
-    /// Throws ``HostLost`` when the host itself went away or filled up (the boot is placed
-    /// again elsewhere); any other error is the model's setup failing.
-    func boot(_ request: BootRequest, log: BuildLog) async throws -> BootedInstance
-}
-
 /// What a host needs to boot an instance.
 package struct BootRequest: Sendable {
     package var version: String
-    package var digest: Digest
     package var loaded: Scheduler.LoadedVersion
     /// The instance's own folder on this machine (inputs and outputs of its predictions).
     package var work: URL
@@ -37,9 +27,11 @@ package struct HostLost: Error, CustomStringConvertible {
     package var description: String
 }
 
-/// A worker of the fleet as a host: the slot is reserved in the shared store (under the
-/// worker's row lock), then the worker is told to boot.
-package struct FleetWorkerHost: InstanceHost {
+/// Where an instance boots (DESIGN §6): a worker of the fleet, `lathe worker` or the embedded
+/// one alike. The slot is reserved in the shared store (under the worker's row lock), then the
+/// worker is told to boot. Throws ``HostLost`` when the worker went away or filled up (the boot
+/// is placed again elsewhere); any other failure is the model's setup failing.
+package struct FleetWorkerHost {
     package var workerID: String
     package var fleet: WorkerFleet
 

@@ -7,48 +7,17 @@ import Testing
 @testable import LatheWorker
 @testable import LatheStore
 
-/// The embedded worker's source keeps a version's manifest and config only while an instance
-/// booted with it is there: a server that runs many versions over its life does not keep them all.
-@Suite("the embedded worker's work source")
-struct EmbeddedWorkSourceTests {
-    /// Commands go nowhere: the source is tested alone.
-    struct Nowhere: WorkerChannel {
-        func send(_ command: WorkerCommand) {}
-        func forget(_ instance: RemoteInstance) {}
-    }
-
-    @Test("a version is forgotten with the last instance booted with it")
-    func versionsAreForgotten() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-source-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let cache = BlobCache(store: try FilesystemBlobStore(root: folder.appendingPathComponent("blobs")), folder: folder.appendingPathComponent("cache"))
-        let source = InProcessWorkSource(home: folder, blobCache: cache)
-        let spec = try SpecParser.parse("predict: predict.py:Predictor\noutput: {type: string}\n")
-        let config = ModelConfig(spec: spec, openapiSchema: .object([:]), requirements: [], layers: [])
-        let manifest = Manifest(config: Descriptor(mediaType: "application/json", digest: Digest.of(Data("c".utf8)), size: 1), layers: [])
-        func instance(_ id: String) -> RemoteInstance {
-            RemoteInstance(id: id, workerID: "embedded", workerName: "embedded", tokenID: "", modelID: "m", work: folder, channel: Nowhere())
-        }
-        for (id, version) in [("i1", "a"), ("i2", "a"), ("i3", "b")] {
-            let digest = Digest.of(Data(version.utf8))
-            source.add(instance(id), version: WorkerVersion(id: version, repository: "alice/m", manifestDigest: digest.description),
-                       digest: digest, manifest: manifest, config: config)
-        }
-        #expect(source.versionCount == 2)
-        source.remove("i1")
-        #expect(source.versionCount == 2, "i2 still runs version a")
-        source.remove("i3")
-        #expect(source.versionCount == 1)
-        source.remove("i2")
-        #expect(source.versionCount == 0)
-    }
-}
-
 /// A boot that a worker cannot take (no free GPU of its model: another replica placed an
 /// instance there first) is refused, not failed: the server places it again, and the worker's
 /// version cache is left as it was.
 @Suite("a boot refused for lack of a free GPU")
 struct RefusedBootTests {
+    /// Commands go nowhere: the instance is tested alone.
+    struct Nowhere: WorkerChannel {
+        func send(_ command: WorkerCommand) {}
+        func forget(_ instance: RemoteInstance) {}
+    }
+
     /// Records what the worker code reports and releases.
     final class Recorder: WorkSource, @unchecked Sendable {
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-refused-\(UUID().uuidString)")
@@ -103,7 +72,7 @@ struct RefusedBootTests {
     @Test("the server counts a refused boot as not the model's fault")
     func serverPlacesAgain() async throws {
         let remote = RemoteInstance(id: "i1", workerID: "w1", workerName: "gpu-box", tokenID: "", modelID: "m",
-                                    work: FileManager.default.temporaryDirectory, channel: EmbeddedWorkSourceTests.Nowhere())
+                                    work: FileManager.default.temporaryDirectory, channel: Nowhere())
         let answer = Task {
             try await Task.sleep(nanoseconds: 100_000_000)
             remote.report(InstanceReport(state: .failed, error: "the instance asks for 1 gpu-a100-sxm4-80gb GPU(s) and this worker has 0 free", refused: true))
