@@ -169,6 +169,9 @@ extension FleetStoreSuiteTests {
         private let lock = NSLock()
         private var received: [WorkerCommand] = []
         var commands: [WorkerCommand] { lock.withLock { received } }
+        var id: String? { lock.withLock { joinedAs } }
+        private var joinedAs: String?
+        func joined(as id: String) { lock.withLock { joinedAs = id } }
         func send(_ command: WorkerCommand) { lock.withLock { received.append(command) } }
     }
 
@@ -183,6 +186,7 @@ extension FleetStoreSuiteTests {
         let hardware = HardwareInventory(cpus: 2, memoryBytes: 1 << 30, gpus: [GPU(index: 0, uuid: "GPU-0", model: "NVIDIA A100", memoryMiB: 81920)], labels: [])
         let registration = WorkerRegistration(name: "embedded in ra", version: "test", hardware: hardware, capacity: 1, cached: [])
         let id = try await home.register(registration, tokenID: "embedded", local: inbox).id
+        #expect(inbox.id == id, "told its id before anyone could place on it")
         try await other.refresh()
         let seen = try #require(other.workers.first { $0.id == id })
         #expect(seen.home == "ra" && seen.hardware.skus.contains("gpu-a100"), "the other replica sees it, and whose it is")

@@ -54,7 +54,6 @@ package final class EmbeddedWorker: LocalWorker, @unchecked Sendable {
         // What ran under an earlier registration was counted lost with it.
         await instances.registered()
         let registered = try await fleet.register(registration, tokenID: Self.tokenID, local: self)
-        source.workerID = registered.id
         log("registered as \(registered.id) (\(registration.name)): offers \(registration.hardware.skus.joined(separator: ", ")), \(registration.capacity) instance(s)")
     }
 
@@ -72,6 +71,10 @@ package final class EmbeddedWorker: LocalWorker, @unchecked Sendable {
         } catch {
             log("the embedded worker's heartbeat failed: \(RegistryDatabase.reason(error))")
         }
+    }
+
+    package func joined(as id: String) {
+        source.workerID = id
     }
 
     /// Hands commands over one at a time, in order (a stop frees its GPU before a later boot asks).

@@ -113,6 +113,7 @@ public final class WorkerFleet: @unchecked Sendable {
                                   capacity: max(0, min(registration.capacity, 1024)), cached: Set(registration.cached.prefix(10_000)),
                                   reported: [], reportedAt: now, seenUntil: now, home: local == nil ? nil : replica)
         let replaced = try await store.register(record)
+        local?.joined(as: id)
         let settings = lock.withLock { () -> Settings in
             members[id] = Member(record)
             lastSeenWrite[id] = now
@@ -383,6 +384,8 @@ public final class WorkerFleet: @unchecked Sendable {
 /// A worker inside this process (`lathe serve`'s embedded worker): the fleet hands it its
 /// commands in order, where a `lathe worker` would take them with a long poll.
 package protocol LocalWorker: Sendable {
+    /// Registered as `id`: told before any replica can place on it.
+    func joined(as id: String)
     func send(_ command: WorkerCommand)
 }
 
