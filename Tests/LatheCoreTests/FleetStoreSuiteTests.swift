@@ -212,6 +212,14 @@ extension FleetStoreSuiteTests {
         #expect(lost == ["embedded in ra"])
         #expect(!instance.isRunning, "its instance ended with it")
         #expect(try await home.touch(id, tokenID: "embedded") == nil, "it registers again")
+
+        // Its server shuts down: the row goes at once, for every replica.
+        let again = try await home.register(registration, tokenID: "embedded", local: inbox).id
+        try await other.refresh()
+        #expect(other.workers.contains { $0.id == again })
+        await home.leave(again)
+        try await other.refresh()
+        #expect(!other.workers.contains { $0.id == again }, "no replica lists a worker that left")
     }
 
 

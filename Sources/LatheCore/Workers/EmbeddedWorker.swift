@@ -98,9 +98,11 @@ package final class EmbeddedWorker: LocalWorker, @unchecked Sendable {
         }
     }
 
-    /// Stops every instance now, whatever commands are still on their way (graceful shutdown).
+    /// Stops every instance now, whatever commands are still on their way, and leaves the fleet
+    /// (graceful shutdown).
     package func stopAll() async {
         await instances.stopAll()
+        if let id = source.workerID { await fleet.leave(id) }
     }
 }
 

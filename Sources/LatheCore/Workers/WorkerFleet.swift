@@ -343,6 +343,18 @@ public final class WorkerFleet: @unchecked Sendable {
         for record in records { resendMissingBoots(of: record.id, reported: record.reported, at: record.reportedAt) }
     }
 
+    /// A worker inside this replica leaves (graceful shutdown, its instances stopped): its row
+    /// goes at once, so no replica lists it until it would have been counted lost.
+    package func leave(_ id: String) async {
+        do {
+            try await store.remove(id)
+        } catch {
+            lock.withLock { logger }.warning("could not remove a worker that left", metadata: ["worker": "\(id)", "error": "\(RegistryDatabase.reason(error))"])
+        }
+        dropLocal(id, reason: "worker \(id) left: its server shut down")
+        await lock.withLock { events }?.publish(.workerLost(id, replaced: false))
+    }
+
     /// Another replica counted worker `id` lost (or it registered again): its instances here end.
     package func lostElsewhere(_ id: String, replaced: Bool) {
         let name = lock.withLock { members[id]?.name ?? instances.values.first { $0.workerID == id }?.workerName ?? id }

@@ -197,6 +197,12 @@ public struct WorkerStore: Sendable {
         return gone
     }
 
+    /// Removes worker `id` with its instances and commands (it left: its server shut down).
+    public func remove(_ id: String) async throws {
+        try await sql.raw("DELETE FROM workers WHERE id = \(bind: id)").run()
+        try await forget([id])
+    }
+
     private func forget(_ workers: [String]) async throws {
         guard !workers.isEmpty else { return }
         try await sql.raw("DELETE FROM worker_instances WHERE worker_id IN \(SQLBind.group(workers))").run()
