@@ -50,7 +50,7 @@ public final class WorkerAgent: Sendable {
         self.log = log
     }
 
-    /// Runs until the task is cancelled.
+    /// Runs until the task is cancelled (SIGTERM), then stops its instances and leaves the fleet.
     public func run() async throws {
         let client = RegistryClient(base: settings.registry, token: settings.token)
         defer { Task { await client.shutdown() } }
@@ -60,6 +60,7 @@ public final class WorkerAgent: Sendable {
         let instances = WorkerInstances(source: source, folder: settings.folder, gpus: hardware.gpus,
                                         settings: .init(sandbox: settings.sandbox, build: settings.build), log: log)
         var delay: UInt64 = 1
+        var current: String?
         while !Task.isCancelled {
             let registered: WorkerRegistered
             do {
@@ -80,9 +81,22 @@ public final class WorkerAgent: Sendable {
             delay = 1
             await instances.registered()
             source.registered(as: registered.id)
+            current = registered.id
             log("registered as \(registered.id) (\(settings.name)): offers \(hardware.skus.joined(separator: ", ")), \(settings.capacity) instance(s)")
             await serve(registered, client: client, cache: cache, instances: instances)
-            log("the registry no longer knows this worker; registering again")
+            if !Task.isCancelled { log("the registry no longer knows this worker; registering again") }
+        }
+        // Shutting down: the server ends what ran here now (it runs again elsewhere when it had
+        // emitted nothing), instead of after counting this worker lost. The request runs in a
+        // task of its own: this one is cancelled.
+        await instances.stopAll()
+        guard let current else { return }
+        let leave = Task { try await client.send(.DELETE, WorkerProtocol.root + "/" + current, expect: [204], timeout: 5) }
+        do {
+            _ = try await leave.value
+            log("left the fleet")
+        } catch {
+            log("could not leave the fleet (the registry counts this worker lost once it is silent): \(error)")
         }
     }
 
@@ -128,6 +142,7 @@ public final class WorkerAgent: Sendable {
                 // Forgotten (register again), or the token was revoked (registering says so and stops).
                 return
             } catch {
+                if Task.isCancelled { return }
                 failures += 1
                 log("asking for work failed: \(error)")
                 try? await Task.sleep(nanoseconds: UInt64(min(failures, 5)) * 1_000_000_000)

@@ -70,10 +70,26 @@ struct WorkerCommand: AsyncParsableCommand {
                 sandbox: sandbox, build: build, version: BuildInfo.version)
             print("lathe worker for \(registry) (data \(folder.path))")
             fflush(nil)
-            try await WorkerAgent(settings: settings) { line in
+            let agent = WorkerAgent(settings: settings) { line in
                 print("lathe worker: \(line)")
                 fflush(nil)
-            }.run()
+            }
+            // SIGTERM (systemctl stop) and SIGINT end the agent's task: it stops its instances
+            // and leaves the fleet before the process exits.
+            let running = Task { try await agent.run() }
+            let handlers = [SIGTERM, SIGINT].map { number in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { running.cancel() }
+                source.resume()
+                return source
+            }
+            defer { handlers.forEach { $0.cancel() } }
+            do {
+                try await running.value
+            } catch is CancellationError {
+                // Stopped before it registered: nothing to leave.
+            }
         }
     }
 }

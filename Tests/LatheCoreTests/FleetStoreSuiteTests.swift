@@ -26,7 +26,7 @@ struct FleetStoreSuiteTests {
         events.subscribe { event in
             switch event {
             case .workerCommands(let id): fleet.commandsWaiting(for: id)
-            case .workerLost(let id, let replaced): fleet.lostElsewhere(id, replaced: replaced)
+            case .workerLost(let id, let why): fleet.lostElsewhere(id, why)
             default: break
             }
         }
@@ -326,7 +326,9 @@ extension FleetStoreSuiteTests {
         }
         let p99 = delays.sorted()[Int(Double(delays.count - 1) * 0.99)]
         #expect(p99 < 0.1, "p99 \(Int(p99 * 1000)) ms")
-        #expect(RegistryEvent(payload: RegistryEvent.workerLost("w-1", replaced: true).payload) == .workerLost("w-1", replaced: true))
+        for why in [WorkerLoss.silent, .replaced, .left] {
+            #expect(RegistryEvent(payload: RegistryEvent.workerLost("w-1", why).payload) == .workerLost("w-1", why))
+        }
         #expect(RegistryEvent(payload: RegistryEvent.workerCommands("w-1").payload) == .workerCommands("w-1"))
         #expect(RegistryEvent(payload: RegistryEvent.fleetChanged.payload) == .fleetChanged)
         #expect(RegistryEvent(payload: RegistryEvent.roomWanted("gpu-a100").payload) == .roomWanted("gpu-a100"))

@@ -386,6 +386,29 @@ def test_a_killed_worker_s_prediction_runs_again_elsewhere_and_one_with_output_f
     assert all(r["status"] == "succeeded" for r in results), results
 
 
+def test_a_stopped_worker_leaves_the_fleet_and_what_ran_there_runs_again_at_once(fleet):
+    """SIGTERM (`systemctl stop`): the worker stops its instances and leaves the fleet before it
+    exits, so the server ends what ran there now, saying why, and no replica lists it any more."""
+    for worker in (fleet.w1, fleet.w2):
+        worker.kill()
+        shutil.rmtree(os.path.join(worker.data, "work"), ignore_errors=True)
+    for worker in (fleet.w1, fleet.w2):
+        worker.start()
+    _, created = call(fleet, "POST", "/v1/models/alice/sleepy/predictions", {"input": {"seconds": 6}})
+    until(lambda: call(fleet, "GET", f"/v1/predictions/{created['id']}")[1]["status"] == "processing", 120, "never started")
+    victim = busy_worker(fleet, [fleet.w1, fleet.w2])
+    victim.kill(signal.SIGTERM)
+    assert victim.process.returncode == 0, victim.log()[-2000:]
+    assert "left the fleet" in victim.log(), victim.log()[-2000:]
+    assert victim.instances() == 0, "its model processes stopped with it"
+    listing = lathe("admin", "workers", "--data", fleet.data, env=fleet.server_env).stdout
+    assert f"\t{victim.name}\t" not in listing, listing
+    done = finish(fleet, created, wait=90)
+    assert done["status"] == "succeeded", done
+    assert f"worker {victim.name} left the fleet: it shut down; running it again (attempt 2 of 3)" in done["logs"], done["logs"]
+    victim.start()
+
+
 def test_a_worker_that_comes_back_late_cannot_overwrite(fleet):
     _, created = call(fleet, "POST", "/v1/models/alice/sleepy/predictions", {"input": {"seconds": 3}})
     until(lambda: call(fleet, "GET", f"/v1/predictions/{created['id']}")[1]["status"] == "processing", 120, "never started")

@@ -256,7 +256,7 @@ public actor Scheduler {
         case .cancel(let id): if claims[id] != nil { try? await cancel(id) }
         case .cachesChanged: registry.database.caches.clear()
         case .workerCommands(let worker): registry.fleet.commandsWaiting(for: worker)
-        case .workerLost(let worker, let replaced): registry.fleet.lostElsewhere(worker, replaced: replaced)
+        case .workerLost(let worker, let why): registry.fleet.lostElsewhere(worker, why)
         case .fleetChanged:
             try? await registry.fleet.refresh()
             await fleetChanged()

@@ -122,7 +122,7 @@ public final class WorkerFleet: @unchecked Sendable {
         }
         for old in replaced {
             dropLocal(old, reason: "worker \(registration.name) restarted and registered again")
-            await events?.publish(.workerLost(old, replaced: true))
+            await events?.publish(.workerLost(old, .replaced))
         }
         await announceChange()
         return WorkerRegistered(id: id, heartbeatSeconds: settings.heartbeat, pollSeconds: settings.poll, lostAfterSeconds: settings.lostAfter)
@@ -314,7 +314,7 @@ public final class WorkerFleet: @unchecked Sendable {
             for gone in try await store.expire(notSeenSince: now.addingTimeInterval(-lostAfter)) {
                 lostNames.append(gone.name)
                 dropLocal(gone.id, reason: lostReason(gone.id, name: gone.name))
-                await lock.withLock { events }?.publish(.workerLost(gone.id, replaced: false))
+                await lock.withLock { events }?.publish(.workerLost(gone.id, .silent))
             }
             try await refresh()
         } catch {
@@ -343,22 +343,31 @@ public final class WorkerFleet: @unchecked Sendable {
         for record in records { resendMissingBoots(of: record.id, reported: record.reported, at: record.reportedAt) }
     }
 
-    /// A worker inside this replica leaves (graceful shutdown, its instances stopped): its row
-    /// goes at once, so no replica lists it until it would have been counted lost.
+    /// A worker leaves (it shuts down, its instances stopped): its row goes at once, and the
+    /// predictions on it end now (running again elsewhere when they had emitted nothing) instead
+    /// of when it would have been counted lost.
     package func leave(_ id: String) async {
         do {
             try await store.remove(id)
         } catch {
             lock.withLock { logger }.warning("could not remove a worker that left", metadata: ["worker": "\(id)", "error": "\(RegistryDatabase.reason(error))"])
         }
-        dropLocal(id, reason: "worker \(id) left: its server shut down")
-        await lock.withLock { events }?.publish(.workerLost(id, replaced: false))
+        dropLocal(id, reason: reason(id, .left))
+        await lock.withLock { events }?.publish(.workerLost(id, .left))
     }
 
     /// Another replica counted worker `id` lost (or it registered again): its instances here end.
-    package func lostElsewhere(_ id: String, replaced: Bool) {
+    package func lostElsewhere(_ id: String, _ why: WorkerLoss) {
+        dropLocal(id, reason: reason(id, why))
+    }
+
+    private func reason(_ id: String, _ why: WorkerLoss) -> String {
         let name = lock.withLock { members[id]?.name ?? instances.values.first { $0.workerID == id }?.workerName ?? id }
-        dropLocal(id, reason: replaced ? "worker \(name) restarted and registered again" : lostReason(id, name: name))
+        switch why {
+        case .silent: return lostReason(id, name: name)
+        case .replaced: return "worker \(name) restarted and registered again"
+        case .left: return "worker \(name) left the fleet: it shut down"
+        }
     }
 
     private func lostReason(_ id: String, name: String? = nil) -> String {

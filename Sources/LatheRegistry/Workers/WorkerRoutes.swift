@@ -38,6 +38,13 @@ struct WorkerRoutes {
                                                         "capacity": "\(registration.capacity)"])
             return try encoded(answer, status: .created)
         }
+        // The worker shuts down: it leaves the fleet now, and what ran on it ends now.
+        group.delete(":worker") { _, context -> Response in
+            let member = try await worker(context)
+            await fleet.leave(member.id)
+            logger.info("worker left", metadata: ["worker": "\(member.id)", "name": "\(member.name)"])
+            return Response(status: .noContent)
+        }
         group.post(":worker/heartbeat") { request, context -> Response in
             let member = try await worker(context)
             try await fleet.heartbeat(member.id, try await JSONBodyDecoder(limit: Self.maxReportBytes).decode(WorkerHeartbeat.self, from: request, context: context))

@@ -19,8 +19,8 @@ public enum RegistryEvent: Sendable, Equatable {
     case cachesChanged
     /// Commands wait for a worker: the replica holding its long poll answers it.
     case workerCommands(String)
-    /// A worker was counted lost or registered again: the replicas with instances there end them.
-    case workerLost(String, replaced: Bool)
+    /// A worker was counted lost, registered again or left: the replicas with instances there end them.
+    case workerLost(String, WorkerLoss)
     /// A worker registered or its cache changed: replicas look again at what waits.
     case fleetChanged
     /// A replica has work for hardware `sku` that every worker offering it is too full to take,
@@ -35,7 +35,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case .progress(let id): "progress:\(id)"
         case .cachesChanged: "caches"
         case .workerCommands(let id): "commands:\(id)"
-        case .workerLost(let id, let replaced): replaced ? "replaced:\(id)" : "lost:\(id)"
+        case .workerLost(let id, let why): "\(why.rawValue):\(id)"
         case .fleetChanged: "fleet"
         case .roomWanted(let sku): "room:\(sku)"
         }
@@ -49,8 +49,7 @@ public enum RegistryEvent: Sendable, Equatable {
         case ("fleet", 1): self = .fleetChanged
         case ("room", 2): self = .roomWanted(parts[1])
         case ("commands", 2): self = .workerCommands(parts[1])
-        case ("lost", 2): self = .workerLost(parts[1], replaced: false)
-        case ("replaced", 2): self = .workerLost(parts[1], replaced: true)
+        case (let kind?, 2) where WorkerLoss(rawValue: kind) != nil: self = .workerLost(parts[1], WorkerLoss(rawValue: kind)!)
         case ("finished", 2): self = .finished(parts[1])
         case ("cancel", 2): self = .cancel(parts[1])
         case ("progress", 2): self = .progress(parts[1])
@@ -186,4 +185,14 @@ public final class PostgresEvents: PredictionEvents, Service, @unchecked Sendabl
             }
         }
     }
+}
+
+/// Why a worker is gone from the fleet (the message its predictions end with says so).
+public enum WorkerLoss: String, Sendable, Equatable {
+    /// Nothing heard from it for the lost-after time.
+    case silent = "lost"
+    /// It restarted and registered again under the same name and token.
+    case replaced
+    /// It shut down and said so.
+    case left
 }
