@@ -349,17 +349,22 @@ def busy_worker(fleet, workers, seconds=60):
     return found[0]
 
 
-def test_a_killed_worker_s_prediction_runs_again_elsewhere_and_one_with_output_fails_clearly(fleet):
-    # Only the version's own instances count here: stop what runs on the workers first.
+def running_on_fresh_workers(fleet, seconds):
+    """Both workers restarted with no instance (only the version's own instance counts), then a
+    silent prediction of `seconds` processing: returns it and the worker running it."""
     for worker in (fleet.w1, fleet.w2):
         worker.kill()
         shutil.rmtree(os.path.join(worker.data, "work"), ignore_errors=True)
     for worker in (fleet.w1, fleet.w2):
         worker.start()
-    # Silent prediction: nothing produced when its worker dies, so it runs again on the other.
-    _, created = call(fleet, "POST", "/v1/models/alice/sleepy/predictions", {"input": {"seconds": 6}})
+    _, created = call(fleet, "POST", "/v1/models/alice/sleepy/predictions", {"input": {"seconds": seconds}})
     until(lambda: call(fleet, "GET", f"/v1/predictions/{created['id']}")[1]["status"] == "processing", 120, "never started")
-    victim = busy_worker(fleet, [fleet.w1, fleet.w2])
+    return created, busy_worker(fleet, [fleet.w1, fleet.w2])
+
+
+def test_a_killed_worker_s_prediction_runs_again_elsewhere_and_one_with_output_fails_clearly(fleet):
+    # Silent prediction: nothing produced when its worker dies, so it runs again on the other.
+    created, victim = running_on_fresh_workers(fleet, seconds=6)
     other = fleet.w2 if victim is fleet.w1 else fleet.w1
     victim.kill(9)
     done = finish(fleet, created, wait=90)
@@ -389,14 +394,7 @@ def test_a_killed_worker_s_prediction_runs_again_elsewhere_and_one_with_output_f
 def test_a_stopped_worker_leaves_the_fleet_and_what_ran_there_runs_again_at_once(fleet):
     """SIGTERM (`systemctl stop`): the worker stops its instances and leaves the fleet before it
     exits, so the server ends what ran there now, saying why, and no replica lists it any more."""
-    for worker in (fleet.w1, fleet.w2):
-        worker.kill()
-        shutil.rmtree(os.path.join(worker.data, "work"), ignore_errors=True)
-    for worker in (fleet.w1, fleet.w2):
-        worker.start()
-    _, created = call(fleet, "POST", "/v1/models/alice/sleepy/predictions", {"input": {"seconds": 6}})
-    until(lambda: call(fleet, "GET", f"/v1/predictions/{created['id']}")[1]["status"] == "processing", 120, "never started")
-    victim = busy_worker(fleet, [fleet.w1, fleet.w2])
+    created, victim = running_on_fresh_workers(fleet, seconds=6)
     victim.kill(signal.SIGTERM)
     assert victim.process.returncode == 0, victim.log()[-2000:]
     assert "left the fleet" in victim.log(), victim.log()[-2000:]
