@@ -33,6 +33,14 @@ struct FleetStoreSuiteTests {
         return fleet
     }
 
+    /// Two replicas' fleets ("ra" and "rb") on one fresh database of `backend`, hearing each other.
+    static func twoReplicas(_ backend: StoreSuiteTests.Backend) async throws -> (WorkerFleet, WorkerFleet, RegistryDatabase) {
+        let database = try await StoreSuiteTests.open(backend)
+        let events = LocalEvents()
+        return (try await fleet(backend, events: events, replica: "ra", database: database),
+                try await fleet(backend, events: events, replica: "rb", database: database), database)
+    }
+
     static func worker(_ fleet: WorkerFleet, name: String = "w", capacity: Int = 2) async throws -> String {
         let hardware = HardwareInventory(cpus: 2, memoryBytes: 1 << 30, gpus: [], labels: [])
         return try await fleet.register(WorkerRegistration(name: name, version: "test", hardware: hardware, capacity: capacity, cached: []), tokenID: "t").id
@@ -178,10 +186,7 @@ extension FleetStoreSuiteTests {
     @Test("a worker inside a replica (lathe serve's embedded worker) is a row of the fleet: every replica sees it and its home, no worker token speaks for it, its commands are handed over in process, its capacity is kept in the store, and it is counted lost when silent like any worker",
           arguments: StoreSuiteTests.backends)
     func localWorker(_ backend: StoreSuiteTests.Backend) async throws {
-        let database = try await StoreSuiteTests.open(backend)
-        let events = LocalEvents()
-        let home = try await Self.fleet(backend, events: events, replica: "ra", database: database)
-        let other = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let (home, other, _) = try await Self.twoReplicas(backend)
         let inbox = Inbox()
         let hardware = HardwareInventory(cpus: 2, memoryBytes: 1 << 30, gpus: [GPU(index: 0, uuid: "GPU-0", model: "NVIDIA A100", memoryMiB: 81920)], labels: [])
         let registration = WorkerRegistration(name: "embedded in ra", version: "test", hardware: hardware, capacity: 1, cached: [])
@@ -226,10 +231,7 @@ extension FleetStoreSuiteTests {
     @Test("two replicas, one fleet in the store: either serves the worker, commands reach the poll wherever it is held, capacity is shared and never overfilled, a dead replica's instances are stopped, a lost worker ends instances on every replica",
           arguments: StoreSuiteTests.backends)
     func twoReplicas(_ backend: StoreSuiteTests.Backend) async throws {
-        let database = try await StoreSuiteTests.open(backend)
-        let events = LocalEvents()
-        let a = try await Self.fleet(backend, events: events, replica: "ra", database: database)
-        let b = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let (a, b, database) = try await Self.twoReplicas(backend)
         let worker = try await Self.worker(a, capacity: 2)
         // Registered through A, known to B (from the store), and only with its own token.
         #expect(try await b.touch(worker, tokenID: "t")?.name == "w")
@@ -338,10 +340,7 @@ extension FleetStoreSuiteTests {
 extension FleetStoreSuiteTests {
     @Test("a poll's answer lost on the way (its replica died mid-answer) is sent again until the worker acknowledges it", arguments: StoreSuiteTests.backends)
     func unacknowledgedCommandsComeAgain(_ backend: StoreSuiteTests.Backend) async throws {
-        let database = try await StoreSuiteTests.open(backend)
-        let events = LocalEvents()
-        let a = try await Self.fleet(backend, events: events, replica: "ra", database: database)
-        let b = try await Self.fleet(backend, events: events, replica: "rb", database: database)
+        let (a, b, _) = try await Self.twoReplicas(backend)
         let worker = try await Self.worker(a)
         a.send(worker, WorkerCommand(kind: .stop, instance: "i-1"))
         a.send(worker, WorkerCommand(kind: .stop, instance: "i-2"))
