@@ -32,6 +32,8 @@ public final class ModelProcess: @unchecked Sendable {
         public var gpus = GPUAccess(devices: [], environment: [:])
         /// Predictions the process answers at once (the spec's `concurrency`).
         public var concurrency = 1
+        /// Which method of a class entry point answers: `predict` (or `run`), or `train`.
+        public var role = EntryRole.predict
         /// The prefix the spec's `system_packages` were unpacked into (``SystemPackages``).
         public var systemPrefix: URL?
 
@@ -99,6 +101,11 @@ public final class ModelProcess: @unchecked Sendable {
         if configuration.memoryLimit > 0 { command += ["--memory-limit", String(configuration.memoryLimit)] }
         if let checker = configuration.safetyChecker { command += ["--safety-checker", checker.description] }
         if configuration.concurrency > 1 { command += ["--concurrency", String(configuration.concurrency)] }
+        if configuration.role == .train {
+            // Cog's trainers write their weights where they stand (`open("weights.bin", "w")`);
+            // the project is read-only, so a training starts in a writable folder of its own.
+            command += ["--role", "train", "--workspace", configuration.workDirectory.appendingPathComponent("workspace").path]
+        }
         let launch = try configuration.launch(command, extraReadOnly: [runnerScript.deletingLastPathComponent().path])
         process.executableURL = URL(fileURLWithPath: launch.executable)
         process.arguments = launch.arguments

@@ -9,6 +9,18 @@ public struct PreparedModel: Sendable {
     /// Folder holding the code with the weights in place.
     public var directory: URL
     public var requirements: [String]
+    /// What runs: the model's predictions, or (``training()``) its `train:` entry point.
+    public var role = EntryRole.predict
+
+    /// The same model, running its `train:` entry point with the training's inputs
+    /// (``ModelSpec/training``); nil when it declares no `train:`.
+    public func training() -> PreparedModel? {
+        guard let spec = spec.training else { return nil }
+        var model = self
+        model.spec = spec
+        model.role = .train
+        return model
+    }
 
     /// A project folder, run in place (the author's edit-and-predict loop).
     public static func project(_ directory: URL, spec: ModelSpec) throws -> PreparedModel {
@@ -78,6 +90,7 @@ public struct PreparedModel: Sendable {
                                                        workDirectory: workDirectory, sandbox: sandbox)
         configuration.safetyChecker = spec.safetyChecker
         configuration.concurrency = max(1, spec.concurrency)
+        configuration.role = role
         configuration.systemPrefix = systemPrefix
         if let first = spec.weights.first {
             let root = sandbox == nil ? directory.path : Sandbox.projectMount

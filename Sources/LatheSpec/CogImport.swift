@@ -33,25 +33,13 @@ public enum CogImport {
             throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1), "cog.yaml has no run: or predict: entry",
                              fix: "add `predict: predict.py:Predictor` to cog.yaml")
         }
-        let inspection = try PredictorInspection.inspect(project: project, file: entry.file, symbol: entry.symbol)
-        if inspection.error == "missing_symbol" {
-            let defined = inspection.available ?? []
-            throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1),
-                             "predict: names \(entry.symbol), which \(entry.file) does not define"
-                                + (defined.isEmpty ? " (it defines no class or function)" : " (it defines \(defined.joined(separator: ", ")))"),
-                             fix: "write predict: \"\(entry.file):\(defined.first ?? "Predictor")\" in cog.yaml")
-        }
-        if inspection.error == "unreadable" {
-            throw Diagnostic(SourceLocation(file: "cog.yaml", line: 1, column: 1), "predict: names \(entry.file), which cannot be read (\(inspection.message ?? "missing"))",
-                             fix: "check the file name in cog.yaml's predict:")
-        }
-        if let error = inspection.error {
-            throw Diagnostic(SourceLocation(file: entry.file, line: inspection.line ?? 1, column: inspection.column ?? 1),
-                             "cannot read the predictor: \(inspection.message ?? error)")
-        }
-        guard let predict = inspection.predict else {
-            throw Diagnostic(SourceLocation(file: entry.file, line: inspection.line ?? 1, column: 1),
-                             "\(entry.symbol) has no predict() or run() method")
+        let predict = try function(entry, role: .predict, project: project)
+        let train = try root?["train"].map { node -> (EntryPoint, PredictorInspection.Function) in
+            guard let text = node.string, let entry = EntryPoint(parsing: text) else {
+                throw Diagnostic(SourceLocation(file: "cog.yaml", line: node.mark.map { $0.line } ?? 1, column: node.mark.map { $0.column } ?? 1),
+                                 "train: must be file.py:Name, not \(node.string ?? "a list or mapping")", fix: "write for example `train: \"train.py:train\"`")
+            }
+            return (entry, try function(entry, role: .train, project: project))
         }
 
         var lines: [String] = ["# Converted from cog.yaml by `lathe init --from-cog`."]
@@ -68,7 +56,7 @@ public enum CogImport {
                          + "or uv python install \(python)), or change python: in lathe.yaml to an installed version")
         }
         // What `cog` itself depends on, which Cog images therefore have: added where the code imports it.
-        let imports = (try? ImportCheck.imports(project: project, files: ImportCheck.codeFiles(project: project, entry: entry.file))) ?? []
+        let imports = (try? ImportCheck.imports(project: project, files: ImportCheck.codeFiles(project: project, entries: [entry.file] + (train.map { [$0.0.file] } ?? [])))) ?? []
         if let requirements = build?["python_requirements"]?.string {
             lines.append("requirements: \(quote(requirements))")
             let listed = (try? String(contentsOf: project.appendingPathComponent(requirements), encoding: .utf8))?
@@ -97,6 +85,12 @@ public enum CogImport {
             lines.append("  \(parameter.name): {\(declaration)}")
         }
         lines.append("output: {" + output(predict.returns).joined(separator: ", ") + "}")
+        if let (entry, function) = train {
+            lines += ["train:", "  entry: \(quote(entry.description))", function.params.isEmpty ? "  inputs: {}" : "  inputs:"]
+            for parameter in function.params {
+                lines.append("    \(parameter.name): {\(try fields(parameter, file: entry.file).joined(separator: ", "))}")
+            }
+        }
         if let node = root?["concurrency"]?.mapping?["max"] {
             guard let maximum = node.int, maximum >= 1 else {
                 throw Diagnostic(SourceLocation(file: "cog.yaml", line: node.mark.map { $0.line } ?? 1, column: node.mark.map { $0.column } ?? 1),
@@ -111,6 +105,33 @@ public enum CogImport {
             lines += notes.map { "# " + $0 }
         }
         return Conversion(text: lines.joined(separator: "\n") + "\n", notes: notes)
+    }
+
+    /// The entry point's function (a class's `predict`/`run`, or `train`), or a sentence saying
+    /// why `cog.yaml` names nothing Lathe can read.
+    static func function(_ entry: EntryPoint, role: EntryRole, project: URL) throws -> PredictorInspection.Function {
+        let key = role == .train ? "train" : "predict"
+        let here = SourceLocation(file: "cog.yaml", line: 1, column: 1)
+        let inspection = try PredictorInspection.inspect(project: project, file: entry.file, symbol: entry.symbol, role: role)
+        if inspection.error == "missing_symbol" {
+            let defined = inspection.available ?? []
+            throw Diagnostic(here, "\(key): names \(entry.symbol), which \(entry.file) does not define"
+                                + (defined.isEmpty ? " (it defines no class or function)" : " (it defines \(defined.joined(separator: ", ")))"),
+                             fix: "write \(key): \"\(entry.file):\(defined.first ?? (role == .train ? "train" : "Predictor"))\" in cog.yaml")
+        }
+        if inspection.error == "unreadable" {
+            throw Diagnostic(here, "\(key): names \(entry.file), which cannot be read (\(inspection.message ?? "missing"))",
+                             fix: "check the file name in cog.yaml's \(key):")
+        }
+        if let error = inspection.error {
+            throw Diagnostic(SourceLocation(file: entry.file, line: inspection.line ?? 1, column: inspection.column ?? 1),
+                             "cannot read the \(role == .train ? "training entry point" : "predictor"): \(inspection.message ?? error)")
+        }
+        guard let function = inspection.predict else {
+            throw Diagnostic(SourceLocation(file: entry.file, line: inspection.line ?? 1, column: 1),
+                             "\(entry.symbol) has no \(role == .train ? "train()" : "predict() or run()") method")
+        }
+        return function
     }
 
     /// Whether `version` can be found here as environments look for it (`pythonX.Y` on PATH,
@@ -155,11 +176,9 @@ public enum CogImport {
                 notes.append("build.\(name) is not carried: lathe.yaml has no such setting")
             }
         }
-        for (key, value) in root ?? Node.Mapping([]) {
-            guard let name = key.string, !["build", "predict", "image", "concurrency"].contains(name) else { continue }
+        for (key, _) in root ?? Node.Mapping([]) {
+            guard let name = key.string, !["build", "predict", "image", "concurrency", "train"].contains(name) else { continue }
             switch name {
-            case "train":
-                notes.append("train: \(value.string ?? "") is not carried yet: Lathe has no trainings; the training entry point stays in the project")
             case "environment":
                 notes.append("environment: is not carried: a model's environment variables are not taken from its spec; read settings from inputs or files")
             default:

@@ -67,11 +67,13 @@ public enum ImportCheck {
         }
     }
 
-    /// The Python files at the top of the project and `entry` (helpers a predictor imports live there).
-    public static func codeFiles(project: URL, entry: String) -> [String] {
+    /// The Python files at the top of the project and the `entries` (helpers a predictor imports live there).
+    public static func codeFiles(project: URL, entries: [String]) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: project.path)) ?? []
         let top = names.filter { $0.hasSuffix(".py") && !$0.hasPrefix(".") }.sorted()
-        return top.contains(entry) ? top : [entry] + top
+        var nested: [String] = []
+        for entry in entries where !top.contains(entry) && !nested.contains(entry) { nested.append(entry) }
+        return nested + top
     }
 
     /// The distribution a requirement line names, normalized (PEP 503), or nil for options and URLs.

@@ -16,6 +16,10 @@ extension ModelSpec {
         if !systemPackages.isEmpty { add("system_packages", Node(systemPackages.map(Self.text))) }
         add("predict", Self.text(predict.description))
         add("safety_checker", safetyChecker.map { Self.text($0.description) })
+        add("train", train.map { train in
+            Node([(Self.key("entry"), Self.text(train.entry.description)),
+                  (Self.key("inputs"), Node(train.inputs.map { (Self.key($0.name), $0.document) }))])
+        })
         add("inputs", Node(inputs.map { (Self.key($0.name), $0.document) }))
         add("output", output.document)
         if !weights.isEmpty {

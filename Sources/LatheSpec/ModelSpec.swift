@@ -19,6 +19,8 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var predict: EntryPoint
     /// Optional entry point run on outputs (DESIGN §5).
     public var safetyChecker: EntryPoint?
+    /// The training entry point and its inputs (`train:`), for models that can be fine-tuned.
+    public var train: TrainSpec?
     public var inputs: [InputSpec]
     public var output: OutputSpec
     public var weights: [WeightsSpec]
@@ -55,6 +57,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
         case systemPackagesField = "system_packages"
         case requirements, predict
         case safetyChecker = "safety_checker"
+        case train
         case inputs, output, weights, concurrency, timeout, network
     }
 }

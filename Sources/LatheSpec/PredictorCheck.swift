@@ -2,17 +2,15 @@ import Foundation
 
 /// The static check of the predict entry point against `lathe.yaml` (DESIGN §3).
 public enum PredictorCheck {
-    /// Throws ``Diagnostics`` listing every disagreement between the spec and the code.
+    /// Throws ``Diagnostics`` listing every disagreement between the spec and the code, for
+    /// `predict:` and, when the model has one, `train:`.
     @discardableResult
     public static func check(_ spec: ModelSpec, project: URL) throws -> PredictorInspection {
-        let file = spec.predict.file
-        let path = project.appendingPathComponent(file).path
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw Diagnostics([Diagnostic(spec.predictLocation, "predict file \"\(file)\" does not exist",
-                                          fix: "create \(file) next to lathe.yaml or fix predict:")])
+        let inspection = try inspect(spec, role: .predict, project: project)
+        var problems = compare(spec, inspection)
+        if let training = spec.training {
+            problems += compare(training, try inspect(training, role: .train, project: project), role: .train)
         }
-        let inspection = try PredictorInspection.inspect(project: project, file: file, symbol: spec.predict.symbol)
-        let problems = compare(spec, inspection)
         if !problems.isEmpty { throw Diagnostics(problems) }
         if let checker = spec.safetyChecker {
             let found = try PredictorInspection.inspect(project: project, file: checker.file, symbol: checker.symbol)
@@ -24,9 +22,21 @@ public enum PredictorCheck {
         return inspection
     }
 
-    /// Compares an inspection with the spec; pure, so tests can feed it directly.
-    public static func compare(_ spec: ModelSpec, _ inspection: PredictorInspection) -> [Diagnostic] {
+    private static func inspect(_ spec: ModelSpec, role: EntryRole, project: URL) throws -> PredictorInspection {
         let file = spec.predict.file
+        guard FileManager.default.fileExists(atPath: project.appendingPathComponent(file).path) else {
+            throw Diagnostics([Diagnostic(spec.predictLocation, "\(role.rawValue) file \"\(file)\" does not exist",
+                                          fix: "create \(file) next to lathe.yaml or fix \(role.rawValue):")])
+        }
+        return try PredictorInspection.inspect(project: project, file: file, symbol: spec.predict.symbol, role: role)
+    }
+
+    /// Compares an inspection with the spec; pure, so tests can feed it directly.
+    /// `role` says which entry point `spec.predict` is (``ModelSpec/training`` for `train:`).
+    public static func compare(_ spec: ModelSpec, _ inspection: PredictorInspection, role: EntryRole = .predict) -> [Diagnostic] {
+        let file = spec.predict.file
+        let method = role == .train ? "train()" : "predict()"
+        let declaredUnder = role == .train ? "train: inputs:" : "inputs:"
         func at(_ line: Int?, _ column: Int? = 1) -> SourceLocation {
             SourceLocation(file: file, line: line ?? 1, column: column ?? 1)
         }
@@ -36,8 +46,8 @@ public enum PredictorCheck {
                                fix: "fix the code so `python3 -m py_compile \(file)` passes")]
         case "missing_symbol":
             let found = inspection.available ?? []
-            let hint = found.isEmpty ? "define class \(spec.predict.symbol) with a predict() method"
-                : "define it, or point predict: at one of \(found.joined(separator: ", "))"
+            let hint = found.isEmpty ? "define class \(spec.predict.symbol) with a \(method) method"
+                : "define it, or point \(role.rawValue): at one of \(found.joined(separator: ", "))"
             return [Diagnostic(spec.predictLocation, "\(file) has no class or function named \"\(spec.predict.symbol)\"", fix: hint)]
         case .some(let error):
             return [Diagnostic(at(1), "cannot read \(file): \(inspection.message ?? error)", fix: "check the file is readable UTF-8")]
@@ -45,8 +55,8 @@ public enum PredictorCheck {
             break
         }
         guard let predict = inspection.predict else {
-            return [Diagnostic(at(inspection.line, inspection.column), "class \"\(spec.predict.symbol)\" has no predict() or run() method",
-                               fix: "add `def predict(self, ...)` to it")]
+            return [Diagnostic(at(inspection.line, inspection.column), "class \"\(spec.predict.symbol)\" has no \(role == .train ? "train()" : "predict() or run()") method",
+                               fix: "add `def \(role.rawValue)(self, ...)` to it")]
         }
         var problems: [Diagnostic] = []
         let parameters = Dictionary(predict.params.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -56,7 +66,7 @@ public enum PredictorCheck {
                 if !predict.varKwargs {
                     problems.append(Diagnostic(at(predict.line, predict.column),
                                                "\(predict.name)() has no parameter \"\(input.name)\", which lathe.yaml declares\(declared)",
-                                               fix: "add `\(input.name)` to \(predict.name)() or remove it from inputs:"))
+                                               fix: "add `\(input.name)` to \(predict.name)() or remove it from \(declaredUnder)"))
                 }
                 continue
             }
@@ -80,7 +90,8 @@ public enum PredictorCheck {
             let problem = parameter.default.isRequired ? "has no default and is not declared in lathe.yaml"
                 : "is not declared in lathe.yaml, so no caller can set it (it would always be its default)"
             problems.append(Diagnostic(at(parameter.line, parameter.column), "parameter \"\(parameter.name)\" \(problem)",
-                                       fix: "run `lathe validate --write` to declare it under inputs: from the signature"))
+                                       fix: role == .train ? "declare it under train: inputs: in lathe.yaml"
+                                                           : "run `lathe validate --write` to declare it under inputs: from the signature"))
         }
         for parameter in inspection.setup?.params ?? [] where parameter.name != "weights" {
             problems.append(Diagnostic(at(parameter.line, parameter.column), "setup() takes parameter \"\(parameter.name)\"; it may take only `weights`",

@@ -71,12 +71,13 @@ public struct PredictorInspection: Sendable, Codable {
     public var predict: Function?
     public var setup: Function?
 
-    /// Runs the inspector on `file` (a path inside `project`) looking for `symbol`.
-    public static func inspect(project: URL, file: String, symbol: String) throws -> PredictorInspection {
+    /// Runs the inspector on `file` (a path inside `project`) looking for `symbol`; of a class,
+    /// `role` picks the method (`predict`/`run`, or `train`).
+    public static func inspect(project: URL, file: String, symbol: String, role: EntryRole = .predict) throws -> PredictorInspection {
         guard let script = Bundle.module.url(forResource: "inspect_predictor", withExtension: "py") else {
             throw Diagnostic(nil, "inspect_predictor.py is missing from the Lathe installation", fix: "reinstall Lathe")
         }
-        let result = try ChildProcess.run(ChildProcess.python, [script.path, project.appendingPathComponent(file).path, symbol])
+        let result = try ChildProcess.run(ChildProcess.python, [script.path, project.appendingPathComponent(file).path, symbol, role.rawValue])
         guard result.status == 0 else {
             throw Diagnostic(nil, "the predictor inspector failed: \(result.stderrText)", fix: "check that python3 ≥ 3.9 is installed")
         }

@@ -9,8 +9,9 @@ public struct SpecParser {
 
     public static let rootKeys = [
         "name", "description", "license", "python", "python_packages", "system_packages", "requirements", "predict",
-        "safety_checker", "inputs", "output", "weights", "concurrency", "timeout", "network",
+        "safety_checker", "train", "inputs", "output", "weights", "concurrency", "timeout", "network",
     ]
+    public static let trainKeys = ["entry", "inputs"]
     public static let inputKeys = [
         "type", "description", "default", "minimum", "maximum", "min_length", "max_length", "pattern",
         "choices", "accept", "deprecated", "nullable", "items",
@@ -158,6 +159,9 @@ public struct SpecParser {
         if let node = mapping["inputs"] {
             spec.inputs = parseInputs(node)
         }
+        if let node = mapping["train"] {
+            spec.train = parseTrain(node)
+        }
         if let node = mapping["output"] {
             if let output = parseOutput(node) { spec.output = output }
         } else {
@@ -205,6 +209,35 @@ public struct SpecParser {
         }
         let (seconds, overflow) = number.multipliedReportingOverflow(by: factor)
         return overflow ? nil : seconds
+    }
+
+    // MARK: - Train
+
+    /// `train: train.py:train` (a training without inputs) or `train: {entry: …, inputs: {…}}`.
+    private mutating func parseTrain(_ node: Node) -> TrainSpec? {
+        let entryNode: Node
+        var inputsNode: Node?
+        if let mapping = node.mapping {
+            checkKeys(mapping, allowed: Self.trainKeys, context: "in train:")
+            guard let entry = mapping["entry"] else {
+                problems.append(Diagnostic(location(node), "train: has no entry:",
+                                           fix: "write for example `train: {entry: train.py:train, inputs: {steps: {type: integer}}}`"))
+                return nil
+            }
+            entryNode = entry
+            inputsNode = mapping["inputs"]
+        } else {
+            entryNode = node
+        }
+        guard let text = scalarString(entryNode, what: "train entry") else { return nil }
+        guard let entry = EntryPoint(parsing: text), Self.projectPath(entry.file) == entry.file else {
+            problems.append(Diagnostic(location(entryNode), "train: must name file.py:Name inside the project",
+                                       fix: "write for example `train: {entry: train.py:train}`"))
+            return nil
+        }
+        var train = TrainSpec(entry: entry, inputs: inputsNode.map { parseInputs($0) } ?? [])
+        train.location = location(entryNode)
+        return train
     }
 
     // MARK: - Inputs

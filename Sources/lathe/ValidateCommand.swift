@@ -35,7 +35,8 @@ struct ValidateCommand: AsyncParsableCommand {
                 try printJSON(ValidateResult(valid: true, warnings: warnings.map(\.description)))
             } else {
                 for warning in warnings { printError(warning.description) }
-                print("ok: lathe.yaml and \(spec.predict.file) agree (\(spec.inputs.count) inputs, output \(spec.output.type.rawValue))\(importModule ? "; the predictor imports" : "")")
+                let training = spec.train.map { "; \($0.entry.file) agrees with train: (\($0.inputs.count) inputs)" } ?? ""
+                print("ok: lathe.yaml and \(spec.predict.file) agree (\(spec.inputs.count) inputs, output \(spec.output.type.rawValue))\(training)\(importModule ? "; the code imports" : "")")
             }
         }
     }
@@ -49,7 +50,7 @@ struct ValidateCommand: AsyncParsableCommand {
         let requirements = try ModelBuilder.requirements(spec, project: project)
         let installed = PythonEnvironment.existing(python: spec.python, requirements: requirements, home: LocalStore.home)
             .map { ImportCheck.installedModules(sitePackages: $0.sitePackages(spec.python)) }
-        let files = ImportCheck.codeFiles(project: project, entry: spec.predict.file)
+        let files = ImportCheck.codeFiles(project: project, entries: [spec.predict.file] + (spec.train.map { [$0.entry.file] } ?? []))
         let missing = ImportCheck.unprovided(try ImportCheck.imports(project: project, files: files), project: project,
                                              requirements: requirements, installed: installed)
         let listing = spec.requirements.map { "your \($0)" } ?? "python_packages in lathe.yaml"
@@ -79,9 +80,15 @@ struct ValidateCommand: AsyncParsableCommand {
         if json { printError(diff, terminator: "") } else { print(diff, terminator: "") }
     }
 
-    /// Imports the predict module inside the model's environment and sandbox (importing runs the
-    /// model's code, so it is confined like a prediction), reporting the failing line.
+    /// Imports the predict module, and the train module when there is one, inside the model's
+    /// environment and sandbox (importing runs the model's code, so it is confined like a
+    /// prediction), reporting the failing line.
     private func importPredictor(_ spec: ModelSpec, project: URL) throws {
+        try importEntry(spec.predict, spec: spec, project: project)
+        if let train = spec.train { try importEntry(train.entry, spec: spec, project: project) }
+    }
+
+    private func importEntry(_ entry: EntryPoint, spec: ModelSpec, project: URL) throws {
         let prepared = try PreparedModel.project(project, spec: spec)
         let work = LocalStore.home.appendingPathComponent("work/\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -92,18 +99,18 @@ struct ValidateCommand: AsyncParsableCommand {
             if !quiet { printError(text, terminator: "") }
         }
         let runner = try ModelProcess.runnerScript()
-        let launch = try configuration.launch([configuration.environment.python.path, runner.path, "--entry", spec.predict.description, "--import-only"],
+        let launch = try configuration.launch([configuration.environment.python.path, runner.path, "--entry", entry.description, "--import-only"],
                                               extraReadOnly: [runner.deletingLastPathComponent().path])
         let result = try ChildProcess.run(launch.executable, launch.arguments, environment: launch.environment, directory: launch.directory)
         guard result.status != 0 else { return }
         // Point at the deepest line of the model's file in the traceback, and quote the exception.
         let lines = result.stderrText.split(separator: "\n").map(String.init)
-        let marker = "/\(spec.predict.file)\", line "
+        let marker = "/\(entry.file)\", line "
         let line = lines.last { $0.contains(marker) }
             .flatMap { Int($0.components(separatedBy: marker).last?.prefix { $0.isNumber } ?? "") } ?? 1
         let exception = lines.last { !$0.hasPrefix(" ") } ?? "unknown error"
         let missing = exception.hasPrefix("ModuleNotFoundError")
-        throw Diagnostic(SourceLocation(file: spec.predict.file, line: line, column: 1), "importing the predictor failed: \(exception)",
+        throw Diagnostic(SourceLocation(file: entry.file, line: line, column: 1), "importing \(entry.file) failed: \(exception)",
                          fix: missing ? "add the package to python_packages in lathe.yaml" : "fix the code (run `lathe validate --import` again to check)")
     }
 }

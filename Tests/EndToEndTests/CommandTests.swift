@@ -115,7 +115,7 @@ struct CommandTests {
         #expect(ran.status == 0 && ran.output == "a+a+a\n", "\(ran.stderrText)")
     }
 
-    @Test("--from-cog carries concurrency.max and system_packages and names, on the terminal and in lathe.yaml, every key it cannot carry")
+    @Test("--from-cog carries concurrency.max, train: and system_packages and names, on the terminal and in lathe.yaml, every key it cannot carry")
     func fromCogNamesWhatItDrops() throws {
         let project = try TestSupport.makeProject([
             "cog.yaml": """
@@ -135,15 +135,17 @@ struct CommandTests {
             environment: ["HF_HOME=/src/hf"]
             """,
             "predict.py": "from cog import BasePredictor\n\nclass Predictor(BasePredictor):\n    async def predict(self, text: str) -> str:\n        return text\n",
+            "train.py": "from cog import Input, Path\n\ndef train(epochs: int = Input(default=2, ge=1)) -> Path:\n    return Path(\"w.bin\")\n",
         ])
         let converted = try CLI.run(["init", "--from-cog", project.path])
         #expect(converted.status == 0, "\(converted.stderrText)")
         let spec = try SpecParser.load(project: project)
         #expect(spec.concurrency == 4 && spec.name == "acme/voice" && spec.systemPackages == ["ffmpeg", "libsndfile1"])
+        #expect(spec.train?.entry.description == "train.py:train" && spec.train?.inputs.first?.minimum == 1)
         let notes = converted.stderrText.split(separator: "\n").filter { $0.hasPrefix("note: ") }
-        #expect(notes.count == 6, "\(converted.stderrText)")
+        #expect(notes.count == 5, "\(converted.stderrText)")
         for expected in ["build.gpu: true is not a lathe.yaml key",
-                         "build.cuda is not carried", "build.run is not carried", "train: train.py:train is not carried yet",
+                         "build.cuda is not carried", "build.run is not carried",
                          "environment: is not carried", "concurrency.default_target is not carried"] {
             #expect(notes.contains { $0.contains(expected) }, "\(expected): \(converted.stderrText)")
         }
@@ -297,6 +299,62 @@ struct CommandTests {
         #expect(rejected.stderrText == "error: input \"times\": is above maximum 5\n")
     }
 
+    @Test("lathe train runs a converted Cog trainer in the sandbox and writes its weights, from the project and from a built version")
+    func train() throws {
+        let home = try TestSupport.makeProject([:])
+        let project = try TestSupport.makeProject([
+            "cog.yaml": "build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\ntrain: \"train.py:Trainer\"\n",
+            "predict.py": "from cog import BasePredictor\n\nclass Predictor(BasePredictor):\n    def predict(self, text: str) -> str:\n        return text\n",
+            "letters.txt": "xyz",
+            "train.py": """
+            from cog import BaseModel, Input, Path
+
+            class TrainingOutput(BaseModel):
+                weights: Path
+
+            class Trainer:
+                def setup(self):
+                    self.letters = open("letters.txt").read()
+
+                def predict(self, n: int) -> str:
+                    raise RuntimeError("a trainer's predict is not its train")
+
+                def train(self, n: int = Input(description="Repeats", default=2, ge=1, le=9)) -> TrainingOutput:
+                    print("training", n)
+                    with open("weights.bin", "w") as handle:  # where it stands, as Cog trainers write
+                        handle.write(self.letters * n)
+                    return TrainingOutput(weights=Path("weights.bin"))
+            """,
+        ])
+        #expect(try CLI.run(["init", "--from-cog", project.path]).status == 0)
+        let validated = try CLI.run(["validate", project.path, "--import"], home: home)
+        #expect(validated.output.contains("; train.py agrees with train: (1 inputs); the code imports"), "\(validated.output)\(validated.stderrText)")
+        let weights = home.appendingPathComponent("trained.bin")
+        let trained = try CLI.run(["train", project.path, "-i", "n=3", "-o", weights.path], home: home)
+        #expect(trained.status == 0, "\(trained.stderrText)")
+        #expect(trained.stderrText.contains("training 3\n"), "\(trained.stderrText)")
+        #expect(try String(contentsOf: weights, encoding: .utf8) == "xyzxyzxyz")
+        #expect(try JSONDecoder().decode([String: JSONValue].self, from: trained.stdout)["weights"] == .string(weights.path))
+        // The project stays as it was: the trainer wrote in a folder of its own.
+        #expect(!FileManager.default.fileExists(atPath: project.appendingPathComponent("weights.bin").path))
+
+        let refused = try CLI.run(["train", project.path, "-i", "n=10"], home: home)
+        #expect(refused.status == 1 && refused.stderrText == "error: input \"n\": is above maximum 9\n", "\(refused.stderrText)")
+
+        // A built version carries train: and trains the same way.
+        #expect(try CLI.run(["build", project.path, "-t", "acme/letters:v1"], home: home).status == 0)
+        let fromVersion = try CLI.run(["train", "acme/letters:v1", "--json", "-o", home.appendingPathComponent("v1.bin").path], home: home)
+        let report = try JSONDecoder().decode([String: JSONValue].self, from: fromVersion.stdout)
+        #expect(report["status"] == .string("succeeded") && report["logs"] == .string("training 2\n"), "\(fromVersion.stderrText)")
+        #expect(try String(contentsOf: home.appendingPathComponent("v1.bin"), encoding: .utf8) == "xyzxyz")
+
+        // A model without train: says how to add one.
+        let plain = try TestSupport.makeProject(["lathe.yaml": "predict: p.py:predict\ninputs: {}\noutput: {type: string}\n",
+                                                 "p.py": "def predict() -> str:\n    return 'x'\n"])
+        let none = try CLI.run(["train", plain.path], home: home)
+        #expect(none.status == 1 && none.stderrText.hasPrefix("error: this model declares no train: entry point — add to lathe.yaml"), "\(none.stderrText)")
+    }
+
     @Test("build --json, an unchanged rebuild reusing weights, images, inspect, -o tar, rm")
     func buildAndStore() throws {
         let home = try TestSupport.makeProject([:])
@@ -386,10 +444,10 @@ struct CommandTests {
         ])
         let failed = try CLI.run(["validate", "--import", project.path])
         #expect(failed.status == 1)
-        #expect(failed.stderrText.hasSuffix("error: predict.py:2:1: importing the predictor failed: ModuleNotFoundError: No module named 'notapackage' — add the package to python_packages in lathe.yaml\n"))
+        #expect(failed.stderrText.hasSuffix("error: predict.py:2:1: importing predict.py failed: ModuleNotFoundError: No module named 'notapackage' — add the package to python_packages in lathe.yaml\n"))
         let ok = try CLI.run(["validate", "--import", TestSupport.sample("classifier").path])
         #expect(ok.status == 0, "\(ok.stderrText)")
-        #expect(ok.output.contains("the predictor imports"))
+        #expect(ok.output.contains("the code imports"))
     }
 
     @Test("--json-input and data URIs feed inputs")

@@ -187,3 +187,40 @@ struct CogImportTests {
         #expect(spec.output.type == .file)
     }
 }
+
+@Suite("converting Cog trainers")
+struct CogTrainImportTests {
+    @Test("cog.yaml's train: becomes train: with the trainer's inputs, and names a missing trainer in a sentence")
+    func convertTrain() throws {
+        let project = try TestSupport.makeProject([
+            "cog.yaml": "build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\ntrain: \"train.py:train\"\n",
+            "predict.py": "from cog import BasePredictor\n\nclass Predictor(BasePredictor):\n    def predict(self, text: str) -> str:\n        return text\n",
+            "train.py": """
+            from cog import BaseModel, Input, Path
+
+            class TrainingOutput(BaseModel):
+                weights: Path
+
+            def train(data: Path = Input(description="Examples"), epochs: int = Input(default=3, ge=1)) -> TrainingOutput:
+                return TrainingOutput(weights=Path("w.bin"))
+            """,
+        ])
+        defer { try? FileManager.default.removeItem(at: project) }
+        let conversion = try CogImport.conversion(project: project)
+        #expect(!conversion.notes.contains { $0.contains("train") }, "\(conversion.notes)")
+        let spec = try SpecParser.parse(conversion.text)
+        #expect(spec.train?.entry.description == "train.py:train")
+        #expect(spec.train?.inputs.map(\.name) == ["data", "epochs"])
+        #expect(spec.train?.inputs.first?.type == .file && spec.train?.inputs.first?.description == "Examples")
+        #expect(spec.train?.inputs.last?.default == .int(3) && spec.train?.inputs.last?.minimum == 1)
+        #expect(throws: Never.self) { try PredictorCheck.check(spec, project: project) }
+
+        try Data("build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\ntrain: \"train.py:fit\"\n".utf8)
+            .write(to: project.appendingPathComponent("cog.yaml"))
+        #expect {
+            try CogImport.conversion(project: project)
+        } throws: { error in
+            "\(error)".contains("train: names fit, which train.py does not define (it defines TrainingOutput, train)")
+        }
+    }
+}

@@ -526,10 +526,11 @@ def serve_concurrently(runner, loop):
 
 
 class Runner:
-    def __init__(self, channel, capture, entry):
+    def __init__(self, channel, capture, entry, role="predict"):
         self.channel = channel
         self.capture = capture
         self.entry = entry
+        self.role = role  # which method of a class is called: predict (or run), or train
         self.predict = None
         self.signature = None
         self.current = None
@@ -553,7 +554,10 @@ class Runner:
                         self.loop.run_until_complete(result)
                     else:
                         asyncio.run(result)
-            self.predict = getattr(instance, "predict", None) or getattr(instance, "run")
+            if self.role == "train":
+                self.predict = instance.train
+            else:
+                self.predict = getattr(instance, "predict", None) or getattr(instance, "run")
         else:
             self.predict = target
         self.signature = inspect.signature(self.predict)
@@ -756,6 +760,20 @@ def import_entry(entry):
     return getattr(module, symbol)
 
 
+def enter_workspace(directory):
+    """Makes `directory` the working directory, with the project's files linked into it: the
+    code reads them where it expects them and writes new files (a trainer's weights) beside
+    them, while the project itself stays read-only. The code was imported from the project
+    first, so tracebacks name its own paths."""
+    project = os.getcwd()
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(project):
+        link = os.path.join(directory, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(project, name), link)
+    os.chdir(directory)
+
+
 def iterate_async(generator):
     loop = asyncio.new_event_loop()
     try:
@@ -775,6 +793,9 @@ def main():
     parser.add_argument("--import-only", action="store_true", help="import the entry point and exit (lathe validate --import)")
     parser.add_argument("--safety-checker", default="", help="file.py:function called on outputs; False flags them")
     parser.add_argument("--concurrency", type=int, default=1, help="predictions answered at once (the spec's concurrency)")
+    parser.add_argument("--role", choices=("predict", "train"), default="predict",
+                        help="the method of a class entry point that is called: predict (or run), or train")
+    parser.add_argument("--workspace", default="", help="a writable folder to work in after setup (trainings)")
     args = parser.parse_args()
     if args.import_only:
         install_cog_shim()
@@ -786,7 +807,7 @@ def main():
     channel = Channel(os.dup(1))
     capture = LogCapture(channel)
     install_cog_shim()
-    runner = Runner(channel, capture, args.entry)
+    runner = Runner(channel, capture, args.entry, args.role)
     runner.safety_entry = args.safety_checker
     # The parent may have started us with signals blocked (threads of async runtimes do), and a
     # blocked SIGIO would make cancellation wait forever (Commands). Ctrl-C belongs to Lathe,
@@ -805,6 +826,8 @@ def main():
         channel.send(type="setup_failed", error=setup_failure(exception))
         sys.exit(1)
     capture.sync()
+    if args.workspace:
+        enter_workspace(args.workspace)
     channel.send(type="ready", setup_time=round(time.monotonic() - started, 6))
     if runner.loop is not None:
         serve_concurrently(runner, runner.loop)

@@ -1,6 +1,6 @@
 """Static inspection of a Lathe (or Cog) predict entry point.
 
-Usage: python3 inspect_predictor.py FILE SYMBOL
+Usage: python3 inspect_predictor.py FILE SYMBOL [predict|train]
        python3 inspect_predictor.py --imports FILE...
 Prints one JSON object describing the entry point, or (--imports) the modules each file imports
 at module level: [{"file", "module", "line", "stdlib"}]. Never imports or runs the model's code, so the
@@ -161,6 +161,8 @@ def function(fn, skip_self):
 
 def main():
     path, symbol = sys.argv[1], sys.argv[2]
+    # A class's method: predict() (or Cog's newer run()) for predict:, train() for train:.
+    role = sys.argv[3] if len(sys.argv) > 3 else "predict"
     try:
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
@@ -189,7 +191,7 @@ def main():
             for base in current.bases:
                 if name_of(base) in top and isinstance(top[name_of(base)], ast.ClassDef):
                     chain.append(top[name_of(base)])
-        entry = methods.get("predict") or methods.get("run")
+        entry = methods.get("train") if role == "train" else (methods.get("predict") or methods.get("run"))
         setup = methods.get("setup")
         return {
             "kind": "class", "name": node.name, "line": node.lineno, "column": node.col_offset + 1,
