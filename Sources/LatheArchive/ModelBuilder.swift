@@ -22,7 +22,8 @@ public struct ModelBuilder {
 
         /// The version id: sha256 of the config blob, 64 hex digits.
         public var version: String
-        public var reference: String
+        /// The `name:tag` it was tagged with; nil for a build kept untagged.
+        public var reference: String?
         public var manifest: Digest
         public var config: Digest
         public var layers: [Layer]
@@ -38,8 +39,8 @@ public struct ModelBuilder {
         self.cache = cache
     }
 
-    /// Builds `project` whose parsed spec is `spec` and tags it `refName` (`name:tag`).
-    public func build(project: URL, spec: ModelSpec, refName: String) throws -> Result {
+    /// Builds `project` whose parsed spec is `spec` and tags it `refName` (`name:tag`) when given.
+    public func build(project: URL, spec: ModelSpec, refName: String?) throws -> Result {
         let files = try ProjectFiles.scan(project, spec: spec)
         var layers: [ModelConfig.Layer] = []
         var descriptors: [Descriptor] = []
@@ -83,7 +84,7 @@ public struct ModelBuilder {
         if let license = spec.license { annotations[Annotation.licenses] = license }
         let manifest = Manifest(config: configDescriptor, layers: descriptors, annotations: annotations.isEmpty ? nil : annotations)
         let manifestDescriptor = try store.writeManifest(manifest)
-        try store.tag(manifestDescriptor, as: refName)
+        if let refName { try store.tag(manifestDescriptor, as: refName) }
         return Result(version: configDescriptor.digest.hex, reference: refName, manifest: manifestDescriptor.digest,
                       config: configDescriptor.digest, layers: summary)
     }

@@ -66,14 +66,24 @@ struct LocalRun: ParsableArguments {
         var logs: String
         var metrics: [String: Double]
         var version: String?
+        /// The version `lathe train -t` made.
+        var trainedVersion: String?
+
+        enum CodingKeys: String, CodingKey {
+            case status, output, error, logs, metrics, version
+            case trainedVersion = "trained_version"
+        }
     }
 
-    /// Runs `role`'s entry point once and reports as `lathe predict` and `lathe train` do.
-    func run(_ role: EntryRole) async throws {
+    /// Runs `role`'s entry point once and reports as `lathe predict` and `lathe train` do; a
+    /// training given `tag` also makes a new version of the model with the weights it returned.
+    func run(_ role: EntryRole, tag: String? = nil) async throws {
         try await guarded {
             let home = LocalStore.home
             var (prepared, version) = try resolveModel(home: home)
             let what = role == .train ? "training" : "prediction"
+            let trainedName = try tag.map { try BuildCommand.refName(tag: $0, spec: prepared.spec, project: projectURL(target)) }
+            let base = try trainedName.map { _ in try baseImage(of: prepared, version: version) }
             if role == .train {
                 guard let training = prepared.training() else {
                     throw Diagnostic(nil, "\(version.map { "version \($0.prefix(12))" } ?? "this model") declares no train: entry point",
@@ -167,13 +177,18 @@ struct LocalRun: ParsableArguments {
                 }
             }
             if concatenate && !json { print("") }
-            let result = try OutputFiles.place(outcome.output, from: outputs, destination: destination)
+            let (result, files) = try OutputFiles.place(outcome.output, from: outputs, destination: destination)
+            var trained: ModelBuilder.Result?
+            if outcome.status == .succeeded, let base, let trainedName {
+                trained = try ModelBuilder(store: LocalStore(), cache: nil).trained(from: base, files: files, refName: trainedName)
+                printError("built \(trainedName) (version \(trained!.version.prefix(12))): \(version.map { "version \($0.prefix(12))" } ?? "the project") with the trained weights")
+            }
             let streamed = spec.output.type == .iterator
             if json {
                 var metrics = ["setup_time": setupTime]
                 if let predictTime = outcome.predictTime { metrics["predict_time"] = predictTime }
                 try printJSON(Report(status: outcome.status.rawValue, output: result, error: outcome.error, logs: outcome.logs,
-                                     metrics: metrics, version: version))
+                                     metrics: metrics, version: version, trainedVersion: trained?.version))
             } else if outcome.status == .succeeded, let result, !streamed || OutputFiles.containsFiles(outcome.output) {
                 if case .string(let text) = result { print(text) } else { try printJSON(result) }
             }
@@ -187,6 +202,17 @@ struct LocalRun: ParsableArguments {
                 throw ExitCode.failure
             }
         }
+    }
+
+    /// The stored version a training starts from: the one named, or the project built (untagged)
+    /// into the local store, so a failed training leaves every tag as it was.
+    private func baseImage(of prepared: PreparedModel, version: String?) throws -> LocalStore.Image {
+        let store = try LocalStore()
+        if let version { return try store.resolve(version) }
+        let built = try ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
+            .build(project: projectURL(target), spec: prepared.spec, refName: nil)
+        let manifest = try store.readBlob(built.manifest)
+        return try store.image(Descriptor(mediaType: MediaType.imageManifest, digest: built.manifest, size: Int64(manifest.count)))
     }
 
     /// A folder with lathe.yaml runs in place; anything else is looked up in the local store.

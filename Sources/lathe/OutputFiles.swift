@@ -12,11 +12,12 @@ enum OutputFiles {
         }
     }
 
-    static func place(_ output: JSONValue?, from directory: URL, destination: String?) throws -> JSONValue? {
-        guard let output else { return nil }
+    /// The output with the files' new paths in it, and those files in output order.
+    static func place(_ output: JSONValue?, from directory: URL, destination: String?) throws -> (output: JSONValue?, files: [URL]) {
+        guard let output else { return (nil, []) }
         var names: [String] = []
         collect(output, into: &names)
-        guard !names.isEmpty else { return output }
+        guard !names.isEmpty else { return (output, []) }
         let fileManager = FileManager.default
         let base = URL(fileURLWithPath: destination ?? FileManager.default.currentDirectoryPath)
         var isDirectory: ObjCBool = false
@@ -40,7 +41,7 @@ enum OutputFiles {
             try? fileManager.removeItem(at: target)
             try fileManager.moveItem(at: source, to: target)
         }
-        return replace(output, targets)
+        return (replace(output, targets), names.compactMap { targets[$0] })
     }
 
     private static func collect(_ value: JSONValue, into names: inout [String]) {

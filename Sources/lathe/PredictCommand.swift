@@ -22,7 +22,10 @@ struct TrainCommand: AsyncParsableCommand {
 
     @OptionGroup var options: LocalRun
 
+    @Option(name: .shortAndLong, help: "Also make a new version, NAME[:TAG], of the model with the trained weights (its setup(weights) gets them), as a training on the registry does.")
+    var tag: String?
+
     func run() async throws {
-        try await options.run(.train)
+        try await options.run(.train, tag: tag)
     }
 }

@@ -209,3 +209,59 @@ def test_bad_cog_projects_get_a_sentence(server, tmp_path):
         assert converted.returncode == 1, (name, converted.stdout, converted.stderr)
         lines = converted.stderr.strip().split("\n")
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0] and "Traceback" not in converted.stderr, (name, converted.stderr)
+
+
+COG_TRAINER = '''from cog import BaseModel, Input, Path
+
+
+class TrainingOutput(BaseModel):
+    weights: Path
+
+
+def train(word: str = Input(description="What the tuned model says"), times: int = Input(default=2, ge=1, le=5)) -> TrainingOutput:
+    with open("weights.txt", "w") as handle:  # where it stands, as Cog trainers write
+        handle.write(" ".join([word] * times))
+    return TrainingOutput(weights=Path("weights.txt"))
+'''
+
+COG_TUNABLE = '''from cog import BasePredictor, Input
+
+
+class Predictor(BasePredictor):
+    def setup(self, weights=None):
+        self.said = open(weights).read() if weights else "untrained"
+
+    def predict(self, name: str = Input(description="Who")) -> str:
+        return self.said + ", " + name
+'''
+
+
+def test_a_cog_trainer_converts_trains_locally_and_its_trained_version_runs_on_the_registry(server, tmp_path):
+    """Cog's `train:` is carried by --from-cog; `lathe train -t` makes a version whose
+    setup(weights) gets the trained weights, and that version pushes and runs like any other."""
+    folder = tmp_path / "tunable"
+    folder.mkdir()
+    (folder / "cog.yaml").write_text('build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\ntrain: "train.py:train"\n')
+    (folder / "predict.py").write_text(COG_TUNABLE)
+    (folder / "train.py").write_text(COG_TRAINER)
+    converted = subprocess.run([LATHE, "init", "--from-cog", str(folder)], capture_output=True, text=True, env=server.env)
+    assert converted.returncode == 0 and "train" not in converted.stderr, converted.stderr
+    assert "train:\n  entry: \"train.py:train\"\n  inputs:\n    word: {type: string, description: \"What the tuned model says\"}" in (folder / "lathe.yaml").read_text()
+    weights = tmp_path / "trained.txt"
+    trained = subprocess.run([LATHE, "train", str(folder), "-i", "word=hola", "-i", "times=3", "-o", str(weights), "-t", "alice/tunable:tuned", "--json"],
+                             capture_output=True, text=True, env=server.env)
+    assert trained.returncode == 0, trained.stderr
+    report = __import__("json").loads(trained.stdout)
+    assert report["status"] == "succeeded" and len(report["trained_version"]) == 64, report
+    assert weights.read_text() == "hola hola hola"
+    local = subprocess.run([LATHE, "predict", "alice/tunable:tuned", "-i", "name=ada"], capture_output=True, text=True, env=server.env)
+    assert local.returncode == 0 and local.stdout.strip() == "hola hola hola, ada", local.stdout + local.stderr
+    untrained = subprocess.run([LATHE, "predict", str(folder), "-i", "name=ada"], capture_output=True, text=True, env=server.env)
+    assert untrained.stdout.strip() == "untrained, ada", untrained.stdout + untrained.stderr
+    pushed = subprocess.run([LATHE, "push", "alice/tunable:tuned", "alice/tunable", "--json"], capture_output=True, text=True, env=server.env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert __import__("json").loads(pushed.stdout)["version"] == report["trained_version"], pushed.stdout
+    client = server.client()
+    assert client.run("alice/tunable", input={"name": "bo"}) == "hola hola hola, bo"
+    version = client.models.get("alice/tunable").versions.get(report["trained_version"])
+    assert version.id == report["trained_version"]
