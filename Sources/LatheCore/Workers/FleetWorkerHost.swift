@@ -52,3 +52,13 @@ package struct FleetWorkerHost {
         return BootedInstance(runner: remote, setup: setup, lost: remote.notTheModel)
     }
 }
+
+/// Commands to one worker of the fleet go through its long polls (held here or by another
+/// replica); a stopped instance frees its slot in the shared store.
+package struct FleetChannel: WorkerChannel {
+    package let workerID: String
+    package unowned let fleet: WorkerFleet
+
+    package func send(_ command: WorkerCommand) { fleet.send(workerID, command) }
+    package func forget(_ instance: RemoteInstance) { fleet.remove(instance) }
+}

@@ -3,7 +3,7 @@ import LatheRunner
 import Logging
 import LatheStore
 
-/// The remote workers, as this replica takes part in them (DESIGN §6). The fleet itself lives in
+/// The workers, as this replica takes part in them (DESIGN §6); `lathe serve`'s embedded worker is one. The fleet itself lives in
 /// the metadata store (``WorkerStore``): any replica registers a worker, takes its heartbeat,
 /// holds its long poll and places instances on it. What stays here is only what cannot be
 /// shared: the long polls this replica holds, the instances it placed (whose predictions it
@@ -400,22 +400,4 @@ public final class WorkerFleet: @unchecked Sendable {
         // Every replica (this one too) hears the event and places what waits.
         if let events { await events.publish(.fleetChanged) } else { handler?() }
     }
-}
-
-/// A worker inside this process (`lathe serve`'s embedded worker): the fleet hands it its
-/// commands in order, where a `lathe worker` would take them with a long poll.
-package protocol LocalWorker: Sendable {
-    /// Registered as `id`: told before any replica can place on it.
-    func joined(as id: String)
-    func send(_ command: WorkerCommand)
-}
-
-/// Commands to one worker of the fleet go through its long polls (held here or by another
-/// replica); a stopped instance frees its slot in the shared store.
-package struct FleetChannel: WorkerChannel {
-    package let workerID: String
-    package unowned let fleet: WorkerFleet
-
-    package func send(_ command: WorkerCommand) { fleet.send(workerID, command) }
-    package func forget(_ instance: RemoteInstance) { fleet.remove(instance) }
 }
