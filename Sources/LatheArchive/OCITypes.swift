@@ -67,6 +67,11 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     /// Requirement lines, from `python_packages` or the requirements file.
     public var requirements: [String]
     public var layers: [Layer]
+    /// Set only on the config a registry derives to run a training (``forTraining(of:)``):
+    /// the runner calls the entry point's `train`. Never in a pushed config.
+    public var role: EntryRole?
+    /// The version a training config was derived from (with ``role``).
+    public var trainingOf: String?
 
     public init(spec: ModelSpec, openapiSchema: JSONValue, requirements: [String], layers: [Layer]) {
         self.spec = spec
@@ -76,7 +81,8 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, spec, requirements, layers
+        case format, spec, requirements, layers, role
         case openapiSchema = "openapi_schema"
+        case trainingOf = "training_of"
     }
 }

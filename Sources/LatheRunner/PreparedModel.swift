@@ -67,7 +67,7 @@ public struct PreparedModel: Sendable {
             }
             try? FileManager.default.removeItem(at: staging)
         }
-        return PreparedModel(spec: config.spec, directory: target, requirements: config.requirements)
+        return PreparedModel(spec: config.spec, directory: target, requirements: config.requirements, role: config.role ?? .predict)
     }
 
     /// Weights paths come from a config that may not be ours: refuse anything leaving the folder.

@@ -141,6 +141,48 @@ struct StoreSuiteTests {
         #expect(try await models.model(owner: "alice", name: "secret", viewer: asAlice) == nil)
     }
 
+    @Test("trainings: the configs they run under are versions no listing shows, and their rows list apart from predictions", arguments: backends)
+    func trainings(_ backend: Backend) async throws {
+        let database = try await Self.open(backend)
+        defer { Task { try? await database.close() } }
+        let accounts = AccountStore(database: database), models = ModelStore(database: database), store = PredictionStore(database: database)
+        let alice = try await accounts.createUser("alice", password: nil)
+        let asAlice = try await accounts.principal(for: alice)
+        let model = try await models.createModel(owner: alice, name: "tunable", visibility: "public", description: nil, license: nil)
+        let base = String(repeating: "b", count: 64), derived = String(repeating: "d", count: 64)
+        let baseManifest = "sha256:" + String(repeating: "1", count: 64), derivedManifest = "sha256:" + String(repeating: "2", count: 64)
+        try await models.addManifest(repository: model.repository, digest: baseManifest, mediaType: "application/vnd.oci.image.manifest.v1+json", size: 10)
+        try await models.addManifest(repository: model.repository, digest: derivedManifest, mediaType: "application/vnd.oci.image.manifest.v1+json", size: 10)
+        try await models.addVersion(model, id: base, manifestDigest: baseManifest, openapiSchema: "{}")
+        try await models.addVersion(model, id: derived, manifestDigest: derivedManifest, openapiSchema: "{}", trainingOf: base)
+        #expect(try await models.versions(of: model).map(\.id) == [base])
+        #expect(try await models.latestVersion(of: model)?.id == base)
+        #expect(try await models.version(of: model, id: derived) == nil)
+        #expect(try await models.findVersion(derived, viewer: asAlice) == nil)
+        #expect(try await models.manifestDigest(modelID: model.id, version: derived) == derivedManifest, "the scheduler finds it by id")
+
+        var training = PredictionRecord(id: "t" + String(repeating: "a", count: 25), modelID: model.id, model: model.repository, version: derived,
+                                        creatorID: alice.id, source: "api", status: .starting, input: "{}", logs: "", createdAt: Timestamp.now(),
+                                        dataRemoved: false, shared: false)
+        let order = TrainingOrder(baseVersion: base, destinationID: "m2", destination: "alice/tuned")
+        training.training = String(decoding: try JSONEncoder().encode(order), as: UTF8.self)
+        try await store.insert(training)
+        var prediction = training
+        prediction.id = "p" + String(repeating: "a", count: 25)
+        prediction.training = nil
+        try await store.insertFinished(prediction, checkSafety: true)
+        #expect(try await store.prediction(training.id)?.trainingOrder == order)
+        #expect(try await store.list(viewer: asAlice, trainings: true, after: nil, createdAfter: nil, createdBefore: nil, limit: 10).map(\.id) == [training.id])
+        #expect(try await store.list(viewer: asAlice, after: nil, createdAfter: nil, createdBefore: nil, limit: 10).map(\.id) == [prediction.id])
+        #expect(try await store.dashboard(account: alice.id, status: nil, model: nil, after: nil, limit: 10).map(\.id) == [prediction.id])
+
+        // The trained version goes with the configs its trainings ran under.
+        try await models.deleteVersion(model, id: base)
+        #expect(try await models.manifestDigest(modelID: model.id, version: derived) == nil)
+        #expect(try await models.manifest(repository: model.repository, digest: derivedManifest) == nil)
+        #expect(try await models.manifest(repository: model.repository, digest: baseManifest) != nil, "the route deletes the version's own manifest")
+    }
+
     @Test("readmes: a push's README.md is taken until the readme is edited by hand", arguments: backends)
     func readmes(_ backend: Backend) async throws {
         let database = try await Self.open(backend)

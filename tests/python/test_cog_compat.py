@@ -265,3 +265,68 @@ def test_a_cog_trainer_converts_trains_locally_and_its_trained_version_runs_on_t
     assert client.run("alice/tunable", input={"name": "bo"}) == "hola hola hola, bo"
     version = client.models.get("alice/tunable").versions.get(report["trained_version"])
     assert version.id == report["trained_version"]
+
+
+def test_trainings_through_the_official_client_make_a_version_of_the_destination(server, tmp_path):
+    """Replicate's trainings API on the registry: trainings.create runs the version's train: on
+    the fleet; its output {version, weights} names a new version of the destination, which
+    runs with the trained weights. Bad destinations, inputs and untrainable versions get a
+    sentence."""
+    import time
+
+    import replicate
+    import pytest
+    folder = tmp_path / "trainable"
+    folder.mkdir()
+    (folder / "cog.yaml").write_text('build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\ntrain: "train.py:train"\n')
+    (folder / "predict.py").write_text(COG_TUNABLE)
+    (folder / "train.py").write_text(COG_TRAINER)
+    assert subprocess.run([LATHE, "init", "--from-cog", str(folder)], capture_output=True, text=True, env=server.env).returncode == 0
+    pushed = subprocess.run([LATHE, "push", str(folder), "alice/trainable", "--json"], capture_output=True, text=True, env=server.env)
+    assert pushed.returncode == 0, pushed.stderr
+    base = __import__("json").loads(pushed.stdout)["version"]
+    client = server.client()
+    client.models.create(owner="alice", name="trained", visibility="private", hardware="cpu")
+
+    training = client.trainings.create(version=f"alice/trainable:{base}", input={"word": "ciao", "times": 2}, destination="alice/trained")
+    assert training.status in ("starting", "processing") and training.destination == "alice/trained" and training.version == base
+    for _ in range(240):
+        if training.status in ("succeeded", "failed", "canceled"):
+            break
+        time.sleep(0.5)
+        training.reload()
+    assert training.status == "succeeded", (training.status, training.error, training.logs)
+    made = training.output["version"]
+    assert made.startswith("alice/trained:") and training.output["weights"].startswith(server.url), training.output
+    assert client.run(made, input={"name": "bo"}) == "ciao ciao, bo"
+    assert client.run("alice/trained", input={"name": "bo"}) == "ciao ciao, bo"  # the destination's latest
+    assert client.run(f"alice/trainable:{base}", input={"name": "bo"}) == "untrained, bo"
+    assert [t.id for t in client.trainings.list().results] == [training.id]
+    assert training.id not in [p.id for p in client.predictions.list().results]
+    # The config the training ran under is no version anyone sees.
+    assert [v.id for v in client.models.get("alice/trainable").versions.list()] == [base]
+    assert httpx.get(f"{server.url}/v1/trainings/{training.id}", headers={"Authorization": f"Bearer {server.bob}"}).status_code == 404
+    assert httpx.get(f"{server.url}/v1/trainings", headers={"Authorization": f"Bearer {server.bob}"}).json()["results"] == []
+
+    with pytest.raises(replicate.exceptions.ReplicateError) as missing:
+        client.trainings.create(version=f"alice/trainable:{base}", input={"word": "x"}, destination="alice/nowhere")
+    assert missing.value.status == 404 and "The specified training destination does not exist" in str(missing.value)
+    bad = httpx.post(f"{server.url}/v1/models/alice/trainable/versions/{base}/trainings", json={"destination": "alice/trained", "input": {"word": "x", "times": 9}},
+                     headers={"Authorization": f"Bearer {server.token}"})
+    assert bad.status_code == 422 and "times" in bad.text, bad.text
+    (folder / "lathe.yaml").write_text((folder / "lathe.yaml").read_text().split("train:")[0])
+    plain = subprocess.run([LATHE, "push", str(folder), "alice/trainable", "--json"], capture_output=True, text=True, env=server.env)
+    untrainable = __import__("json").loads(plain.stdout)["version"]
+    refused = httpx.post(f"{server.url}/v1/models/alice/trainable/versions/{untrainable}/trainings", json={"destination": "alice/trained", "input": {}},
+                         headers={"Authorization": f"Bearer {server.token}"})
+    assert refused.status_code == 400 and "declares no train: entry point" in refused.text, refused.text
+    # Bob may train alice's public model, but not put a version into her model: the same answer
+    # as a missing destination.
+    assert httpx.patch(f"{server.url}/v1/models/alice/trainable", json={"visibility": "public"},
+                       headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
+    bobs = httpx.post(f"{server.url}/v1/models/alice/trainable/versions/{base}/trainings", json={"destination": "alice/trained", "input": {"word": "x"}},
+                      headers={"Authorization": f"Bearer {server.bob}"})
+    assert bobs.status_code == 404 and "The specified training destination does not exist" in bobs.text, bobs.text
+    # The trained version stands on its own: deleting the version it was trained from leaves it running.
+    assert httpx.delete(f"{server.url}/v1/models/alice/trainable/versions/{base}", headers={"Authorization": f"Bearer {server.token}"}).status_code in (202, 204)
+    assert client.run(made, input={"name": "bo"}) == "ciao ciao, bo"

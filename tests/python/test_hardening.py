@@ -64,7 +64,8 @@ HOSTILE = ["", " ", "-1", "0", "nan", "inf", "-inf", "1e400", "9" * 40, "9999999
            "../../etc/passwd", "a" * 5000, "null", "{}", "[]", "sha256:" + "0" * 64, "sha256:zz", "'; DROP TABLE models; --"]
 JSON_BODIES = [b"", b"{", b"[]", b"null", b"1e999", b'{"version": 5}', b'{"input": []}', b'{"version": "x", "input": {"text": 1}}',
                b'{"webhook": "http://"}', b'\xff\xfe{"a": "\xc3\x28"}', b'{"a": "' + b"\\ud800" + b'"}', b'{"a":' * 500, b'{"hardware": null}',
-               b'{"prediction_id": []}', b'{"name": {"x": 1}}', b'{"visibility": 42}', b'{"members": "x"}']
+               b'{"prediction_id": []}', b'{"name": {"x": 1}}', b'{"visibility": 42}', b'{"members": "x"}',
+               b'{"destination": "alice/hello", "input": {"text": 1}}', b'{"destination": ["x"]}', b'{"destination": "../..", "input": []}']
 ROUTES = [
     ("GET", "/v1/account"), ("GET", "/v1/models"), ("POST", "/v1/models"), ("QUERY", "/v1/models"), ("GET", "/v1/models/{o}/{n}"),
     ("PATCH", "/v1/models/{o}/{n}"), ("DELETE", "/v1/models/{o}/{n}"), ("GET", "/v1/models/{o}/{n}/versions"),
@@ -77,6 +78,8 @@ ROUTES = [
     ("GET", "/v1/tokens"), ("POST", "/v1/tokens"), ("DELETE", "/v1/tokens/{id}"), ("GET", "/v1/organizations"),
     ("POST", "/v1/organizations"), ("GET", "/v1/organizations/{o}/members"), ("PUT", "/v1/organizations/{o}/members/{n}"),
     ("POST", "/v1/models/{o}/{n}/examples"), ("GET", "/v1/models/{o}/{n}/examples"), ("GET", "/v1/{id}"),
+    ("POST", "/v1/models/{o}/{n}/versions/{id}/trainings"), ("GET", "/v1/trainings"), ("GET", "/v1/trainings/{id}"),
+    ("POST", "/v1/trainings/{id}/cancel"),
     ("GET", "/v2/"), ("GET", "/v2/{o}/{n}/tags/list"), ("GET", "/v2/{o}/{n}/manifests/{id}"), ("PUT", "/v2/{o}/{n}/manifests/{id}"),
     ("HEAD", "/v2/{o}/{n}/blobs/{id}"), ("GET", "/v2/{o}/{n}/blobs/{id}"), ("POST", "/v2/{o}/{n}/blobs/uploads/"),
     ("PATCH", "/v2/{o}/{n}/blobs/uploads/{id}"), ("PUT", "/v2/{o}/{n}/blobs/uploads/{id}"), ("GET", "/v2/{o}/{n}/blobs/uploads/{id}"),
@@ -122,7 +125,7 @@ def valid_http(path, headers):
 def shape_problem(path, status, kind, answer):
     """What is wrong with an error answer's shape, or None."""
     try:
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or path.split("?")[0] == "/v1":
             if not kind.startswith("application/problem+json") or not json.loads(answer).get("detail"):
                 return f"{kind} {answer[:200]!r} is not problem+json with a detail"
         elif path.startswith("/v2/"):

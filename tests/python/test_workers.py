@@ -342,6 +342,55 @@ def test_the_version_cache_is_bounded_least_recently_used_and_kept_across_restar
         cache.kill()
 
 
+TUNABLE = """python: "3.11"
+predict: predict.py:Model
+inputs: {name: string}
+output: {type: string}
+train:
+  entry: predict.py:Model
+  inputs: {word: string}
+"""
+
+TUNABLE_PY = """from pathlib import Path
+
+class Model:
+    def setup(self, weights=None):
+        self.word = open(weights).read() if weights else "plain"
+
+    def predict(self, name: str) -> str:
+        return f"{self.word} {name}"
+
+    def train(self, word: str) -> Path:
+        Path("word.txt").write_text(word)  # where it stands, as Cog trainers write
+        return Path("word.txt")
+"""
+
+
+def test_a_training_runs_on_a_remote_worker_and_its_version_runs_there_too(fleet):
+    """The config a training runs under is pulled by a worker like any version (this server runs
+    no model itself; the runner calls the class's train, not its predict), and the version it
+    makes is the destination's."""
+    folder = tempfile.mkdtemp(prefix="lathe-tunable-")
+    with open(os.path.join(folder, "lathe.yaml"), "w") as spec:
+        spec.write(TUNABLE)
+    with open(os.path.join(folder, "predict.py"), "w") as code:
+        code.write(TUNABLE_PY)
+    base = push(fleet, folder, "tunable")
+    status, _ = call(fleet, "POST", "/v1/models", {"owner": "alice", "name": "tuned", "visibility": "private", "hardware": "cpu"})
+    assert status == 201
+    status, training = call(fleet, "POST", f"/v1/models/alice/tunable/versions/{base}/trainings", {"destination": "alice/tuned", "input": {"word": "hej"}})
+    assert status == 201 and training["urls"]["get"].endswith(f"/v1/trainings/{training['id']}"), training
+    deadline = time.time() + 90
+    while training["status"] not in ("succeeded", "failed", "canceled"):
+        assert time.time() < deadline, training
+        time.sleep(0.1)
+        _, training = call(fleet, "GET", f"/v1/trainings/{training['id']}")
+    assert training["status"] == "succeeded", training
+    assert training["output"]["version"].startswith("alice/tuned:"), training
+    assert predict(fleet, "tuned", {"name": "ada"})["output"] == "hej ada"
+    assert predict(fleet, "tunable", {"name": "ada"})["output"] == "plain ada"
+
+
 def busy_worker(fleet, workers, seconds=60):
     """The worker that runs a model process now (the sleepy version's instance)."""
     found = []

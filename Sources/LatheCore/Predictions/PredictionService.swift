@@ -59,7 +59,7 @@ package struct PredictionService {
     /// ending, instead of inserted and then completed (``DeferredInsert``).
     package func submit(model: ModelRecord, version: VersionRecord, principal: Principal, input raw: [String: JSONValue], source: String,
                 accountID: String? = nil, webhook: String? = nil, events: [String]? = nil, checkSafety: Bool = true,
-                context: [String: String] = [:], deferInsert: Bool = false) async throws -> Submitted {
+                context: [String: String] = [:], deferInsert: Bool = false, training: TrainingOrder? = nil) async throws -> Submitted {
         let spec = try await spec(of: model, version: version)
         let input = try InputValidator.validate(raw, spec: spec)
         if let events, let bad = events.first(where: { !["start", "output", "logs", "completed"].contains($0) }) {
@@ -74,6 +74,7 @@ package struct PredictionService {
             metrics: nil, createdAt: Timestamp.now(), startedAt: nil, completedAt: nil, dataRemoved: false, shared: false,
             webhook: webhook, webhookEventsFilter: events?.joined(separator: ","))
         record.accountID = accountID ?? principal.user.id
+        record.training = try training.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         if !context.isEmpty { record.context = String(decoding: JSONValue.object(context.mapValues { .string($0) }).serialized(), as: UTF8.self) }
         // The row is written while the model already runs; the answer and the completion both
         // wait for it (`Submitted.persisted`), so nobody ever sees a prediction without its row.

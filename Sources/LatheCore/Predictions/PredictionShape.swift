@@ -27,16 +27,26 @@ package struct PredictionShape {
         func decode(_ text: String?) -> JSONValue { Self.decode(text) }
         var metrics = decode(record.metrics).objectValue ?? [:]
         if let total = record.totalTime { metrics["total_time"] = .number(total) }
-        let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
-        return .object([
+        var fields: [String: JSONValue] = [
             "id": .string(record.id), "model": .string(record.model), "version": .string(record.version),
             "input": record.dataRemoved ? .null : decode(record.input), "output": output, "logs": .string(record.logs),
             "error": .optional(record.error), "status": .string(record.status.rawValue), "source": .string(record.source),
             "created_at": .string(record.createdAt), "started_at": .optional(record.startedAt), "completed_at": .optional(record.completedAt),
             "data_removed": .bool(record.dataRemoved), "metrics": record.isTerminal ? .object(metrics) : .object([:]),
-            "urls": .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
-                             "stream": .string(registry.baseURL + registry.streamPath(record.id))]),
-        ])
+        ]
+        if let order = record.trainingOrder {
+            // Replicate's training object: the version trained (the row runs the config derived
+            // from it), where its version goes, and `output` {version, weights} once it succeeded.
+            let base = "\(registry.baseURL)/v1/trainings/\(record.id)"
+            fields["version"] = .string(order.baseVersion)
+            fields["destination"] = .string(order.destination)
+            fields["urls"] = .object(["get": .string(base), "cancel": .string(base + "/cancel")])
+        } else {
+            let base = "\(registry.baseURL)/v1/predictions/\(record.id)"
+            fields["urls"] = .object(["get": .string(base), "cancel": .string(base + "/cancel"), "web": .string("\(registry.baseURL)/p/\(record.id)"),
+                                      "stream": .string(registry.baseURL + registry.streamPath(record.id))])
+        }
+        return .object(fields)
     }
 
     /// Every stored property, as the memberwise initializer would take them.

@@ -110,8 +110,24 @@ extension Scheduler {
             }
             outcome.error = (outcome.error ?? "its worker was lost") + " (it was tried 3 times)"
         }
+        // A succeeded training makes its destination's version from the files it returned
+        // (before they are published as its `weights` output, which moves them).
+        var trained: String?
+        if outcome.status == .succeeded, let order = job.record.trainingOrder {
+            do {
+                trained = try await Trainings(registry: registry).publish(order, modelID: job.record.modelID, output: outcome.output, from: outputs)
+            } catch {
+                outcome.status = .failed
+                outcome.error = "the training finished, but its version could not be made: \(error)"
+            }
+        }
         // What it streamed before it was canceled, timed out or failed stays its output.
-        let output = try? await OutputFiles.publish(outcome.output ?? progress.emitted, from: outputs, registry: registry)
+        var output = try? await OutputFiles.publish(outcome.output ?? progress.emitted, from: outputs, registry: registry)
+        if let trained {
+            // Replicate's training output: the version made, and where the weights are.
+            let weights = output?.objectValue?["weights"] ?? output ?? .null
+            output = .object(["version": .string(trained), "weights": weights])
+        }
         record.status = PredictionStatus(outcome.status)
         record.output = output.map { String(decoding: $0.serialized(), as: UTF8.self) }
         record.error = outcome.error

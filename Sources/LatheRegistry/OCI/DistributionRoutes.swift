@@ -406,6 +406,11 @@ struct DistributionRoutes {
             throw RegistryError(400, "the config blob is not a Lathe model config: \(Self.describe(error)); push a version made by `lathe build`",
                                 code: "MANIFEST_INVALID")
         }
+        // Only the registry derives configs that run a training (for its own trainings).
+        guard config.role == nil, config.trainingOf == nil else {
+            throw RegistryError(400, "the config sets role or training_of, which only the registry sets on the configs its trainings run; push a version made by `lathe build`",
+                                code: "MANIFEST_INVALID")
+        }
         // A config is a stranger's input: its spec passes every check `lathe validate` makes
         // before a version exists, and the schema the registry serves is made here from it.
         do {

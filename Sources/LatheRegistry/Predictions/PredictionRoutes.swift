@@ -25,6 +25,7 @@ struct PredictionRoutes {
             return try await create(request, context, model: model)
         }
         v1.get("predictions") { request, context in try await list(request, context) }
+        addTrainings(to: v1)
         v1.delete("predictions/:id") { _, context -> Response in
             let prediction = try await visible(context)
             guard prediction.creatorID == context.principal?.user.id else { throw RegistryError(404, "prediction not found") }
@@ -97,7 +98,7 @@ struct PredictionRoutes {
         }
     }
 
-    private func visible(_ context: RegistryContext) async throws -> PredictionRecord {
+    func visible(_ context: RegistryContext) async throws -> PredictionRecord {
         if context.rejectedCredentials { throw RegistryError(401, "the token is not valid (revoked or mistyped)") }
         guard let prediction = try await service.find(try context.parameters.require("id"), viewer: context.principal) else {
             throw RegistryError(404, "prediction not found")
@@ -194,10 +195,7 @@ struct PredictionRoutes {
                                       webhook: body.webhook, events: body.webhook_events_filter, checkSafety: body.disable_safety_checker != true,
                                       context: requestContext, deferInsert: wait != nil && body.webhook == nil)
         } catch let error as InputErrors {
-            let detail = error.fields.map(\.description).joined(separator: "; ")
-            let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
-                                           "invalid_fields": .array(error.fields.map { .object(["field": .string($0.field), "description": .string($0.message)]) })])
-            return try jsonResponse(body, status: .unprocessableContent)
+            return try Self.invalidInput(error)
         }
         let record = submitted.record
         if let seconds = cancelAfter {
@@ -223,6 +221,17 @@ struct PredictionRoutes {
         if inline && !current.isTerminal && RequestValues.expectsStartingAfterWait(request.headers[.userAgent]) { current.status = .starting }
         var response = try jsonResponse((inline ? await PredictionShape(registry: registry).jsonInliningFiles(current) : PredictionShape(registry: registry).json(current)), status: .created)
         response.headers[.location] = "\(registry.baseURL)/v1/predictions/\(record.id)"
+        return response
+    }
+
+    /// 422 with one entry per field that is wrong, as Replicate answers: a problem document
+    /// like every other error under /v1.
+    static func invalidInput(_ error: InputErrors) throws -> Response {
+        let detail = error.fields.map(\.description).joined(separator: "; ")
+        let body: JSONValue = .object(["title": .string("Invalid input"), "status": .int(422), "detail": .string(detail),
+                                       "invalid_fields": .array(error.fields.map { .object(["field": .string($0.field), "description": .string($0.message)]) })])
+        var response = try jsonResponse(body, status: .unprocessableContent)
+        response.headers[.contentType] = "application/problem+json"
         return response
     }
 
@@ -252,14 +261,16 @@ struct PredictionRoutes {
         return found
     }
 
-    private func list(_ request: Request, _ context: RegistryContext) async throws -> Response {
+    /// `GET /v1/predictions`, or with `trainings`, `GET /v1/trainings`: the caller's own, a page at a time.
+    func list(_ request: Request, _ context: RegistryContext, trainings: Bool = false) async throws -> Response {
         guard let principal = context.principal else { throw RegistryError(401, "authentication required") }
         let query = request.uri.queryParameters
         let cursor = query["cursor"].flatMap { ModelRoutes.decodeCursor(String($0)) }
-        let rows = try await store.list(viewer: principal, after: cursor, createdAfter: query["created_after"].map(String.init),
+        let rows = try await store.list(viewer: principal, trainings: trainings, after: cursor, createdAfter: query["created_after"].map(String.init),
                                         createdBefore: query["created_before"].map(String.init), limit: Self.pageSize + 1)
         let page = Array(rows.prefix(Self.pageSize))
-        let next = rows.count > Self.pageSize ? page.last.map { "\(registry.baseURL)/v1/predictions?cursor=\(ModelRoutes.encodeCursor($0.createdAt, $0.id))" } : nil
+        let path = trainings ? "trainings" : "predictions"
+        let next = rows.count > Self.pageSize ? page.last.map { "\(registry.baseURL)/v1/\(path)?cursor=\(ModelRoutes.encodeCursor($0.createdAt, $0.id))" } : nil
         return try jsonResponse(WireShapes.page(page.map { PredictionShape(registry: registry).json($0) }, next: next))
     }
 

@@ -33,6 +33,13 @@ public struct VersionRecord: Sendable, Codable, Hashable {
     public var openapiSchema: String
     public var createdAt: String
 
+    public init(id: String, manifestDigest: String, openapiSchema: String, createdAt: String) {
+        self.id = id
+        self.manifestDigest = manifestDigest
+        self.openapiSchema = openapiSchema
+        self.createdAt = createdAt
+    }
+
     package enum CodingKeys: String, CodingKey {
         case id
         case manifestDigest = "manifest_digest"
@@ -192,7 +199,7 @@ public struct ModelStore: Sendable {
 
     public func versions(of model: ModelRecord) async throws -> [VersionRecord] {
         try await sql.raw("""
-            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id)
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id) AND training_of IS NULL
             ORDER BY created_at DESC, id DESC
             """).all(decoding: VersionRecord.self)
     }
@@ -201,7 +208,7 @@ public struct ModelStore: Sendable {
     public func latestVersion(of model: ModelRecord) async throws -> VersionRecord? {
         if let cached = caches.latestVersions.get(model.id) { return cached }
         guard let latest = try await sql.raw("""
-            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id)
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id) AND training_of IS NULL
             ORDER BY created_at DESC, id DESC LIMIT 1
             """).first(decoding: VersionRecord.self) else { return nil }
         caches.latestVersions.set(model.id, latest)
@@ -217,7 +224,8 @@ public struct ModelStore: Sendable {
 
     public func version(of model: ModelRecord, id: String) async throws -> VersionRecord? {
         try await sql.raw("""
-            SELECT id, manifest_digest, openapi_schema, created_at FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)
+            SELECT id, manifest_digest, openapi_schema, created_at FROM versions
+            WHERE model_id = \(bind: model.id) AND id = \(bind: id) AND training_of IS NULL
             """).first(decoding: VersionRecord.self)
     }
 
@@ -244,7 +252,7 @@ public struct ModelStore: Sendable {
             holders = try await sql.raw("""
                 SELECT \(unsafeRaw: Self.columns), v.id AS version_id, v.manifest_digest, v.openapi_schema, v.created_at AS version_created_at
                 FROM versions v JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id
-                WHERE v.id = \(bind: id) ORDER BY v.created_at DESC
+                WHERE v.id = \(bind: id) AND v.training_of IS NULL ORDER BY v.created_at DESC
                 """).all(decoding: Row.self).map { ($0.model, $0.version) }
             if !holders.isEmpty { caches.versions.set(id, holders) }
         }
@@ -252,17 +260,27 @@ public struct ModelStore: Sendable {
     }
 
     /// Records a version (idempotent: pushing the same version again keeps its first date).
-    public func addVersion(_ model: ModelRecord, id: String, manifestDigest: String, openapiSchema: String) async throws {
+    /// With `trainingOf`, it is the config a training of that version runs under: the
+    /// scheduler finds it by id, but no listing or lookup on a caller's behalf shows it.
+    public func addVersion(_ model: ModelRecord, id: String, manifestDigest: String, openapiSchema: String, trainingOf: String? = nil) async throws {
         try await sql.raw("""
-            INSERT INTO versions (model_id, id, manifest_digest, openapi_schema, created_at)
-            VALUES (\(bind: model.id), \(bind: id), \(bind: manifestDigest), \(bind: openapiSchema), \(bind: Timestamp.now()))
+            INSERT INTO versions (model_id, id, manifest_digest, openapi_schema, created_at, training_of)
+            VALUES (\(bind: model.id), \(bind: id), \(bind: manifestDigest), \(bind: openapiSchema), \(bind: Timestamp.now()), \(bind: trainingOf))
             ON CONFLICT (model_id, id) DO NOTHING
             """).run()
         caches.changed()
     }
 
+    /// Deletes a version with the configs its trainings ran under (versions trained from it
+    /// keep everything they need: their own config and links to every layer).
     public func deleteVersion(_ model: ModelRecord, id: String) async throws {
-        try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND id = \(bind: id)").run()
+        struct Row: Decodable { var manifest_digest: String }
+        let derived = try await sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: model.id) AND training_of = \(bind: id)")
+            .all(decoding: Row.self)
+        try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND (id = \(bind: id) OR training_of = \(bind: id))").run()
+        for row in derived {
+            try await sql.raw("DELETE FROM manifests WHERE repository = \(bind: model.repository) AND digest = \(bind: row.manifest_digest)").run()
+        }
         caches.changed()
     }
 

@@ -46,6 +46,14 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     /// The request's `context` (string keys and values, as JSON text): what the model reads as
     /// `cog.current_scope().context`. Never shown in the API's answers.
     public var context: String? = nil
+    /// Set on a training (JSON of ``TrainingOrder``): what it trains from and where its
+    /// version goes. Nil on a prediction.
+    public var training: String? = nil
+
+    /// ``training`` decoded; nil for a prediction.
+    public var trainingOrder: TrainingOrder? {
+        training.flatMap { try? JSONDecoder().decode(TrainingOrder.self, from: Data($0.utf8)) }
+    }
 
     /// ``context`` decoded (empty when there is none).
     public var requestContext: [String: String] {
@@ -71,7 +79,7 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
         case completedAt = "completed_at", dataRemoved = "data_removed"
         case webhook, webhookEventsFilter = "webhook_events_filter"
         case accountID = "account_id"
-        case context
+        case context, training
     }
 
     /// Every stored property, as the memberwise initializer would take them.
@@ -104,6 +112,26 @@ public struct PredictionRecord: Sendable, Codable, Hashable {
     }
 }
 
+/// What a training is for (Replicate's `trainings.create`): the version it trains, and the
+/// model whose new version it makes. Stored as JSON on the training's row.
+public struct TrainingOrder: Sendable, Codable, Hashable {
+    /// The version trained (the row's `version` is the config the training runs under).
+    public var baseVersion: String
+    public var destinationID: String
+    /// `owner/name`.
+    public var destination: String
+
+    public init(baseVersion: String, destinationID: String, destination: String) {
+        self.baseVersion = baseVersion
+        self.destinationID = destinationID
+        self.destination = destination
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case baseVersion = "base_version", destinationID = "destination_id", destination
+    }
+}
+
 /// Predictions: created, advanced by the scheduler, read by their creator (or anyone, once shared).
 public struct PredictionStore: Sendable {
     let sql: any SQLDatabase
@@ -117,19 +145,19 @@ public struct PredictionStore: Sendable {
         gate = database.sqliteGate
     }
 
-    package static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id, context"
+    package static let columns = "id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at, started_at, completed_at, data_removed, shared, webhook, webhook_events_filter, account_id, context, training"
 
     /// Inserts a new prediction, already claimed by `claim` (the replica that will run it) or
     /// waiting for any replica to claim it.
     public func insert(_ record: PredictionRecord, claim: (replica: String, id: String)? = nil, checkSafety: Bool = true) async throws {
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, logs, created_at, webhook, webhook_events_filter,
-                                     account_id, claimed_by, claim_id, lease_until, attempts, check_safety, context)
+                                     account_id, claimed_by, claim_id, lease_until, attempts, check_safety, context, training)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), '', \(bind: record.createdAt),
                     \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID),
                     \(bind: claim?.replica), \(bind: claim?.id), \(bind: claim.map { _ in PredictionQueue.leaseEnd() }), \(bind: claim == nil ? 0 : 1),
-                    \(bind: checkSafety), \(bind: record.context))
+                    \(bind: checkSafety), \(bind: record.context), \(bind: record.training))
             """).run()
     }
 
@@ -139,11 +167,12 @@ public struct PredictionStore: Sendable {
         try await Self.indexOutputFiles(sql, prediction: record.id, output: record.output)
         try await sql.raw("""
             INSERT INTO predictions (id, model_id, model, version, creator_id, source, status, input, output, error, logs, metrics, created_at,
-                                     started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety, context)
+                                     started_at, completed_at, webhook, webhook_events_filter, account_id, attempts, check_safety, context, training)
             VALUES (\(bind: record.id), \(bind: record.modelID), \(bind: record.model), \(bind: record.version), \(bind: record.creatorID),
                     \(bind: record.source), \(bind: record.status.rawValue), \(bind: record.input), \(bind: record.output), \(bind: record.error),
                     \(bind: record.logs), \(bind: record.metrics), \(bind: record.createdAt), \(bind: record.startedAt), \(bind: record.completedAt),
-                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID), 1, \(bind: checkSafety), \(bind: record.context))
+                    \(bind: record.webhook), \(bind: record.webhookEventsFilter), \(bind: record.accountID ?? record.creatorID), 1, \(bind: checkSafety), \(bind: record.context),
+                    \(bind: record.training))
             """).run()
     }
 
@@ -165,7 +194,7 @@ public struct PredictionStore: Sendable {
     /// What the web dashboard lists: the predictions run for `account` (the user's own, or an
     /// organization's the viewer belongs to), newest first, optionally by status and model.
     public func dashboard(account: String, status: PredictionStatus?, model: String?, after cursor: (String, String)?, limit: Int) async throws -> [PredictionRecord] {
-        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE COALESCE(account_id, creator_id) = \(bind: account)"
+        var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE COALESCE(account_id, creator_id) = \(bind: account) AND training IS NULL"
         if let status { query = query + " AND status = \(status)" }
         if let model, !model.isEmpty { query = query + " AND model = \(bind: model)" }
         if let (createdAt, id) = cursor {
@@ -192,9 +221,12 @@ public struct PredictionStore: Sendable {
         try await sql.raw("SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE id = \(bind: id)").first(decoding: PredictionRecord.self)
     }
 
-    /// The viewer's predictions, newest first, after a cursor, within optional dates.
-    public func list(viewer: Principal, after cursor: (String, String)?, createdAfter: String?, createdBefore: String?, limit: Int) async throws -> [PredictionRecord] {
+    /// The viewer's predictions (or, with `trainings`, trainings), newest first, after a cursor,
+    /// within optional dates.
+    public func list(viewer: Principal, trainings: Bool = false, after cursor: (String, String)?, createdAfter: String?, createdBefore: String?,
+                     limit: Int) async throws -> [PredictionRecord] {
         var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM predictions WHERE creator_id = \(bind: viewer.user.id)"
+        query = query + (trainings ? " AND training IS NOT NULL" : " AND training IS NULL")
         if let createdAfter { query = query + " AND created_at > \(bind: createdAfter)" }
         if let createdBefore { query = query + " AND created_at < \(bind: createdBefore)" }
         if let (createdAt, id) = cursor {

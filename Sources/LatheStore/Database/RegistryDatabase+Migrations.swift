@@ -194,6 +194,10 @@ extension RegistryDatabase {
         (17, "workers: the replica an embedded worker runs inside (only it places there)", { sql, _ in
             try await sql.raw("ALTER TABLE workers ADD COLUMN home_replica TEXT").run()
         }),
+        (18, "trainings: the configs they run under (versions no listing shows) and what each training makes", { sql, _ in
+            try await sql.raw("ALTER TABLE versions ADD COLUMN training_of TEXT").run()
+            try await sql.raw("ALTER TABLE predictions ADD COLUMN training TEXT").run()
+        }),
     ]
 
     func migrate() async throws {

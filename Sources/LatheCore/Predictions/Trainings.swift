@@ -1,0 +1,96 @@
+import Foundation
+import LatheArchive
+import LatheRunner
+import LatheSpec
+import LatheStore
+
+/// Replicate's trainings (DESIGN §5). A training runs on the fleet like a prediction, under a
+/// config derived from the version it trains (``ModelConfig/forTraining(of:)``: the same layers
+/// and environment, the training's inputs, the runner calling `train`). When it succeeds, the
+/// files it returned become a new version of the destination model: the trained version's
+/// code, environment and weights plus them (``ModelConfig/trained(manifest:files:)``, as
+/// `lathe train -t` makes one locally).
+package struct Trainings {
+    package let registry: Registry
+
+    package init(registry: Registry) {
+        self.registry = registry
+    }
+
+    /// The version a training of `version` runs under, stored once as a manifest of the model's
+    /// repository (workers pull it like any version) and a version row that no listing or
+    /// lookup on a caller's behalf shows. Nil when the version declares no `train:`.
+    package func trainingVersion(of model: ModelRecord, _ version: VersionRecord) async throws -> VersionRecord? {
+        let (manifest, config) = try await load(version.manifestDigest)
+        guard let derived = config.forTraining(of: version.id) else { return nil }
+        let configData = try JSON.canonical(derived)
+        let configDigest = try await registry.blobs.storeBlob(configData)
+        try await registry.models.addBlob(configDigest.description, size: Int64(configData.count), repository: model.repository)
+        let trainingManifest = Manifest(config: Descriptor(mediaType: MediaType.config, digest: configDigest, size: Int64(configData.count)),
+                                        layers: manifest.layers, annotations: manifest.annotations)
+        let manifestData = try JSON.canonical(trainingManifest)
+        let manifestDigest = try await registry.blobs.storeBlob(manifestData)
+        try await registry.models.addManifest(repository: model.repository, digest: manifestDigest.description, mediaType: MediaType.imageManifest,
+                                              size: manifestData.count)
+        let schema = String(decoding: try JSON.canonical(derived.openapiSchema), as: UTF8.self)
+        try await registry.models.addVersion(model, id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema,
+                                             trainingOf: version.id)
+        return VersionRecord(id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema, createdAt: Timestamp.now())
+    }
+
+    /// Makes the destination's new version from a succeeded training's files, which lie in
+    /// `directory` as `output` names them (`{"$file": NAME}`); returns `owner/name:version`.
+    package func publish(_ order: TrainingOrder, modelID: String, output: JSONValue?, from directory: URL) async throws -> String {
+        guard let destination = try await registry.models.model(id: order.destinationID) else {
+            throw CoreError(.notFound, "the destination model \(order.destination) was deleted while the training ran")
+        }
+        guard let baseDigest = try await registry.models.manifestDigest(modelID: modelID, version: order.baseVersion) else {
+            throw CoreError(.notFound, "the trained version \(order.baseVersion.prefix(12)) was deleted while the training ran")
+        }
+        let (baseManifest, baseConfig) = try await load(baseDigest)
+        var files: [ModelConfig.TrainedFile] = []
+        for name in Self.fileNames(in: output) {
+            // Copied, not moved: the same file is published as the training's `weights` output.
+            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-trained-\(UUID().uuidString)")
+            try FileManager.default.copyItem(at: directory.appendingPathComponent(name), to: copy)
+            defer { try? FileManager.default.removeItem(at: copy) }
+            let (digest, size) = try await onOwnThread { try FileHashing.digest(of: copy) }
+            if try await registry.blobs.size(of: .blob(digest)) == nil { try await registry.blobs.store(.blob(digest), from: copy) }
+            try await registry.models.addBlob(digest.description, size: size, repository: destination.repository)
+            files.append(.init(name: name, digest: digest, size: size))
+        }
+        let (config, layers, _) = try baseConfig.trained(manifest: baseManifest, files: files)
+        // The base's layers become the destination's too (as a cross-repository mount would).
+        for layer in layers { try await registry.models.linkBlob(layer.digest.description, repository: destination.repository) }
+        let configData = try JSON.canonical(config)
+        let configDigest = try await registry.blobs.storeBlob(configData)
+        try await registry.models.addBlob(configDigest.description, size: Int64(configData.count), repository: destination.repository)
+        let manifest = Manifest(config: Descriptor(mediaType: MediaType.config, digest: configDigest, size: Int64(configData.count)),
+                                layers: layers, annotations: baseManifest.annotations)
+        let manifestData = try JSON.canonical(manifest)
+        let manifestDigest = try await registry.blobs.storeBlob(manifestData)
+        try await registry.models.addManifest(repository: destination.repository, digest: manifestDigest.description, mediaType: MediaType.imageManifest,
+                                              size: manifestData.count)
+        let schema = String(decoding: try JSON.canonical(OpenAPISchema.document(for: config.spec)), as: UTF8.self)
+        try await registry.models.addVersion(destination, id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema)
+        try await registry.models.setTag(repository: destination.repository, tag: "latest", digest: manifestDigest.description)
+        return "\(destination.repository):\(configDigest.hex)"
+    }
+
+    /// The names of the files an output names (`{"$file": NAME}`), in order.
+    static func fileNames(in value: JSONValue?) -> [String] {
+        switch value {
+        case .object(let object):
+            if object.count == 1, let name = object["$file"]?.stringValue, BlobKey.isPlainName(name) { return [name] }
+            return object.keys.sorted().flatMap { fileNames(in: object[$0]) }
+        case .array(let items): return items.flatMap { fileNames(in: $0) }
+        default: return []
+        }
+    }
+
+    private func load(_ manifestDigest: String) async throws -> (Manifest, ModelConfig) {
+        guard let digest = Digest(parsing: manifestDigest) else { throw CoreError(.failed, "bad manifest digest") }
+        let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
+        return (manifest, try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))))
+    }
+}
