@@ -327,6 +327,9 @@ def test_trainings_through_the_official_client_make_a_version_of_the_destination
     bobs = httpx.post(f"{server.url}/v1/models/alice/trainable/versions/{base}/trainings", json={"destination": "alice/trained", "input": {"word": "x"}},
                       headers={"Authorization": f"Bearer {server.bob}"})
     assert bobs.status_code == 404 and "The specified training destination does not exist" in bobs.text, bobs.text
+    # Private again: other tests on this server count what a visitor sees of alice's models.
+    assert httpx.patch(f"{server.url}/v1/models/alice/trainable", json={"visibility": "private"},
+                       headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
     # The trained version stands on its own: deleting the version it was trained from leaves it running.
     assert httpx.delete(f"{server.url}/v1/models/alice/trainable/versions/{base}", headers={"Authorization": f"Bearer {server.token}"}).status_code in (202, 204)
     assert client.run(made, input={"name": "bo"}) == "ciao ciao, bo"

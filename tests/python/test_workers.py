@@ -348,10 +348,11 @@ inputs: {name: string}
 output: {type: string}
 train:
   entry: predict.py:Model
-  inputs: {word: string}
+  inputs: {word: string, seconds: {type: number, default: 0, minimum: 0, maximum: 60}}
 """
 
-TUNABLE_PY = """from pathlib import Path
+TUNABLE_PY = """import time
+from pathlib import Path
 
 class Model:
     def setup(self, weights=None):
@@ -360,7 +361,8 @@ class Model:
     def predict(self, name: str) -> str:
         return f"{self.word} {name}"
 
-    def train(self, word: str) -> Path:
+    def train(self, word: str, seconds: float = 0) -> Path:
+        time.sleep(seconds)
         Path("word.txt").write_text(word)  # where it stands, as Cog trainers write
         return Path("word.txt")
 """
@@ -389,6 +391,17 @@ def test_a_training_runs_on_a_remote_worker_and_its_version_runs_there_too(fleet
     assert training["output"]["version"].startswith("alice/tuned:"), training
     assert predict(fleet, "tuned", {"name": "ada"})["output"] == "hej ada"
     assert predict(fleet, "tunable", {"name": "ada"})["output"] == "plain ada"
+
+    # A cancel reaches the training where it runs, and it makes no version.
+    status, slow = call(fleet, "POST", f"/v1/models/alice/tunable/versions/{base}/trainings",
+                        {"destination": "alice/tuned", "input": {"word": "never", "seconds": 30}})
+    assert status == 201, slow
+    until(lambda: call(fleet, "GET", f"/v1/trainings/{slow['id']}")[1]["status"] == "processing", 30, "the slow training never started")
+    started = time.time()
+    status, canceled = call(fleet, "POST", f"/v1/trainings/{slow['id']}/cancel")
+    assert status == 200 and canceled["status"] == "canceled" and time.time() - started < 10, canceled
+    _, versions = call(fleet, "GET", "/v1/models/alice/tuned/versions")
+    assert len(versions["results"]) == 1 and predict(fleet, "tuned", {"name": "bo"})["output"] == "hej bo"
 
 
 def busy_worker(fleet, workers, seconds=60):

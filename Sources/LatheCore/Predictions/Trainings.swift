@@ -50,9 +50,10 @@ package struct Trainings {
         let (baseManifest, baseConfig) = try await load(baseDigest)
         var files: [ModelConfig.TrainedFile] = []
         for name in Self.fileNames(in: output) {
-            // Copied, not moved: the same file is published as the training's `weights` output.
-            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("lathe-trained-\(UUID().uuidString)")
-            try FileManager.default.copyItem(at: directory.appendingPathComponent(name), to: copy)
+            // A second name for the file (a link, else a copy), since storing it moves it and the
+            // same file is published as the training's `weights` output.
+            let file = directory.appendingPathComponent(name), copy = directory.appendingPathComponent(".trained-\(UUID().uuidString)")
+            do { try FileManager.default.linkItem(at: file, to: copy) } catch { try FileManager.default.copyItem(at: file, to: copy) }
             defer { try? FileManager.default.removeItem(at: copy) }
             let (digest, size) = try await onOwnThread { try FileHashing.digest(of: copy) }
             if try await registry.blobs.size(of: .blob(digest)) == nil { try await registry.blobs.store(.blob(digest), from: copy) }
