@@ -81,6 +81,9 @@ struct BadInputConfigTests {
             ("a pattern that is not an expression", { c in Self.spec(&c) {
                 $0["inputs"] = .array([.object(["name": .string("s"), "type": .string("string"), "pattern": .string("(")])]) } }, "pattern"),
             ("a description of a megabyte", { c in Self.spec(&c) { $0["description"] = .string(String(repeating: "x", count: 1 << 20)) } }, "KiB"),
+            ("a pushed config claiming to run train (only the registry derives those)", { c in c["role"] = .string("train") }, "role"),
+            ("a pushed config claiming to be a training's", { c in c["training_of"] = .string(String(repeating: "b", count: 64)) }, "training_of"),
+            ("a train entry outside the project", { c in Self.spec(&c) { $0["train"] = .object(["entry": .string("../x.py:t"), "inputs": .array([])]) } }, "train"),
         ]
         for (what, edit, word) in refusals {
             let (status, body) = try Self.pushEdited(server, token: token, scratch: scratch, edit: edit)
