@@ -49,7 +49,7 @@ struct BuildCommand: AsyncParsableCommand {
         let spec = try loadCheckedSpec(project)
         let refName = try refName(tag: tag, spec: spec, project: project)
         let store = try LocalStore()
-        var builder = ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
+        var builder = ModelBuilder(store: store, cache: statCache())
         if stderrIsTerminal && showProgress {
             let bar = ProgressBar()
             builder.progress = { path, done, total in
@@ -57,6 +57,11 @@ struct BuildCommand: AsyncParsableCommand {
             }
         }
         return (store, refName, try builder.build(project: project, spec: spec, refName: refName))
+    }
+
+    /// The stat cache builds share, so an unchanged weights file is not hashed again.
+    static func statCache() -> StatCache {
+        StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json"))
     }
 
     /// `-t` if given, else lathe.yaml's `name:`, else the folder name; tag `latest` by default.

@@ -80,17 +80,20 @@ struct LocalRun: ParsableArguments {
     func run(_ role: EntryRole, tag: String? = nil) async throws {
         try await guarded {
             let home = LocalStore.home
-            var (prepared, version) = try resolveModel(home: home)
+            let (model, image) = try resolveModel(home: home)
+            let version = image?.version.hex
             let what = role == .train ? "training" : "prediction"
-            let trainedName = try tag.map { try BuildCommand.refName(tag: $0, spec: prepared.spec, project: projectURL(target)) }
-            let base = try trainedName.map { _ in try baseImage(of: prepared, version: version) }
+            var prepared = model
             if role == .train {
-                guard let training = prepared.training() else {
+                guard let training = model.training() else {
                     throw Diagnostic(nil, "\(version.map { "version \($0.prefix(12))" } ?? "this model") declares no train: entry point",
                                      fix: "add to lathe.yaml for example `train: {entry: train.py:train, inputs: {steps: {type: integer, default: 100}}}`")
                 }
                 prepared = training
             }
+            // The version a training with -t starts from (the project built, when it is one).
+            let trainedName = try tag.map { try BuildCommand.refName(tag: $0, spec: model.spec, project: projectURL(target)) }
+            let base = try trainedName.map { _ in try image ?? buildProject(model) }
             let spec = prepared.spec
             let destination = output ?? (role == .train ? "weights" : nil)
 
@@ -204,19 +207,19 @@ struct LocalRun: ParsableArguments {
         }
     }
 
-    /// The stored version a training starts from: the one named, or the project built (untagged)
-    /// into the local store, so a failed training leaves every tag as it was.
-    private func baseImage(of prepared: PreparedModel, version: String?) throws -> LocalStore.Image {
+    /// The project built (untagged) into the local store, for a training with -t to start from:
+    /// a failed training leaves every tag as it was.
+    private func buildProject(_ model: PreparedModel) throws -> LocalStore.Image {
         let store = try LocalStore()
-        if let version { return try store.resolve(version) }
-        let built = try ModelBuilder(store: store, cache: StatCache(url: LocalStore.home.appendingPathComponent("cache/stat-cache.json")))
-            .build(project: projectURL(target), spec: prepared.spec, refName: nil)
+        let built = try ModelBuilder(store: store, cache: BuildCommand.statCache())
+            .build(project: projectURL(target), spec: model.spec, refName: nil)
         let manifest = try store.readBlob(built.manifest)
         return try store.image(Descriptor(mediaType: MediaType.imageManifest, digest: built.manifest, size: Int64(manifest.count)))
     }
 
-    /// A folder with lathe.yaml runs in place; anything else is looked up in the local store.
-    private func resolveModel(home: URL) throws -> (PreparedModel, String?) {
+    /// A folder with lathe.yaml runs in place; anything else is looked up in the local store
+    /// (and its image returned too).
+    private func resolveModel(home: URL) throws -> (PreparedModel, LocalStore.Image?) {
         let project = projectURL(target)
         if FileManager.default.fileExists(atPath: project.appendingPathComponent("lathe.yaml").path) {
             let spec = try loadCheckedSpec(project)
@@ -227,7 +230,7 @@ struct LocalRun: ParsableArguments {
         }
         let store = try LocalStore()
         let image = try store.resolve(target)
-        return (try PreparedModel.image(image, store: store, home: home), image.version.hex)
+        return (try PreparedModel.image(image, store: store, home: home), image)
     }
 }
 

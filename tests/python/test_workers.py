@@ -342,7 +342,8 @@ def test_the_version_cache_is_bounded_least_recently_used_and_kept_across_restar
         cache.kill()
 
 
-TUNABLE = """python: "3.11"
+TUNABLE = """name: tests/tunable
+python: "3.11"
 predict: predict.py:Model
 inputs: {name: string}
 output: {type: string}

@@ -112,9 +112,7 @@ package struct PredictionService {
     }
 
     private func loadSpec(version: VersionRecord) async throws -> ModelSpec {
-        guard let digest = Digest(parsing: version.manifestDigest) else { throw CoreError(.failed, "bad manifest digest") }
-        let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
-        return try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))).spec
+        try await registry.versionFiles(manifest: version.manifestDigest).config.spec
     }
 
     /// Whether `id` is one ``newID()`` makes: 26 lowercase base32 characters (never a path).

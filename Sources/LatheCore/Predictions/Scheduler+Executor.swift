@@ -117,8 +117,12 @@ extension Scheduler {
             do {
                 trained = try await Trainings(registry: registry).publish(order, modelID: job.record.modelID, output: outcome.output, from: outputs)
             } catch {
+                // The caller gets the core's own sentences; a storage error's details (paths,
+                // the database's words) go to the server's log only.
+                registry.logger.error("a training's version could not be made", metadata: ["training": "\(id)", "error": "\(error)"])
                 outcome.status = .failed
-                outcome.error = "the training finished, but its version could not be made: \(error)"
+                outcome.error = "the training finished, but its version could not be made: "
+                    + ((error as? CoreError)?.message ?? (error as? ArchiveError)?.message ?? "the server could not store it (its log says why)")
             }
         }
         // What it streamed before it was canceled, timed out or failed stays its output.

@@ -34,9 +34,7 @@ extension Scheduler {
                 }
                 digest = found
             }
-            guard let manifestDigest = Digest(parsing: digest) else { throw CoreError(.failed, "bad manifest digest") }
-            let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(manifestDigest)))
-            let config = try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest)))
+            let (manifest, config) = try await registry.versionFiles(manifest: digest)
             versions[version] = LoadedVersion(manifest: manifest, config: config, manifestDigest: digest, modelID: modelID,
                                               repository: model.repository, hardware: model.hardware)
         }

@@ -21,21 +21,9 @@ package struct Trainings {
     /// repository (workers pull it like any version) and a version row that no listing or
     /// lookup on a caller's behalf shows. Nil when the version declares no `train:`.
     package func trainingVersion(of model: ModelRecord, _ version: VersionRecord) async throws -> VersionRecord? {
-        let (manifest, config) = try await load(version.manifestDigest)
+        let (manifest, config) = try await registry.versionFiles(manifest: version.manifestDigest)
         guard let derived = config.forTraining(of: version.id) else { return nil }
-        let configData = try JSON.canonical(derived)
-        let configDigest = try await registry.blobs.storeBlob(configData)
-        try await registry.models.addBlob(configDigest.description, size: Int64(configData.count), repository: model.repository)
-        let trainingManifest = Manifest(config: Descriptor(mediaType: MediaType.config, digest: configDigest, size: Int64(configData.count)),
-                                        layers: manifest.layers, annotations: manifest.annotations)
-        let manifestData = try JSON.canonical(trainingManifest)
-        let manifestDigest = try await registry.blobs.storeBlob(manifestData)
-        try await registry.models.addManifest(repository: model.repository, digest: manifestDigest.description, mediaType: MediaType.imageManifest,
-                                              size: manifestData.count)
-        let schema = String(decoding: try JSON.canonical(derived.openapiSchema), as: UTF8.self)
-        try await registry.models.addVersion(model, id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema,
-                                             trainingOf: version.id)
-        return VersionRecord(id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema, createdAt: Timestamp.now())
+        return try await store(derived, layers: manifest.layers, annotations: manifest.annotations, in: model, trainingOf: version.id)
     }
 
     /// Makes the destination's new version from a succeeded training's files, which lie in
@@ -47,7 +35,7 @@ package struct Trainings {
         guard let baseDigest = try await registry.models.manifestDigest(modelID: modelID, version: order.baseVersion) else {
             throw CoreError(.notFound, "the trained version \(order.baseVersion.prefix(12)) was deleted while the training ran")
         }
-        let (baseManifest, baseConfig) = try await load(baseDigest)
+        let (baseManifest, baseConfig) = try await registry.versionFiles(manifest: baseDigest)
         var files: [ModelConfig.TrainedFile] = []
         for name in Self.fileNames(in: output) {
             // A second name for the file (a link, else a copy), since storing it moves it and the
@@ -63,19 +51,31 @@ package struct Trainings {
         let (config, layers, _) = try baseConfig.trained(manifest: baseManifest, files: files)
         // The base's layers become the destination's too (as a cross-repository mount would).
         for layer in layers { try await registry.models.linkBlob(layer.digest.description, repository: destination.repository) }
+        let made = try await store(config, layers: layers, annotations: baseManifest.annotations, in: destination)
+        try await registry.models.setTag(repository: destination.repository, tag: "latest", digest: made.manifestDigest)
+        return "\(destination.repository):\(made.id)"
+    }
+
+    /// Stores `config` and a manifest of `layers` as a version of `model` (with `trainingOf`,
+    /// one no listing shows), as a push of a version made by `lathe build` would. The schema is
+    /// the registry's own, made from the spec (a base config's came from whoever pushed it).
+    private func store(_ config: ModelConfig, layers: [Descriptor], annotations: [String: String]?, in model: ModelRecord,
+                       trainingOf: String? = nil) async throws -> VersionRecord {
+        var config = config
+        config.openapiSchema = OpenAPISchema.document(for: config.spec)
         let configData = try JSON.canonical(config)
         let configDigest = try await registry.blobs.storeBlob(configData)
-        try await registry.models.addBlob(configDigest.description, size: Int64(configData.count), repository: destination.repository)
+        try await registry.models.addBlob(configDigest.description, size: Int64(configData.count), repository: model.repository)
         let manifest = Manifest(config: Descriptor(mediaType: MediaType.config, digest: configDigest, size: Int64(configData.count)),
-                                layers: layers, annotations: baseManifest.annotations)
+                                layers: layers, annotations: annotations)
         let manifestData = try JSON.canonical(manifest)
         let manifestDigest = try await registry.blobs.storeBlob(manifestData)
-        try await registry.models.addManifest(repository: destination.repository, digest: manifestDigest.description, mediaType: MediaType.imageManifest,
+        try await registry.models.addManifest(repository: model.repository, digest: manifestDigest.description, mediaType: MediaType.imageManifest,
                                               size: manifestData.count)
-        let schema = String(decoding: try JSON.canonical(OpenAPISchema.document(for: config.spec)), as: UTF8.self)
-        try await registry.models.addVersion(destination, id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema)
-        try await registry.models.setTag(repository: destination.repository, tag: "latest", digest: manifestDigest.description)
-        return "\(destination.repository):\(configDigest.hex)"
+        let schema = String(decoding: try JSON.canonical(config.openapiSchema), as: UTF8.self)
+        try await registry.models.addVersion(model, id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema,
+                                             trainingOf: trainingOf)
+        return VersionRecord(id: configDigest.hex, manifestDigest: manifestDigest.description, openapiSchema: schema, createdAt: Timestamp.now())
     }
 
     /// The names of the files an output names (`{"$file": NAME}`), in order.
@@ -87,11 +87,5 @@ package struct Trainings {
         case .array(let items): return items.flatMap { fileNames(in: $0) }
         default: return []
         }
-    }
-
-    private func load(_ manifestDigest: String) async throws -> (Manifest, ModelConfig) {
-        guard let digest = Digest(parsing: manifestDigest) else { throw CoreError(.failed, "bad manifest digest") }
-        let manifest = try JSONDecoder().decode(Manifest.self, from: try await registry.blobs.data(.blob(digest)))
-        return (manifest, try JSONDecoder().decode(ModelConfig.self, from: try await registry.blobs.data(.blob(manifest.config.digest))))
     }
 }

@@ -3,8 +3,9 @@ import LatheRunner
 import Logging
 import LatheStore
 
-/// The workers, as this replica takes part in them (DESIGN §6); `lathe serve`'s embedded worker is one. The fleet itself lives in
-/// the metadata store (``WorkerStore``): any replica registers a worker, takes its heartbeat,
+/// The workers, as this replica takes part in them (DESIGN §6); `lathe serve`'s embedded
+/// worker is one. The fleet itself lives in the metadata store (``WorkerStore``): any replica
+/// registers a worker, takes its heartbeat,
 /// holds its long poll and places instances on it. What stays here is only what cannot be
 /// shared: the long polls this replica holds, the instances it placed (whose predictions it
 /// runs), and a copy of the fleet for placement, refreshed every second and on every event.

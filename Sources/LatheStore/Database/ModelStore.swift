@@ -274,13 +274,11 @@ public struct ModelStore: Sendable {
     /// Deletes a version with the configs its trainings ran under (versions trained from it
     /// keep everything they need: their own config and links to every layer).
     public func deleteVersion(_ model: ModelRecord, id: String) async throws {
-        struct Row: Decodable { var manifest_digest: String }
-        let derived = try await sql.raw("SELECT manifest_digest FROM versions WHERE model_id = \(bind: model.id) AND training_of = \(bind: id)")
-            .all(decoding: Row.self)
+        try await sql.raw("""
+            DELETE FROM manifests WHERE repository = \(bind: model.repository)
+              AND digest IN (SELECT manifest_digest FROM versions WHERE model_id = \(bind: model.id) AND training_of = \(bind: id))
+            """).run()
         try await sql.raw("DELETE FROM versions WHERE model_id = \(bind: model.id) AND (id = \(bind: id) OR training_of = \(bind: id))").run()
-        for row in derived {
-            try await sql.raw("DELETE FROM manifests WHERE repository = \(bind: model.repository) AND digest = \(bind: row.manifest_digest)").run()
-        }
         caches.changed()
     }
 
